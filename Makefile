@@ -1,0 +1,26 @@
+# The two commands of README: `make lab` (set up, bring up the one-machine lab, show it working)
+# and `make test`. Both need root: namespaces, Open vSwitch, macvlan.
+VENV    ?= .venv
+PYTHON  ?= python3
+APT_PACKAGES = openvswitch-switch containernetworking-plugins iproute2 iputils-ping iputils-arping \
+               user-mode-linux tcpdump python3-venv python3-pip
+
+.PHONY: setup test lab clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@echo "==> apt packages: $(APT_PACKAGES)"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null
+	@echo "==> python venv $(VENV) with underlay[test]"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+test: setup
+	$(VENV)/bin/python -m pytest tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,123 @@
+"""Network namespaces and veth cables for the one-machine rig, through pyroute2.
+
+The rig never moves its own process into another namespace: netlink calls name the namespace
+(`IPRoute(netns=...)`), and commands that must run inside one go through `ip netns exec`.
+Nothing here touches the host namespace beyond creating the namespace files in /run/netns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+from collections.abc import Iterator, Sequence
+
+from pyroute2 import IPRoute, netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+NETNS_DIR = "/run/netns"
+
+
+def exists(name: str) -> bool:
+    return os.path.exists(os.path.join(NETNS_DIR, name))
+
+
+def create(name: str) -> None:
+    """Create namespace `name` with its loopback up and IPv6 off (keeps the segment quiet)."""
+    netns.create(name)
+    with IPRoute(netns=name) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+    set_sysctl(name, "net.ipv6.conf.all.disable_ipv6", "1")
+    set_sysctl(name, "net.ipv6.conf.default.disable_ipv6", "1")
+
+
+def remove(name: str) -> None:
+    """Remove namespace `name`; a namespace that is already gone is fine."""
+    if exists(name):
+        netns.remove(name)
+
+
+def list_names(prefix: str) -> list[str]:
+    return sorted(n for n in netns.listnetns() if n.startswith(prefix))
+
+
+def set_sysctl(name: str, key: str, value: str) -> None:
+    run(name, ["sysctl", "-q", "-w", f"{key}={value}"])
+
+
+def exec_argv(name: str, argv: Sequence[str]) -> list[str]:
+    """The command line that runs `argv` inside namespace `name`."""
+    return ["ip", "netns", "exec", name, *argv]
+
+
+def run(name: str, argv: Sequence[str], *, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run `argv` inside namespace `name`, capturing its output."""
+    proc = subprocess.run(exec_argv(name, argv), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"in netns {name}: {' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()}")
+    return proc
+
+
+def add_veth(*, ns_a: str, name_a: str, ns_b: str, name_b: str, final_b: str | None = None) -> None:
+    """A cable: veth `name_a` in `ns_a` to `name_b` in `ns_b`, both up.
+
+    The peer is created under a unique name and renamed inside its namespace to `final_b` (e.g.
+    "eth0"), since the final name may exist in the namespace it was created in.
+    """
+    with IPRoute(netns=ns_a) as ipr:
+        ipr.link("add", ifname=name_a, kind="veth", peer={"ifname": name_b, "net_ns_fd": ns_b})
+        ipr.link("set", index=ipr.link_lookup(ifname=name_a)[0], state="up")
+    with IPRoute(netns=ns_b) as ipr:
+        index = ipr.link_lookup(ifname=name_b)[0]
+        if final_b:
+            ipr.link("set", index=index, ifname=final_b)
+        ipr.link("set", index=index, state="up")
+
+
+def configure(name: str, ifname: str, *, cidr: str | None = None, mac: str | None = None) -> str:
+    """Give `ifname` in namespace `name` an address and/or MAC; return its MAC."""
+    with IPRoute(netns=name) as ipr:
+        index = ipr.link_lookup(ifname=ifname)[0]
+        if mac:
+            ipr.link("set", index=index, state="down")
+            ipr.link("set", index=index, address=mac)
+            ipr.link("set", index=index, state="up")
+        if cidr:
+            address, prefixlen = cidr.split("/")
+            with contextlib.suppress(NetlinkError):  # EEXIST: already configured
+                ipr.addr("add", index=index, address=address, prefixlen=int(prefixlen))
+        return str(ipr.get_links(index)[0].get("IFLA_ADDRESS"))
+
+
+def delete_link(name: str, ifname: str) -> None:
+    """Delete `ifname` in namespace `name`; a missing link or namespace is fine."""
+    if not exists(name):
+        return
+    with IPRoute(netns=name) as ipr:
+        for index in ipr.link_lookup(ifname=ifname):
+            with contextlib.suppress(NetlinkError):
+                ipr.link("del", index=index)
+
+
+@contextlib.contextmanager
+def entered(name: str) -> Iterator[None]:
+    """Run the body with this thread inside namespace `name` (for creating sockets there).
+
+    setns(2) changes only the calling thread; a socket keeps the namespace it was created in.
+    """
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY)
+    try:
+        os.setns(target, os.CLONE_NEWNET)
+        yield
+    finally:
+        os.setns(own, os.CLONE_NEWNET)
+        os.close(target)
+        os.close(own)
+
+
+def connect_tcp(name: str, host: str, port: int, timeout: float = 10) -> socket.socket:
+    """A TCP connection made from inside namespace `name`."""
+    with entered(name):
+        return socket.create_connection((host, port), timeout=timeout)
