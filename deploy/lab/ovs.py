@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.lab import netns
+from deploy.lab.process import stop_pidfile
 
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 DAEMONS = ("ovs-vswitchd", "ovsdb-server")  # stop order: the switch before its database
@@ -111,36 +111,3 @@ class PrivateOvs:
         if proc.returncode != 0:
             raise OvsError(f"{' '.join(argv)}: {proc.stderr.strip() or proc.stdout.strip()}")
         return proc.stdout
-
-
-def stop_pidfile(pidfile: Path, *, sig: signal.Signals = signal.SIGTERM, timeout: float = 5) -> None:
-    """Signal the process named in `pidfile` and wait until it is gone (SIGKILL after `timeout`)."""
-    try:
-        pid = int(pidfile.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return
-    if not _signal(pid, sig):
-        return
-    deadline = time.monotonic() + timeout
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            _signal(pid, signal.SIGKILL)
-            deadline += timeout
-        time.sleep(0.02)
-    pidfile.unlink(missing_ok=True)
-
-
-def _signal(pid: int, sig: signal.Signals) -> bool:
-    try:
-        os.kill(pid, sig)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"  # a zombie is gone for our purpose
-    except (FileNotFoundError, IndexError):
-        return False

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploy.lab import netns
-from deploy.lab.ovs import PrivateOvs, stop_pidfile
+from deploy.lab.ovs import PrivateOvs
+from deploy.lab.process import stop_pidfile
 
 STATE_ROOT = Path("/run/underlay-rig")
+PERSISTENT = "persistent"  # owner of a rig that outlives its maker (the lab): kept until destroyed
 REQUIRED_TOOLS = ("ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ip", "ping", "arping")
 
 
@@ -73,11 +75,11 @@ class Rig:
         self.ovs = PrivateOvs(self.workdir / "ovs", self.mgmt_ns)
 
     # lifecycle -----------------------------------------------------------------------------
-    def start(self) -> Rig:
+    def start(self, *, persistent: bool = False) -> Rig:
         check_prerequisites()
         sweep_stale(self.state_root)
         self.workdir.mkdir(parents=True)
-        (self.workdir / "owner").write_text(str(os.getpid()))
+        (self.workdir / "owner").write_text(PERSISTENT if persistent else str(os.getpid()))
         try:
             netns.create(self.mgmt_ns)
             self.ovs.start()
@@ -145,7 +147,10 @@ def sweep_stale(state_root: Path = STATE_ROOT) -> list[str]:
 
 def _owner_alive(owner: Path) -> bool:
     try:
-        pid = int(owner.read_text())
+        text = owner.read_text()
+        if text == PERSISTENT:
+            return True
+        pid = int(text)
     except (FileNotFoundError, ValueError):
         return False
     return Path(f"/proc/{pid}").exists()
