@@ -48,3 +48,6 @@ class SwitchState:
     ports: tuple[SwitchPort, ...] = ()
     placements: tuple[Placement, ...] = ()
     unknown_destination: UnknownDestination = UnknownDestination.NORMAL
+    # MACs of registered nodes whose switch port is not known yet: the one thing sent to the
+    # controller (truncated), so it can learn the port from the packet-in.
+    learn_macs: tuple[str, ...] = ()

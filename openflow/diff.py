@@ -1,0 +1,33 @@
+"""Reconcile: the flow-mods that turn what a switch has into what we want, and nothing more.
+
+A flow is replaced in place when only its instructions change (an OpenFlow add with the same table,
+priority and match overwrites it), so no moment passes without it. Adds go in pipeline order, allow
+flows before what redirects traffic to them (make-before-break); deletes go in the reverse order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from openflow.flows import Flow, sort_flows
+
+
+def diff(current: Iterable[Flow], desired: Iterable[Flow]) -> tuple[tuple[Flow, ...], tuple[Flow, ...]]:
+    """(to_delete, to_add): delete-strict each of the first, then add each of the second."""
+    have, want = frozenset(current), frozenset(desired)
+    to_add = sort_flows(want - have)
+    replaced = {flow.key for flow in to_add}
+    to_delete = sort_flows(flow for flow in have - want if flow.key not in replaced)
+    return tuple(reversed(to_delete)), to_add
+
+
+def apply(current: Iterable[Flow], to_delete: Iterable[Flow], to_add: Iterable[Flow]) -> frozenset[Flow]:
+    """What a switch holds after the flow-mods, by OpenFlow's rules: a strict delete removes the flow
+    with that key and cookie; an add replaces any flow with its key. (A model for tests and dry runs.)"""
+    table = {flow.key: flow for flow in current}
+    for flow in to_delete:
+        if flow.key in table and table[flow.key].cookie == flow.cookie:
+            del table[flow.key]
+    for flow in to_add:
+        table[flow.key] = flow
+    return frozenset(table.values())

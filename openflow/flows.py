@@ -1,0 +1,140 @@
+"""Flows as frozen, hashable values: the one type for both "what we want" and "what the switch has".
+
+A `Flow` is what OpenFlow 1.3 identifies (table, priority, match) plus what we put in it (apply-actions,
+goto-table, cookie). Matches are kept in one canonical form (a tuple of (field, value) pairs in a fixed
+field order, MACs lower-case, prerequisites spelled out) that equals what `ofmsg.parse_flow_stats`
+reads back from Open vSwitch, so two flow sets compare exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Union
+
+from os_ken.ofproto import ofproto_v1_3 as ofp
+
+from openflow.tables import table_id
+
+IN_PORT = ofp.OFPP_IN_PORT
+NORMAL = ofp.OFPP_NORMAL
+CONTROLLER = ofp.OFPP_CONTROLLER
+PORT_NAMES = {IN_PORT: "IN_PORT", NORMAL: "NORMAL", CONTROLLER: "CONTROLLER", ofp.OFPP_FLOOD: "FLOOD",
+              ofp.OFPP_ALL: "ALL", ofp.OFPP_LOCAL: "LOCAL"}
+
+ETH_TYPE_IP = 0x0800
+ETH_TYPE_ARP = 0x0806
+ARP_REQUEST = 1
+ARP_REPLY = 2
+BROADCAST = "ff:ff:ff:ff:ff:ff"
+MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")  # the group bit: broadcast and multicast
+
+MatchValue = Union[int, str, tuple[str, str], tuple[int, int]]  # a value, or (value, mask)
+Match = tuple[tuple[str, MatchValue], ...]
+
+# Canonical field order (how a human reads a flow); fields not listed sort after, by name.
+FIELD_ORDER = ("in_port", "eth_src", "eth_dst", "eth_type", "arp_op", "arp_spa", "arp_sha", "arp_tpa",
+               "arp_tha", "ipv4_src", "ipv4_dst")
+_MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha"})
+
+
+@dataclass(frozen=True)
+class Output:
+    """Output to a port; `max_len` is sent and read back as is (0 except towards the controller)."""
+
+    port: int
+    max_len: int = 0
+
+    def __str__(self) -> str:
+        name = PORT_NAMES.get(self.port, f"output:{self.port}")
+        return f"{name}:{self.max_len}" if self.max_len else name
+
+
+@dataclass(frozen=True)
+class SetField:
+    field: str
+    value: int | str
+
+    def __str__(self) -> str:
+        return f"set_field:{self.value}->{self.field}"
+
+
+@dataclass(frozen=True)
+class Move:
+    """Copy `n_bits` of `src` into `dst` (Nicira reg_move: what OVS uses for OpenFlow 1.3)."""
+
+    src: str
+    dst: str
+    n_bits: int
+    src_ofs: int = 0
+    dst_ofs: int = 0
+
+    def __str__(self) -> str:
+        return f"move:{self.src}->{self.dst}"
+
+
+@dataclass(frozen=True)
+class Opaque:
+    """An action or instruction we never write, found on a switch under our cookie.
+
+    Keeping it (as text) makes that flow differ from every desired flow, so `diff` replaces it.
+    """
+
+    text: str
+
+    def __str__(self) -> str:
+        return f"opaque({self.text})"
+
+
+Action = Union[Output, SetField, Move, Opaque]
+
+
+@dataclass(frozen=True)
+class Flow:
+    table: str
+    priority: int
+    match: Match
+    actions: tuple[Action, ...] = ()  # apply-actions; () with no goto means drop
+    goto: str | None = None
+    cookie: int = 0
+
+    @property
+    def key(self) -> tuple[str, int, Match]:
+        """What a strict flow-mod names: an add with the same key replaces this flow."""
+        return (self.table, self.priority, self.match)
+
+    def sort_key(self) -> tuple[int, int, str, str, str, int]:
+        """Table order, then highest priority first: the order of make-before-break adds."""
+        return (table_id(self.table), -self.priority, repr(self.match), repr(self.actions),
+                self.goto or "", self.cookie)
+
+
+def make_match(fields: Mapping[str, MatchValue]) -> Match:
+    """The canonical match: fixed field order, lower-case MACs, exact values instead of full masks."""
+    return tuple(sorted(((name, _normal(name, value)) for name, value in fields.items()), key=_field_key))
+
+
+def make_flow(table: str, priority: int, match: Mapping[str, MatchValue], *, actions: tuple[Action, ...] = (),
+              goto: str | None = None, cookie: int = 0) -> Flow:
+    return Flow(table=table, priority=priority, match=make_match(match), actions=actions, goto=goto,
+                cookie=cookie)
+
+
+def sort_flows(flows: Iterable[Flow]) -> tuple[Flow, ...]:
+    return tuple(sorted(flows, key=Flow.sort_key))
+
+
+def _field_key(item: tuple[str, MatchValue]) -> tuple[int, str]:
+    name = item[0]
+    return (FIELD_ORDER.index(name) if name in FIELD_ORDER else len(FIELD_ORDER), name)
+
+
+def _normal(name: str, value: MatchValue) -> MatchValue:
+    if isinstance(value, tuple):
+        masked, mask = (_normal(name, part) for part in value)  # type: ignore[arg-type]
+        if mask in ("ff:ff:ff:ff:ff:ff", "255.255.255.255"):
+            return masked
+        return (masked, mask)  # type: ignore[return-value]
+    if name in _MAC_FIELDS and isinstance(value, str):
+        return value.lower()
+    return value

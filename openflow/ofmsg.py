@@ -1,0 +1,113 @@
+"""Flows ↔ os-ken OpenFlow 1.3 message objects. Builds and parses; never sends.
+
+`flow_mod` and `parse_flow_stats` are inverses on everything `pipeline` produces: what we send is
+read back from Open vSwitch as an equal `Flow`. Where OVS answers in a different but equivalent
+spelling we normalise on parsing (OVS encodes a move's fields as Nicira NXM headers, os-ken names them
+"eth_src_nxm"); instruction order and unknown content are handled by reading instructions by type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from os_ken.ofproto import ofproto_v1_3 as ofp13
+from os_ken.ofproto import ofproto_v1_3_parser as parser13
+
+from openflow import COOKIE_MASK
+from openflow.flows import Action, Flow, Move, Opaque, Output, SetField, make_match
+from openflow.tables import table_id, table_name
+
+NXM_SUFFIX = "_nxm"
+
+
+def flow_mod(datapath: Any, flow: Flow, *, delete: bool = False) -> Any:
+    """An OFPFlowMod adding `flow`, or deleting exactly it (delete-strict, our cookie only).
+
+    `datapath` is an os-ken Datapath or anything with `.ofproto` and `.ofproto_parser`
+    (e.g. `os_ken.ofproto.ofproto_protocol.ProtocolDesc(0x04)`).
+    """
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    return parser.OFPFlowMod(
+        datapath,
+        cookie=flow.cookie,
+        cookie_mask=COOKIE_MASK if delete else 0,
+        table_id=table_id(flow.table),
+        command=ofp.OFPFC_DELETE_STRICT if delete else ofp.OFPFC_ADD,
+        priority=flow.priority,
+        buffer_id=ofp.OFP_NO_BUFFER,
+        out_port=ofp.OFPP_ANY,
+        out_group=ofp.OFPG_ANY,
+        flags=0,
+        match=parser.OFPMatch(**dict(flow.match)),
+        instructions=[] if delete else _instructions(datapath, flow),
+    )
+
+
+def flow_stats_request(datapath: Any, cookie: int) -> Any:
+    """A request for every flow, in all tables, carrying exactly `cookie`."""
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    return parser.OFPFlowStatsRequest(
+        datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, COOKIE_MASK, parser.OFPMatch())
+
+
+def parse_flow_stats(stats: Iterable[Any]) -> frozenset[Flow]:
+    """The entries of OFPFlowStatsReply bodies (OFPFlowStats) as `Flow` values."""
+    return frozenset(_parse_one(entry) for entry in stats)
+
+
+def _instructions(datapath: Any, flow: Flow) -> list[Any]:
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    instructions = []
+    if flow.actions:
+        actions = [_encode_action(parser, action) for action in flow.actions]
+        instructions.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions))
+    if flow.goto is not None:
+        instructions.append(parser.OFPInstructionGotoTable(table_id(flow.goto)))
+    return instructions
+
+
+def _encode_action(parser: Any, action: Action) -> Any:
+    if isinstance(action, Output):
+        return parser.OFPActionOutput(action.port, action.max_len)
+    if isinstance(action, SetField):
+        return parser.OFPActionSetField(**{action.field: action.value})
+    if isinstance(action, Move):
+        return parser.NXActionRegMove(src_field=action.src, dst_field=action.dst, n_bits=action.n_bits,
+                                      src_ofs=action.src_ofs, dst_ofs=action.dst_ofs)
+    raise ValueError(f"cannot send {action}: it was read from a switch, not built by the pipeline")
+
+
+def _parse_one(entry: Any) -> Flow:
+    actions: list[Action] = []
+    goto = None
+    for instruction in entry.instructions:
+        if isinstance(instruction, parser13.OFPInstructionGotoTable):
+            goto = table_name(instruction.table_id)
+        elif isinstance(instruction, parser13.OFPInstructionActions) and instruction.type == ofp13.OFPIT_APPLY_ACTIONS:
+            actions.extend(_parse_action(action) for action in instruction.actions)
+        else:
+            actions.append(Opaque(str(instruction)))
+    return Flow(table=table_name(entry.table_id), priority=entry.priority,
+                match=make_match(dict(entry.match.items())), actions=tuple(actions), goto=goto,
+                cookie=entry.cookie)
+
+
+def _parse_action(action: Any) -> Action:
+    if isinstance(action, parser13.OFPActionOutput):
+        return Output(action.port, action.max_len)
+    if isinstance(action, parser13.OFPActionSetField):
+        return SetField(action.key, _lower_mac(action.value))
+    if isinstance(action, parser13.NXActionRegMove):
+        return Move(_oxm_name(action.src_field), _oxm_name(action.dst_field), action.n_bits,
+                    action.src_ofs, action.dst_ofs)
+    return Opaque(str(action))
+
+
+def _oxm_name(name: str) -> str:
+    """The OpenFlow basic name of a field OVS wrote as its Nicira (NXM) twin: same bits, same meaning."""
+    return name[: -len(NXM_SUFFIX)] if name.endswith(NXM_SUFFIX) else name
+
+
+def _lower_mac(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value

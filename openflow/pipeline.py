@@ -1,0 +1,127 @@
+"""The pipeline: a `SwitchState` → the exact set of flows the switch should hold.
+
+Three tables (see `openflow.tables`), walked in order:
+
+ingress        learn MAC → CONTROLLER (truncated)                                prio 300
+               per placement on a node port: ARP with its MAC, sender MAC and
+               sender IP (or an RFC 5227 probe for its IP) → arp_responder;
+               IPv4 with its MAC and source IP → l2                              prio 200
+               trusted port → arp_responder                                      prio 100
+               anything else → drop                                              prio 0
+arp_responder  broadcast request for a placed IP from its owner's port → l2
+               (DAD, gratuitous ARP pass on unanswered)                          prio 200
+               broadcast request for a placed IP → rewritten into the reply,
+               out IN_PORT (answered, not flooded)                               prio 100
+               anything else → l2                                                prio 0
+l2             placed MAC → its port                                             prio 100
+               broadcast/multicast → NORMAL                                      prio 50
+               anything else → NORMAL or drop (`SwitchState.unknown_destination`) prio 0
+
+Every placement-specific flow names that placement's IP or MAC and no one else's, so adding, removing
+or moving one placement changes only its own flows (ipvlan placements, sharing the node's MAC on
+one port, share one l2 flow: the set dedupes it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+from openflow.flows import (ARP_REPLY, ARP_REQUEST, BROADCAST, CONTROLLER, ETH_TYPE_ARP, ETH_TYPE_IP, IN_PORT,
+                            MULTICAST, NORMAL, Action, Flow, MatchValue, Move, Output, SetField, make_flow)
+from openflow.model import Placement, PortRole, SwitchState, UnknownDestination
+from openflow.tables import ARP_RESPONDER, INGRESS, L2
+
+PRIO_LEARN = 300
+PRIO_ALLOW = 200
+PRIO_TRUSTED = 100
+PRIO_SKIP_OWNER = 200
+PRIO_ANSWER = 100
+PRIO_EXACT = 100
+PRIO_MULTICAST = 50
+PRIO_MISS = 0
+
+LEARN_MAX_LEN = 128  # bytes of a learning frame the controller needs: the Ethernet header and a bit
+
+
+class StateError(ValueError):
+    """The state cannot be turned into flows (e.g. one IP placed twice): the controller's bug."""
+
+
+def desired_flows(state: SwitchState) -> frozenset[Flow]:
+    """All flows for `state`, each stamped with the controller's cookie."""
+    _check(state)
+    return frozenset(replace(flow, cookie=state.cookie) for flow in _flows(state))
+
+
+def _flows(state: SwitchState) -> Iterator[Flow]:
+    yield from _table_defaults(state.unknown_destination)
+    for mac in state.learn_macs:
+        yield make_flow(INGRESS, PRIO_LEARN, {"eth_src": mac}, actions=(Output(CONTROLLER, LEARN_MAX_LEN),))
+    trusted = {port.number for port in state.ports if port.role is PortRole.TRUSTED}
+    for number in sorted(trusted):
+        yield make_flow(INGRESS, PRIO_TRUSTED, {"in_port": number}, goto=ARP_RESPONDER)
+    for placement in state.placements:
+        if placement.port not in trusted:
+            yield from ingress_allow(placement)
+        yield from arp_responder(placement)
+        yield l2_forward(placement)
+
+
+def _table_defaults(unknown: UnknownDestination) -> Iterator[Flow]:
+    yield make_flow(INGRESS, PRIO_MISS, {})  # the explicit drop
+    yield make_flow(ARP_RESPONDER, PRIO_MISS, {}, goto=L2)
+    yield make_flow(L2, PRIO_MULTICAST, {"eth_dst": MULTICAST}, actions=(Output(NORMAL),))
+    miss = (Output(NORMAL),) if unknown is UnknownDestination.NORMAL else ()
+    yield make_flow(L2, PRIO_MISS, {}, actions=miss)
+
+
+def ingress_allow(placement: Placement) -> Iterator[Flow]:
+    """What a node port may send for this placement: its ARP (or a probe for its IP) and its IPv4."""
+    port, mac, ip = placement.port, placement.mac, placement.ip
+    arp: dict[str, MatchValue] = {"in_port": port, "eth_src": mac, "eth_type": ETH_TYPE_ARP, "arp_sha": mac}
+    yield make_flow(INGRESS, PRIO_ALLOW, {**arp, "arp_spa": ip}, goto=ARP_RESPONDER)
+    yield make_flow(INGRESS, PRIO_ALLOW, {**arp, "arp_spa": "0.0.0.0", "arp_tpa": ip}, goto=ARP_RESPONDER)
+    yield make_flow(INGRESS, PRIO_ALLOW, {"in_port": port, "eth_src": mac, "eth_type": ETH_TYPE_IP,
+                                         "ipv4_src": ip}, goto=L2)
+
+
+def arp_responder(placement: Placement) -> Iterator[Flow]:
+    """Answer broadcast requests for the placement's IP, except those from its own port."""
+    request: dict[str, MatchValue] = {"eth_dst": BROADCAST, "eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST,
+                                      "arp_tpa": placement.ip}
+    yield make_flow(ARP_RESPONDER, PRIO_SKIP_OWNER, {**request, "in_port": placement.port}, goto=L2)
+    yield make_flow(ARP_RESPONDER, PRIO_ANSWER, request, actions=arp_reply(placement))
+
+
+def arp_reply(placement: Placement) -> tuple[Action, ...]:
+    """Turn the request into its reply in place (the Neutron/OVN recipe) and send it back."""
+    return (
+        Move("eth_src", "eth_dst", 48),
+        SetField("eth_src", placement.mac.lower()),
+        SetField("arp_op", ARP_REPLY),
+        Move("arp_sha", "arp_tha", 48),
+        SetField("arp_sha", placement.mac.lower()),
+        Move("arp_spa", "arp_tpa", 32),
+        SetField("arp_spa", placement.ip),
+        Output(IN_PORT),
+    )
+
+
+def l2_forward(placement: Placement) -> Flow:
+    """Frames for the placement's MAC go to its port. A frame arriving on that very port is dropped
+    by OpenFlow's rule (no output to the in-port), as a learning switch would: local delivery is the
+    node's job (macvlan bridge mode, ipvlan)."""
+    return make_flow(L2, PRIO_EXACT, {"eth_dst": placement.mac}, actions=(Output(placement.port),))
+
+
+def _check(state: SwitchState) -> None:
+    """Reject states whose flows would contradict each other (same match, different outputs)."""
+    seen_ip: dict[str, Placement] = {}
+    seen_mac: dict[str, Placement] = {}
+    for placement in state.placements:
+        for seen, key in ((seen_ip, placement.ip), (seen_mac, placement.mac.lower())):
+            other = seen.setdefault(key, placement)
+            if other.port != placement.port or (seen is seen_ip and other.mac.lower() != placement.mac.lower()):
+                raise StateError(f"{placement.owner or placement.ip}: {key} is already placed by "
+                                 f"{other.owner or other.ip} at {other.mac} on port {other.port}")

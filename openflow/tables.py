@@ -1,0 +1,52 @@
+"""The pipeline's tables, named once, and a one-line text form of a flow for docs and logs.
+
+Code refers to tables by name; `TABLES` is the only place that assigns OpenFlow table ids. The order
+of the ids is also the order in which a packet walks the tables and in which adds are applied
+(ingress allow flows first: make-before-break).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from openflow.flows import Flow
+
+INGRESS = "ingress"              # port security: what may enter from each port
+ARP_RESPONDER = "arp_responder"  # broadcast ARP requests for placed IPs, answered in the datapath
+L2 = "l2"                        # exact destination MACs to their port; the rest NORMAL or drop
+
+TABLES: dict[str, int] = {INGRESS: 0, ARP_RESPONDER: 1, L2: 2}
+TABLE_NAMES: dict[int, str] = {table_id: name for name, table_id in TABLES.items()}
+
+
+def table_id(name: str) -> int:
+    """The id of `name`; a foreign table found on a switch is named "table<N>" (see `table_name`)."""
+    if name in TABLES:
+        return TABLES[name]
+    if name.startswith("table") and name[5:].isdigit():
+        return int(name[5:])
+    raise KeyError(f"unknown table {name!r}: known are {', '.join(TABLES)}")
+
+
+def table_name(number: int) -> str:
+    return TABLE_NAMES.get(number, f"table{number}")
+
+
+def render(flow: Flow) -> str:
+    """One line in ovs-ofctl's spirit, e.g.
+    `ingress(0) prio=200 in_port=1,eth_type=0x806,... actions=goto_table:arp_responder`."""
+    match = ",".join(f"{name}={_value(name, value)}" for name, value in flow.match) or "*"
+    steps = [str(action) for action in flow.actions]
+    if flow.goto is not None:
+        steps.append(f"goto_table:{flow.goto}")
+    return (f"{flow.table}({table_id(flow.table)}) prio={flow.priority} {match} "
+            f"actions={','.join(steps) or 'drop'} cookie={flow.cookie:#x}")
+
+
+def _value(name: str, value: object) -> str:
+    if isinstance(value, tuple):
+        return "/".join(str(part) for part in value)
+    if name == "eth_type" and isinstance(value, int):
+        return f"{value:#06x}"
+    return str(value)

@@ -1,0 +1,38 @@
+"""Shared states for the openflow tests: two nodes, macvlan and ipvlan pods, a trusted uplink.
+
+A plain module (not a conftest) so tests can import the names; test modules here have unique basenames
+because tests/ has no __init__.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from openflow.model import Placement, PortRole, SwitchPort, SwitchState
+
+COOKIE = 0x0DE1_A700_0000_0001
+N1, N2 = "02:00:c6:12:00:01", "02:00:c6:12:00:02"      # node uplink MACs
+P1, P2 = "02:00:c6:12:01:11", "02:00:c6:12:01:12"      # macvlan pod MACs
+ROUTER = "02:00:c6:12:00:fe"
+LEARN = "02:00:c6:12:00:03"                             # a node whose port is not known yet
+PORT_N1, PORT_N2, PORT_ROUTER = 1, 2, 9
+
+
+def two_node_state(**changes: object) -> SwitchState:
+    """n1 and n2 with one macvlan pod (own MAC) and one ipvlan pod (node MAC) each."""
+    state = SwitchState(
+        dpid=1,
+        cookie=COOKIE,
+        ports=(SwitchPort(PORT_N1, PortRole.NODE), SwitchPort(PORT_N2, PortRole.NODE),
+               SwitchPort(PORT_ROUTER, PortRole.TRUSTED)),
+        placements=(
+            Placement("198.18.0.1", N1, PORT_N1, "node/n1"),
+            Placement("198.18.0.2", N2, PORT_N2, "node/n2"),
+            Placement("198.18.0.11", P1, PORT_N1, "default/mac-1"),
+            Placement("198.18.0.12", P2, PORT_N2, "default/mac-2"),
+            Placement("198.18.0.21", N1, PORT_N1, "default/ipv-1"),
+            Placement("198.18.0.22", N2, PORT_N2, "default/ipv-2"),
+        ),
+        learn_macs=(LEARN,),
+    )
+    return replace(state, **changes)

@@ -1,0 +1,175 @@
+"""openflow.pipeline: behaviour of the flow set, asked of a packet walk (ofsim), not of flow text."""
+
+from __future__ import annotations
+
+import pytest
+from ofsim import arp_request, ipv4, ipv6, walk
+from ofstates import COOKIE, LEARN, N1, N2, P1, P2, PORT_N1, PORT_N2, PORT_ROUTER, ROUTER, two_node_state
+
+from openflow.flows import CONTROLLER, Output
+from openflow.model import Placement, UnknownDestination
+from openflow.pipeline import StateError, desired_flows
+
+FLOWS = desired_flows(two_node_state())
+
+
+def reply_fields(frame: dict[str, object]) -> tuple[object, ...]:
+    return tuple(frame[name] for name in ("eth_src", "eth_dst", "arp_op", "arp_sha", "arp_spa", "arp_tha", "arp_tpa"))
+
+
+# ARP responder ---------------------------------------------------------------------------------
+def test_broadcast_request_for_macvlan_pod_is_answered_with_pod_mac() -> None:
+    result = walk(FLOWS, arp_request(src=N2, spa="198.18.0.2", tpa="198.18.0.11"), in_port=PORT_N2)
+    assert result.is_output(PORT_N2)  # out IN_PORT, nowhere else: not flooded
+    assert reply_fields(result.only.frame) == (P1, N2, 2, P1, "198.18.0.11", N2, "198.18.0.2")
+
+
+def test_ipvlan_reply_carries_node_mac() -> None:
+    result = walk(FLOWS, arp_request(src=N2, spa="198.18.0.2", tpa="198.18.0.21"), in_port=PORT_N2)
+    assert reply_fields(result.only.frame) == (N1, N2, 2, N1, "198.18.0.21", N2, "198.18.0.2")
+
+
+def test_request_from_trusted_port_is_answered() -> None:
+    result = walk(FLOWS, arp_request(src=ROUTER, spa="198.18.0.254", tpa="198.18.0.12"), in_port=PORT_ROUTER)
+    assert result.is_output(PORT_ROUTER)
+    assert result.only.frame["arp_sha"] == P2
+
+
+def test_duplicate_address_detection_from_owner_port_passes_unanswered() -> None:
+    probe = arp_request(src=P1, spa="0.0.0.0", tpa="198.18.0.11")
+    assert walk(FLOWS, probe, in_port=PORT_N1).is_output("NORMAL")
+
+
+def test_ipvlan_probe_from_owner_port_passes_unanswered() -> None:
+    probe = arp_request(src=N1, spa="0.0.0.0", tpa="198.18.0.21")
+    assert walk(FLOWS, probe, in_port=PORT_N1).is_output("NORMAL")
+
+
+def test_gratuitous_arp_from_owner_passes_unanswered() -> None:
+    announce = arp_request(src=P1, spa="198.18.0.11", tpa="198.18.0.11")
+    result = walk(FLOWS, announce, in_port=PORT_N1)
+    assert result.is_output("NORMAL")
+    assert result.only.frame["arp_op"] == 1
+
+
+def test_unicast_request_is_forwarded_not_answered() -> None:
+    request = arp_request(src=N2, spa="198.18.0.2", tpa="198.18.0.11", dst=P1)
+    result = walk(FLOWS, request, in_port=PORT_N2)
+    assert result.is_output(PORT_N1)
+    assert result.only.frame == request
+
+
+def test_request_for_unplaced_ip_floods_normally() -> None:
+    result = walk(FLOWS, arp_request(src=N2, spa="198.18.0.2", tpa="198.18.0.99"), in_port=PORT_N2)
+    assert result.is_output("NORMAL")
+
+
+def test_arp_reply_from_pod_is_forwarded() -> None:
+    reply = {**arp_request(src=P1, spa="198.18.0.11", tpa="198.18.0.2", dst=N2), "arp_op": 2, "arp_tha": N2}
+    assert walk(FLOWS, reply, in_port=PORT_N1).is_output(PORT_N2)
+
+
+# port security ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("frame", [
+    pytest.param(ipv4(src=P1, dst=N1, ip_src="198.18.0.11", ip_dst="198.18.0.1"), id="mac-of-other-port"),
+    pytest.param(ipv4(src=N2, dst=N1, ip_src="198.18.0.11", ip_dst="198.18.0.1"), id="ip-of-other-port"),
+    pytest.param(ipv4(src=N2, dst=N1, ip_src="198.18.0.99", ip_dst="198.18.0.1"), id="unplaced-ip"),
+    pytest.param(ipv4(src=P2, dst=N1, ip_src="198.18.0.22", ip_dst="198.18.0.1"), id="ipvlan-ip-with-pod-mac"),
+    pytest.param(arp_request(src=N2, spa="198.18.0.11", tpa="198.18.0.1"), id="arp-spa-of-other-port"),
+    pytest.param(arp_request(src=N2, spa="198.18.0.2", tpa="198.18.0.1", sha=P1), id="arp-sha-mismatch"),
+    pytest.param(arp_request(src=N2, spa="0.0.0.0", tpa="198.18.0.11"), id="probe-for-other-ip"),
+    pytest.param(arp_request(src="02:00:00:00:00:99", spa="198.18.0.2", tpa="198.18.0.1"), id="unknown-mac"),
+    pytest.param(ipv6(src=N2, dst=N1), id="ipv6-from-node-port"),
+])
+def test_spoofed_frames_from_node_port_are_dropped(frame: dict[str, object]) -> None:
+    result = walk(FLOWS, frame, in_port=PORT_N2)
+    assert result.dropped
+    assert result.path[-1].priority == 0 and result.path[-1].table == "ingress"
+
+
+def test_frame_from_unknown_port_is_dropped() -> None:
+    frame = ipv4(src=N1, dst=N2, ip_src="198.18.0.1", ip_dst="198.18.0.2")
+    assert walk(FLOWS, frame, in_port=7).dropped
+
+
+def test_trusted_port_passes_everything() -> None:
+    frame = ipv6(src="02:00:00:00:00:99", dst=P1)
+    assert walk(FLOWS, frame, in_port=PORT_ROUTER).is_output(PORT_N1)
+    spoof = ipv4(src=N2, dst=P1, ip_src="198.18.0.2", ip_dst="198.18.0.11")
+    assert walk(FLOWS, spoof, in_port=PORT_ROUTER).is_output(PORT_N1)
+
+
+# l2 forwarding ---------------------------------------------------------------------------------
+def test_ipv4_to_placed_macs_goes_to_their_port() -> None:
+    assert walk(FLOWS, ipv4(src=P2, dst=P1, ip_src="198.18.0.12", ip_dst="198.18.0.11"), in_port=PORT_N2) \
+        .is_output(PORT_N1)
+    assert walk(FLOWS, ipv4(src=N1, dst=N2, ip_src="198.18.0.21", ip_dst="198.18.0.22"), in_port=PORT_N1) \
+        .is_output(PORT_N2)
+
+
+def test_frame_for_a_mac_behind_its_own_in_port_is_not_hairpinned() -> None:
+    frame = ipv4(src=P1, dst=N1, ip_src="198.18.0.11", ip_dst="198.18.0.21")
+    assert walk(FLOWS, frame, in_port=PORT_N1).dropped
+
+
+def test_unknown_destination_normal() -> None:
+    frame = ipv4(src=N1, dst="02:00:00:00:00:99", ip_src="198.18.0.1", ip_dst="198.18.0.99")
+    assert walk(FLOWS, frame, in_port=PORT_N1).is_output("NORMAL")
+
+
+def test_unknown_destination_drop_still_floods_broadcast() -> None:
+    flows = desired_flows(two_node_state(unknown_destination=UnknownDestination.DROP))
+    frame = ipv4(src=N1, dst="02:00:00:00:00:99", ip_src="198.18.0.1", ip_dst="198.18.0.99")
+    assert walk(flows, frame, in_port=PORT_N1).dropped
+    request = arp_request(src=N1, spa="198.18.0.1", tpa="198.18.0.99")
+    assert walk(flows, request, in_port=PORT_N1).is_output("NORMAL")
+    assert walk(flows, ipv4(src=P1, dst=N2, ip_src="198.18.0.11", ip_dst="198.18.0.2"), in_port=PORT_N1) \
+        .is_output(PORT_N2)
+
+
+def test_ipvlan_placements_sharing_a_mac_share_one_l2_flow() -> None:
+    l2_for_n1 = [flow for flow in FLOWS if flow.table == "l2" and ("eth_dst", N1) in flow.match]
+    assert len(l2_for_n1) == 1
+
+
+# the controller --------------------------------------------------------------------------------
+@pytest.mark.parametrize("port", [PORT_N1, PORT_ROUTER, 7])
+def test_learn_mac_goes_to_controller_truncated(port: int) -> None:
+    frame = arp_request(src=LEARN, spa="198.18.0.3", tpa="198.18.0.1")
+    result = walk(FLOWS, frame, in_port=port)
+    assert result.is_output("CONTROLLER")
+    assert result.only.max_len == 128
+
+
+def test_nothing_else_goes_to_controller() -> None:
+    to_controller = [flow for flow in FLOWS if any(isinstance(a, Output) and a.port == CONTROLLER
+                                                   for a in flow.actions)]
+    assert [flow.match for flow in to_controller] == [(("eth_src", LEARN),)]
+
+
+# the state -------------------------------------------------------------------------------------
+def test_every_flow_carries_the_cookie() -> None:
+    assert {flow.cookie for flow in FLOWS} == {COOKIE}
+
+
+def test_same_state_gives_equal_flows() -> None:
+    assert desired_flows(two_node_state()) == FLOWS
+    reordered = two_node_state(placements=tuple(reversed(two_node_state().placements)))
+    assert desired_flows(reordered) == FLOWS
+
+
+def test_uppercase_macs_give_the_same_flows() -> None:
+    upper = two_node_state(placements=tuple(
+        Placement(p.ip, p.mac.upper(), p.port, p.owner) for p in two_node_state().placements))
+    assert desired_flows(upper) == FLOWS
+
+
+@pytest.mark.parametrize("clash", [
+    Placement("198.18.0.11", P2, PORT_N2, "default/thief"),
+    Placement("198.18.0.11", N1, PORT_N1, "default/thief"),
+    Placement("198.18.0.99", P1, PORT_N2, "default/thief"),
+])
+def test_contradictory_placements_are_refused(clash: Placement) -> None:
+    state = two_node_state()
+    with pytest.raises(StateError, match="default/thief"):
+        desired_flows(two_node_state(placements=(*state.placements, clash)))
