@@ -1,0 +1,269 @@
+"""The REST API for node agents (controller/API.md) as a plain WSGI application.
+
+Framework-free on purpose: seven routes, JSON in and out, served by whatever WSGI server the entry
+point picks (os-ken's eventlet `hub.WSGIServer`, or `wsgiref`). This module only translates: HTTP
+and JSON to `Service` calls, and the two error kinds to status codes. Each request is checked in
+this order: route (404/405), token (401), body size (413), body (400), then the service.
+
+Every response is a JSON object carrying the controller's `epoch`. No traceback ever leaves: an
+unexpected exception is logged with its request and answered `500 {"error": "internal error"}`.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import json
+import logging
+import math
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from controller.errors import BadRequest, ConflictError, NotFound, PermanentError, TemporaryError
+from controller.logs import kv
+from controller.service import Attachment, PodRequest, Service
+from controller.store import Mode, Pod
+
+LOG = logging.getLogger("underlay.api")
+MAX_BODY = 1 << 20
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+Environ = Mapping[str, Any]
+Json = dict[str, Any]
+
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+            409: "Conflict", 413: "Content Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}  # fmt: skip
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, reason: str, *, headers: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.headers = status, reason, list(headers)
+
+
+class Auth(enum.Enum):
+    NONE = "none"  # health
+    NODE = "node"  # the token of the node named in the path
+    ANY = "any"  # any node's token
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    params: dict[str, str]
+    body: Json
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: str
+    auth: Auth
+
+
+def _route(method: str, path: str, handler: str, auth: Auth = Auth.NODE) -> Route:
+    pattern = re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", path)
+    return Route(method, re.compile(pattern + r"\Z"), handler, auth)
+
+
+ROUTES = (
+    _route("GET", "/v1/health", "health", Auth.NONE),
+    _route("PUT", "/v1/nodes/<node>", "put_node"),
+    _route("POST", "/v1/nodes/<node>/pods", "add_pod"),
+    _route("GET", "/v1/nodes/<node>/pods", "list_pods"),
+    _route("PUT", "/v1/nodes/<node>/pods", "sync_pods"),
+    _route("DELETE", "/v1/nodes/<node>/pods/<container_id>/<ifname>", "delete_pod"),
+    _route("GET", "/v1/placements", "placements", Auth.ANY),
+)
+
+
+class Api:
+    """The WSGI application: `Api(service, tokens=config.tokens)` is a callable(environ, start_response)."""
+
+    def __init__(self, service: Service, *, tokens: Mapping[str, str], max_body: int = MAX_BODY) -> None:
+        self.service = service
+        self.tokens = {node: token.encode() for node, token in tokens.items()}
+        self.max_body = max_body
+        self._decoy = secrets.token_bytes(32)  # compared against when a node has no token
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
+        started = time.monotonic()
+        method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "")
+        headers: list[tuple[str, str]] = []
+        try:
+            status, body = self._handle(environ, method, path)
+        except HttpError as err:
+            status, body, headers = err.status, {"error": err.reason}, err.headers
+        except Exception:
+            incident = secrets.token_hex(4)
+            LOG.exception(kv("internal error", method=method, path=path, incident=incident))
+            status, body = 500, {"error": "internal error", "incident": incident}
+        body["epoch"] = self.service.epoch
+        payload = json.dumps(body).encode()
+        level = logging.DEBUG if status < 400 else logging.INFO
+        LOG.log(level, kv("request", method=method, path=path, status=status, ms=_ms(started), error=body.get("error")))
+        start_response(f"{status} {_REASONS.get(status, '')}", [
+            ("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
+            ("Cache-Control", "no-store"), *headers,
+        ])  # fmt: skip
+        return [payload]
+
+    def _handle(self, environ: Environ, method: str, path: str) -> tuple[int, Json]:
+        route, params = _match(method, path)
+        self._authorize(route.auth, params.get("node"), environ.get("HTTP_AUTHORIZATION", ""))
+        request = Request(method, path, params, self._body(environ) if method in ("POST", "PUT") else {})
+        handler: Callable[[Request], Json] = getattr(self, route.handler)
+        try:
+            return 200, handler(request)
+        except BadRequest as err:
+            raise HttpError(400, str(err)) from err
+        except NotFound as err:
+            raise HttpError(404, str(err)) from err
+        except ConflictError as err:
+            raise HttpError(409, str(err)) from err
+        except PermanentError as err:
+            raise HttpError(400, str(err)) from err
+        except TemporaryError as err:
+            raise HttpError(503, str(err), headers=[("Retry-After", str(max(1, math.ceil(err.delay))))]) from err
+
+    def _authorize(self, auth: Auth, node: str | None, header: str) -> None:
+        """Constant-time token check: a wrong token, or another node's, learns nothing."""
+        if auth is Auth.NONE:
+            return
+        scheme, _, token = header.partition(" ")
+        given = token.strip().encode() if scheme.lower() == "bearer" else b""
+        if auth is Auth.NODE:
+            expected = self.tokens.get(node or "")
+            ok = hmac.compare_digest(given, expected or self._decoy) and expected is not None
+        else:
+            ok = any([hmac.compare_digest(given, expected) for expected in self.tokens.values()])
+        if not given or not ok:
+            raise HttpError(401, "missing or invalid bearer token" + (f" for node {node}" if node else ""))
+
+    def _body(self, environ: Environ) -> Json:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError as err:
+            raise HttpError(400, "Content-Length: not a number") from err
+        if length > self.max_body:
+            raise HttpError(413, f"body: {length} bytes is more than the limit of {self.max_body}")
+        raw = environ["wsgi.input"].read(length) if length > 0 else b""
+        try:
+            body = json.loads(raw)
+        except ValueError as err:
+            raise HttpError(400, f"body: not valid JSON ({err})") from err
+        if not isinstance(body, dict):
+            raise HttpError(400, "body: expected a JSON object")
+        return body
+
+    # -- handlers --------------------------------------------------------------------------------
+
+    def health(self, request: Request) -> Json:
+        return {"status": "ok", "switches": self.service.switches()}
+
+    def put_node(self, request: Request) -> Json:
+        body = request.body
+        view = self.service.register_node(request.params["node"], mac=_text(body, "mac"), ip=_text(body, "ip"))
+        return {"node": view.node.name, "port": view.port}
+
+    def add_pod(self, request: Request) -> Json:
+        body = request.body
+        mode = _text(body, "mode")
+        if mode not in {m.value for m in Mode}:
+            raise BadRequest(f"mode: {mode!r} is not one of macvlan, ipvlan")
+        pod_request = PodRequest(
+            container_id=_text(body, "container_id", limit=256), ifname=_ifname(_text(body, "ifname")),
+            namespace=_text(body, "namespace", limit=253), name=_text(body, "name", limit=253), mode=Mode(mode),
+            pool=_optional(body, "pool"), ip=_optional(body, "ip"), mac=_optional(body, "mac"),
+            sticky=_optional(body, "sticky"),
+        )  # fmt: skip
+        return _attachment(self.service.allocate_and_place(request.params["node"], pod_request))
+
+    def list_pods(self, request: Request) -> Json:
+        return {"pods": [_pod(pod) for pod in self.service.list_pods(request.params["node"])]}
+
+    def sync_pods(self, request: Request) -> Json:
+        listed = request.body.get("pods")
+        if not isinstance(listed, list):
+            raise BadRequest("pods: expected a list of {container_id, ifname}")
+        present = []
+        for index, item in enumerate(listed):
+            if not isinstance(item, dict):
+                raise BadRequest(f"pods[{index}]: expected an object")
+            present.append((_text(item, "container_id", at=f"pods[{index}]."), _text(item, "ifname", at=f"pods[{index}].")))
+        result = self.service.sync(request.params["node"], present)
+        return {
+            "pods": [_pod(pod) for pod in result.pods],
+            "released": [_pod(pod) for pod in result.released],
+            "unknown": [{"container_id": cid, "ifname": ifname} for cid, ifname in result.unknown],
+        }
+
+    def delete_pod(self, request: Request) -> Json:
+        params = request.params
+        return {"released": self.service.release(params["node"], params["container_id"], params["ifname"])}
+
+    def placements(self, request: Request) -> Json:
+        return {"placements": [
+            {"ip": p.ip, "mac": p.mac, "node": p.node, "port": p.port, "dpid": p.dpid, "owner": p.owner}
+            for p in self.service.placements()
+        ]}  # fmt: skip
+
+
+def _match(method: str, path: str) -> tuple[Route, dict[str, str]]:
+    allowed = []
+    for route in ROUTES:
+        found = route.pattern.match(path)
+        if found:
+            if route.method == method:
+                return route, found.groupdict()
+            allowed.append(route.method)
+    if allowed:
+        raise HttpError(405, f"{method} is not allowed on {path}", headers=[("Allow", ", ".join(allowed))])
+    raise HttpError(404, f"no such endpoint: {path}")
+
+
+def _text(body: Json, name: str, *, limit: int = 1024, at: str = "") -> str:
+    value = body.get(name)
+    if name not in body:
+        raise BadRequest(f"{at}{name}: missing")
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{at}{name}: expected a non-empty string, got {json.dumps(value)}")
+    if len(value) > limit:
+        raise BadRequest(f"{at}{name}: longer than {limit} characters")
+    return value
+
+
+def _optional(body: Json, name: str) -> str | None:
+    return None if body.get(name) is None else _text(body, name)
+
+
+def _ifname(name: str) -> str:
+    if len(name) > 15 or "/" in name or any(c.isspace() for c in name):
+        raise BadRequest(f"ifname: {name!r} is not a Linux interface name")
+    return name
+
+
+def _pod(pod: Pod) -> Json:
+    return {
+        "container_id": pod.container_id, "ifname": pod.ifname, "namespace": pod.namespace, "name": pod.name,
+        "ip": pod.ip, "mac": pod.mac, "mode": pod.mode.value, "pool": pod.pool,
+    }  # fmt: skip
+
+
+def _attachment(attachment: Attachment) -> Json:
+    pod = attachment.pod
+    return {
+        "ip": pod.ip, "prefix": attachment.prefix, "gateway": attachment.gateway,
+        "routes": [{"dst": route.dst, "gw": route.gw} for route in attachment.routes],
+        "mac": pod.mac, "pool": pod.pool,
+    }  # fmt: skip
+
+
+def _ms(started: float) -> str:
+    return f"{(time.monotonic() - started) * 1000:.1f}"

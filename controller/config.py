@@ -1,0 +1,442 @@
+"""The controller's configuration: a TOML file parsed into a tree of frozen dataclasses.
+
+`load(path)` reads the file, `parse(data)` validates a plain dict (what tomllib returns, or what a
+command line merged into it), so flags can override the file by editing the dict before parsing.
+Every error names the key it is about (`pools.default.subnet: '10.0.0.0/33' is not a network`):
+a config is written by a person, and the message is all they see.
+
+```toml
+store = "/var/lib/underlay/store.sqlite"
+cookie = 0x55aa000000000000          # or a string "0x55aa..." (TOML integers are signed)
+unknown_destination = "normal"       # or "drop"
+release_cooldown = 30                # seconds before a released address is handed out again
+resync_grace = 60                    # seconds a new allocation is safe from an agent's full sync
+
+[openflow]                           # host, port, and optionally ctl_privkey, ctl_cert, ca_certs
+[api]                                # host, port
+[nodes.n1]                           # token or token_file; optionally dpid and port (pinned uplink)
+token = "secret"
+[switches."0x1"]
+trusted_ports = [1]
+[pools.default]
+subnet = "198.18.0.0/24"
+ranges = ["198.18.0.100-198.18.0.199"]   # default: the whole subnet
+gateway = "198.18.0.1"
+routes = [{dst = "0.0.0.0/0", gw = "198.18.0.1"}]
+exclude = ["198.18.0.150", "198.18.0.160-198.18.0.169"]
+default = true                       # implied when there is one pool
+```
+
+Pools are IPv4 only: the datapath answers ARP, not neighbor discovery.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import netaddr
+
+from openflow.model import UnknownDestination
+
+DEFAULT_COOKIE = 0x55AA_0000_0000_0000
+"""Ours, on every flow. High bits set so it stands out in `ovs-ofctl dump-flows`."""
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """The configuration is wrong; the message starts with the key it is about."""
+
+
+@dataclass(frozen=True)
+class Route:
+    dst: str
+    gw: str
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """One address pool. `ranges` are inclusive (first, last) pairs, already inside `subnet`."""
+
+    name: str
+    subnet: str
+    ranges: tuple[tuple[str, str], ...]
+    gateway: str | None = None
+    routes: tuple[Route, ...] = ()
+    exclude: tuple[str, ...] = ()
+    default: bool = False
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """A node allowed to talk to the API; `dpid`/`port` pin its uplink instead of learning it."""
+
+    name: str
+    token: str = field(repr=False)
+    dpid: int | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class SwitchConfig:
+    dpid: int
+    trusted_ports: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class OpenFlowConfig:
+    host: str = "127.0.0.1"
+    port: int = 6653
+    ctl_privkey: str | None = None
+    ctl_cert: str | None = None
+    ca_certs: str | None = None
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    host: str = "127.0.0.1"
+    port: int = 6680
+
+
+@dataclass(frozen=True)
+class Config:
+    store: str
+    openflow: OpenFlowConfig = OpenFlowConfig()
+    api: ApiConfig = ApiConfig()
+    cookie: int = DEFAULT_COOKIE
+    unknown_destination: UnknownDestination = UnknownDestination.NORMAL
+    release_cooldown: float = 30.0
+    resync_grace: float = 60.0
+    nodes: Mapping[str, NodeConfig] = field(default_factory=dict)
+    switches: Mapping[int, SwitchConfig] = field(default_factory=dict)
+    pools: Mapping[str, PoolConfig] = field(default_factory=dict)
+
+    @property
+    def default_pool(self) -> PoolConfig:
+        return next(pool for pool in self.pools.values() if pool.default)
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        return {name: node.token for name, node in self.nodes.items()}
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a TOML config; relative token files are relative to the config file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: {err}") from err
+    return parse(data, base=path.parent)
+
+
+def parse(data: Mapping[str, Any], *, base: Path = Path(".")) -> Config:
+    """Validate a config dict. Unknown keys are errors: a typo must not silently mean a default."""
+    top = _Table(data, "")
+    config = Config(
+        store=top.get("store", _str),
+        openflow=_openflow(top.table("openflow")),
+        api=_api(top.table("api")),
+        cookie=top.get("cookie", _cookie, DEFAULT_COOKIE),
+        unknown_destination=top.get("unknown_destination", _unknown_destination, UnknownDestination.NORMAL),
+        release_cooldown=top.get("release_cooldown", _seconds, 30.0),
+        resync_grace=top.get("resync_grace", _seconds, 60.0),
+        nodes=top.each("nodes", lambda t, name: _node(t, name, base=base)),
+        switches={sw.dpid: sw for sw in top.each("switches", _switch).values()},
+        pools=_default_pool(top.each("pools", _pool)),
+    )
+    top.done()
+    _check_nodes(config)
+    _check_pools_disjoint(config.pools.values())
+    return config
+
+
+class _Table:
+    """One TOML table being read: tracks its dotted name and which keys were used."""
+
+    def __init__(self, data: object, name: str) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{name}: expected a table, got {data!r}")
+        self.data: Mapping[str, Any] = data
+        self.name = name
+        self.seen: set[str] = set()
+
+    def key(self, key: str) -> str:
+        return f"{self.name}.{key}" if self.name else key
+
+    def get(self, key: str, convert: Callable[[Any], T], *default: T) -> T:
+        """The value at `key` through `convert`; a converter's ValueError/TypeError names the key."""
+        self.seen.add(key)
+        if key not in self.data:
+            if default:
+                return default[0]
+            raise ConfigError(f"{self.key(key)}: missing")
+        value = self.data[key]
+        try:
+            return convert(value)
+        except (ValueError, TypeError, netaddr.AddrFormatError) as err:
+            reason = _reason(err, value, convert)
+            raise ConfigError(self.key(key) + ("" if reason.startswith("[") else ": ") + reason) from err
+
+    def table(self, key: str) -> _Table:
+        self.seen.add(key)
+        return _Table(self.data.get(key, {}), self.key(key))
+
+    def each(self, key: str, build: Callable[[_Table, str], T]) -> dict[str, T]:
+        """Build every sub-table of `key` (nodes, switches, pools), each named by its key."""
+        outer = self.table(key)
+        built = {}
+        for name in outer.data:
+            inner = outer.table(name)
+            built[name] = build(inner, name)
+            inner.done()
+        return built
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            raise ConfigError(f"{self.key(unknown[0])}: unknown key")
+
+
+class _Reason(ValueError):
+    """A converter's own explanation, used verbatim after the key."""
+
+
+def _describe(convert: Callable[..., Any]) -> str:
+    """What a converter accepts: its docstring, by convention."""
+    return (convert.__doc__ or "valid").strip()
+
+
+def _reason(err: Exception, value: Any, convert: Callable[..., Any]) -> str:
+    if isinstance(err, _Reason | ConfigError):
+        return str(err)
+    return f"{value!r} is not {_describe(convert)}"
+
+
+def _typed(kind: type[T]) -> Callable[[Any], T]:
+    def check(value: Any) -> T:
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise TypeError(value)
+        return value
+
+    check.__doc__ = {str: "a string", int: "an integer", bool: "a boolean"}[kind]
+    return check
+
+
+_str, _int, _bool = _typed(str), _typed(int), _typed(bool)
+
+
+def _cookie(value: Any) -> int:
+    """a 64-bit cookie (an integer or a "0x..." string)"""
+    cookie = int(value, 0) if isinstance(value, str) else _int(value)
+    if not 0 < cookie < 2**64:
+        raise _Reason(f"{value!r} is not a non-zero 64-bit integer")
+    return cookie
+
+
+def _unknown_destination(value: Any) -> UnknownDestination:
+    """one of "normal", "drop" """
+    return UnknownDestination(value)
+
+
+def _seconds(value: Any) -> float:
+    """a number of seconds (>= 0)"""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise TypeError(value)
+    return float(value)
+
+
+def _port(value: Any) -> int:
+    """a port number (1-65535)"""
+    if not 0 < _int(value) < 65536:
+        raise ValueError(value)
+    return int(value)
+
+
+def _ofport(value: Any) -> int:
+    """an OpenFlow port number (1-65279)"""
+    if not 0 < _int(value) < 0xFF00:
+        raise ValueError(value)
+    return int(value)
+
+
+def _dpid(value: Any) -> int:
+    """a datapath id (an integer or a "0x..." string)"""
+    dpid = int(value, 0) if isinstance(value, str) else _int(value)
+    if not 0 <= dpid < 2**64:
+        raise ValueError(value)
+    return dpid
+
+
+def _ipv4(value: Any) -> netaddr.IPAddress:
+    """an IPv4 address"""
+    address = netaddr.IPAddress(_str(value))
+    if address.version != 4:
+        raise ValueError(value)
+    return address
+
+
+def _network(value: Any) -> netaddr.IPNetwork:
+    """a network"""
+    network = netaddr.IPNetwork(_str(value))
+    if network.version != 4 or "/" not in value:
+        raise ValueError(value)
+    if network.ip != network.network:
+        raise _Reason(f"{value!r} has host bits set (did you mean {network.cidr}?)")
+    return network
+
+
+def _range(value: Any) -> netaddr.IPRange:
+    """an address range "first-last" """
+    first, sep, last = _str(value).partition("-")
+    if not sep:
+        raise ValueError(value)
+    low, high = _ipv4(first.strip()), _ipv4(last.strip())
+    if low > high:
+        raise _Reason(f"{value!r} ends before it starts")
+    return netaddr.IPRange(low, high)
+
+
+def _exclusion(value: Any) -> netaddr.IPSet:
+    """an address, a "first-last" range or a network"""
+    text = _str(value)
+    if "-" in text:
+        return netaddr.IPSet(_range(text))
+    return netaddr.IPSet([_network(text) if "/" in text else _ipv4(text)])
+
+
+def _list(item: Callable[[Any], T]) -> Callable[[Any], tuple[T, ...]]:
+    def convert(values: Any) -> tuple[T, ...]:
+        if not isinstance(values, list):
+            raise TypeError(values)
+        converted = []
+        for index, value in enumerate(values):
+            try:
+                converted.append(item(value))
+            except (ValueError, TypeError, netaddr.AddrFormatError) as err:
+                raise _Reason(f"[{index}]: {_reason(err, value, item)}") from err
+        return tuple(converted)
+
+    convert.__doc__ = f"a list of {_describe(item)}"
+    return convert
+
+
+def _openflow(table: _Table) -> OpenFlowConfig:
+    defaults = OpenFlowConfig()
+    tls = {key: table.get(key, _str, None) for key in ("ctl_privkey", "ctl_cert", "ca_certs")}
+    if (tls["ctl_privkey"] is None) != (tls["ctl_cert"] is None):
+        raise ConfigError(f"{table.name}: ctl_privkey and ctl_cert go together")
+    config = OpenFlowConfig(
+        host=table.get("host", _str, defaults.host), port=table.get("port", _port, defaults.port), **tls
+    )
+    table.done()
+    return config
+
+
+def _api(table: _Table) -> ApiConfig:
+    defaults = ApiConfig()
+    config = ApiConfig(host=table.get("host", _str, defaults.host), port=table.get("port", _port, defaults.port))
+    table.done()
+    return config
+
+
+def _node(table: _Table, name: str, *, base: Path) -> NodeConfig:
+    token = table.get("token", _str, None)
+    token_file = table.get("token_file", _str, None)
+    if (token is None) == (token_file is None):
+        raise ConfigError(f"{table.name}: needs exactly one of token, token_file")
+    if token_file is not None:
+        token = _read_token(base / token_file, key=table.key("token_file"))
+    if not token:
+        raise ConfigError(f"{table.key('token')}: empty")
+    dpid, port = table.get("dpid", _dpid, None), table.get("port", _ofport, None)
+    if port is not None and dpid is None:
+        raise ConfigError(f"{table.key('port')}: needs nodes.{name}.dpid too")
+    return NodeConfig(name=name, token=token, dpid=dpid, port=port)
+
+
+def _read_token(path: Path, *, key: str) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError as err:
+        raise ConfigError(f"{key}: cannot read {path}: {err.strerror}") from err
+
+
+def _switch(table: _Table, name: str) -> SwitchConfig:
+    try:
+        dpid = _dpid(name)
+    except ValueError as err:
+        raise ConfigError(f"{table.name}: {name!r} is not a datapath id") from err
+    return SwitchConfig(dpid=dpid, trusted_ports=table.get("trusted_ports", _list(_ofport), ()))
+
+
+def _route(value: Any) -> Route:
+    """a route table {dst = "net", gw = "address"}"""
+    table = _Table(value, "")
+    route = Route(dst=str(table.get("dst", _network).cidr), gw=str(table.get("gw", _ipv4)))
+    table.done()
+    return route
+
+
+def _pool(table: _Table, name: str) -> PoolConfig:
+    subnet = table.get("subnet", _network)
+    usable = netaddr.IPSet([subnet]) - netaddr.IPSet([subnet.network, subnet.broadcast or subnet.network])
+    ranges = table.get("ranges", _list(_range), (netaddr.IPRange(subnet.first, subnet.last),))
+    for text, iprange in zip(table.data.get("ranges", ()), ranges):
+        if iprange not in subnet:
+            raise ConfigError(f"{table.key('ranges')}: {text!r} is not inside {subnet}")
+    gateway = table.get("gateway", _ipv4, None)
+    if gateway is not None and gateway not in usable:
+        raise ConfigError(f"{table.key('gateway')}: {gateway} is not a host address of {subnet}")
+    routes = table.get("routes", _list(_route), ())
+    for route in routes:
+        if netaddr.IPAddress(route.gw) not in subnet:
+            raise ConfigError(f"{table.key('routes')}: gateway {route.gw} of {route.dst} is not in {subnet}")
+    exclude = table.get("exclude", _list(_exclusion), ())
+    return PoolConfig(
+        name=name,
+        subnet=str(subnet.cidr),
+        ranges=tuple((str(netaddr.IPAddress(r.first)), str(netaddr.IPAddress(r.last))) for r in ranges),
+        gateway=None if gateway is None else str(gateway),
+        routes=routes,
+        exclude=tuple(str(cidr) for excluded in exclude for cidr in excluded.iter_cidrs()),
+        default=table.get("default", _bool, False),
+    )
+
+
+def _default_pool(pools: dict[str, PoolConfig]) -> dict[str, PoolConfig]:
+    """Exactly one pool is the default; a lone pool is the default without saying so."""
+    defaults = [name for name, pool in pools.items() if pool.default]
+    if len(defaults) > 1:
+        raise ConfigError(f"pools: more than one default ({', '.join(defaults)})")
+    if not defaults and len(pools) == 1:
+        (name, pool), = pools.items()
+        return {name: PoolConfig(**{**pool.__dict__, "default": True})}
+    if not defaults and pools:
+        raise ConfigError("pools: several pools and none has default = true")
+    return pools
+
+
+def _check_nodes(config: Config) -> None:
+    """A pinned node port must not also be a trusted port: anti-spoofing would not apply to it."""
+    for node in config.nodes.values():
+        switch = config.switches.get(node.dpid) if node.dpid is not None else None
+        if switch is not None and node.port in switch.trusted_ports:
+            raise ConfigError(f"nodes.{node.name}.port: {node.port} is a trusted port of switch {node.dpid:#x}")
+
+
+def _check_pools_disjoint(pools: Any) -> None:
+    """Two pools sharing an address could hand it out twice."""
+    seen: list[tuple[str, netaddr.IPSet]] = []
+    for pool in pools:
+        addresses = netaddr.IPSet(netaddr.IPRange(first, last) for first, last in pool.ranges)
+        for other, other_addresses in seen:
+            if addresses & other_addresses:
+                raise ConfigError(f"pools.{pool.name}.ranges: overlap pool {other}")
+        seen.append((pool.name, addresses))

@@ -1,0 +1,480 @@
+"""The controller's use cases: what the REST API and the OpenFlow app ask for.
+
+`Service` owns the working state in memory (nodes, pods, the IPAM, a per-switch placement index)
+and writes every change through to the `Store` before it counts. It never talks OpenFlow itself:
+it tells the `Fabric` which switches must converge to `desired_state(dpid)` and waits for that.
+
+Concurrency: one lock guards memory and store. It is never held while waiting for a switch, so
+allocations on different switches, and the switch sessions asking for `desired_state`, proceed in
+parallel. A pod's allocation is visible to `desired_state` as soon as it is stored, and removed
+again if its switch does not acknowledge: the next convergence of that switch removes its flows.
+
+Removal is best effort towards the switches (DEL must not fail because a switch is down; the
+switch converges on reconnect), adding is not (ADD answers only after the barrier).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from controller import ipam
+from controller.config import Config, Route
+from controller.errors import BadRequest, ConflictError, NotFound, TemporaryError
+from controller.logs import kv
+from controller.store import Mode, Node, Pod, Store
+from openflow.model import Placement, PortRole, SwitchPort, SwitchState
+
+LOG = logging.getLogger("underlay.service")
+Key = tuple[str, str]
+
+
+class Fabric(Protocol):
+    def apply(self, dpids: Iterable[int], *, timeout: float) -> None:
+        """Bring these switches to the desired state and return after their barrier replies.
+        Raises SwitchUnavailable (a TemporaryError) when a switch is not connected or does not answer."""
+
+
+@dataclass(frozen=True)
+class PodRequest:
+    container_id: str
+    ifname: str
+    namespace: str
+    name: str
+    mode: Mode
+    pool: str | None = None
+    ip: str | None = None
+    mac: str | None = None
+    sticky: str | None = None
+
+    @property
+    def key(self) -> Key:
+        return (self.container_id, self.ifname)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """The answer to an ADD: everything the agent puts on the pod's link."""
+
+    pod: Pod
+    prefix: int
+    gateway: str | None
+    routes: tuple[Route, ...]
+
+
+@dataclass(frozen=True)
+class NodeView:
+    node: Node
+    dpid: int | None
+    port: int | None
+
+
+@dataclass(frozen=True)
+class PlacementView:
+    ip: str
+    mac: str
+    node: str
+    port: int
+    dpid: int
+    owner: str
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    pods: tuple[Pod, ...]
+    released: tuple[Pod, ...]
+    unknown: tuple[Key, ...]
+
+
+class Service:
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        *,
+        now: Callable[[], float],
+        fabric: Fabric,
+        apply_timeout: float = 5.0,
+        epoch: str | None = None,
+    ) -> None:
+        self.store, self.config, self.fabric = store, config, fabric
+        self.now, self.apply_timeout = now, apply_timeout
+        self.epoch = epoch or secrets.token_hex(8)
+        self._lock = threading.RLock()
+        self._ipam = ipam.Ipam(config.pools.values(), cooldown=config.release_cooldown)
+        self._nodes: dict[str, Node] = {}
+        self._pods: dict[Key, Pod] = {}
+        self._pending: set[Key] = set()
+        self._index = _PlacementIndex()
+        self._restore()
+
+    def _restore(self) -> None:
+        """A restarted controller continues where it stopped: everything comes from the store."""
+        snapshot = self.store.load()
+        self._ipam.restore((_lease(pod) for pod in snapshot.pods), sticky=snapshot.sticky, released=snapshot.released)
+        for node in snapshot.nodes:
+            self._nodes[node.name] = node
+        for pod in snapshot.pods:
+            self._pods[pod.key] = pod
+        for name in self._nodes:
+            self._place_node(name)
+        LOG.info(kv("restored", epoch=self.epoch, nodes=len(self._nodes), pods=len(self._pods)))
+
+    # -- nodes -----------------------------------------------------------------------------------
+
+    def register_node(self, name: str, *, mac: str, ip: str) -> NodeView:
+        """Register or update a node's uplink. A changed MAC forgets the learned port."""
+        mac, ip = ipam.parse_mac(mac), ipam.parse_ip(ip)
+        with self._lock:
+            if name not in self.config.nodes:
+                raise NotFound(f"node {name}: not in the controller's config")
+            self._check_node_identity(name, mac=mac, ip=ip)
+            old = self._nodes.get(name)
+            node = Node(name, mac, ip) if old is None or old.mac != mac else replace(old, ip=ip)
+            if node != old:
+                with self.store.transaction() as tx:
+                    tx.put_node(node)
+                self._nodes[name] = node
+                LOG.info(kv("node registered", node=name, mac=mac, ip=ip))
+            dpids = {self._location(name)[0], None if old is None else self._located(old)[0]}
+            self._place_node(name)
+            view = self._view(name)
+        self._converge_best_effort(dpids, why=f"node {name} registered")
+        return view
+
+    def node_located(self, mac: str, *, dpid: int, port: int) -> frozenset[int]:
+        """A frame from a node's MAC arrived on (dpid, port): learn where the node is.
+
+        Returns the switches whose desired state changed; the caller converges them. It must not
+        wait here: this runs in the OpenFlow event loop, which is what delivers barrier replies."""
+        with self._lock:
+            node = next((n for n in self._nodes.values() if n.mac == mac.lower()), None)
+            if node is None or self._pinned(node.name) or port in self._trusted(dpid):
+                return frozenset()
+            if (node.dpid, node.port) == (dpid, port):
+                return frozenset()
+            moved = replace(node, dpid=dpid, port=port)
+            with self.store.transaction() as tx:
+                tx.put_node(moved)
+            self._nodes[node.name] = moved
+            self._place_node(node.name)
+        LOG.info(kv("node located", node=node.name, mac=mac, dpid=f"{dpid:x}", port=port, was=node.port))
+        return frozenset(d for d in (node.dpid, dpid) if d is not None)
+
+    # -- pods ------------------------------------------------------------------------------------
+
+    def allocate_and_place(self, node_name: str, request: PodRequest) -> Attachment:
+        """Allocate an address, store the placement, and return once the node's switch has the
+        flows. If the switch does not acknowledge, the allocation is undone and the error raised."""
+        with self._lock:
+            node = self._registered(node_name)
+            dpid, port = self._location(node_name)
+            if dpid is None or port is None:
+                raise TemporaryError(
+                    f"node {node_name}'s switch port is not known yet (no frame seen from {node.mac})", delay=1.0
+                )
+            pod = self._pods.get(request.key)
+            created = pod is None
+            if pod is None:
+                pod = self._allocate(node, request)
+            elif request.key in self._pending:
+                raise TemporaryError(f"container {_name(request.key)}: its ADD is still in progress", delay=1.0)
+            elif pod.node != node_name:
+                raise ConflictError(f"container {_name(request.key)}: already placed on node {pod.node}")
+            else:
+                self._ipam.plan(_ipam_request(request), now=self.now())  # same answer, or a conflict
+            self._pending.add(request.key)
+        try:
+            self.fabric.apply([dpid], timeout=self.apply_timeout)
+        except BaseException:
+            if created:
+                self._undo(pod)
+            raise
+        finally:
+            with self._lock:
+                self._pending.discard(request.key)
+        return self._attachment(pod)
+
+    def _allocate(self, node: Node, request: PodRequest) -> Pod:
+        owner = f"{request.namespace}/{request.name}"
+        if request.mac is not None and request.mode is not Mode.MACVLAN:
+            raise BadRequest(f"mac: pod {owner}: only macvlan pods choose their MAC")
+        mac = None if request.mac is None else ipam.parse_mac(request.mac)
+        lease = self._ipam.plan(_ipam_request(request), now=self.now())
+        if request.mode is Mode.IPVLAN:
+            mac = node.mac
+        elif mac is None:
+            mac = ipam.derive_mac(lease.ip)
+        self._check_pod_mac(mac, owner=owner, mode=request.mode)
+        pod = Pod(
+            request.container_id, request.ifname, node.name, request.namespace, request.name,
+            lease.pool, lease.ip, mac, request.mode, request.sticky, created_at=self.now(),
+        )  # fmt: skip
+        with self.store.transaction() as tx:
+            tx.put_pod(pod)
+            if pod.sticky is not None:
+                tx.reserve(pod.sticky, pod.ip)
+        self._ipam.commit(lease)
+        self._add_pod(pod)
+        LOG.info(kv("allocated", pod=owner, container=_name(pod.key), ip=pod.ip, mac=mac, node=node.name))
+        return pod
+
+    def _undo(self, pod: Pod) -> None:
+        """Take back an allocation whose flows were never acknowledged, sticky reservation included:
+        no cooldown, the address never answered on the wire."""
+        with self._lock:
+            lease = self._ipam.get(pod.key)
+            with self.store.transaction() as tx:
+                tx.delete_pod(*pod.key)
+                if lease is not None and lease.sticky is not None:
+                    if lease.sticky_before is None:
+                        tx.unreserve(lease.sticky)
+                    else:
+                        tx.reserve(lease.sticky, lease.sticky_before)
+            self._ipam.rollback(pod.key)
+            self._remove_pod(pod)
+        LOG.warning(kv("allocation rolled back", pod=pod.owner, container=_name(pod.key), ip=pod.ip))
+
+    def release(self, node_name: str, container_id: str, ifname: str) -> bool:
+        """Release one interface's address. Idempotent: what is not there is `False`, not an error."""
+        with self._lock:
+            pod = self._pods.get((container_id, ifname))
+            if pod is None or pod.node != node_name:
+                return False
+            self._release([pod])
+        self._converge_best_effort({self._location(node_name)[0]}, why=f"pod {pod.owner} released")
+        return True
+
+    def sync(self, node_name: str, present: Iterable[Key]) -> SyncResult:
+        """Converge on an agent's full list of attachments: release what it no longer has.
+
+        Allocations younger than `resync_grace` are kept: the agent's list may have been taken
+        before their ADD finished."""
+        present = set(present)
+        with self._lock:
+            self._registered(node_name)
+            mine = [pod for pod in self._pods.values() if pod.node == node_name]
+            young_since = self.now() - self.config.resync_grace
+            stale = [p for p in mine if p.key not in present and p.created_at <= young_since and p.key not in self._pending]
+            self._release(stale)
+            kept = tuple(pod for pod in mine if pod not in stale)
+            unknown = tuple(sorted(key for key in present if not self._is_on(key, node_name)))
+        if stale:
+            self._converge_best_effort({self._location(node_name)[0]}, why=f"node {node_name} synced")
+        return SyncResult(pods=kept, released=tuple(stale), unknown=unknown)
+
+    def _release(self, pods: list[Pod]) -> None:
+        if not pods:
+            return
+        now = self.now()
+        with self.store.transaction() as tx:
+            for pod in pods:
+                tx.delete_pod(*pod.key)
+                tx.mark_released(pod.ip, now)
+        for pod in pods:
+            self._ipam.release(pod.key, now=now)
+            self._remove_pod(pod)
+            LOG.info(kv("released", pod=pod.owner, container=_name(pod.key), ip=pod.ip, node=pod.node))
+
+    def list_pods(self, node_name: str) -> list[Pod]:
+        with self._lock:
+            self._registered(node_name)
+            return [self._effective(pod) for pod in self._pods.values() if pod.node == node_name]
+
+    # -- views -----------------------------------------------------------------------------------
+
+    def placements(self) -> list[PlacementView]:
+        with self._lock:
+            views = [self._node_placement(name) for name in sorted(self._nodes)]
+            views += [self._pod_placement(pod) for pod in self._pods.values()]
+        return [view for view in views if view is not None]
+
+    def switches(self) -> list[int]:
+        """Every switch the controller knows of: configured, or where a node was located."""
+        with self._lock:
+            located = {self._location(name)[0] for name in self._nodes}
+        return sorted({*self.config.switches, *(d for d in located if d is not None)})
+
+    def desired_state(self, dpid: int) -> SwitchState:
+        """What switch `dpid` should hold: trusted ports, node ports, every placement behind them,
+        and the MACs of nodes whose port is still to be learned (there, or anywhere if unpinned)."""
+        with self._lock:
+            ports = {n: SwitchPort(n, PortRole.TRUSTED) for n in self._trusted(dpid)}
+            learn = []
+            for name, node in self._nodes.items():
+                where, port = self._location(name)
+                if where == dpid and port is not None:
+                    ports.setdefault(port, SwitchPort(port, PortRole.NODE))
+                elif port is None and where in (None, dpid):
+                    learn.append(node.mac)
+            return SwitchState(
+                dpid=dpid,
+                cookie=self.config.cookie,
+                ports=tuple(sorted(ports.values())),
+                placements=self._index.on(dpid),
+                unknown_destination=self.config.unknown_destination,
+                learn_macs=tuple(sorted(learn)),
+            )
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _registered(self, name: str) -> Node:
+        node = self._nodes.get(name)
+        if node is None:
+            raise NotFound(f"node {name}: not registered (PUT /v1/nodes/{name} first)")
+        return node
+
+    def _is_on(self, key: Key, node_name: str) -> bool:
+        pod = self._pods.get(key)
+        return pod is not None and pod.node == node_name
+
+    def _pinned(self, name: str) -> bool:
+        pinned = self.config.nodes.get(name)
+        return pinned is not None and pinned.port is not None
+
+    def _location(self, name: str) -> tuple[int | None, int | None]:
+        """(dpid, port) of a node's uplink: pinned in the config, else learned, else unknown."""
+        pinned = self.config.nodes.get(name)
+        if pinned is not None and pinned.port is not None:
+            return pinned.dpid, pinned.port
+        node = self._nodes.get(name)
+        if node is None or node.port is None:
+            return (None if pinned is None else pinned.dpid), None
+        return self._located(node)
+
+    @staticmethod
+    def _located(node: Node) -> tuple[int | None, int | None]:
+        return node.dpid, node.port
+
+    def _trusted(self, dpid: int) -> tuple[int, ...]:
+        switch = self.config.switches.get(dpid)
+        return () if switch is None else switch.trusted_ports
+
+    def _view(self, name: str) -> NodeView:
+        dpid, port = self._location(name)
+        return NodeView(self._nodes[name], dpid, port)
+
+    def _check_node_identity(self, name: str, *, mac: str, ip: str) -> None:
+        """A node's IP and MAC are its own: not another node's, not a pod's, not in a pool."""
+        for other in self._nodes.values():
+            if other.name != name and (other.mac == mac or other.ip == ip):
+                clash = mac if other.mac == mac else ip
+                raise ConflictError(f"node {name}: {clash} is already node {other.name}'s")
+        for pod in self._pods.values():
+            if pod.ip == ip or (pod.mode is Mode.MACVLAN and pod.mac == mac):
+                raise ConflictError(f"node {name}: {ip if pod.ip == ip else mac} is held by pod {pod.owner}")
+        pool = self._ipam.pool_of(ip)
+        if pool is not None:
+            raise ConflictError(f"node {name}: {ip} is in pool {pool}'s ranges; exclude it from the pool")
+
+    def _check_pod_mac(self, mac: str, *, owner: str, mode: Mode) -> None:
+        if mode is not Mode.MACVLAN:
+            return
+        for node in self._nodes.values():
+            if node.mac == mac:
+                raise ConflictError(f"pod {owner}: MAC {mac} is node {node.name}'s uplink")
+        for pod in self._pods.values():
+            if pod.mode is Mode.MACVLAN and pod.mac == mac:
+                raise ConflictError(f"pod {owner}: MAC {mac} is held by {pod.owner}")
+
+    def _effective(self, pod: Pod) -> Pod:
+        """An ipvlan pod answers at its node's current MAC, whatever it was at allocation."""
+        node = self._nodes.get(pod.node)
+        if pod.mode is Mode.IPVLAN and node is not None and node.mac != pod.mac:
+            return replace(pod, mac=node.mac)
+        return pod
+
+    def _attachment(self, pod: Pod) -> Attachment:
+        pool = self._ipam.pools.get(pod.pool)
+        with self._lock:
+            pod = self._effective(pod)
+        if pool is None:
+            return Attachment(pod, prefix=32, gateway=None, routes=())
+        return Attachment(pod, prefix=pool.prefix, gateway=pool.gateway, routes=pool.routes)
+
+    def _add_pod(self, pod: Pod) -> None:
+        self._pods[pod.key] = pod
+        self._place_pod(pod)
+
+    def _remove_pod(self, pod: Pod) -> None:
+        self._pods.pop(pod.key, None)
+        self._index.discard(("pod", *pod.key))
+
+    def _place_node(self, name: str) -> None:
+        """Recompute a node's uplink placement and its pods' (after it registered or moved)."""
+        view = self._node_placement(name)
+        self._index.set(("node", name), view)
+        for pod in self._pods.values():
+            if pod.node == name:
+                self._place_pod(pod)
+
+    def _place_pod(self, pod: Pod) -> None:
+        self._index.set(("pod", *pod.key), self._pod_placement(pod))
+
+    def _node_placement(self, name: str) -> PlacementView | None:
+        node, (dpid, port) = self._nodes[name], self._location(name)
+        if dpid is None or port is None:
+            return None
+        return PlacementView(node.ip, node.mac, name, port, dpid, f"node/{name}")
+
+    def _pod_placement(self, pod: Pod) -> PlacementView | None:
+        dpid, port = self._location(pod.node)
+        if dpid is None or port is None:
+            return None
+        pod = self._effective(pod)
+        return PlacementView(pod.ip, pod.mac, pod.node, port, dpid, pod.owner)
+
+    def _converge_best_effort(self, dpids: set[int | None], *, why: str) -> None:
+        """Push a change that must not fail its request: a switch that is down converges on reconnect."""
+        targets = sorted(d for d in dpids if d is not None)
+        if not targets:
+            return
+        try:
+            self.fabric.apply(targets, timeout=self.apply_timeout)
+        except TemporaryError as err:
+            LOG.warning(kv("switch not converged", why=why, error=err))
+
+
+class _PlacementIndex:
+    """Each switch's placements, kept sorted as they change, so `desired_state` costs a tuple copy
+    rather than a sort of every pod on every allocation."""
+
+    def __init__(self) -> None:
+        self._where: dict[Hashable, tuple[int, Placement]] = {}
+        self._sorted: dict[int, list[Placement]] = {}
+
+    def set(self, key: Hashable, view: PlacementView | None) -> None:
+        self.discard(key)
+        if view is None:
+            return
+        placement = Placement(view.ip, view.mac, view.port, view.owner)
+        bisect.insort(self._sorted.setdefault(view.dpid, []), placement)
+        self._where[key] = (view.dpid, placement)
+
+    def discard(self, key: Hashable) -> None:
+        where = self._where.pop(key, None)
+        if where is not None:
+            dpid, placement = where
+            placements = self._sorted[dpid]
+            del placements[bisect.bisect_left(placements, placement)]
+
+    def on(self, dpid: int) -> tuple[Placement, ...]:
+        return tuple(self._sorted.get(dpid, ()))
+
+
+def _lease(pod: Pod) -> ipam.Lease:
+    return ipam.Lease(pod.container_id, pod.ifname, pod.owner, pod.pool, pod.ip, pod.sticky)
+
+
+def _name(key: Key) -> str:
+    return f"{key[0]}/{key[1]}"
+
+
+def _ipam_request(request: PodRequest) -> ipam.Request:
+    owner = f"{request.namespace}/{request.name}"
+    return ipam.Request(request.container_id, request.ifname, owner, request.pool, request.ip, request.sticky)

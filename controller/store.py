@@ -1,0 +1,204 @@
+"""Persistence: the controller's one source of truth, behind a small interface.
+
+The service keeps its working state in memory and writes through to a `Store`; on start it reloads
+everything with `load()`. Writes happen inside `transaction()`, which commits when the block ends
+and rolls back when it raises, so a failed allocation leaves nothing behind. The interface is small
+on purpose: a Kubernetes-backed store (custom resources) is to implement the same six writes.
+
+What is stored: nodes (uplink MAC and IP, learned switch location), pods (one row per interface:
+its lease and where it is placed, written and deleted together), sticky reservations, and the time
+each address was last released (for the cooldown, across restarts).
+
+`SqliteStore` keeps one file in WAL mode. The connection is shared between threads (or eventlet
+green threads) and guarded by a lock; a transaction holds the lock from BEGIN to COMMIT.
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Protocol
+
+
+class Mode(enum.Enum):
+    MACVLAN = "macvlan"  # the pod has its own MAC on the segment
+    IPVLAN = "ipvlan"  # the pod answers at its node's uplink MAC
+
+
+@dataclass(frozen=True)
+class Node:
+    """A registered node. `dpid`/`port` are where its uplink MAC was last seen (None: not yet)."""
+
+    name: str
+    mac: str
+    ip: str
+    dpid: int | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class Pod:
+    """One pod interface: its address and the node it is placed on.
+
+    `mac` is what the pod's link carries for macvlan; for ipvlan it is recorded as allocated but the
+    placement follows the node's current MAC.
+    """
+
+    container_id: str
+    ifname: str
+    node: str
+    namespace: str
+    name: str
+    pool: str
+    ip: str
+    mac: str
+    mode: Mode
+    sticky: str | None = None
+    created_at: float = field(default=0.0, compare=False)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.container_id, self.ifname)
+
+    @property
+    def owner(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    nodes: tuple[Node, ...] = ()
+    pods: tuple[Pod, ...] = ()
+    sticky: dict[str, str] = field(default_factory=dict)  # sticky key -> address
+    released: dict[str, float] = field(default_factory=dict)  # address -> when
+
+
+class Writes(Protocol):
+    """The changes one transaction can make."""
+
+    def put_node(self, node: Node) -> None: ...
+    def put_pod(self, pod: Pod) -> None: ...
+    def delete_pod(self, container_id: str, ifname: str) -> None: ...
+    def reserve(self, sticky: str, ip: str) -> None: ...
+    def unreserve(self, sticky: str) -> None: ...
+    def mark_released(self, ip: str, at: float) -> None: ...
+
+
+class Store(Protocol):
+    def load(self) -> Snapshot: ...
+    def transaction(self) -> AbstractContextManager[Writes]: ...
+    def close(self) -> None: ...
+
+
+class StoreError(RuntimeError):
+    """The store refused a write (a constraint) or could not be read."""
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS nodes (
+    name TEXT PRIMARY KEY, mac TEXT NOT NULL, ip TEXT NOT NULL, dpid TEXT, port INTEGER);
+CREATE TABLE IF NOT EXISTS pods (
+    container_id TEXT NOT NULL, ifname TEXT NOT NULL, node TEXT NOT NULL,
+    namespace TEXT NOT NULL, name TEXT NOT NULL, pool TEXT NOT NULL,
+    ip TEXT NOT NULL UNIQUE, mac TEXT NOT NULL, mode TEXT NOT NULL, sticky TEXT,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (container_id, ifname));
+CREATE TABLE IF NOT EXISTS sticky (key TEXT PRIMARY KEY, ip TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS released (ip TEXT PRIMARY KEY, at REAL NOT NULL);
+"""
+# dpid is TEXT (hex): a datapath id is an unsigned 64-bit number, SQLite integers are signed.
+# pods.ip is UNIQUE: the database itself refuses to hand one address out twice.
+
+_POD_COLUMNS = ", ".join(f.name for f in fields(Pod))
+_PUT_POD = (
+    f"INSERT INTO pods ({_POD_COLUMNS}) VALUES ({', '.join('?' * len(fields(Pod)))}) "
+    f"ON CONFLICT (container_id, ifname) DO UPDATE SET "
+    + ", ".join(f"{f.name} = excluded.{f.name}" for f in fields(Pod)[2:])
+)
+
+
+class SqliteStore:
+    """The embedded store: one SQLite file (WAL), safe to share between threads."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+        """`synchronous=FULL` makes every allocation durable before it is answered; NORMAL trades
+        the last few transactions on power loss (not on a crash) for speed."""
+        self.path = str(path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def load(self) -> Snapshot:
+        with self._lock:
+            nodes = self._db.execute("SELECT name, mac, ip, dpid, port FROM nodes ORDER BY name").fetchall()
+            pods = self._db.execute(f"SELECT {_POD_COLUMNS} FROM pods ORDER BY created_at").fetchall()
+            sticky = self._db.execute("SELECT key, ip FROM sticky").fetchall()
+            released = self._db.execute("SELECT ip, at FROM released").fetchall()
+        return Snapshot(
+            nodes=tuple(Node(n, mac, ip, None if d is None else int(d, 16), p) for n, mac, ip, d, p in nodes),
+            pods=tuple(_pod(row) for row in pods),
+            sticky=dict(sticky),
+            released=dict(released),
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Writes]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteWrites(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _pod(row: tuple[object, ...]) -> Pod:
+    values = dict(zip((f.name for f in fields(Pod)), row))
+    values["mode"] = Mode(values["mode"])
+    return Pod(**values)  # type: ignore[arg-type]
+
+
+class _SqliteWrites:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def _run(self, sql: str, *args: object) -> None:
+        try:
+            self._db.execute(sql, args)
+        except sqlite3.IntegrityError as err:
+            raise StoreError(f"store refused {sql.split()[0].lower()} {args!r}: {err}") from err
+
+    def put_node(self, node: Node) -> None:
+        dpid = None if node.dpid is None else f"{node.dpid:x}"
+        self._run("INSERT OR REPLACE INTO nodes VALUES (?, ?, ?, ?, ?)", node.name, node.mac, node.ip, dpid, node.port)
+
+    def put_pod(self, pod: Pod) -> None:
+        """Upsert by (container_id, ifname); another pod's address is an error, never replaced."""
+        values = [getattr(pod, f.name) for f in fields(Pod)]
+        values = [value.value if isinstance(value, Mode) else value for value in values]
+        self._run(_PUT_POD, *values)
+
+    def delete_pod(self, container_id: str, ifname: str) -> None:
+        self._run("DELETE FROM pods WHERE container_id = ? AND ifname = ?", container_id, ifname)
+
+    def reserve(self, sticky: str, ip: str) -> None:
+        self._run("INSERT INTO sticky VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET ip = excluded.ip", sticky, ip)
+
+    def unreserve(self, sticky: str) -> None:
+        self._run("DELETE FROM sticky WHERE key = ?", sticky)
+
+    def mark_released(self, ip: str, at: float) -> None:
+        self._run("INSERT OR REPLACE INTO released VALUES (?, ?)", ip, at)

@@ -1,0 +1,77 @@
+"""Test doubles and builders for the controller tests: a config, a hand-turned clock, a fabric.
+
+`RecordingFabric` stands in for the OpenFlow app at our own protocol boundary (`service.Fabric`):
+it records which switches were asked to converge, and can be told to fail like a switch that is
+down. Everything else in these tests is real: the SQLite store writes a file in tmp_path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from controller import config as config_module
+from controller.config import Config
+from controller.errors import SwitchUnavailable
+
+TOKENS = {"n1": "token-one", "n2": "token-two", "n3": "token-three"}
+
+
+def make_config(**overrides: Any) -> Config:
+    data: dict[str, Any] = {
+        "store": "unused",
+        "release_cooldown": 30,
+        "resync_grace": 60,
+        "nodes": {
+            "n1": {"token": TOKENS["n1"]},  # port learned from its frames
+            "n2": {"token": TOKENS["n2"], "dpid": 1, "port": 3},  # pinned
+            "n3": {"token": TOKENS["n3"]},
+        },
+        "switches": {"1": {"trusted_ports": [1]}, "2": {"trusted_ports": [1, 2]}},
+        "pools": {
+            "default": {
+                "subnet": "198.18.0.0/24",
+                "ranges": ["198.18.0.100-198.18.0.199"],
+                "gateway": "198.18.0.1",
+                "routes": [{"dst": "0.0.0.0/0", "gw": "198.18.0.1"}],
+                "default": True,
+            },
+            "small": {"subnet": "198.19.0.0/29", "gateway": "198.19.0.1"},
+        },
+    }
+    data.update(overrides)
+    return config_module.parse(data)
+
+
+class Clock:
+    def __init__(self, start: float = 1000.0) -> None:
+        self.time = start
+
+    def __call__(self) -> float:
+        return self.time
+
+    def advance(self, seconds: float) -> None:
+        self.time += seconds
+
+
+class RecordingFabric:
+    """Records every apply(dpids); fails while `down` holds a dpid, or for the next `fail` calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, ...]] = []
+        self.down: set[int] = set()
+        self.fail = 0
+        self.on_apply: Callable[[tuple[int, ...]], None] | None = None
+        self._lock = threading.Lock()
+
+    def apply(self, dpids: Iterable[int], *, timeout: float) -> None:
+        dpids = tuple(dpids)
+        with self._lock:
+            self.calls.append(dpids)
+            failing = self.fail > 0 or bool(self.down & set(dpids))
+            self.fail = max(0, self.fail - 1)
+        if self.on_apply is not None:
+            self.on_apply(dpids)
+        if failing:
+            raise SwitchUnavailable(f"switch {dpids} did not answer")
