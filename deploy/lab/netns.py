@@ -8,6 +8,7 @@ Nothing here touches the host namespace beyond creating the namespace files in /
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import socket
 import subprocess
@@ -17,6 +18,8 @@ from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 NETNS_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def exists(name: str) -> bool:
@@ -109,12 +112,19 @@ def entered(name: str) -> Iterator[None]:
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     target = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY)
     try:
-        os.setns(target, os.CLONE_NEWNET)
+        _setns(target)
         yield
     finally:
-        os.setns(own, os.CLONE_NEWNET)
+        _setns(own)
         os.close(target)
         os.close(own)
+
+
+def _setns(fd: int) -> None:
+    """setns(2) for a network namespace (os.setns arrives only in Python 3.12)."""
+    if _LIBC.setns(fd, CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"setns: {os.strerror(errno)}")
 
 
 def connect_tcp(name: str, host: str, port: int, timeout: float = 10) -> socket.socket:

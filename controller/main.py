@@ -1,0 +1,176 @@
+"""`underlay-controller`: the store, the service, os-ken's OpenFlow server and the agents' REST API.
+
+Start-up order matters: the store is loaded (and so the desired state known) before os-ken listens,
+so the first switch to connect is reconciled against the real state, never against an empty one.
+os-ken 4.x runs on native threads and has no WSGI server; the REST API is a threaded stdlib WSGI
+server in its own thread. Only the configured addresses are listened on (os-ken would also open the
+legacy 6633 when no port is set: we always set it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from controller import config as configuration
+from controller.api import Api
+from controller.errors import SwitchUnavailable
+from controller.service import Service
+from controller.store import SqliteStore
+
+LOG = logging.getLogger("underlay.controller")
+ECHO_INTERVAL = 3.0
+ECHO_MISSES = 5
+
+
+class LateFabric:
+    """The service is built before os-ken's app exists; this forwards to the app once it does."""
+
+    def __init__(self) -> None:
+        self.app: Any = None
+
+    def apply(self, dpids: Iterable[int], *, timeout: float) -> None:
+        if self.app is None:
+            raise SwitchUnavailable("the OpenFlow application is not running yet")
+        self.app.apply(dpids, timeout=timeout)
+
+    def stats(self) -> dict[str, int]:
+        return self.app.stats() if self.app is not None else {}
+
+
+class ThreadingWsgiServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
+        LOG.debug("http " + format, *args)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="underlay-controller", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True, help="TOML config file")
+    parser.add_argument("--store", help="SQLite file (overrides `store`)")
+    parser.add_argument("--openflow", metavar="HOST:PORT", help="OpenFlow listen address (overrides [openflow])")
+    parser.add_argument("--api", metavar="HOST:PORT", help="REST listen address (overrides [api])")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: info, -vv: debug")
+    return parser.parse_args(argv)
+
+
+def load_config(args: argparse.Namespace) -> configuration.Config:
+    import tomllib
+
+    data = tomllib.loads(args.config.read_text())
+    if args.store:
+        data["store"] = args.store
+    for section, address in (("openflow", args.openflow), ("api", args.api)):
+        if address:
+            host, _, port = address.rpartition(":")
+            data.setdefault(section, {}).update(host=host, port=int(port))
+    return configuration.parse(data, base=args.config.parent)
+
+
+def setup_logging(verbosity: int) -> None:
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity, 2)]
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("underlay").setLevel(min(level, logging.INFO))  # our lifecycle lines always show
+    logging.getLogger("os_ken").setLevel(max(level, logging.WARNING))
+
+
+def configure_os_ken(cfg: configuration.OpenFlowConfig) -> None:
+    from os_ken import cfg as os_ken_cfg
+    from os_ken.base import app_manager  # noqa: F401  (imports os-ken in the order that registers ofp_* options)
+
+    conf = os_ken_cfg.CONF
+    conf(args=[], project="underlay")
+    conf.set_override("ofp_listen_host", cfg.host)
+    conf.set_override("ofp_tcp_listen_port", cfg.port)
+    conf.set_override("ofp_ssl_listen_port", cfg.port)  # used instead of the TCP port when TLS is set
+    conf.set_override("echo_request_interval", ECHO_INTERVAL)
+    conf.set_override("maximum_unreplied_echo_requests", ECHO_MISSES)
+    for key in ("ctl_privkey", "ctl_cert", "ca_certs"):
+        conf.set_override(key, getattr(cfg, key))
+
+
+def start_openflow(service: Service, fabric: LateFabric) -> None:
+    from os_ken.base.app_manager import AppManager
+
+    manager = AppManager.get_instance()
+    manager.load_apps(["controller.ofapp"])
+    contexts = manager.create_contexts()
+    contexts["underlay"] = service
+    manager.instantiate_apps(**contexts)
+    fabric.app = manager.applications["UnderlayApp"]
+
+
+def check_free(host: str, port: int) -> None:
+    """Fail now, with the address named, if os-ken could not listen there (it would only log it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+
+
+def serve_api(service: Service, cfg: configuration.Config) -> ThreadingWsgiServer:
+    tokens = {name: node.token for name, node in cfg.nodes.items()}
+    server = make_server(cfg.api.host, cfg.api.port, Api(service, tokens=tokens),
+                         server_class=ThreadingWsgiServer, handler_class=QuietHandler)
+    threading.Thread(target=server.serve_forever, name="rest-api", daemon=True).start()
+    return server
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        cfg = load_config(args)
+    except (OSError, ValueError) as err:  # ConfigError is a ValueError; tomllib's too
+        print(f"underlay-controller: {args.config}: {err}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    fabric = LateFabric()
+    service = Service(SqliteStore(cfg.store), cfg, now=time.time, fabric=fabric)
+    try:
+        api = serve_api(service, cfg)
+    except OSError as err:
+        print(f"underlay-controller: cannot listen on {cfg.api.host}:{cfg.api.port} (REST API): {err}",
+              file=sys.stderr)
+        return 1
+    try:
+        check_free(cfg.openflow.host, cfg.openflow.port)
+    except OSError as err:
+        print(f"underlay-controller: cannot listen on {cfg.openflow.host}:{cfg.openflow.port} (OpenFlow): {err}",
+              file=sys.stderr)
+        return 1
+    configure_os_ken(cfg.openflow)
+    start_openflow(service, fabric)
+    LOG.info("started epoch=%s openflow=%s:%d api=%s:%d store=%s", service.epoch, cfg.openflow.host,
+             cfg.openflow.port, cfg.api.host, cfg.api.port, cfg.store)
+    while not stop.wait(1.0):
+        pass
+    LOG.info("stopping epoch=%s", service.epoch)
+    api.shutdown()
+    fabric.app.close()
+    service.store.close()
+    logging.shutdown()
+    # os-ken's native hub cannot stop its threads (hub.kill is a no-op): leave without waiting
+    # for them; the switches keep their flows (fail_mode=secure) and reconnect to the next run.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

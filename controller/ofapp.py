@@ -1,0 +1,185 @@
+"""The os-ken application: switch sessions, replies, and node-port learning from packet-ins.
+
+This is the only module that receives OpenFlow events. It keeps one `SwitchSession` per connected
+datapath and is the `Fabric` the service uses: `apply(dpids)` returns once those switches hold the
+desired flows (barrier acknowledged). Packet-ins exist only for what the datapath cannot do: the
+pipeline sends the first frames of registered nodes whose port is still unknown (truncated), and we
+learn the node's port from them; everything else is dropped in the datapath. They are rate-limited
+per switch, so a flood cannot starve the controller.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.lib.packet import ethernet, packet
+from os_ken.ofproto import ofproto_v1_3
+
+from controller.errors import SwitchUnavailable
+from controller.switch import SwitchSession
+from openflow.model import SwitchState
+
+LOG = logging.getLogger("underlay.ofapp")
+ANY_STATE = [CONFIG_DISPATCHER, MAIN_DISPATCHER]
+
+
+def logged(handler: Callable[..., None]) -> Callable[..., None]:
+    """A handler bug is logged with the event and datapath named; the event loop goes on."""
+
+    @functools.wraps(handler)
+    def wrapper(self: Any, ev: Any) -> None:
+        try:
+            handler(self, ev)
+        except Exception:
+            dpid = getattr(getattr(getattr(ev, "msg", None), "datapath", None), "id", None)
+            LOG.exception("handler=%s event=%s switch=%s", handler.__name__, type(ev).__name__, dpid)
+
+    return wrapper
+
+
+class TokenBucket:
+    """At most `rate` events per second, `burst` at once (time passed in, for tests)."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst, self.tokens, self.last = rate, burst, burst, 0.0
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+
+    def __init__(self, *args: Any, underlay: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.service = underlay  # controller.service.Service, injected as an os-ken context
+        self.sessions: dict[int, SwitchSession] = {}
+        self._buckets: dict[int, TokenBucket] = {}
+        self._lock = threading.Lock()
+        self.counters = {"packet_ins": 0, "packet_ins_dropped": 0}
+
+    # the Fabric protocol -------------------------------------------------------------------
+    def apply(self, dpids: Iterable[int], *, timeout: float) -> None:
+        for dpid in sorted(set(dpids)):
+            with self._lock:
+                session = self.sessions.get(dpid)
+            if session is None:
+                raise SwitchUnavailable(f"switch {dpid:016x} is not connected")
+            session.converge(timeout=timeout)
+
+    def connected(self) -> list[int]:
+        with self._lock:
+            return sorted(self.sessions)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            sessions = list(self.sessions.values())
+        return {
+            **self.counters,
+            "flow_mods": sum(s.counters.flow_mods for s in sessions),
+            "bundles": sum(s.counters.bundles for s in sessions),
+        }
+
+    # connection lifecycle ------------------------------------------------------------------
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    @logged
+    def state_change(self, ev: Any) -> None:
+        datapath = ev.datapath
+        if datapath.id is None:
+            return
+        if ev.state == MAIN_DISPATCHER:
+            self._connect(datapath)
+        elif ev.state == DEAD_DISPATCHER:
+            self._disconnect(datapath)
+
+    def _connect(self, datapath: Any) -> None:
+        session = SwitchSession(datapath, self._state_of)
+        with self._lock:
+            old = self.sessions.pop(datapath.id, None)
+            self.sessions[datapath.id] = session
+            self._buckets[datapath.id] = TokenBucket(rate=20, burst=50)
+        if old:
+            old.close()
+        LOG.info("switch=%016x event=connected address=%s", datapath.id, datapath.address)
+        session.start()
+
+    def _disconnect(self, datapath: Any) -> None:
+        with self._lock:
+            session = self.sessions.get(datapath.id)
+            if session is None or session.datapath is not datapath:
+                return  # a newer connection of the same switch replaced this one
+            del self.sessions[datapath.id]
+        session.close()
+        LOG.info("switch=%016x event=disconnected", datapath.id)
+
+    def _state_of(self, dpid: int) -> SwitchState:
+        state: SwitchState = self.service.desired_state(dpid)
+        return state
+
+    # replies -------------------------------------------------------------------------------
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    @logged
+    def flow_stats_reply(self, ev: Any) -> None:
+        msg = ev.msg
+        self._route(msg, more=bool(msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE))
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    @logged
+    def barrier_reply(self, ev: Any) -> None:
+        self._route(ev.msg)
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, ANY_STATE)
+    @logged
+    def error(self, ev: Any) -> None:
+        msg = ev.msg
+        reason = f"OpenFlow error type={msg.type} code={msg.code}"
+        LOG.warning("switch=%s event=error xid=%s %s", msg.datapath.id, msg.xid, reason)
+        self._route(msg, error=reason)
+
+    def _route(self, msg: Any, **kwargs: Any) -> None:
+        with self._lock:
+            session = self.sessions.get(msg.datapath.id)
+        if session is not None and session.datapath is msg.datapath:
+            session.on_reply(msg, **kwargs)
+
+    # learning node ports -------------------------------------------------------------------
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    @logged
+    def packet_in(self, ev: Any) -> None:
+        msg = ev.msg
+        dpid = msg.datapath.id
+        with self._lock:
+            bucket = self._buckets.get(dpid)
+            self.counters["packet_ins"] += 1
+            allowed = bucket is not None and bucket.take(time.monotonic())
+            if not allowed:
+                self.counters["packet_ins_dropped"] += 1
+        if not allowed:
+            return
+        eth = packet.Packet(msg.data).get_protocol(ethernet.ethernet)
+        if eth is None:
+            return
+        for changed in self.service.node_located(eth.src, dpid=dpid, port=msg.match["in_port"]):
+            with self._lock:
+                affected = self.sessions.get(changed)
+            if affected is not None:
+                affected.request()
+
+    def close(self) -> None:
+        with self._lock:
+            sessions = list(self.sessions.values())
+        for session in sessions:
+            session.close()
