@@ -78,6 +78,17 @@ def add_veth(*, ns_a: str, name_a: str, ns_b: str, name_b: str, final_b: str | N
         ipr.link("set", index=index, state="up")
 
 
+def add_macvlan(ns: str, master: str, *, name: str, into: str, final: str) -> None:
+    """A bridge-mode macvlan child of `master` (in `ns`), moved into `into` and renamed `final`, up."""
+    with IPRoute(netns=ns) as ipr:
+        ipr.link("add", ifname=name, kind="macvlan", link=ipr.link_lookup(ifname=master)[0], macvlan_mode="bridge")
+        ipr.link("set", index=ipr.link_lookup(ifname=name)[0], net_ns_fd=into)
+    with IPRoute(netns=into) as ipr:
+        index = ipr.link_lookup(ifname=name)[0]
+        ipr.link("set", index=index, ifname=final)
+        ipr.link("set", index=index, state="up")
+
+
 def configure(name: str, ifname: str, *, cidr: str | None = None, mac: str | None = None) -> str:
     """Give `ifname` in namespace `name` an address and/or MAC; return its MAC."""
     with IPRoute(netns=name) as ipr:

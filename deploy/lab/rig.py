@@ -124,6 +124,19 @@ class Rig:
         return host
 
 
+    def add_macvlan_pod(self, name: str, host: Host, *, cidr: str, mac: str | None = None) -> Host:
+        """A namespace `<prefix>-<name>` with a macvlan child of `host`'s uplink (a pod, made by hand)."""
+        ns = f"{self.prefix}-{name}"
+        netns.create(ns)
+        temporary = f"{self.prefix}m{len(self.hosts)}"
+        netns.add_macvlan(host.netns, host.ifname, name=temporary, into=ns, final="eth0")
+        pod_mac = netns.configure(ns, "eth0", cidr=cidr, mac=mac)
+        pod = Host(name=name, netns=ns, ifname="eth0", mac=pod_mac, ip=cidr.split("/")[0], bridge=host.bridge,
+                   ofport=host.ofport, switch_ifname=host.switch_ifname)
+        self.hosts[name] = pod
+        return pod
+
+
 def destroy(prefix: str, state_root: Path = STATE_ROOT) -> None:
     """Stop a rig's daemons, delete its namespaces (and so its veths) and its files."""
     workdir = state_root / prefix

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from pyroute2 import IPRoute
-
 from deploy.lab import netns
 from deploy.lab.rig import Rig, sweep_stale
 
@@ -25,22 +23,12 @@ def test_two_hosts_ping_through_normal_bridge(rig, bridge, make_host):
 def test_macvlan_child_in_third_namespace_reaches_other_host(rig, bridge, make_host):
     h1 = make_host("m1", cidr="198.18.1.1/24")
     h2 = make_host("m2", cidr="198.18.1.2/24")
-    pod_ns = f"{rig.prefix}-mpod"
-    netns.create(pod_ns)
-    try:
-        with IPRoute(netns=h1.netns) as ipr:
-            ipr.link("add", ifname="mv0", kind="macvlan", link=ipr.link_lookup(ifname=h1.ifname)[0],
-                     macvlan_mode="bridge")
-            ipr.link("set", index=ipr.link_lookup(ifname="mv0")[0], net_ns_fd=pod_ns)
-        netns.configure(pod_ns, "mv0", cidr="198.18.1.10/24")
-        with IPRoute(netns=pod_ns) as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="mv0")[0], state="up")
-        rig.ovs.ofctl("add-flow", bridge, "actions=NORMAL")
+    pod = rig.add_macvlan_pod("mpod", h1, cidr="198.18.1.10/24")
+    rig.ovs.ofctl("add-flow", bridge, "actions=NORMAL")
 
-        assert netns.run(pod_ns, ["ping", "-n", "-c", "2", "-W", "2", h2.ip], check=False).returncode == 0
-        assert h2.ping("198.18.1.10")
-    finally:
-        netns.remove(pod_ns)
+    assert pod.ping(h2.ip, count=2)
+    assert h2.ping(pod.ip)
+    netns.remove(pod.netns)
 
 
 def test_destroyed_rig_leaves_nothing(tmp_path):

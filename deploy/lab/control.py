@@ -1,0 +1,150 @@
+"""A real `underlay-controller` process beside the rig's switch, for the lab and the tests.
+
+The controller runs in the rig's management namespace, where the switch reaches it at
+127.0.0.1:<openflow port>; callers in other namespaces reach its REST API through a socket made
+inside that namespace (`netns.connect_tcp`), so nothing listens in the host's namespace.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deploy.lab import netns
+from deploy.lab.process import start_daemon, stop_pidfile
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    dpid: int | None = None
+    port: int | None = None
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(16), repr=False)
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    subnet: str
+    ranges: tuple[str, ...] = ()
+    gateway: str | None = None
+
+
+def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mapping[int, tuple[int, ...]],
+                  pool: PoolSpec, openflow_port: int, api_port: int, cooldown: float = 0) -> str:
+    """The controller's TOML config for a rig (see controller/config.py for every key)."""
+    lines = [f'store = "{store}"', f"release_cooldown = {cooldown}",
+             "[openflow]", 'host = "127.0.0.1"', f"port = {openflow_port}",
+             "[api]", 'host = "127.0.0.1"', f"port = {api_port}"]
+    for node in nodes.values():
+        lines += [f"[nodes.{node.name}]", f'token = "{node.token}"']
+        lines += [f"dpid = {node.dpid}"] if node.dpid is not None else []
+        lines += [f"port = {node.port}"] if node.port is not None else []
+    for dpid, ports in trusted.items():
+        lines += [f'[switches."{dpid}"]', f"trusted_ports = {list(ports)}"]
+    lines += ["[pools.default]", f'subnet = "{pool.subnet}"', f"ranges = {json.dumps(list(pool.ranges))}"]
+    lines += [f'gateway = "{pool.gateway}"'] if pool.gateway else []
+    return "\n".join(lines) + "\n"
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, body: Mapping[str, Any]) -> None:
+        super().__init__(f"HTTP {status}: {body.get('error', body)}")
+        self.status, self.body = status, body
+
+
+@dataclass
+class Controller:
+    """One controller process: its config, store, pid and log live in `workdir`."""
+
+    workdir: Path
+    ns: str
+    nodes: dict[str, NodeSpec]
+    trusted: dict[int, tuple[int, ...]]
+    pool: PoolSpec
+    openflow_port: int = 6653
+    api_port: int = 6680
+    verbose: bool = True
+
+    @property
+    def pidfile(self) -> Path:
+        return self.workdir / "controller.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.workdir / "controller.log"
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "controller.toml"
+
+    def write_config(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(render_config(
+            store=self.workdir / "store.sqlite", nodes=self.nodes, trusted=self.trusted, pool=self.pool,
+            openflow_port=self.openflow_port, api_port=self.api_port))
+        self.config_path.chmod(0o600)  # it holds the node tokens
+
+    def start(self, *, timeout: float = 20) -> None:
+        if not self.config_path.exists():
+            self.write_config()
+        argv = [sys.executable, "-m", "controller.main", "--config", str(self.config_path)]
+        start_daemon(argv + (["-v"] if self.verbose else []), pidfile=self.pidfile, logfile=self.logfile,
+                     ns=self.ns)
+        self.wait_healthy(timeout=timeout)
+
+    def stop(self, *, kill: bool = False) -> None:
+        stop_pidfile(self.pidfile, sig=signal.SIGKILL if kill else signal.SIGTERM)
+
+    def restart(self, *, kill: bool = False) -> None:
+        self.stop(kill=kill)
+        self.start()
+
+    def wait_healthy(self, *, timeout: float, switches: int = 0) -> dict[str, Any]:
+        """Wait until the API answers (and `switches` switches are connected)."""
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                health = self.request("GET", "/v1/health")
+                if len(health.get("connected", health.get("switches", []))) >= switches:
+                    return health
+            except (OSError, ApiError) as err:
+                last = err
+            time.sleep(0.05)
+        raise TimeoutError(f"controller not healthy within {timeout:g}s ({last}); log: {self.logfile}")
+
+    def request(self, method: str, path: str, body: Any = None, *, node: str | None = None,
+                token: str | None = None) -> dict[str, Any]:
+        """One REST call, authenticated as `node` (or with `token`); raises ApiError on non-2xx."""
+        token = token or (self.nodes[node].token if node else None)
+        status, answer = self.raw_request(method, path, body, token=token)
+        if status >= 300:
+            raise ApiError(status, answer)
+        return answer
+
+    def raw_request(self, method: str, path: str, body: Any = None, *,
+                    token: str | None = None) -> tuple[int, dict[str, Any]]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.api_port, timeout=30)
+        conn.sock = netns.connect_tcp(self.ns, "127.0.0.1", self.api_port)
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
+            response = conn.getresponse()
+            return response.status, json.loads(response.read() or b"{}")
+        finally:
+            conn.close()
+
+    @property
+    def url(self) -> str:
+        """The API as seen from inside the management namespace (where agents run in the lab)."""
+        return f"http://127.0.0.1:{self.api_port}"
