@@ -1,0 +1,80 @@
+"""Install the plugin where a runtime finds it: `python -m cni.install --bin-dir DIR --conf-dir DIR`.
+
+The plugin is copied as one self-contained file (runtimes exec plugins from their CNI bin dir and
+know nothing of our virtualenv) with a shebang for the system's Python in isolated, no-site mode,
+so it starts in tens of milliseconds. An example conflist is written beside other networks unless
+one with that name already exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from cni import plugin
+
+PLUGIN_NAME = "underlay"
+SHEBANG = "#!{python} -IS\n"  # one argument: the kernel passes the rest of the line as one
+CONFLIST_NAME = "10-underlay.conflist"
+
+
+def default_python() -> str:
+    """/usr/bin/python3 where it exists (Debian); the running interpreter otherwise."""
+    return "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else shutil.which("python3") or "python3"
+
+
+def install_binary(bin_dir: Path, *, python: str | None = None, name: str = PLUGIN_NAME) -> Path:
+    """Write the plugin to `bin_dir/name` atomically (a running runtime may exec it at any time)."""
+    source = Path(plugin.__file__).read_text()
+    body = source.split("\n", 1)[1] if source.startswith("#!") else source
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    target = bin_dir / name
+    with tempfile.NamedTemporaryFile("w", dir=bin_dir, prefix=f".{name}.", delete=False) as tmp:
+        tmp.write(SHEBANG.format(python=python or default_python()) + body)
+    os.chmod(tmp.name, 0o755)
+    os.replace(tmp.name, target)
+    return target
+
+
+def example_conflist(*, name: str = "underlay", master: str | None = None,
+                     agent_socket: str = plugin.DEFAULT_SOCKET, cni_version: str = plugin.LATEST) -> dict:
+    """A conflist with our plugin first and the reference `tuning` plugin chained after it."""
+    ours: dict = {"type": PLUGIN_NAME, "mode": "macvlan", "macvlanMode": "bridge", "agentSocket": agent_socket,
+                  "capabilities": {"mac": True, "ips": True}}
+    if master:
+        ours["master"] = master
+    return {"cniVersion": cni_version, "name": name, "plugins": [ours, {"type": "tuning"}]}
+
+
+def install_conflist(conf_dir: Path, conflist: dict, *, filename: str = CONFLIST_NAME) -> Path | None:
+    """Write `conflist` unless the file exists; return its path when written."""
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    target = conf_dir / filename
+    if target.exists():
+        return None
+    target.write_text(json.dumps(conflist, indent=2) + "\n")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bin-dir", type=Path, default=Path("/opt/cni/bin"))
+    parser.add_argument("--conf-dir", type=Path, default=Path("/etc/cni/net.d"))
+    parser.add_argument("--no-conf", action="store_true", help="install only the plugin binary")
+    parser.add_argument("--python", help="interpreter for the shebang (default: /usr/bin/python3)")
+    parser.add_argument("--master", help="uplink interface to put in the example conflist")
+    parser.add_argument("--agent-socket", default=plugin.DEFAULT_SOCKET)
+    args = parser.parse_args(argv)
+    print(f"installed {install_binary(args.bin_dir, python=args.python)}")
+    if not args.no_conf:
+        written = install_conflist(args.conf_dir, example_conflist(master=args.master, agent_socket=args.agent_socket))
+        print(f"wrote {written}" if written else f"kept the existing {args.conf_dir / CONFLIST_NAME}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,403 @@
+"""The CNI verbs as the node agent carries them out: controller, kernel, rollback.
+
+A request is the shim's parsed call (command, container_id, ifname, netns, args, config and, for a
+delegated IPAM plugin, its result). Each verb returns the version-neutral CNI result (the shim
+formats it for the requested spec version) or raises `CniError` with a message naming the pod.
+
+ADD registers the undo of every step right after the step (`ExitStack`), so a failure at any point
+leaves no link, no host route, no record and no allocation. DEL is idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import re
+import secrets
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from cni.plugin import (BAD_ENV, INTERFACE_EXISTS, INTERNAL, INVALID_CONFIG, REFUSED,
+                        TRY_AGAIN_LATER, UNAVAILABLE, UNKNOWN_CONTAINER, CniError)
+from node_agent.controller_client import ControllerClient, ControllerError, PermanentError, TemporaryError
+from node_agent.netlink import (LinkSpec, NetlinkFailure, NetnsGone, NodeNetlink, PodLink, PodNetns, Route,
+                                Uplink, netns_path)
+from node_agent.state import Attachment, AttachmentStore, pod_label
+
+log = logging.getLogger("underlay.agent")
+MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The address a pod gets, from the controller or a delegated IPAM plugin."""
+
+    ip: str
+    prefix: int
+    gateway: str | None
+    routes: tuple[Route, ...]
+    mac: str | None
+    dns: dict
+
+
+class Agent:
+    def __init__(self, *, node: NodeNetlink, controller: ControllerClient | None, store: AttachmentStore,
+                 master: str | None = None, shim_ifname: str = "ulshim0") -> None:
+        self.node = node
+        self.controller = controller
+        self.store = store
+        self.master = master
+        self.shim_ifname = shim_ifname
+        self._locks: dict[str, list] = {}  # container -> [lock, users]
+        self._locks_guard = threading.Lock()
+        self._adding: set[tuple[str, str]] = set()
+        self._shim_mac: str | None = None
+
+    # dispatch and per-container serialisation -------------------------------------------------
+    def handle(self, request: dict) -> dict | None:
+        verb = {"ADD": self.add, "DEL": self.delete, "CHECK": self.check, "GC": self.gc,
+                "STATUS": self.status}.get(request.get("command", ""))
+        if verb is None:
+            raise CniError(BAD_ENV, f"unknown command {request.get('command')!r}")
+        if request["command"] in ("GC", "STATUS"):
+            return verb(request)
+        key = (request["container_id"], request["ifname"])
+        with self._serialised(request["container_id"]), self._tracked(key, request["command"] == "ADD"):
+            return verb(request)
+
+    @contextlib.contextmanager
+    def _serialised(self, container_id: str) -> Iterator[None]:
+        """One request at a time per container; different containers run in parallel.
+
+        A lock lives while someone holds or waits for it, so the table does not grow with churn.
+        """
+        with self._locks_guard:
+            entry = self._locks.setdefault(container_id, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._locks_guard:
+                entry[1] -= 1
+                if not entry[1]:
+                    del self._locks[container_id]
+
+    @contextlib.contextmanager
+    def _tracked(self, key: tuple[str, str], adding: bool) -> Iterator[None]:
+        if not adding:
+            yield
+            return
+        with self._locks_guard:
+            self._adding.add(key)
+        try:
+            yield
+        finally:
+            with self._locks_guard:
+                self._adding.discard(key)
+
+    def in_flight(self) -> set[tuple[str, str]]:
+        """Attachments being added now: each may hold an allocation whose record is not written yet."""
+        with self._locks_guard:
+            return set(self._adding)
+
+    # ADD --------------------------------------------------------------------------------------
+    def add(self, req: dict) -> dict:
+        config, cid, ifname = req["config"], req["container_id"], req["ifname"]
+        pod = pod_label(req["args"].get("K8S_POD_NAMESPACE"), req["args"].get("K8S_POD_NAME"), cid)
+        kind = config.get("mode", "macvlan")
+        uplink = self._uplink(pod, config)
+        spec = LinkSpec(kind=kind, mode=config.get("macvlanMode", "bridge") if kind == "macvlan" else "l2",
+                        mtu=self._mtu(pod, config, uplink))
+        ip, mac = requested_address(pod, req)
+        netns = netns_path(req["netns"])
+        with self._pod_netns(pod, netns) as pod_ns, contextlib.ExitStack() as undo:
+            if pod_ns.has(ifname):
+                raise CniError(INTERFACE_EXISTS, f"pod {pod}: interface {ifname} already exists in netns {netns}")
+            lease = self._lease(pod, req, kind=kind, ip=ip, mac=mac, undo=undo)
+            mac = lease.mac if kind == "macvlan" else None
+            tmp = "ul" + secrets.token_hex(5)
+            self._kernel(pod, self.node.create_child, uplink=uplink, spec=LinkSpec(
+                kind=spec.kind, mode=spec.mode, mtu=spec.mtu, mac=mac), pod_netns=netns, tmp_name=tmp)
+            undo.callback(lambda: pod_ns.delete(ifname) or pod_ns.delete(tmp))
+            shim_mac = self._shim(uplink) if kind == "macvlan" else None
+            neighbours = {uplink.ip: shim_mac} if shim_mac and uplink.ip else {}
+            self._kernel(pod, pod_ns.configure, tmp, ifname=ifname, addresses=[f"{lease.ip}/{lease.prefix}"],
+                         routes=list(lease.routes), neighbours=neighbours)
+            link = pod_ns.read(ifname)
+            assert link is not None
+            if kind == "macvlan":
+                self._kernel(pod, self.node.add_host_route, self.shim_ifname, ip=lease.ip, mac=link.mac,
+                             src=uplink.ip)
+                undo.callback(self.node.delete_host_route, self.shim_ifname, ip=lease.ip)
+            attachment = Attachment(container_id=cid, ifname=ifname, netns=netns, ip=lease.ip, prefix=lease.prefix,
+                                    mac=link.mac, mode=kind, namespace=req["args"].get("K8S_POD_NAMESPACE"),
+                                    name=req["args"].get("K8S_POD_NAME"), standalone="ipam" in req)
+            self.store.put(attachment)
+            undo.callback(self.store.remove, cid, ifname)
+            self._garp(pod, pod_ns, ifname, lease.ip, link.mac)
+            undo.pop_all()
+        log.info("event=add pod=%s container=%s ifname=%s ip=%s mac=%s", pod, cid[:12], ifname, lease.ip, link.mac)
+        return cni_result(attachment, lease)
+
+    def _lease(self, pod: str, req: dict, *, kind: str, ip: str | None, mac: str | None,
+               undo: contextlib.ExitStack) -> Lease:
+        """Addresses from the delegated IPAM result, or allocated (and placed) by the controller."""
+        if "ipam" in req:
+            return lease_from_ipam(pod, req["ipam"], mac or derived_mac(req["container_id"], req["ifname"]))
+        if self.controller is None:
+            raise CniError(INVALID_CONFIG, f"pod {pod}: this agent has no controller; add an ipam section")
+        args = req["args"]
+        body = {"container_id": req["container_id"], "ifname": req["ifname"], "namespace": args.get("K8S_POD_NAMESPACE"),
+                "name": args.get("K8S_POD_NAME"), "mode": kind, "pool": req["config"].get("pool"), "ip": ip,
+                "mac": mac, "sticky": None}
+        answer = self._controller(pod, self.controller.allocate, body)
+        undo.callback(self._release, pod, req["container_id"], req["ifname"])
+        return Lease(ip=answer["ip"], prefix=int(answer["prefix"]), gateway=answer.get("gateway"),
+                     routes=tuple(Route(dst=r["dst"], gw=r.get("gw")) for r in answer.get("routes", [])),
+                     mac=answer.get("mac"), dns={})
+
+    def _release(self, pod: str, container_id: str, ifname: str) -> None:
+        assert self.controller is not None
+        self._controller(pod, self.controller.release, container_id, ifname)
+
+    # DEL --------------------------------------------------------------------------------------
+    def delete(self, req: dict) -> None:
+        cid, ifname = req["container_id"], req["ifname"]
+        record = self.store.get(cid, ifname)
+        pod = record.pod if record else pod_label(req["args"].get("K8S_POD_NAMESPACE"),
+                                                  req["args"].get("K8S_POD_NAME"), cid)
+        netns = netns_path(req["netns"]) if req.get("netns") else record.netns if record else None
+        self._remove_link(pod, netns, ifname)
+        if record:
+            self.node.delete_host_route(self.shim_ifname, ip=record.ip)
+        if self.controller and not (record and record.standalone) and "ipam" not in req:
+            self._release(pod, cid, ifname)
+        self.store.remove(cid, ifname)
+        log.info("event=del pod=%s container=%s ifname=%s", pod, cid[:12], ifname)
+
+    def _remove_link(self, pod: str, netns: str | None, ifname: str) -> None:
+        # A runtime calls DEL more than once, and after the netns is gone (node reboot, pod already
+        # torn down): a missing netns or link is success (kubernetes/kubernetes#43014).
+        if not netns:
+            return
+        try:
+            with PodNetns(netns) as pod_ns:
+                self._kernel(pod, pod_ns.delete, ifname)
+        except NetnsGone:
+            pass
+
+    # CHECK ------------------------------------------------------------------------------------
+    def check(self, req: dict) -> None:
+        cid, ifname, config = req["container_id"], req["ifname"], req["config"]
+        record = self.store.get(cid, ifname)
+        if record is None:
+            raise CniError(UNKNOWN_CONTAINER, f"container {cid[:12]}: no {ifname} attachment known to this agent")
+        prev = config.get("prevResult")
+        if not prev:
+            raise CniError(INVALID_CONFIG, f"pod {record.pod}: CHECK needs prevResult")
+        with self._pod_netns(record.pod, netns_path(req["netns"])) as pod_ns:
+            link = pod_ns.read(ifname)
+        problems = link_problems(record, link, config, prev)
+        if not problems and self.controller and not record.standalone:
+            problems = self._controller_problems(record)
+        if problems:
+            raise CniError(INTERNAL, f"pod {record.pod}: {problems[0]}", "; ".join(problems[1:]))
+
+    def _controller_problems(self, record: Attachment) -> list[str]:
+        assert self.controller is not None
+        pods = self._controller(record.pod, self.controller.pods)
+        match = [p for p in pods if (p["container_id"], p["ifname"]) == record.key]
+        if not match:
+            return [f"the controller has no allocation for {record.ifname}"]
+        if match[0]["ip"] != record.ip or (record.mode == "macvlan" and match[0]["mac"].lower() != record.mac):
+            return [f"the controller places {match[0]['ip']} {match[0]['mac']}, the link has {record.ip} {record.mac}"]
+        return []
+
+    # GC and STATUS ----------------------------------------------------------------------------
+    def gc(self, req: dict) -> None:
+        """Tear down and release every attachment of this node that the runtime no longer lists."""
+        config = req["config"]
+        listed = config.get("cni.dev/valid-attachments", config.get("cni.dev/attachments", []))
+        valid = {(a.get("containerID"), a.get("ifname")) for a in listed}
+        busy = self.in_flight()
+        for record in self.store.all():
+            if record.key not in valid and record.key not in busy:
+                with self._serialised(record.container_id):
+                    self.delete({"container_id": record.container_id, "ifname": record.ifname, "netns": None,
+                                 "args": {}})
+        if self.controller:
+            self._controller("node", self.controller.sync, self.attachments(keep=valid))
+
+    def attachments(self, *, keep: set[tuple[str, str]] | None = None) -> list[dict]:
+        """This node's attachments as the controller's full-state sync lists them.
+
+        In-flight ADDs count: their allocation exists before their record does.
+        """
+        records = {r.key for r in self.store.all() if not r.standalone and (keep is None or r.key in keep)}
+        return [{"container_id": c, "ifname": i} for c, i in sorted(records | self.in_flight())]
+
+    def status(self, req: dict) -> None:
+        if self.controller is None:
+            return
+        try:
+            self.controller.health()
+        except ControllerError as exc:
+            raise CniError(UNAVAILABLE, f"controller at {self.controller.url} not reachable", exc.reason) from None
+
+    # the view from the kernel ----------------------------------------------------------------
+    def rebuild(self) -> list[Attachment]:
+        """Keep the records whose link still exists; make the shim's routes match exactly those."""
+        kept = []
+        for record in self.store.all():
+            try:
+                with PodNetns(record.netns) as pod_ns:
+                    link = pod_ns.read(record.ifname)
+            except NetnsGone:
+                link = None
+            if link is not None and link.mac == record.mac:
+                kept.append(record)
+            else:
+                log.info("event=forget pod=%s container=%s reason=link-gone", record.pod, record.container_id[:12])
+                self.store.remove(*record.key)
+        self._reconcile_host_routes(kept)
+        return kept
+
+    def _reconcile_host_routes(self, attachments: list[Attachment]) -> None:
+        uplink = self.node.uplink(self.master)
+        self._shim(uplink)
+        wanted = {a.ip: a.mac for a in attachments if a.mode == "macvlan"}
+        for ip in self.node.host_routes(self.shim_ifname) - set(wanted):
+            self.node.delete_host_route(self.shim_ifname, ip=ip)
+        for ip, mac in wanted.items():
+            self.node.add_host_route(self.shim_ifname, ip=ip, mac=mac, src=uplink.ip)
+
+    # helpers ----------------------------------------------------------------------------------
+    def _shim(self, uplink: Uplink) -> str:
+        if self._shim_mac is None:
+            self._shim_mac = self.node.ensure_shim(uplink, self.shim_ifname)
+        return self._shim_mac
+
+    def _uplink(self, pod: str, config: dict) -> Uplink:
+        try:
+            return self.node.uplink(config.get("master") or self.master)
+        except NetlinkFailure as exc:
+            raise CniError(INVALID_CONFIG, f"pod {pod}: {exc}") from None
+
+    @staticmethod
+    def _mtu(pod: str, config: dict, uplink: Uplink) -> int:
+        mtu = int(config.get("mtu") or uplink.mtu)
+        if mtu > uplink.mtu:
+            raise CniError(INVALID_CONFIG, f"pod {pod}: mtu {mtu} is above master {uplink.name}'s {uplink.mtu}")
+        return mtu
+
+    @contextlib.contextmanager
+    def _pod_netns(self, pod: str, path: str) -> Iterator[PodNetns]:
+        try:
+            pod_ns = PodNetns(path)
+        except NetnsGone as exc:
+            raise CniError(BAD_ENV, f"pod {pod}: {exc}") from None
+        with pod_ns:
+            yield pod_ns
+
+    @staticmethod
+    def _kernel(pod: str, call, *args, **kwargs):  # type: ignore[no-untyped-def]
+        """A netlink step; its failure becomes a CNI error naming the pod."""
+        try:
+            return call(*args, **kwargs)
+        except NetnsGone as exc:
+            raise CniError(BAD_ENV, f"pod {pod}: {exc}") from None
+        except (NetlinkFailure, OSError) as exc:
+            raise CniError(INTERNAL, f"pod {pod}: {exc}") from None
+        except Exception as exc:  # pyroute2's NetlinkError and friends
+            raise CniError(INTERNAL, f"pod {pod}: netlink: {exc}") from None
+
+    @staticmethod
+    def _controller(pod: str, call, *args):  # type: ignore[no-untyped-def]
+        try:
+            return call(*args)
+        except TemporaryError as exc:
+            raise CniError(TRY_AGAIN_LATER, f"pod {pod}: {exc.reason}") from None
+        except PermanentError as exc:
+            code = INVALID_CONFIG if exc.status == 400 else REFUSED
+            raise CniError(code, f"pod {pod}: {exc.reason}") from None
+
+    def _garp(self, pod: str, pod_ns: PodNetns, ifname: str, ip: str, mac: str) -> None:
+        """Best effort: arp_notify already announced the link when it came up."""
+        try:
+            pod_ns.send_garp(ifname, ip=ip, mac=mac)
+        except OSError as exc:
+            log.warning("event=garp-failed pod=%s error=%s", pod, exc)
+
+
+def requested_address(pod: str, req: dict) -> tuple[str | None, str | None]:
+    """IP and MAC asked for by CNI_ARGS (IP=, MAC=) or runtimeConfig capabilities (ips, mac)."""
+    runtime = req["config"].get("runtimeConfig") or {}
+    ips = runtime.get("ips") or []
+    ip = req["args"].get("IP") or (ips[0] if ips else None)
+    mac = req["args"].get("MAC") or runtime.get("mac")
+    if ip is not None:
+        try:
+            ip = str(ipaddress.ip_interface(ip).ip)
+        except ValueError:
+            raise CniError(INVALID_CONFIG, f"pod {pod}: requested IP {ip!r} is not an address") from None
+    if mac is not None and not MAC_RE.match(mac):
+        raise CniError(INVALID_CONFIG, f"pod {pod}: requested MAC {mac!r} is not a MAC address")
+    return ip, mac.lower() if mac else None
+
+
+def derived_mac(container_id: str, ifname: str) -> str:
+    """A stable, locally administered unicast MAC for an attachment (when no controller picks one)."""
+    digest = hashlib.sha256(f"{container_id}/{ifname}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
+def lease_from_ipam(pod: str, result: dict, mac: str) -> Lease:
+    ips = [ip for ip in result.get("ips", []) if ":" not in ip["address"]]
+    if not ips:
+        raise CniError(INVALID_CONFIG, f"pod {pod}: the IPAM plugin returned no IPv4 address")
+    iface = ipaddress.ip_interface(ips[0]["address"])
+    return Lease(ip=str(iface.ip), prefix=iface.network.prefixlen, gateway=ips[0].get("gateway"),
+                 routes=tuple(Route(dst=r["dst"], gw=r.get("gw") or ips[0].get("gateway"))
+                              for r in result.get("routes", [])),
+                 mac=mac, dns=result.get("dns") or {})
+
+
+def cni_result(attachment: Attachment, lease: Lease) -> dict:
+    ip: dict = {"address": f"{lease.ip}/{lease.prefix}", "interface": 0}
+    if lease.gateway:
+        ip["gateway"] = lease.gateway
+    result: dict = {"interfaces": [{"name": attachment.ifname, "mac": attachment.mac, "sandbox": attachment.netns}],
+                    "ips": [ip], "routes": [{"dst": r.dst, **({"gw": r.gw} if r.gw else {})} for r in lease.routes]}
+    if lease.dns:
+        result["dns"] = lease.dns
+    return result
+
+
+def link_problems(record: Attachment, link: PodLink | None, config: dict, prev: dict) -> list[str]:
+    """What differs between the kernel's link and what ADD made (prevResult, config, record)."""
+    if link is None:
+        return [f"interface {record.ifname} is missing from netns {record.netns}"]
+    problems = []
+    kind = config.get("mode", "macvlan")
+    if link.kind != kind:
+        problems.append(f"{record.ifname} is a {link.kind or 'plain link'}, not a {kind}")
+    if kind == "macvlan" and link.mode != config.get("macvlanMode", "bridge"):
+        problems.append(f"{record.ifname} is in macvlan mode {link.mode}, not {config.get('macvlanMode', 'bridge')}")
+    if not link.up:
+        problems.append(f"{record.ifname} is down")
+    ours = [i for i, iface in enumerate(prev.get("interfaces", [])) if iface.get("name") == record.ifname]
+    for iface in (prev.get("interfaces", [])[i] for i in ours):
+        if iface.get("mac", link.mac).lower() != link.mac:
+            problems.append(f"{record.ifname} has MAC {link.mac}, prevResult says {iface['mac']}")
+    for ip in prev.get("ips", []):
+        if ip.get("interface") in ours and ip["address"] not in link.addresses:
+            problems.append(f"{record.ifname} lacks address {ip['address']}")
+    dsts = {r.dst for r in link.routes}
+    for route in prev.get("routes", []):
+        if route["dst"] not in dsts and ours:
+            problems.append(f"{record.ifname} lacks route to {route['dst']}")
+    return problems

@@ -1,0 +1,137 @@
+"""The agent's one door to the controller: controller/API.md over stdlib http.client.
+
+Errors come in two kinds, as the agent must act on them differently: `TemporaryError` (connection
+refused, timeouts, 503: the switch has not acknowledged; retry later, CNI code 11) and
+`PermanentError` (400/401/404/409: retrying the same request cannot help). Every answer carries
+the controller's epoch; the client remembers the last one so the agent notices a restart.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+T = TypeVar("T")
+
+
+class ControllerError(Exception):
+    def __init__(self, reason: str, *, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class TemporaryError(ControllerError):
+    """Retry later: the controller is unreachable, or its switch did not acknowledge in time."""
+
+
+class PermanentError(ControllerError):
+    """The controller refused the request (malformed, unauthorised, unknown node, conflict)."""
+
+
+class ControllerClient:
+    def __init__(self, url: str, node: str, *, token: str | None, timeout: float = 10.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"controller URL {url!r} must be http(s)://host[:port]")
+        self.url = url.rstrip("/")
+        self.node = node
+        self._parts = parts
+        self._token = token
+        self._timeout = timeout
+        self._local = threading.local()  # one keep-alive connection per thread
+        self.epoch: str | None = None
+
+    # API.md endpoints ------------------------------------------------------------------------
+    def health(self) -> dict:
+        return self._call("GET", "/v1/health")
+
+    def register(self, *, mac: str, ip: str | None) -> dict:
+        return self._call("PUT", self._node_path(), {"mac": mac, "ip": ip})
+
+    def allocate(self, request: dict) -> dict:
+        return self._call("POST", self._node_path("pods"), request)
+
+    def release(self, container_id: str, ifname: str) -> bool:
+        path = self._node_path("pods", container_id, ifname)
+        return bool(self._call("DELETE", path).get("released"))
+
+    def pods(self) -> list[dict]:
+        return list(self._call("GET", self._node_path("pods"))["pods"])
+
+    def sync(self, attachments: list[dict]) -> dict:
+        return self._call("PUT", self._node_path("pods"), {"pods": attachments})
+
+    # transport -------------------------------------------------------------------------------
+    def _node_path(self, *parts: str) -> str:
+        return "/".join(["/v1/nodes", quote(self.node, safe=""), *(quote(p, safe="") for p in parts)])
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+        headers = {"Accept": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        payload = json.dumps(body).encode() if body is not None else None
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            status, data = self._send(method, path, payload, headers)
+        except (OSError, http.client.HTTPException) as exc:
+            raise TemporaryError(f"controller {self.url} unreachable: {exc}") from None
+        try:
+            answer: dict[str, Any] = json.loads(data or b"{}")
+        except ValueError:
+            answer = {"error": data[:200].decode(errors="replace")}
+        self.epoch = answer.get("epoch", self.epoch)
+        if status == 200:
+            return answer
+        reason = f"controller: {answer.get('error') or f'HTTP {status}'}"
+        if status in (502, 503, 504):
+            raise TemporaryError(reason, status=status)
+        raise PermanentError(reason, status=status)
+
+    def _send(self, method: str, path: str, payload: bytes | None, headers: dict) -> tuple[int, bytes]:
+        """One request on this thread's connection; a stale keep-alive connection is retried once."""
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                conn.request(method, self._parts.path.rstrip("/") + path, body=payload, headers=headers)
+                response = conn.getresponse()
+                return response.status, response.read()
+            except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+                self._local.conn = None
+                conn.close()
+                if attempt == 2:
+                    raise
+            except BaseException:
+                self._local.conn = None
+                conn.close()
+                raise
+        raise AssertionError("unreachable")
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            kind = http.client.HTTPSConnection if self._parts.scheme == "https" else http.client.HTTPConnection
+            conn = kind(self._parts.hostname, self._parts.port, timeout=self._timeout)
+            self._local.conn = conn
+        return conn
+
+
+def with_backoff(call: Callable[[], T], *, attempts: int, first_delay: float = 0.5, max_delay: float = 30.0,
+                 sleep: Callable[[float], None] = time.sleep) -> T:
+    """`call()`, retried on TemporaryError with exponential backoff; the last error is raised."""
+    delay = first_delay
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except TemporaryError:
+            if attempt == attempts:
+                raise
+            sleep(delay)
+            delay = min(delay * 2, max_delay)
+    raise AssertionError("attempts must be >= 1")

@@ -1,0 +1,107 @@
+"""`underlay-agent`: the node agent daemon.
+
+Configuration: a TOML file (`--config`, default /etc/underlay/agent.toml when it exists), each key
+overridable by a flag of the same name:
+
+    node = "node-1"                            # default: the host name
+    controller_url = "http://198.18.0.2:8080"  # unset: standalone (pods need an ipam section)
+    token_file = "/etc/underlay/token"
+    socket = "/run/underlay/agent.sock"
+    master = "eth0"                            # default: the interface of the default route
+    netns = ""                                 # the node's namespace; unset in production (hostNetwork)
+    state_dir = "/run/underlay/pods"
+    shim_ifname = "ulshim0"
+    resync_interval = 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import threading
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from cni.plugin import DEFAULT_SOCKET
+from node_agent.agent import Agent
+from node_agent.controller_client import ControllerClient
+from node_agent.netlink import NodeNetlink
+from node_agent.server import AgentServer
+from node_agent.state import AttachmentStore
+from node_agent.sync import Syncer
+
+DEFAULT_CONFIG = Path("/etc/underlay/agent.toml")
+log = logging.getLogger("underlay.main")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    node: str
+    controller_url: str | None = None
+    token_file: str | None = None
+    socket: str = DEFAULT_SOCKET
+    master: str | None = None
+    netns: str | None = None
+    state_dir: str = "/run/underlay/pods"
+    shim_ifname: str = "ulshim0"
+    resync_interval: float = 60.0
+    log_level: str = "INFO"
+
+
+def load_config(argv: list[str] | None = None) -> AgentConfig:
+    """File values, then flags on top; unknown file keys are an error (typos must not pass silently)."""
+    parser = argparse.ArgumentParser(prog="underlay-agent", description="the underlay node agent")
+    parser.add_argument("--config", type=Path, help=f"TOML file (default {DEFAULT_CONFIG} when it exists)")
+    for f in fields(AgentConfig):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name,
+                            type=float if f.name == "resync_interval" else str)
+    args = parser.parse_args(argv)
+    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    values: dict = tomllib.loads(path.read_text()) if path else {}
+    unknown = set(values) - {f.name for f in fields(AgentConfig)}
+    if unknown:
+        parser.error(f"{path}: unknown keys {', '.join(sorted(unknown))}")
+    values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
+    values.setdefault("node", socket.gethostname())
+    return AgentConfig(**{k: (v or None) if k in ("netns", "master", "controller_url") else v
+                          for k, v in values.items()})
+
+
+def build(config: AgentConfig) -> tuple[Agent, AgentServer, Syncer | None]:
+    client = None
+    if config.controller_url:
+        token = Path(config.token_file).read_text().strip() if config.token_file else None
+        client = ControllerClient(config.controller_url, config.node, token=token)
+    agent = Agent(node=NodeNetlink(config.netns), controller=client, store=AttachmentStore(Path(config.state_dir)),
+                  master=config.master, shim_ifname=config.shim_ifname)
+    kept = agent.rebuild()
+    log.info("event=rebuilt attachments=%d", len(kept))
+    syncer = Syncer(agent, client, interval=config.resync_interval) if client else None
+    return agent, AgentServer(Path(config.socket), agent), syncer
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = load_config(argv)
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    agent, server, syncer = build(config)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    if syncer:
+        syncer.start()
+    log.info("event=started node=%s socket=%s netns=%s controller=%s", config.node, config.socket,
+             config.netns or "-", config.controller_url or "-")
+    stop.wait()
+    if syncer:
+        syncer.stop()
+    server.stop()
+    agent.node.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
