@@ -131,7 +131,7 @@ def _field_key(item: tuple[str, MatchValue]) -> tuple[int, str]:
 
 def _normal(name: str, value: MatchValue) -> MatchValue:
     if isinstance(value, tuple):
-        masked, mask = (_normal(name, part) for part in value)  # type: ignore[arg-type]
+        masked, mask = (_normal(name, part) for part in value)
         if mask in ("ff:ff:ff:ff:ff:ff", "255.255.255.255"):
             return masked
         return (masked, mask)  # type: ignore[return-value]

@@ -116,12 +116,20 @@ def l2_forward(placement: Placement) -> Flow:
 
 
 def _check(state: SwitchState) -> None:
-    """Reject states whose flows would contradict each other (same match, different outputs)."""
-    seen_ip: dict[str, Placement] = {}
-    seen_mac: dict[str, Placement] = {}
+    """Reject states whose flows would contradict each other: one IP answered with two MACs or
+    ports, one MAC forwarded to two ports."""
+    by_ip: dict[str, Placement] = {}
+    by_mac: dict[str, Placement] = {}
     for placement in state.placements:
-        for seen, key in ((seen_ip, placement.ip), (seen_mac, placement.mac.lower())):
-            other = seen.setdefault(key, placement)
-            if other.port != placement.port or (seen is seen_ip and other.mac.lower() != placement.mac.lower()):
-                raise StateError(f"{placement.owner or placement.ip}: {key} is already placed by "
-                                 f"{other.owner or other.ip} at {other.mac} on port {other.port}")
+        mac = placement.mac.lower()
+        other = by_ip.setdefault(placement.ip, placement)
+        if (other.mac.lower(), other.port) != (mac, placement.port):
+            raise _clash(placement, other, placement.ip)
+        other = by_mac.setdefault(mac, placement)
+        if other.port != placement.port:
+            raise _clash(placement, other, mac)
+
+
+def _clash(placement: Placement, other: Placement, what: str) -> StateError:
+    return StateError(f"{placement.owner or placement.ip}: {what} is already placed by "
+                      f"{other.owner or other.ip} at {other.mac} on port {other.port}")

@@ -52,13 +52,13 @@ def walk(flows: Iterable[Flow], frame: Mapping[str, object], *, in_port: int) ->
     emitted: list[Emitted] = []
     table: str | None = INGRESS
     while table is not None:
-        flow = winner(tables.get(table, []), fields)
-        if flow is None:
+        won = winner(tables.get(table, []), fields)
+        if won is None:
             break  # a table miss without a miss flow: OpenFlow 1.3 drops
-        path.append(flow)
-        for action in flow.actions:
+        path.append(won)
+        for action in won.actions:
             _act(action, fields, emitted, in_port)
-        table = flow.goto
+        table = won.goto
     return Walk(tuple(path), tuple(emitted))
 
 
@@ -91,7 +91,8 @@ def _act(action: object, fields: Frame, emitted: list[Emitted], in_port: int) ->
         assert action.src_ofs == action.dst_ofs == 0, "partial moves are not simulated"
         fields[action.dst] = fields[action.src]
     elif isinstance(action, Output):
-        port = {IN_PORT: in_port, NORMAL: "NORMAL", CONTROLLER: "CONTROLLER"}.get(action.port, action.port)
+        names: dict[int, int | str] = {IN_PORT: in_port, NORMAL: "NORMAL", CONTROLLER: "CONTROLLER"}
+        port = names.get(action.port, action.port)
         if action.port != IN_PORT and port == in_port:
             return  # OpenFlow never sends a frame back out of its in-port unless told IN_PORT
         frame = {name: value for name, value in fields.items() if name != "in_port"}

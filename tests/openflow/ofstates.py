@@ -7,8 +7,11 @@ because tests/ has no __init__.py.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
-from openflow.model import Placement, PortRole, SwitchPort, SwitchState
+from hypothesis import strategies as st
+
+from openflow.model import Placement, PortRole, SwitchPort, SwitchState, UnknownDestination
 
 COOKIE = 0x0DE1_A700_0000_0001
 N1, N2 = "02:00:c6:12:00:01", "02:00:c6:12:00:02"      # node uplink MACs
@@ -18,7 +21,7 @@ LEARN = "02:00:c6:12:00:03"                             # a node whose port is n
 PORT_N1, PORT_N2, PORT_ROUTER = 1, 2, 9
 
 
-def two_node_state(**changes: object) -> SwitchState:
+def two_node_state(**changes: Any) -> SwitchState:
     """n1 and n2 with one macvlan pod (own MAC) and one ipvlan pod (node MAC) each."""
     state = SwitchState(
         dpid=1,
@@ -36,3 +39,35 @@ def two_node_state(**changes: object) -> SwitchState:
         learn_macs=(LEARN,),
     )
     return replace(state, **changes)
+
+
+# random states for property tests ------------------------------------------------------------
+PORTS = (1, 2, 3, 4)
+
+
+def node_mac(port: int) -> str:
+    return f"02:00:c6:12:00:{port:02x}"
+
+
+def pod_mac(host: int) -> str:
+    return f"02:00:c6:12:01:{host:02x}"
+
+
+def placement(host: int, port: int, ipvlan: bool) -> Placement:
+    """Pod `host` on node `port`: ipvlan pods answer at the node's MAC, macvlan ones at their own."""
+    return Placement(f"198.18.0.{host}", node_mac(port) if ipvlan else pod_mac(host), port, f"pod/{host}")
+
+
+placements = st.dictionaries(st.integers(10, 40), st.tuples(st.sampled_from(PORTS), st.booleans()), max_size=12) \
+    .map(lambda pods: tuple(placement(host, port, ipvlan) for host, (port, ipvlan) in pods.items()))
+
+states = st.builds(
+    SwitchState,
+    dpid=st.just(1),
+    cookie=st.just(COOKIE),
+    ports=st.lists(st.sampled_from((*PORTS, 9)), unique=True).map(
+        lambda ports: tuple(SwitchPort(p, PortRole.TRUSTED if p == 9 else PortRole.NODE) for p in sorted(ports))),
+    placements=placements,
+    unknown_destination=st.sampled_from(UnknownDestination),
+    learn_macs=st.lists(st.sampled_from([node_mac(p) for p in (5, 6, 7)]), unique=True).map(tuple),
+)

@@ -9,12 +9,11 @@ import struct
 
 import pytest
 from hypothesis import given
-from ofstates import COOKIE, two_node_state
+from ofstates import COOKIE, states, two_node_state
 from os_ken.ofproto import ofproto_parser
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
-from test_reconcile import states
 
 from openflow import COOKIE_MASK
 from openflow.flows import Opaque, sort_flows

@@ -25,6 +25,7 @@ from openflow.tables import render
 pytestmark = pytest.mark.rig
 
 POD_MAC = "02:00:c6:12:02:11"
+N1_IP, N2_IP = "198.18.2.1", "198.18.2.2"
 
 
 def lab_state(n1: Host, n2: Host) -> SwitchState:
@@ -33,8 +34,8 @@ def lab_state(n1: Host, n2: Host) -> SwitchState:
         dpid=1, cookie=COOKIE,
         ports=(SwitchPort(n1.ofport, PortRole.NODE), SwitchPort(n2.ofport, PortRole.NODE)),
         placements=(
-            Placement(n1.ip, n1.mac, n1.ofport, "node/n1"),  # type: ignore[arg-type]
-            Placement(n2.ip, n2.mac, n2.ofport, "node/n2"),  # type: ignore[arg-type]
+            Placement(N1_IP, n1.mac, n1.ofport, "node/n1"),
+            Placement(N2_IP, n2.mac, n2.ofport, "node/n2"),
             Placement("198.18.2.11", POD_MAC, n1.ofport, "default/mac-1"),
             Placement("198.18.2.21", n1.mac, n1.ofport, "default/ipv-1"),
             Placement("198.18.2.12", "02:00:c6:12:02:12", n2.ofport, "default/mac-2"),
@@ -74,8 +75,8 @@ class Lab:
 
 @pytest.fixture
 def lab(rig, bridge, make_host) -> Iterator[Lab]:
-    n1 = make_host("n1", cidr="198.18.2.1/24")
-    n2 = make_host("n2", cidr="198.18.2.2/24")
+    n1 = make_host("n1", cidr=f"{N1_IP}/24")
+    n2 = make_host("n2", cidr=f"{N2_IP}/24")
     flows = desired_flows(lab_state(n1, n2))
     with connected(rig, bridge) as switch:
         switch.flow_mods(diff((), flows)[1])
@@ -105,12 +106,12 @@ def test_duplicate_address_detection_from_owner_gets_no_answer(lab: Lab) -> None
 
 def test_unicast_arp_is_forwarded_not_answered(lab: Lab) -> None:
     trace = lab.trace(f"in_port={lab.n2.ofport},arp,dl_src={lab.n2.mac},dl_dst={lab.n1.mac},arp_op=1,"
-                      f"arp_spa={lab.n2.ip},arp_sha={lab.n2.mac},arp_tpa={lab.n1.ip}")
+                      f"arp_spa={N2_IP},arp_sha={lab.n2.mac},arp_tpa={N1_IP}")
     assert trace.rstrip().endswith(f"Datapath actions: {_datapath_port(lab, lab.n1)}"), trace
 
 
 def test_nodes_reach_each_other_through_exact_flows(lab: Lab) -> None:
-    assert lab.n2.ping(lab.n1.ip, count=2, timeout=1)
+    assert lab.n2.ping(N1_IP, count=2, timeout=1)
     assert lab.packets("l2", 100, eth_dst=lab.n1.mac) == 2
     assert lab.packets("l2", 100, eth_dst=lab.n2.mac) == 2
     assert lab.packets("l2", 0) == 0
@@ -119,9 +120,9 @@ def test_nodes_reach_each_other_through_exact_flows(lab: Lab) -> None:
 def test_spoofed_source_ip_is_dropped(lab: Lab) -> None:
     n1, n2 = lab.n1, lab.n2
     n2.run("ip", "addr", "add", "198.18.2.99/32", "dev", n2.ifname)
-    n2.run("ip", "neigh", "replace", n1.ip, "lladdr", n1.mac, "dev", n2.ifname, "nud", "permanent")
+    n2.run("ip", "neigh", "replace", N1_IP, "lladdr", n1.mac, "dev", n2.ifname, "nud", "permanent")
     before = lab.packets("ingress", 0)
-    proc = n2.run("ping", "-n", "-c", "1", "-W", "1", "-I", "198.18.2.99", n1.ip, check=False)
+    proc = n2.run("ping", "-n", "-c", "1", "-W", "1", "-I", "198.18.2.99", N1_IP, check=False)
     assert proc.returncode != 0
     assert lab.packets("ingress", 0) == before + 1
 
@@ -129,9 +130,9 @@ def test_spoofed_source_ip_is_dropped(lab: Lab) -> None:
 def test_spoofed_arp_sender_is_dropped_and_honest_one_answered(lab: Lab) -> None:
     n1, n2 = lab.n1, lab.n2
     request = f"in_port={n2.ofport},arp,dl_src={n2.mac},dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_sha={n2.mac}"
-    spoofed = lab.trace(f"{request},arp_spa=198.18.2.11,arp_tpa={n1.ip}")
+    spoofed = lab.trace(f"{request},arp_spa=198.18.2.11,arp_tpa={N1_IP}")
     assert spoofed.rstrip().endswith("Datapath actions: drop"), spoofed
-    honest = lab.trace(f"{request},arp_spa={n2.ip},arp_tpa=198.18.2.11")
+    honest = lab.trace(f"{request},arp_spa={N2_IP},arp_tpa=198.18.2.11")
     assert f"set(eth(src={POD_MAC},dst={n2.mac}))" in honest, honest
 
 

@@ -6,43 +6,13 @@ from dataclasses import replace
 
 from hypothesis import given
 from hypothesis import strategies as st
-from ofstates import COOKIE, two_node_state
+from ofstates import PORTS, node_mac, placement, states, two_node_state
 
 from openflow.diff import apply, diff
 from openflow.flows import Flow
-from openflow.model import Placement, PortRole, SwitchPort, SwitchState, UnknownDestination
+from openflow.model import Placement, SwitchState, UnknownDestination
 from openflow.pipeline import desired_flows
 from openflow.tables import TABLES
-
-PORTS = (1, 2, 3, 4)
-
-
-def node_mac(port: int) -> str:
-    return f"02:00:c6:12:00:{port:02x}"
-
-
-def pod_mac(host: int) -> str:
-    return f"02:00:c6:12:01:{host:02x}"
-
-
-def placement(host: int, port: int, ipvlan: bool) -> Placement:
-    """Pod `host` on node `port`: ipvlan pods answer at the node's MAC, macvlan ones at their own."""
-    return Placement(f"198.18.0.{host}", node_mac(port) if ipvlan else pod_mac(host), port, f"pod/{host}")
-
-
-placements = st.dictionaries(st.integers(10, 40), st.tuples(st.sampled_from(PORTS), st.booleans()), max_size=12) \
-    .map(lambda pods: tuple(placement(host, port, ipvlan) for host, (port, ipvlan) in pods.items()))
-
-states = st.builds(
-    SwitchState,
-    dpid=st.just(1),
-    cookie=st.just(COOKIE),
-    ports=st.lists(st.sampled_from((*PORTS, 9)), unique=True).map(
-        lambda ports: tuple(SwitchPort(p, PortRole.TRUSTED if p == 9 else PortRole.NODE) for p in sorted(ports))),
-    placements=placements,
-    unknown_destination=st.sampled_from(UnknownDestination),
-    learn_macs=st.lists(st.sampled_from([node_mac(p) for p in (5, 6, 7)]), unique=True).map(tuple),
-)
 
 
 @given(states, states)
