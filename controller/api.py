@@ -165,7 +165,13 @@ class Api:
     # -- handlers --------------------------------------------------------------------------------
 
     def health(self, request: Request) -> Json:
-        return {"status": "ok", "switches": self.service.switches()}
+        fabric = self.service.fabric
+        return {
+            "status": "ok",
+            "switches": self.service.switches(),
+            "connected": fabric.connected() if hasattr(fabric, "connected") else [],
+            "stats": fabric.stats() if hasattr(fabric, "stats") else {},
+        }
 
     def put_node(self, request: Request) -> Json:
         body = request.body

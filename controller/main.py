@@ -48,9 +48,13 @@ class LateFabric:
     def stats(self) -> dict[str, int]:
         return self.app.stats() if self.app is not None else {}
 
+    def connected(self) -> list[int]:
+        return self.app.connected() if self.app is not None else []
+
 
 class ThreadingWsgiServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    request_queue_size = 256  # a node's burst of pod ADDs must queue, not be reset (stdlib default: 5)
 
 
 class QuietHandler(WSGIRequestHandler):

@@ -98,7 +98,8 @@ class PrivateOvs:
         return self._tool(["ovs-ofctl", "-O", "OpenFlow13", *args])
 
     def appctl(self, *args: str) -> str:
-        return self._tool(["ovs-appctl", *args])
+        """ovs-appctl against this ovs-vswitchd (its control socket has no pid in its name)."""
+        return self._tool(["ovs-appctl", "-t", str(self.workdir / "ovs-vswitchd.ctl"), *args])
 
     def _daemon_args(self, daemon: str) -> list[str]:
         return [

@@ -1,0 +1,151 @@
+"""The controller process against the rig's real Open vSwitch: ARP in the datapath, anti-spoofing,
+release, zero-churn restarts, auth and concurrent allocation."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from deploy.lab import frames, netns
+from deploy.lab.control import Controller, NodeSpec, PoolSpec
+
+pytestmark = pytest.mark.rig
+
+
+@pytest.fixture
+def segment(rig, bridge, make_host):
+    """Two nodes and an external host on one switch, driven by a real controller process."""
+    rig.ovs.vsctl("set-controller", bridge, "tcp:127.0.0.1:6653")
+    n1 = make_host("n1", cidr="198.18.0.11/24")
+    n2 = make_host("n2", cidr="198.18.0.12/24")
+    ext = make_host("ext", cidr="198.18.0.2/24")
+    dpid = _dpid(rig, bridge)
+    controller = Controller(
+        workdir=rig.workdir / f"ctl-{bridge}", ns=rig.mgmt_ns,
+        nodes={n.name: NodeSpec(n.name, dpid=dpid, port=n.ofport) for n in (n1, n2)},
+        trusted={dpid: (ext.ofport,)},
+        pool=PoolSpec("198.18.0.0/24", ranges=("198.18.0.100-198.18.0.250",)),
+    )
+    controller.start()
+    try:
+        controller.wait_healthy(timeout=15, switches=1)
+        for node in (n1, n2):
+            controller.request("PUT", f"/v1/nodes/{node.name}", {"mac": node.mac, "ip": node.ip}, node=node.name)
+        yield controller, n1, n2, ext
+    finally:
+        controller.stop()
+
+
+def _dpid(rig, bridge: str) -> int:
+    return int(rig.ovs.vsctl("get", "bridge", bridge, "other-config:datapath-id").strip().strip('"'), 16)
+
+
+def place(controller: Controller, node: str, name: str, **extra) -> dict:
+    body = {"container_id": f"c-{name}", "ifname": "eth0", "namespace": "default", "name": name, "mode": "macvlan"}
+    return controller.request("POST", f"/v1/nodes/{node}/pods", {**body, **extra}, node=node)
+
+
+def who_has(ext, ip: str) -> list[frames.Arp]:
+    request = frames.Arp(op=1, sha=ext.mac, spa=ext.ip, tha="00:00:00:00:00:00", tpa=ip,
+                         eth_src=ext.mac, eth_dst=frames.BROADCAST)
+    return frames.arp_exchange(ext.netns, ext.ifname, request, timeout=1.0)
+
+
+def responder_packets(rig, bridge: str, ip: str) -> int:
+    """n_packets of the ARP-responder flow for `ip` (the one that rewrites and answers IN_PORT)."""
+    for line in rig.ovs.ofctl("dump-flows", bridge, f"arp,arp_tpa={ip}").splitlines():
+        if "IN_PORT" in line:
+            return int(re.search(r"n_packets=(\d+)", line).group(1))
+    raise AssertionError(f"no responder flow for {ip}")
+
+
+def test_switch_answers_arp_for_every_pod_without_the_controller(rig, bridge, segment):
+    controller, n1, n2, ext = segment
+    pods = [place(controller, node.name, f"web-{i}-{node.name}") for node in (n1, n2) for i in range(2)]
+    before = controller.request("GET", "/v1/health")["stats"]["packet_ins"]
+
+    for pod in pods:
+        replies = who_has(ext, pod["ip"])
+        assert [r.sha for r in replies] == [pod["mac"]], pod
+        assert responder_packets(rig, bridge, pod["ip"]) == 1
+
+    assert controller.request("GET", "/v1/health")["stats"]["packet_ins"] == before
+
+
+def test_spoofed_arp_from_node1_claiming_node2_pod_reaches_nobody(rig, bridge, segment):
+    controller, n1, n2, ext = segment
+    victim = place(controller, "n2", "db-0")
+    spoof = frames.Arp(op=2, sha=n1.mac, spa=victim["ip"], tha=frames.BROADCAST, tpa=victim["ip"],
+                       eth_src=n1.mac, eth_dst=frames.BROADCAST)
+
+    seen: list[frames.Arp] = []
+    listener = threading.Thread(target=lambda: seen.extend(frames.listen(ext.netns, ext.ifname, timeout=1.5)))
+    listener.start()
+    for _ in range(3):
+        frames.send(n1.netns, n1.ifname, frames.arp_frame(spoof))
+    listener.join()
+
+    assert [a for a in seen if a.spa == victim["ip"]] == []
+    assert who_has(ext, victim["ip"])[0].sha == victim["mac"]  # the truth still answers
+
+
+def test_release_removes_the_pods_flows(rig, bridge, segment):
+    controller, n1, _, ext = segment
+    pod = place(controller, "n1", "tmp-0")
+    assert pod["ip"] in rig.ovs.ofctl("dump-flows", bridge)
+
+    assert controller.request("DELETE", f"/v1/nodes/n1/pods/c-tmp-0/eth0", node="n1")["released"] is True
+    assert controller.request("DELETE", f"/v1/nodes/n1/pods/c-tmp-0/eth0", node="n1")["released"] is False
+
+    assert pod["ip"] not in rig.ovs.ofctl("dump-flows", bridge)
+    assert who_has(ext, pod["ip"]) == []
+
+
+def test_restart_after_sigkill_keeps_allocations_sends_no_flow_mods_and_loses_no_ping(rig, bridge, segment):
+    controller, n1, _, ext = segment
+    pod = place(controller, "n1", "web-0")
+    pod_host = rig.add_macvlan_pod("restart-pod", n1, cidr=f"{pod['ip']}/24", mac=pod["mac"])
+    assert ext.ping(pod["ip"])
+    flows_before = _flow_table(rig, bridge)
+
+    ping = subprocess.Popen(netns.exec_argv(ext.netns, ["ping", "-n", "-q", "-i", "0.02", "-c", "200", pod["ip"]]),
+                            stdout=subprocess.PIPE, text=True)
+    controller.restart(kill=True)
+    health = controller.wait_healthy(timeout=15, switches=1)
+    output, _ = ping.communicate(timeout=30)
+    netns.remove(pod_host.netns)
+
+    assert " 0% packet loss" in output, output
+    assert health["stats"]["flow_mods"] == 0
+    assert _flow_table(rig, bridge) == flows_before  # the same flows, not re-added (cookies, matches)
+    pods = controller.request("GET", "/v1/nodes/n1/pods", node="n1")["pods"]
+    assert [(p["name"], p["ip"]) for p in pods] == [("web-0", pod["ip"])]
+
+
+def _flow_table(rig, bridge: str) -> list[str]:
+    """The bridge's flows without counters and ages."""
+    return sorted(re.sub(r" (duration|n_packets|n_bytes|idle_age|hard_age)=[^,]*,", "", line).strip()
+                  for line in rig.ovs.ofctl("dump-flows", bridge).splitlines()[1:])
+
+
+def test_requests_without_a_valid_token_get_401_and_change_nothing(segment):
+    controller, n1, n2, _ = segment
+    body = {"container_id": "x", "ifname": "eth0", "namespace": "default", "name": "x", "mode": "macvlan"}
+
+    assert controller.raw_request("POST", "/v1/nodes/n1/pods", body)[0] == 401
+    assert controller.raw_request("POST", "/v1/nodes/n1/pods", body, token="wrong")[0] == 401
+    assert controller.raw_request("POST", "/v1/nodes/n1/pods", body, token=controller.nodes["n2"].token)[0] == 401
+    assert controller.request("GET", "/v1/nodes/n1/pods", node="n1")["pods"] == []
+
+
+def test_100_parallel_allocations_get_100_distinct_addresses(segment):
+    controller, *_ = segment
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(lambda i: place(controller, "n1" if i % 2 else "n2", f"p-{i}"), range(100)))
+
+    assert len({a["ip"] for a in answers}) == 100
+    assert len({a["mac"] for a in answers}) == 100
