@@ -218,8 +218,8 @@ def call_agent(path: str, request: dict) -> dict:
     """The agent's result; a CniError for its errors, None-safe for an unreachable agent."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(path)  # blocking: a busy agent's full backlog makes us wait, not fail (EAGAIN)
             sock.settimeout(AGENT_TIMEOUT)
-            sock.connect(path)
             send_frame(sock, request)
             reply = recv_frame(sock)
     except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:

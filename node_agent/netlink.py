@@ -248,7 +248,7 @@ class NodeNetlink:
         """The pod IPs the shim has /32 routes to."""
         def body(ipr: IPRoute) -> set[str]:
             index = _index(ipr, shim)
-            routes = ipr.get_routes(family=socket.AF_INET, oif=index) if index is not None else []
+            routes = ipr.get_routes(family=socket.AF_INET, oif=index, table=254) if index is not None else []
             return {r.get_attr("RTA_DST") for r in routes if r["dst_len"] == 32}
 
         return self._run(body)
@@ -271,7 +271,7 @@ class NodeNetlink:
             if index is None:
                 return
             with contextlib.suppress(NetlinkError):  # already gone
-                ipr.route("del", dst=f"{ip}/32", oif=index)
+                ipr.route("del", dst=f"{ip}/32", oif=index, scope=SCOPE_LINK)
             with contextlib.suppress(NetlinkError):
                 ipr.neigh("del", dst=ip, ifindex=index)
 

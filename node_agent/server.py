@@ -38,6 +38,7 @@ class _Handler(socketserver.BaseRequestHandler):
 class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # a node starting many pods at once must not see connection errors
 
     def __init__(self, path: Path, agent: Agent) -> None:
         self.agent = agent
