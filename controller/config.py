@@ -46,6 +46,7 @@ DEFAULT_COOKIE = 0x55AA_0000_0000_0000
 """Ours, on every flow. High bits set so it stands out in `ovs-ofctl dump-flows`."""
 
 T = TypeVar("T")
+D = TypeVar("D")
 
 
 class ConfigError(ValueError):
@@ -170,7 +171,7 @@ class _Table:
     def key(self, key: str) -> str:
         return f"{self.name}.{key}" if self.name else key
 
-    def get(self, key: str, convert: Callable[[Any], T], *default: T) -> T:
+    def get(self, key: str, convert: Callable[[Any], T], *default: D) -> T | D:
         """The value at `key` through `convert`; a converter's ValueError/TypeError names the key."""
         self.seen.add(key)
         if key not in self.data:

@@ -110,6 +110,7 @@ class Service:
         self._nodes: dict[str, Node] = {}
         self._pods: dict[Key, Pod] = {}
         self._pending: set[Key] = set()
+        self._macvlan_macs: dict[str, Pod] = {}  # a MAC is one pod's: two on a segment break both
         self._index = _PlacementIndex()
         self._restore()
 
@@ -120,7 +121,7 @@ class Service:
         for node in snapshot.nodes:
             self._nodes[node.name] = node
         for pod in snapshot.pods:
-            self._pods[pod.key] = pod
+            self._add_pod(pod)
         for name in self._nodes:
             self._place_node(name)
         LOG.info(kv("restored", epoch=self.epoch, nodes=len(self._nodes), pods=len(self._pods)))
@@ -365,9 +366,9 @@ class Service:
             if other.name != name and (other.mac == mac or other.ip == ip):
                 clash = mac if other.mac == mac else ip
                 raise ConflictError(f"node {name}: {clash} is already node {other.name}'s")
-        for pod in self._pods.values():
-            if pod.ip == ip or (pod.mode is Mode.MACVLAN and pod.mac == mac):
-                raise ConflictError(f"node {name}: {ip if pod.ip == ip else mac} is held by pod {pod.owner}")
+        holder = self._macvlan_macs.get(mac) or next((pod for pod in self._pods.values() if pod.ip == ip), None)
+        if holder is not None:
+            raise ConflictError(f"node {name}: {ip if holder.ip == ip else mac} is held by pod {holder.owner}")
         pool = self._ipam.pool_of(ip)
         if pool is not None:
             raise ConflictError(f"node {name}: {ip} is in pool {pool}'s ranges; exclude it from the pool")
@@ -378,9 +379,9 @@ class Service:
         for node in self._nodes.values():
             if node.mac == mac:
                 raise ConflictError(f"pod {owner}: MAC {mac} is node {node.name}'s uplink")
-        for pod in self._pods.values():
-            if pod.mode is Mode.MACVLAN and pod.mac == mac:
-                raise ConflictError(f"pod {owner}: MAC {mac} is held by {pod.owner}")
+        holder = self._macvlan_macs.get(mac)
+        if holder is not None:
+            raise ConflictError(f"pod {owner}: MAC {mac} is held by {holder.owner}")
 
     def _effective(self, pod: Pod) -> Pod:
         """An ipvlan pod answers at its node's current MAC, whatever it was at allocation."""
@@ -399,10 +400,14 @@ class Service:
 
     def _add_pod(self, pod: Pod) -> None:
         self._pods[pod.key] = pod
+        if pod.mode is Mode.MACVLAN:
+            self._macvlan_macs[pod.mac] = pod
         self._place_pod(pod)
 
     def _remove_pod(self, pod: Pod) -> None:
         self._pods.pop(pod.key, None)
+        if self._macvlan_macs.get(pod.mac) == pod:
+            del self._macvlan_macs[pod.mac]
         self._index.discard(("pod", *pod.key))
 
     def _place_node(self, name: str) -> None:
@@ -430,14 +435,16 @@ class Service:
         return PlacementView(pod.ip, pod.mac, pod.node, port, dpid, pod.owner)
 
     def _converge_best_effort(self, dpids: set[int | None], *, why: str) -> None:
-        """Push a change that must not fail its request: a switch that is down converges on reconnect."""
-        targets = sorted(d for d in dpids if d is not None)
-        if not targets:
-            return
-        try:
-            self.fabric.apply(targets, timeout=self.apply_timeout)
-        except TemporaryError as err:
-            LOG.warning(kv("switch not converged", why=why, error=err))
+        """Push a change that must not fail its request: a switch that is down converges on reconnect.
+
+        `None` stands for "not located yet": such a node may appear on any switch, so all of them
+        must hold the flow that sends its first frame to us."""
+        targets = set(self.switches()) if None in dpids else {d for d in dpids if d is not None}
+        for dpid in sorted(targets):
+            try:
+                self.fabric.apply([dpid], timeout=self.apply_timeout)
+            except TemporaryError as err:
+                LOG.warning(kv("switch not converged", why=why, switch=f"{dpid:x}", error=err))
 
 
 class _PlacementIndex:

@@ -1,0 +1,131 @@
+"""The controller's TOML config: defaults, a full file, and errors that name their key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.config import ConfigError, Route, load, parse
+from openflow.model import UnknownDestination
+
+FULL = """
+store = "/var/lib/underlay/store.sqlite"
+cookie = "0x55aa000000000001"
+unknown_destination = "drop"
+release_cooldown = 5
+resync_grace = 90
+
+[openflow]
+host = "0.0.0.0"
+port = 6633
+ctl_privkey = "/etc/underlay/ctl.key"
+ctl_cert = "/etc/underlay/ctl.crt"
+ca_certs = "/etc/underlay/ca.crt"
+
+[api]
+port = 7000
+
+[nodes.n1]
+token_file = "n1.token"
+
+[nodes.n2]
+token = "two"
+dpid = "0x10"
+port = 3
+
+[switches."0x10"]
+trusted_ports = [1, 2]
+
+[pools.lab]
+subnet = "198.18.0.0/24"
+ranges = ["198.18.0.100-198.18.0.199", "198.18.0.210 - 198.18.0.219"]
+gateway = "198.18.0.1"
+routes = [{dst = "0.0.0.0/0", gw = "198.18.0.1"}]
+exclude = ["198.18.0.150", "198.18.0.160-198.18.0.163", "198.18.0.208/30"]
+"""
+
+
+def test_full_file(tmp_path: Path) -> None:
+    (tmp_path / "n1.token").write_text("one\n")
+    (tmp_path / "controller.toml").write_text(FULL)
+    config = load(tmp_path / "controller.toml")
+    assert config.cookie == 0x55AA_0000_0000_0001
+    assert config.unknown_destination is UnknownDestination.DROP
+    assert (config.release_cooldown, config.resync_grace) == (5.0, 90.0)
+    assert (config.openflow.host, config.openflow.port, config.openflow.ca_certs) == ("0.0.0.0", 6633, "/etc/underlay/ca.crt")
+    assert (config.api.host, config.api.port) == ("127.0.0.1", 7000)
+    assert config.tokens == {"n1": "one", "n2": "two"}
+    assert (config.nodes["n2"].dpid, config.nodes["n2"].port) == (16, 3)
+    assert config.switches[16].trusted_ports == (1, 2)
+    pool = config.default_pool
+    assert pool.name == "lab" and pool.default
+    assert pool.ranges == (("198.18.0.100", "198.18.0.199"), ("198.18.0.210", "198.18.0.219"))
+    assert pool.routes == (Route("0.0.0.0/0", "198.18.0.1"),)
+    assert pool.exclude == ("198.18.0.150/32", "198.18.0.160/30", "198.18.0.208/30")
+
+
+def test_defaults() -> None:
+    config = parse({"store": "s.sqlite"})
+    assert (config.openflow.host, config.openflow.port) == ("127.0.0.1", 6653)
+    assert (config.api.host, config.api.port) == ("127.0.0.1", 6680)
+    assert config.cookie == 0x55AA_0000_0000_0000
+    assert config.unknown_destination is UnknownDestination.NORMAL
+    assert config.release_cooldown == 30.0
+    assert config.openflow.ctl_privkey is None
+
+
+def test_whole_subnet_is_the_default_range() -> None:
+    config = parse({"store": "s", "pools": {"p": {"subnet": "198.18.0.0/30"}}})
+    assert config.pools["p"].ranges == (("198.18.0.0", "198.18.0.3"),)
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        ({}, "store: missing"),
+        ({"store": 1}, "store: 1 is not a string"),
+        ({"store": "s", "stor": 1}, "stor: unknown key"),
+        ({"store": "s", "cookie": "zz"}, "cookie: 'zz' is not a 64-bit cookie"),
+        ({"store": "s", "cookie": 0}, "cookie: 0 is not a non-zero 64-bit integer"),
+        ({"store": "s", "unknown_destination": "flood"}, "unknown_destination: 'flood' is not one of \"normal\", \"drop\""),
+        ({"store": "s", "release_cooldown": -1}, "release_cooldown: -1 is not a number of seconds"),
+        ({"store": "s", "api": {"port": 70000}}, "api.port: 70000 is not a port number"),
+        ({"store": "s", "api": {"prot": 1}}, "api.prot: unknown key"),
+        ({"store": "s", "openflow": {"ctl_cert": "c"}}, "openflow: ctl_privkey and ctl_cert go together"),
+        ({"store": "s", "nodes": {"n1": {}}}, "nodes.n1: needs exactly one of token, token_file"),
+        ({"store": "s", "nodes": {"n1": {"token": "t", "port": 3}}}, "nodes.n1.port: needs nodes.n1.dpid too"),
+        ({"store": "s", "nodes": {"n1": {"token": "t", "dpid": 1, "port": 0}}}, "nodes.n1.port: 0 is not an OpenFlow port"),
+        ({"store": "s", "nodes": {"n1": {"token_file": "/nonexistent/t"}}}, "nodes.n1.token_file: cannot read /nonexistent/t"),
+        ({"store": "s", "nodes": {"n1": {"token": "t", "dpid": 1, "port": 1}}, "switches": {"1": {"trusted_ports": [1]}}},
+         "nodes.n1.port: 1 is a trusted port of switch 0x1"),
+        ({"store": "s", "switches": {"sw1": {}}}, "switches.sw1: 'sw1' is not a datapath id"),
+        ({"store": "s", "switches": {"1": {"trusted_ports": [1, "2"]}}}, "switches.1.trusted_ports[1]: '2' is not an OpenFlow port"),
+        ({"store": "s", "pools": {"default": {"subnet": "10.0.0.0/33"}}}, "pools.default.subnet: '10.0.0.0/33' is not a network"),
+        ({"store": "s", "pools": {"default": {"subnet": "10.0.0.1/24"}}}, "pools.default.subnet: '10.0.0.1/24' has host bits set (did you mean 10.0.0.0/24?)"),
+        ({"store": "s", "pools": {"default": {"subnet": "fd00::/64"}}}, "pools.default.subnet: 'fd00::/64' is not a network"),
+        ({"store": "s", "pools": {"p": {"subnet": "10.0.0.0/24", "ranges": ["10.0.0.5-10.0.1.4"]}}}, "pools.p.ranges: '10.0.0.5-10.0.1.4' is not inside 10.0.0.0/24"),
+        ({"store": "s", "pools": {"p": {"subnet": "10.0.0.0/24", "ranges": ["10.0.0.9-10.0.0.5"]}}}, "pools.p.ranges[0]: '10.0.0.9-10.0.0.5' ends before it starts"),
+        ({"store": "s", "pools": {"p": {"subnet": "10.0.0.0/24", "ranges": "10.0.0.1-10.0.0.5"}}}, "pools.p.ranges: '10.0.0.1-10.0.0.5' is not a list of"),
+        ({"store": "s", "pools": {"p": {"subnet": "10.0.0.0/24", "gateway": "10.0.0.255"}}}, "pools.p.gateway: 10.0.0.255 is not a host address of 10.0.0.0/24"),
+        ({"store": "s", "pools": {"p": {"subnet": "10.0.0.0/24", "routes": [{"dst": "x", "gw": "10.0.0.1"}]}}}, "pools.p.routes[0]: dst: 'x' is not a network"),
+        ({"store": "s", "pools": {"p": {"subnet": "10.0.0.0/24", "routes": [{"dst": "0.0.0.0/0", "gw": "10.9.0.1"}]}}}, "pools.p.routes: gateway 10.9.0.1 of 0.0.0.0/0 is not in 10.0.0.0/24"),
+        ({"store": "s", "pools": {"p": {"subnet": "10.0.0.0/24", "exclude": ["10.0.0"]}}}, "pools.p.exclude[0]: '10.0.0' is not an address"),
+        ({"store": "s", "pools": {"a": {"subnet": "10.0.0.0/24"}, "b": {"subnet": "10.0.1.0/24"}}}, "pools: several pools and none has default = true"),
+        ({"store": "s", "pools": {"a": {"subnet": "10.0.0.0/24", "default": True}, "b": {"subnet": "10.0.0.0/25", "default": True}}}, "pools: more than one default (a, b)"),
+        ({"store": "s", "pools": {"a": {"subnet": "10.0.0.0/24", "default": True}, "b": {"subnet": "10.0.0.0/25"}}}, "pools.b.ranges: overlap pool a"),
+    ],
+)  # fmt: skip
+def test_errors_name_their_key(data: dict[str, Any], error: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse(data)
+    assert str(raised.value).startswith(error)
+
+
+def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path / "missing.toml")
+    (tmp_path / "bad.toml").write_text("store = ")
+    with pytest.raises(ConfigError, match="bad.toml: "):
+        load(tmp_path / "bad.toml")

@@ -1,0 +1,229 @@
+"""The REST API through a real HTTP server on 127.0.0.1 (a threading wsgiref server) and http.client."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socketserver
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import pytest
+from ctlfakes import TOKENS, RecordingFabric, make_config
+
+from controller.api import Api
+from controller.service import Service
+
+N1 = {"mac": "02:00:00:00:01:01", "ip": "198.18.0.11"}
+POD = {"container_id": "abc", "ifname": "eth0", "namespace": "default", "name": "web-0", "mode": "macvlan",
+       "pool": None, "ip": None, "mac": None, "sticky": None}  # fmt: skip
+
+
+class ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    request_queue_size = 128  # 100 clients connect at once
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class Client:
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def __call__(
+        self, method: str, path: str, body: object = None, *, token: str | None = TOKENS["n1"], raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any], http.client.HTTPResponse]:  # fmt: skip
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        sent = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
+        payload = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        connection.request(method, path, body=payload, headers=sent)
+        response = connection.getresponse()
+        data = json.loads(response.read())
+        connection.close()
+        return response.status, data, response
+
+
+@pytest.fixture
+def served(service: Service) -> Iterator[Callable[..., Any]]:
+    app = Api(service, tokens=TOKENS, max_body=4096)
+    server = make_server("127.0.0.1", 0, app, server_class=ThreadingServer, handler_class=QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    try:
+        yield Client(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def call(served: Client, service: Service) -> Client:
+    """A server where n1 is registered and located on switch 1, port 4."""
+    status, _, _ = served("PUT", "/v1/nodes/n1", N1)
+    assert status == 200
+    service.node_located(N1["mac"], dpid=1, port=4)
+    return served
+
+
+def test_health_needs_no_token_and_every_answer_has_the_epoch(served: Client, service: Service) -> None:
+    status, body, _ = served("GET", "/v1/health", token=None)
+    assert status == 200
+    assert (body["status"], body["switches"], body["epoch"]) == ("ok", [1, 2], service.epoch)
+    for method, path in [("GET", "/nope"), ("DELETE", "/v1/health"), ("GET", "/v1/placements")]:
+        assert served(method, path, token=None)[1]["epoch"] == service.epoch
+
+
+def test_register_node(served: Client) -> None:
+    assert served("PUT", "/v1/nodes/n1", N1)[:2] == (200, {"node": "n1", "port": None, "epoch": served("GET", "/v1/health")[1]["epoch"]})
+    assert served("PUT", "/v1/nodes/n2", {"mac": "02:00:00:00:01:02", "ip": "198.18.0.12"}, token=TOKENS["n2"])[1]["port"] == 3
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "token"),
+    [("PUT", "/v1/nodes/n1", None), ("PUT", "/v1/nodes/n1", "wrong"), ("PUT", "/v1/nodes/n1", TOKENS["n2"]),
+     ("POST", "/v1/nodes/n1/pods", TOKENS["n2"]), ("DELETE", "/v1/nodes/n1/pods/abc/eth0", None),
+     ("PUT", "/v1/nodes/n1/pods", "Bearer"), ("GET", "/v1/placements", "wrong"), ("PUT", "/v1/nodes/nx", "wrong")],
+)  # fmt: skip
+def test_without_the_right_token_401_and_nothing_changes(
+    call: Client, service: Service, method: str, path: str, token: str | None
+) -> None:
+    call("POST", "/v1/nodes/n1/pods", POD)
+    before = (service.placements(), service.list_pods("n1"))
+    status, body, _ = call(method, path, {**POD, **N1, "container_id": "other", "pods": []}, token=token)
+    assert status == 401
+    assert "missing or invalid bearer token" in body["error"]
+    assert (service.placements(), service.list_pods("n1")) == before
+
+
+def test_basic_auth_is_not_a_bearer_token(call: Client) -> None:
+    assert call("GET", "/v1/placements", token=None, headers={"Authorization": f"Basic {TOKENS['n1']}"})[0] == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [({k: v for k, v in POD.items() if k != "container_id"}, "container_id: missing"),
+     ({**POD, "ifname": 5}, "ifname: expected a non-empty string, got 5"),
+     ({**POD, "ifname": "a-very-long-interface"}, "ifname: 'a-very-long-interface' is not a Linux interface name"),
+     ({**POD, "mode": "bridge"}, "mode: 'bridge' is not one of macvlan, ipvlan"),
+     ({**POD, "ip": "198.18.0.300"}, "ip: '198.18.0.300' is not an IPv4 address"),
+     ({**POD, "ip": "198.18.0.1"}, "ip: 198.18.0.1 is not an allocatable address of pool default"),
+     ({**POD, "mac": "01:00:5e:00:00:01"}, "mac: 01:00:5e:00:00:01 is a multicast address"),
+     ({**POD, "pool": "nope"}, "pool: no pool named 'nope'"),
+     ([POD], "body: expected a JSON object")],
+)  # fmt: skip
+def test_malformed_requests_are_400_naming_the_field(call: Client, body: object, reason: str) -> None:
+    status, answer, _ = call("POST", "/v1/nodes/n1/pods", body)
+    assert (status, answer["error"]) == (400, reason)
+
+
+def test_invalid_json_and_oversized_bodies(call: Client) -> None:
+    status, body, _ = call("POST", "/v1/nodes/n1/pods", raw=b"{nope")
+    assert status == 400 and body["error"].startswith("body: not valid JSON")
+    status, body, _ = call("POST", "/v1/nodes/n1/pods", raw=b" " * 5000)
+    assert (status, body["error"]) == (413, "body: 5000 bytes is more than the limit of 4096")
+    status, body, _ = call("PUT", "/v1/nodes/n1/pods", {"pods": [{"container_id": "a"}]})
+    assert (status, body["error"]) == (400, "pods[0].ifname: missing")
+
+
+def test_unknown_paths_and_methods(call: Client) -> None:
+    assert call("GET", "/v2/health")[:2][0] == 404
+    status, body, response = call("PATCH", "/v1/nodes/n1/pods")
+    assert status == 405 and response.getheader("Allow") == "POST, GET, PUT"
+
+
+def test_add_pod_and_idempotent_post(call: Client, fabric: RecordingFabric) -> None:
+    status, first, _ = call("POST", "/v1/nodes/n1/pods", POD)
+    assert status == 200
+    assert {k: first[k] for k in ("ip", "prefix", "gateway", "mac", "pool")} == {
+        "ip": "198.18.0.100", "prefix": 24, "gateway": "198.18.0.1", "mac": "02:55:c6:12:00:64", "pool": "default"}  # fmt: skip
+    assert first["routes"] == [{"dst": "0.0.0.0/0", "gw": "198.18.0.1"}]
+    assert call("POST", "/v1/nodes/n1/pods", POD)[:2] == (200, first)
+    status, listed, _ = call("GET", "/v1/nodes/n1/pods")
+    assert listed["pods"] == [{"container_id": "abc", "ifname": "eth0", "namespace": "default", "name": "web-0",
+                               "ip": "198.18.0.100", "mac": "02:55:c6:12:00:64", "mode": "macvlan", "pool": "default"}]  # fmt: skip
+    assert fabric.calls[-2:] == [(1,), (1,)]
+
+
+def test_conflicts_are_409(call: Client) -> None:
+    call("POST", "/v1/nodes/n1/pods", {**POD, "name": "db-1", "container_id": "db", "ip": "198.18.0.105"})
+    status, body, _ = call("POST", "/v1/nodes/n1/pods", {**POD, "ip": "198.18.0.105"})
+    assert (status, body["error"]) == (409, "pod default/web-0: 198.18.0.105 is held by default/db-1")
+
+
+def test_unregistered_node_is_404(served: Client) -> None:
+    status, body, _ = served("POST", "/v1/nodes/n3/pods", POD, token=TOKENS["n3"])
+    assert (status, body["error"]) == (404, "node n3: not registered (PUT /v1/nodes/n3 first)")
+
+
+def test_switch_trouble_is_503_with_retry_after(served: Client, call: Client, fabric: RecordingFabric) -> None:
+    fabric.down.add(1)
+    status, body, response = call("POST", "/v1/nodes/n1/pods", POD)
+    assert status == 503 and "did not answer" in body["error"]
+    assert response.getheader("Retry-After") == "1"
+    served("PUT", "/v1/nodes/n3", {"mac": "02:00:00:00:01:03", "ip": "198.18.0.13"}, token=TOKENS["n3"])
+    status, body, response = served("POST", "/v1/nodes/n3/pods", POD, token=TOKENS["n3"])
+    assert (status, response.getheader("Retry-After")) == (503, "1")
+    assert "node n3's switch port is not known yet" in body["error"]
+
+
+def test_delete_twice(call: Client) -> None:
+    call("POST", "/v1/nodes/n1/pods", POD)
+    assert call("DELETE", "/v1/nodes/n1/pods/abc/eth0")[:2][1]["released"] is True
+    assert call("DELETE", "/v1/nodes/n1/pods/abc/eth0")[:2][1]["released"] is False
+    assert call("GET", "/v1/nodes/n1/pods")[1]["pods"] == []
+
+
+def test_sync_releases_extras(call: Client, clock: Any) -> None:
+    for cid in ("keep", "gone"):
+        call("POST", "/v1/nodes/n1/pods", {**POD, "container_id": cid, "name": cid})
+    clock.advance(120)
+    status, body, _ = call("PUT", "/v1/nodes/n1/pods", {"pods": [{"container_id": "keep", "ifname": "eth0"},
+                                                                 {"container_id": "ghost", "ifname": "eth0"}]})  # fmt: skip
+    assert status == 200
+    assert [p["container_id"] for p in body["pods"]] == ["keep"]
+    assert [p["container_id"] for p in body["released"]] == ["gone"]
+    assert body["unknown"] == [{"container_id": "ghost", "ifname": "eth0"}]
+
+
+def test_placements_with_any_token(call: Client, served: Client) -> None:
+    call("POST", "/v1/nodes/n1/pods", POD)
+    status, body, _ = call("GET", "/v1/placements", token=TOKENS["n3"])
+    assert status == 200
+    assert {"ip": "198.18.0.100", "mac": "02:55:c6:12:00:64", "node": "n1", "port": 4, "dpid": 1,
+            "owner": "default/web-0"} in body["placements"]  # fmt: skip
+
+
+def test_unexpected_errors_are_500_without_a_traceback(
+    call: Client, fabric: RecordingFabric, caplog: pytest.LogCaptureFixture
+) -> None:
+    def explode(dpids: tuple[int, ...]) -> None:
+        raise KeyError("secret internals")
+
+    fabric.on_apply = explode
+    with caplog.at_level(logging.ERROR, logger="underlay.api"):
+        status, body, _ = call("POST", "/v1/nodes/n1/pods", POD)
+    assert status == 500 and body["error"] == "internal error"
+    assert "secret" not in json.dumps(body) and "Traceback" not in json.dumps(body)
+    assert f"incident={body['incident']}" in caplog.text and "secret internals" in caplog.text
+    fabric.on_apply = None
+    assert call("POST", "/v1/nodes/n1/pods", POD)[0] == 200  # and the failed ADD was rolled back
+
+
+def test_hundred_parallel_allocations_get_distinct_addresses(call: Client) -> None:
+    def add(i: int) -> tuple[int, str]:
+        status, body, _ = call("POST", "/v1/nodes/n1/pods", {**POD, "container_id": f"c{i}", "name": f"p{i}"})
+        return status, body.get("ip", body.get("error"))
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        results = list(pool.map(add, range(100)))
+    assert all(status == 200 for status, _ in results), results
+    assert len({ip for _, ip in results}) == 100
+    assert len(call("GET", "/v1/nodes/n1/pods")[1]["pods"]) == 100
