@@ -248,8 +248,20 @@ class Service:
             if pod is None or pod.node != node_name:
                 return False
             self._release([pod])
-        self._converge_best_effort({self._location(node_name)[0]}, why=f"pod {pod.owner} released")
+            dpid = self._location(node_name)[0]
+        self._converge_best_effort({dpid}, why=f"pod {pod.owner} released")
         return True
+
+    def forget_sticky(self, sticky: str) -> str | None:
+        """Drop a sticky reservation for good (its StatefulSet pod will not come back); the address
+        then cools down like any released one. Returns the address, or None if there was none."""
+        with self._lock:
+            address = self._ipam.reserved().get(sticky)
+            if address is None:
+                return None
+            with self.store.transaction() as tx:
+                tx.unreserve(sticky)
+            return self._ipam.unreserve(sticky)
 
     def sync(self, node_name: str, present: Iterable[Key]) -> SyncResult:
         """Converge on an agent's full list of attachments: release what it no longer has.
@@ -265,8 +277,9 @@ class Service:
             self._release(stale)
             kept = tuple(pod for pod in mine if pod not in stale)
             unknown = tuple(sorted(key for key in present if not self._is_on(key, node_name)))
+            dpid = self._location(node_name)[0]
         if stale:
-            self._converge_best_effort({self._location(node_name)[0]}, why=f"node {node_name} synced")
+            self._converge_best_effort({dpid}, why=f"node {node_name} synced")
         return SyncResult(pods=kept, released=tuple(stale), unknown=unknown)
 
     def _release(self, pods: list[Pod]) -> None:

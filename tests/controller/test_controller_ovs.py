@@ -6,19 +6,30 @@ from __future__ import annotations
 import re
 import subprocess
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from deploy.lab import frames, netns
-from deploy.lab.control import Controller, NodeSpec, PoolSpec
+from deploy.lab.control import ApiError, Controller, NodeSpec, PoolSpec
 
 pytestmark = pytest.mark.rig
 
 
 @pytest.fixture
 def segment(rig, bridge, make_host):
-    """Two nodes and an external host on one switch, driven by a real controller process."""
+    """Two nodes (ports pinned in config) and an external host on one switch, with a real controller."""
+    yield from _segment(rig, bridge, make_host, pinned=True)
+
+
+@pytest.fixture
+def unpinned_segment(rig, bridge, make_host):
+    """The same, but the controller must learn the nodes' ports from their first frames."""
+    yield from _segment(rig, bridge, make_host, pinned=False)
+
+
+def _segment(rig, bridge, make_host, *, pinned: bool):
     rig.ovs.vsctl("set-controller", bridge, "tcp:127.0.0.1:6653")
     n1 = make_host("n1", cidr="198.18.0.11/24")
     n2 = make_host("n2", cidr="198.18.0.12/24")
@@ -26,7 +37,7 @@ def segment(rig, bridge, make_host):
     dpid = _dpid(rig, bridge)
     controller = Controller(
         workdir=rig.workdir / f"ctl-{bridge}", ns=rig.mgmt_ns,
-        nodes={n.name: NodeSpec(n.name, dpid=dpid, port=n.ofport) for n in (n1, n2)},
+        nodes={n.name: NodeSpec(n.name, dpid=dpid, port=n.ofport) if pinned else NodeSpec(n.name) for n in (n1, n2)},
         trusted={dpid: (ext.ofport,)},
         pool=PoolSpec("198.18.0.0/24", ranges=("198.18.0.100-198.18.0.250",)),
     )
@@ -149,3 +160,30 @@ def test_100_parallel_allocations_get_100_distinct_addresses(segment):
 
     assert len({a["ip"] for a in answers}) == 100
     assert len({a["mac"] for a in answers}) == 100
+
+
+def test_node_port_is_learned_from_the_nodes_first_frame_never_from_a_pods(rig, bridge, unpinned_segment):
+    controller, n1, n2, ext = unpinned_segment
+    with pytest.raises(ApiError) as unknown_port:
+        place(controller, "n1", "early")
+    assert unknown_port.value.status == 503
+
+    # a frame from a MAC the controller does not know, on n1's port, teaches nothing
+    stranger = rig.add_macvlan_pod("stranger", n1, cidr="198.18.0.77/24")
+    stranger.run("arping", "-c", "2", "-w", "2", "-I", "eth0", ext.ip, check=False)
+    assert controller.request("PUT", "/v1/nodes/n1", {"mac": n1.mac, "ip": n1.ip}, node="n1")["port"] is None
+
+    n1.run("arping", "-c", "1", "-w", "2", "-I", "eth0", ext.ip, check=False)  # the node speaks
+    port = _wait_for(lambda: controller.request("PUT", "/v1/nodes/n1", {"mac": n1.mac, "ip": n1.ip},
+                                                node="n1")["port"])
+    assert port == n1.ofport
+    pod = place(controller, "n1", "web-0")
+    assert [r.sha for r in who_has(ext, pod["ip"])] == [pod["mac"]]
+    assert controller.request("GET", "/v1/health")["stats"]["packet_ins"] >= 1
+
+
+def _wait_for(probe, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while (value := probe()) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
