@@ -220,7 +220,7 @@ def test_unexpected_errors_are_500_without_a_traceback(
 def test_hundred_parallel_allocations_get_distinct_addresses(call: Client) -> None:
     def add(i: int) -> tuple[int, str]:
         status, body, _ = call("POST", "/v1/nodes/n1/pods", {**POD, "container_id": f"c{i}", "name": f"p{i}"})
-        return status, body.get("ip", body.get("error"))
+        return status, str(body.get("ip", body.get("error")))
 
     with ThreadPoolExecutor(max_workers=32) as pool:
         results = list(pool.map(add, range(100)))

@@ -149,6 +149,14 @@ def test_release_is_idempotent_and_cools_down(ready: Service, clock: Clock, fabr
     assert ready.allocate_and_place("n1", request("late", pool="small")).pod.ip == ip
 
 
+def test_forget_sticky_frees_the_reserved_address(ready: Service, make_service: Callable[..., Service]) -> None:
+    ip = ready.allocate_and_place("n1", request("a", sticky="default/web-0")).pod.ip
+    ready.release("n1", "a", "eth0")
+    assert ready.forget_sticky("default/web-0") == ip
+    assert ready.forget_sticky("default/web-0") is None
+    assert make_service().allocate_and_place("n1", request("b", ip=ip)).pod.ip == ip  # not reserved after restart
+
+
 def test_release_succeeds_while_the_switch_is_down(ready: Service, fabric: RecordingFabric) -> None:
     ready.allocate_and_place("n1", request("a"))
     fabric.down.add(1)
