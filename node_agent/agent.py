@@ -17,7 +17,7 @@ import logging
 import re
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from cni.plugin import (BAD_ENV, INTERFACE_EXISTS, INTERNAL, INVALID_CONFIG, REFUSED,
@@ -54,6 +54,7 @@ class Agent:
         self._locks: dict[str, list] = {}  # container -> [lock, users]
         self._locks_guard = threading.Lock()
         self._adding: set[tuple[str, str]] = set()
+        self.register: Callable[[], None] | None = None  # set by the syncer: registers this node
         self._shim_mac: str | None = None
 
     # dispatch and per-container serialisation -------------------------------------------------
@@ -154,11 +155,22 @@ class Agent:
         body = {"container_id": req["container_id"], "ifname": req["ifname"], "namespace": args.get("K8S_POD_NAMESPACE"),
                 "name": args.get("K8S_POD_NAME"), "mode": kind, "pool": req["config"].get("pool"), "ip": ip,
                 "mac": mac, "sticky": None}
-        answer = self._controller(pod, self.controller.allocate, body)
+        answer = self._controller(pod, self._allocate, body)
         undo.callback(self._release, pod, req["container_id"], req["ifname"])
         return Lease(ip=answer["ip"], prefix=int(answer["prefix"]), gateway=answer.get("gateway"),
                      routes=tuple(Route(dst=r["dst"], gw=r.get("gw")) for r in answer.get("routes", [])),
                      mac=answer.get("mac"), dns={})
+
+    def _allocate(self, body: dict) -> dict:
+        """Allocate; a controller that does not know this node yet gets it registered first."""
+        assert self.controller is not None
+        try:
+            return self.controller.allocate(body)
+        except PermanentError as exc:
+            if exc.status != 404 or self.register is None:
+                raise
+            self.register()
+            return self.controller.allocate(body)
 
     def _release(self, pod: str, container_id: str, ifname: str) -> None:
         assert self.controller is not None
@@ -267,7 +279,11 @@ class Agent:
         return kept
 
     def _reconcile_host_routes(self, attachments: list[Attachment]) -> None:
-        uplink = self.node.uplink(self.master)
+        try:
+            uplink = self.node.uplink(self.master)
+        except NetlinkFailure as exc:  # e.g. no default route yet: the first ADD makes the shim
+            log.warning("event=no-uplink error=%r", str(exc))
+            return
         self._shim(uplink)
         wanted = {a.ip: a.mac for a in attachments if a.mode == "macvlan"}
         for ip in self.node.host_routes(self.shim_ifname) - set(wanted):

@@ -80,6 +80,7 @@ def build(config: AgentConfig) -> tuple[Agent, AgentServer, Syncer | None]:
     kept = agent.rebuild()
     log.info("event=rebuilt attachments=%d", len(kept))
     syncer = Syncer(agent, client, interval=config.resync_interval) if client else None
+    agent.register = syncer.register if syncer else None
     return agent, AgentServer(Path(config.socket), agent), syncer
 
 

@@ -14,6 +14,7 @@ import threading
 from cni.plugin import CniError
 from node_agent.agent import Agent
 from node_agent.controller_client import ControllerClient, ControllerError, PermanentError
+from node_agent.netlink import NetlinkFailure
 
 log = logging.getLogger("underlay.sync")
 
@@ -75,7 +76,7 @@ class Syncer:
             try:
                 self.sync_once()
                 delay, wait = 0.5, self.interval
-            except (ControllerError, CniError, OSError) as exc:
+            except (ControllerError, CniError, NetlinkFailure, OSError) as exc:
                 log.warning("event=sync-failed retry_in=%.1fs error=%s", delay, getattr(exc, "msg", exc))
                 wait, delay = delay, min(delay * 2, self.max_backoff)
             self._wake.wait(wait)

@@ -1,0 +1,66 @@
+"""The shim's pure parts (no root, no agent): result formats, merging, CNI_ARGS, install, start time."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from cni import install
+from cni.plugin import BAD_ENV, UNSUPPORTED_FIELD, CniError, merge, neutral, parse_args, to_version
+
+RESULT = {"interfaces": [{"name": "eth0", "mac": "0a:00:00:00:00:01", "sandbox": "/run/netns/p"}],
+          "ips": [{"address": "198.18.5.101/24", "gateway": "198.18.5.1", "interface": 0}],
+          "routes": [{"dst": "0.0.0.0/0", "gw": "198.18.5.1"}]}
+
+
+def test_040_results_carry_the_ip_version_and_1x_do_not():
+    assert to_version(RESULT, "0.4.0")["ips"][0]["version"] == "4"
+    assert "version" not in to_version(RESULT, "1.0.0")["ips"][0]
+    assert neutral(to_version(RESULT, "0.4.0")) == RESULT
+
+
+def test_merge_shifts_our_interface_indexes_past_the_previous_ones():
+    prev = to_version({"interfaces": [{"name": "lo0"}], "ips": [{"address": "198.19.0.1/32", "interface": 0}]},
+                      "0.4.0")
+    merged = merge(prev, RESULT)
+    assert [i["name"] for i in merged["interfaces"]] == ["lo0", "eth0"]
+    assert [ip["interface"] for ip in merged["ips"]] == [0, 1]
+
+
+def test_cni_args():
+    assert parse_args("K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0") == {
+        "K8S_POD_NAMESPACE": "default", "K8S_POD_NAME": "web-0"}
+    assert parse_args("IgnoreUnknown=true;X=1")["X"] == "1"
+    with pytest.raises(CniError) as unknown:
+        parse_args("X=1")
+    assert unknown.value.code == UNSUPPORTED_FIELD
+    with pytest.raises(CniError) as malformed:
+        parse_args("novalue")
+    assert malformed.value.code == BAD_ENV
+
+
+def test_install_writes_a_self_contained_plugin_and_keeps_an_existing_conflist(tmp_path):
+    plugin = install.install_binary(tmp_path / "bin")
+    assert plugin.read_text().startswith("#!/usr/bin/python3 -IS\n")
+    assert os.access(plugin, os.X_OK)
+    out = subprocess.run([str(plugin)], input=b"", capture_output=True, env={"CNI_COMMAND": "VERSION"})
+    assert json.loads(out.stdout)["supportedVersions"] == ["0.4.0", "1.0.0", "1.1.0"]
+
+    written = install.install_conflist(tmp_path / "conf", install.example_conflist(master="eth0"))
+    assert json.loads(written.read_text())["plugins"][0]["type"] == "underlay"
+    assert install.install_conflist(tmp_path / "conf", {"other": True}) is None
+
+
+def test_plugin_starts_fast(tmp_path):
+    """The reason for the shim: a VERSION call costs a bare interpreter start, not pyroute2's import."""
+    plugin = install.install_binary(tmp_path)
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        subprocess.run([str(plugin)], input=b"", capture_output=True, env={"CNI_COMMAND": "VERSION"}, check=True)
+        times.append(time.perf_counter() - start)
+    assert sorted(times)[2] < 0.1
