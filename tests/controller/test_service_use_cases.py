@@ -51,6 +51,14 @@ def test_register_validates_and_refuses_clashes(service: Service) -> None:
         service.register_node("n3", mac="02:00:00:00:01:03", ip="198.18.0.150")
 
 
+def test_registering_an_unlocated_node_converges_every_switch_one_by_one(
+    service: Service, fabric: RecordingFabric
+) -> None:
+    fabric.down.add(1)  # one switch down does not keep the other stale, nor fail the request
+    service.register_node("n1", mac=N1_MAC, ip="198.18.0.11")
+    assert sorted(fabric.calls) == [(1,), (2,)]
+
+
 def test_desired_state_before_and_after_learning(service: Service) -> None:
     service.register_node("n1", mac=N1_MAC, ip="198.18.0.11")
     service.register_node("n2", mac=N2_MAC, ip="198.18.0.12")
