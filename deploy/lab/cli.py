@@ -1,0 +1,157 @@
+"""`underlay-lab`: bring up, show, use and tear down the one-machine lab."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from deploy.lab.control import ApiError
+from deploy.lab.lab import DEFAULT_STATE_DIR, Lab, LabError, LabState
+from deploy.lab.rig import MissingPrerequisite
+from deploy.lab.runtime import CniError
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="underlay-lab", description=__doc__)
+    top.add_argument("--state-dir", type=Path, default=Path(os.environ.get("UNDERLAY_LAB_DIR", DEFAULT_STATE_DIR)),
+                     help="where the lab keeps everything (default %(default)s, or $UNDERLAY_LAB_DIR)")
+    commands = top.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="build the lab: switch, controller, nodes, agents, pods")
+    up.add_argument("--nodes", type=int, default=2)
+    up.add_argument("--pods-per-node", type=int, default=2)
+    up.add_argument("--mode", choices=("macvlan", "ipvlan"), default="macvlan")
+    status = commands.add_parser("status", help="the lab's switch, nodes, pods and external host")
+    status.add_argument("--json", action="store_true")
+    run = commands.add_parser("exec", help="run a command in a node, a pod, `external` or `switch`")
+    run.add_argument("name")
+    run.add_argument("argv", nargs=argparse.REMAINDER)
+    pod = commands.add_parser("pod", help="add or delete a pod through the CNI plugin")
+    pods = pod.add_subparsers(dest="pod_command", required=True)
+    add = pods.add_parser("add")
+    add.add_argument("name")
+    add.add_argument("--node", required=True)
+    add.add_argument("--ip")
+    delete = pods.add_parser("del")
+    delete.add_argument("name")
+    commands.add_parser("demo", help="from the external host, ARP and ping every pod")
+    restart = commands.add_parser("restart", help="restart the controller, a node's agent or the switch")
+    restart.add_argument("what", choices=("controller", "agent", "switch"))
+    restart.add_argument("node", nargs="?")
+    restart.add_argument("--kill", action="store_true", help="SIGKILL instead of SIGTERM")
+    commands.add_parser("down", help="remove everything the lab made")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    lab = Lab(args.state_dir)
+    try:
+        return COMMANDS[args.command](lab, args)
+    except (LabError, MissingPrerequisite, CniError, ApiError, TimeoutError) as err:
+        print(f"underlay-lab {args.command}: {err}", file=sys.stderr)
+        return 1
+
+
+def cmd_up(lab: Lab, args: argparse.Namespace) -> int:
+    state = lab.up(nodes=args.nodes, pods_per_node=args.pods_per_node, mode=args.mode)
+    print_table(state)
+    return 0
+
+
+def cmd_status(lab: Lab, args: argparse.Namespace) -> int:
+    state = lab.state
+    if args.json:
+        print(json.dumps(status_json(lab, state), indent=2))
+    else:
+        print_table(state)
+    return 0
+
+
+def status_json(lab: Lab, state: LabState) -> dict[str, Any]:
+    return {
+        "switch": {"bridge": state.bridge, "dpid": f"{state.dpid:016x}", "netns": lab.rig.mgmt_ns,
+                   "ovs_rundir": str(lab.rig.ovs.workdir), "controller": f"tcp:127.0.0.1:{6653}"},
+        "mode": state.mode,
+        "nodes": [{"name": n.name, "netns": n.netns, "ip": n.ip, "mac": n.mac, "port": n.port,
+                   "cni_conf": n.cni_conf, "agent_socket": n.agent_socket} for n in state.nodes.values()],
+        "pods": [{"name": p.name, "netns": p.netns, "node": p.node, "ip": p.ip, "mac": p.mac,
+                  "port": state.nodes[p.node].port} for p in state.pods.values()],
+        "external": {"netns": state.external["netns"], "ip": state.external["ip"], "mac": state.external["mac"]},
+    }
+
+
+def print_table(state: LabState) -> None:
+    rows = [("POD", "NODE", "IP", "MAC", "SWITCH PORT")]
+    rows += [(p.name, p.node, p.ip, p.mac, str(state.nodes[p.node].port)) for p in state.pods.values()]
+    print_rows(rows)
+    print(f"\nexternal host: {state.external['ip']} (netns {state.external['netns']}); "
+          f"switch: bridge {state.bridge}; enter a pod: ip netns exec <netns> sh  (see status --json)")
+
+
+def print_rows(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def cmd_exec(lab: Lab, args: argparse.Namespace) -> int:
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        raise LabError("exec NAME -- COMMAND...: no command given")
+    if args.name == "switch":
+        os.execvpe(argv[0], argv, lab.switch_env())
+    namespace = lab.namespace_of(args.name)
+    os.execvp("ip", ["ip", "netns", "exec", namespace, *argv])
+    return 127  # not reached
+
+
+def cmd_pod(lab: Lab, args: argparse.Namespace) -> int:
+    if args.pod_command == "add":
+        pod = lab.add_pod(args.name, node=args.node, ip=args.ip)
+        print(f"{pod.name} {pod.node} {pod.ip} {pod.mac}")
+    else:
+        lab.delete_pod(args.name)
+    return 0
+
+
+def cmd_demo(lab: Lab, args: argparse.Namespace) -> int:
+    rows = lab.demo()
+    table = [("POD", "NODE", "IP", "ARP REPLY MAC", "ANSWERED BY", "PING")]
+    for row in rows:
+        mac = row["arp_reply_mac"] or "-"
+        verdict = "ok" if row["ping"] else "FAILED"
+        answered = f"{row['answered_by']} (flow +{row['responder_flow_hits']}, packet-ins +{row['controller_packet_ins']})"
+        table.append((row["pod"], row["node"], row["ip"], mac if mac == row["mac"] else f"{mac} (expected {row['mac']})",
+                      answered, verdict))
+    print_rows(table)
+    unreachable = [row["pod"] for row in rows if not row["ping"] or row["arp_reply_mac"] != row["mac"]]
+    if unreachable:
+        print(f"\nunreachable from the external host: {', '.join(unreachable)}", file=sys.stderr)
+        return 1
+    by_switch = sum(row["answered_by"] == "switch flow" for row in rows)
+    print(f"\nall {len(rows)} pods reached from the external host; {by_switch} of {len(rows)} ARP requests "
+          "answered by the switch's responder flows")
+    return 0
+
+
+def cmd_restart(lab: Lab, args: argparse.Namespace) -> int:
+    lab.restart(args.what, args.node, kill=args.kill)
+    return 0
+
+
+def cmd_down(lab: Lab, args: argparse.Namespace) -> int:
+    lab.down()
+    return 0
+
+
+COMMANDS = {"up": cmd_up, "status": cmd_status, "exec": cmd_exec, "pod": cmd_pod, "demo": cmd_demo,
+            "restart": cmd_restart, "down": cmd_down}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

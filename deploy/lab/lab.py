@@ -1,0 +1,332 @@
+"""The one-machine lab: a switch, a controller, nodes with agents, pods made through the real CNI
+plugin, and an external "bare-metal" host that reaches pod IPs directly.
+
+Everything a lab is lives under one state directory (default /run/underlay-lab): the rig (private
+Open vSwitch, namespaces), the controller's config and store, each node's agent socket, state and
+CNI config, and `lab.json`, the lab's description, which every command reads. Namespaces are named
+`<prefix>-<name>`, the prefix derived from the state directory so two labs never collide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cni import install
+from deploy.lab import frames, netns, rig
+from deploy.lab.control import Controller, NodeSpec, PoolSpec
+from deploy.lab.process import start_daemon, stop_pidfile
+from deploy.lab.runtime import REFERENCE_PLUGINS, Attachment, run_chain
+
+DEFAULT_STATE_DIR = Path("/run/underlay-lab")
+SUBNET = "198.18.0.0/24"
+POD_RANGE = "198.18.0.100-198.18.0.199"
+EXTERNAL_IP = "198.18.0.2"
+OPENFLOW_PORT, API_PORT = 6653, 6680
+
+
+class LabError(RuntimeError):
+    """Something a user can fix; the message says what."""
+
+
+@dataclass
+class NodeInfo:
+    name: str
+    netns: str
+    ip: str
+    mac: str
+    port: int
+    cni_conf: str
+    agent_socket: str
+
+
+@dataclass
+class PodInfo:
+    name: str
+    netns: str
+    node: str
+    ip: str
+    mac: str
+    container_id: str
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LabState:
+    prefix: str
+    mode: str
+    bridge: str
+    dpid: int
+    external: dict[str, Any]
+    nodes: dict[str, NodeInfo] = field(default_factory=dict)
+    pods: dict[str, PodInfo] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> LabState:
+        data = json.loads(path.read_text())
+        data["nodes"] = {k: NodeInfo(**v) for k, v in data["nodes"].items()}
+        data["pods"] = {k: PodInfo(**v) for k, v in data["pods"].items()}
+        return cls(**data)
+
+    def save(self, path: Path) -> None:
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        temporary.replace(path)
+
+
+Progress = Callable[[str], None]
+
+
+def say(message: str) -> None:
+    print(f"==> {message}", file=sys.stderr, flush=True)
+
+
+class Lab:
+    def __init__(self, state_dir: Path = DEFAULT_STATE_DIR, *, progress: Progress = say) -> None:
+        self.state_dir = state_dir
+        self.prefix = "ul" + hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:4]
+        self.rig = rig.Rig(prefix=self.prefix, state_root=state_dir)
+        self.workdir = self.rig.workdir
+        self.state_file = self.workdir / "lab.json"
+        self.progress = progress
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def state(self) -> LabState:
+        if not self.state_file.exists():
+            raise LabError(f"no lab is running under {self.state_dir}: run `underlay-lab up`")
+        return LabState.load(self.state_file)
+
+    def controller(self, state: LabState | None = None) -> Controller:
+        tokens = json.loads((self.workdir / "tokens.json").read_text())
+        state = state or self.state
+        return Controller(
+            workdir=self.workdir / "controller", ns=self.rig.mgmt_ns,
+            nodes={n.name: NodeSpec(n.name, dpid=state.dpid, port=n.port, token=tokens[n.name])
+                   for n in state.nodes.values()},
+            trusted={state.dpid: (state.external["port"],)},
+            pool=PoolSpec(SUBNET, ranges=(POD_RANGE,)), openflow_port=OPENFLOW_PORT, api_port=API_PORT)
+
+    # -- up / down ---------------------------------------------------------------------------
+    def up(self, *, nodes: int = 2, pods_per_node: int = 2, mode: str = "macvlan") -> LabState:
+        if mode != "macvlan":
+            raise LabError(f"--mode {mode}: the lab runs macvlan nodes as namespaces; ipvlan needs nodes "
+                           "in User-Mode Linux, which the lab does not build yet")
+        rig.check_prerequisites()
+        if self.workdir.exists():
+            self.progress(f"removing the previous lab under {self.workdir}")
+            self.down()
+        self.progress("starting a private Open vSwitch (userspace datapath, fail_mode=secure)")
+        self.rig.start(persistent=True)
+        try:
+            return self._build(nodes=nodes, pods_per_node=pods_per_node, mode=mode)
+        except BaseException:
+            self.progress("failed: removing what was built")
+            self.down()
+            raise
+
+    def _build(self, *, nodes: int, pods_per_node: int, mode: str) -> LabState:
+        bridge = self.rig.add_bridge(f"{self.prefix}-sw", controller=f"tcp:127.0.0.1:{OPENFLOW_PORT}")
+        dpid = 1
+        external = self.rig.add_host("external", bridge, cidr=f"{EXTERNAL_IP}/24")
+        state = LabState(prefix=self.prefix, mode=mode, bridge=bridge, dpid=dpid,
+                         external={"netns": external.netns, "ip": EXTERNAL_IP, "mac": external.mac,
+                                   "port": external.ofport})
+        for index in range(1, nodes + 1):
+            host = self.rig.add_host(f"node{index}", bridge, cidr=f"198.18.0.{10 + index}/24")
+            state.nodes[host.name] = NodeInfo(name=host.name, netns=host.netns, ip=str(host.ip), mac=host.mac,
+                                              port=host.ofport, cni_conf="", agent_socket="")
+        tokens = {name: secrets.token_urlsafe(24) for name in state.nodes}
+        (self.workdir / "tokens.json").write_text(json.dumps(tokens))
+        (self.workdir / "tokens.json").chmod(0o600)
+        state.save(self.state_file)
+
+        self.progress(f"starting the controller (OpenFlow 127.0.0.1:{OPENFLOW_PORT}, API 127.0.0.1:{API_PORT})")
+        controller = self.controller(state)
+        controller.write_config()
+        controller.start()
+        controller.wait_healthy(timeout=20, switches=1)
+        install.install_binary(self.bin_dir)
+        for node in state.nodes.values():
+            self.progress(f"starting the node agent of {node.name}")
+            self._start_agent(node, tokens[node.name])
+        state.save(self.state_file)
+        for node in state.nodes.values():
+            for index in range(1, pods_per_node + 1):
+                self.add_pod(f"{node.name}-pod{index}", node=node.name, state=state)
+        return state
+
+    def down(self) -> None:
+        """Remove everything the lab made; fine to run twice, or on a half-built lab."""
+        rig.destroy(self.prefix, self.state_dir)
+
+    # -- nodes -------------------------------------------------------------------------------
+    @property
+    def bin_dir(self) -> Path:
+        return self.workdir / "cni-bin"
+
+    def _node_dir(self, name: str) -> Path:
+        return self.workdir / "nodes" / name
+
+    def _start_agent(self, node: NodeInfo, token: str) -> None:
+        directory = self._node_dir(node.name)
+        (directory / "net.d").mkdir(parents=True, exist_ok=True)
+        token_file = directory / "token"
+        token_file.write_text(token)
+        token_file.chmod(0o600)
+        node.agent_socket = str(directory / "agent.sock")
+        # 1.0.0: the newest version Debian's reference plugins (tuning, chained after ours) speak
+        conflist = install.example_conflist(master="eth0", agent_socket=node.agent_socket, cni_version="1.0.0")
+        node.cni_conf = str(directory / "net.d" / install.CONFLIST_NAME)
+        Path(node.cni_conf).write_text(json.dumps(conflist, indent=2) + "\n")
+        self._launch_agent(node)
+
+    def _launch_agent(self, node: NodeInfo) -> None:
+        directory = self._node_dir(node.name)
+        Path(node.agent_socket).unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "node_agent.main", "--node", node.name,
+                "--controller-url", f"http://127.0.0.1:{API_PORT}", "--token-file", str(directory / "token"),
+                "--socket", node.agent_socket, "--master", "eth0", "--netns", node.netns,
+                "--state-dir", str(directory / "state")]
+        start_daemon(argv, pidfile=directory / "agent.pid", logfile=directory / "agent.log", ns=self.rig.mgmt_ns)
+        _wait(lambda: Path(node.agent_socket).exists(), timeout=20,
+              what=f"agent of {node.name} (log: {directory / 'agent.log'})")
+
+    # -- pods --------------------------------------------------------------------------------
+    def add_pod(self, name: str, *, node: str, ip: str | None = None, state: LabState | None = None) -> PodInfo:
+        state = state or self.state
+        if name in state.pods:
+            raise LabError(f"pod {name} exists already")
+        if node not in state.nodes:
+            raise LabError(f"no node {node!r}: the lab has {', '.join(state.nodes)}")
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?", name):
+            raise LabError(f"pod name {name!r}: lowercase letters, digits and '-', at most 32")
+        self.progress(f"creating pod {name} on {node} through the CNI plugin")
+        pod_ns = f"{self.prefix}-{name}"
+        netns.create(pod_ns)
+        attachment = self._attachment(name, pod_ns, ip=ip)
+        try:
+            result = run_chain(self._conflist(state.nodes[node]), "ADD", attachment, cni_path=self.cni_path,
+                               node_ns=state.nodes[node].netns)
+        except BaseException:
+            netns.remove(pod_ns)
+            raise
+        interface = next(i for i in result["interfaces"] if i.get("sandbox"))
+        pod = PodInfo(name=name, netns=pod_ns, node=node, ip=result["ips"][0]["address"].split("/")[0],
+                      mac=interface["mac"], container_id=attachment.container_id, result=result)
+        state.pods[name] = pod
+        state.save(self.state_file)
+        return pod
+
+    def delete_pod(self, name: str) -> None:
+        state = self.state
+        pod = state.pods.get(name)
+        if pod is None:
+            raise LabError(f"no pod {name!r}")
+        self.progress(f"deleting pod {name} through the CNI plugin")
+        attachment = self._attachment(name, pod.netns, container_id=pod.container_id)
+        run_chain(self._conflist(state.nodes[pod.node]), "DEL", attachment, cni_path=self.cni_path,
+                  node_ns=state.nodes[pod.node].netns, prev_result=pod.result)
+        netns.remove(pod.netns)
+        del state.pods[name]
+        state.save(self.state_file)
+
+    @property
+    def cni_path(self) -> list[Path]:
+        return [self.bin_dir, REFERENCE_PLUGINS]
+
+    @staticmethod
+    def _conflist(node: NodeInfo) -> dict[str, Any]:
+        conflist: dict[str, Any] = json.loads(Path(node.cni_conf).read_text())
+        return conflist
+
+    @staticmethod
+    def _attachment(name: str, pod_ns: str, *, ip: str | None = None, container_id: str | None = None) -> Attachment:
+        args = {"IgnoreUnknown": "1", "K8S_POD_NAMESPACE": "default", "K8S_POD_NAME": name}
+        if ip:
+            args["IP"] = ip
+        return Attachment(container_id=container_id or secrets.token_hex(16), netns_path=f"/run/netns/{pod_ns}",
+                          args=args)
+
+    # -- running things ----------------------------------------------------------------------
+    def namespace_of(self, name: str) -> str:
+        state = self.state
+        if name == "external":
+            return str(state.external["netns"])
+        if name in state.nodes:
+            return state.nodes[name].netns
+        if name in state.pods:
+            return state.pods[name].netns
+        raise LabError(f"no node, pod or external named {name!r}: try `underlay-lab status`")
+
+    def switch_env(self) -> dict[str, str]:
+        return self.rig.ovs.env
+
+    def restart(self, what: str, node: str | None = None, *, kill: bool = False) -> None:
+        state = self.state
+        if what == "controller":
+            self.controller(state).restart(kill=kill)
+            self.controller(state).wait_healthy(timeout=20, switches=1)
+        elif what == "switch":
+            self.rig.ovs.restart_switch(kill=kill)
+            self.controller(state).wait_healthy(timeout=20, switches=1)
+        elif what == "agent":
+            if node not in state.nodes:
+                raise LabError(f"restart agent NODE: one of {', '.join(state.nodes)}")
+            stop_pidfile(self._node_dir(node) / "agent.pid", sig=_signal(kill))
+            self._launch_agent(state.nodes[node])
+        else:
+            raise LabError(f"restart {what}: controller, agent NODE or switch")
+
+    # -- the demo ----------------------------------------------------------------------------
+    def demo(self) -> list[dict[str, Any]]:
+        """From the external host: ARP and ping every pod; who answered each ARP, and with what."""
+        state = self.state
+        controller = self.controller(state)
+        ext = state.external
+        rows = []
+        for pod in state.pods.values():
+            before_flow = self._responder_packets(state, pod.ip)
+            before_packet_ins = controller.request("GET", "/v1/health")["stats"].get("packet_ins", 0)
+            request = frames.Arp(op=1, sha=ext["mac"], spa=ext["ip"], tha="00:00:00:00:00:00", tpa=pod.ip,
+                                 eth_src=ext["mac"], eth_dst=frames.BROADCAST)
+            replies = frames.arp_exchange(ext["netns"], "eth0", request, timeout=1.0)
+            flow_hits = self._responder_packets(state, pod.ip) - before_flow
+            packet_ins = controller.request("GET", "/v1/health")["stats"].get("packet_ins", 0) - before_packet_ins
+            ping = netns.run(ext["netns"], ["ping", "-n", "-c", "1", "-W", "2", pod.ip], check=False)
+            rows.append({
+                "pod": pod.name, "node": pod.node, "ip": pod.ip, "mac": pod.mac,
+                "arp_reply_mac": replies[0].sha if replies else None,
+                "answered_by": "switch flow" if flow_hits > 0 and packet_ins == 0 else
+                               ("controller" if packet_ins else "nobody"),
+                "responder_flow_hits": flow_hits, "controller_packet_ins": packet_ins,
+                "ping": ping.returncode == 0,
+            })
+        return rows
+
+    def _responder_packets(self, state: LabState, ip: str) -> int:
+        dump = self.rig.ovs.ofctl("dump-flows", state.bridge, f"arp,arp_tpa={ip}")
+        return sum(int(m) for line in dump.splitlines() if "IN_PORT" in line
+                   for m in re.findall(r"n_packets=(\d+)", line))
+
+
+def _signal(kill: bool) -> Any:
+    import signal
+
+    return signal.SIGKILL if kill else signal.SIGTERM
+
+
+def _wait(probe: Callable[[], bool], *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise LabError(f"timed out waiting for the {what}")
+        time.sleep(0.05)
