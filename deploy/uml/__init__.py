@@ -4,6 +4,6 @@
 inside it; `deploy.uml.pytest_plugin` uses it to run tests marked `uml` inside one instance per session.
 """
 
-from deploy.uml.instance import INNER_HOST_DIR, MissingUml, UmlInstance, UmlResult, find_kernel
+from deploy.uml.instance import INNER_HOST_DIR, MissingUml, UmlInstance, UmlResult, find_kernel, tap_device
 
-__all__ = ["INNER_HOST_DIR", "MissingUml", "UmlInstance", "UmlResult", "find_kernel"]
+__all__ = ["INNER_HOST_DIR", "MissingUml", "UmlInstance", "UmlResult", "find_kernel", "tap_device"]
