@@ -5,7 +5,7 @@ PYTHON  ?= python3
 APT_PACKAGES = openvswitch-switch containernetworking-plugins iproute2 iputils-ping iputils-arping \
                user-mode-linux tcpdump python3-venv python3-pip
 
-.PHONY: setup test lab clean
+.PHONY: setup test lab lab-down clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,13 @@ $(VENV)/.installed: pyproject.toml
 
 test: setup
 	$(VENV)/bin/python -m pytest tests
+
+lab: setup
+	$(VENV)/bin/underlay-lab up
+	$(VENV)/bin/underlay-lab demo
+
+lab-down: setup
+	$(VENV)/bin/underlay-lab down
 
 clean:
 	rm -rf $(VENV) build *.egg-info
