@@ -24,7 +24,7 @@ from cni.plugin import (BAD_ENV, INTERFACE_EXISTS, INTERNAL, INVALID_CONFIG, REF
                         TRY_AGAIN_LATER, UNAVAILABLE, UNKNOWN_CONTAINER, CniError)
 from node_agent.controller_client import ControllerClient, ControllerError, PermanentError, TemporaryError
 from node_agent.netlink import (LinkSpec, NetlinkFailure, NetnsGone, NodeNetlink, PodLink, PodNetns, Route,
-                                Uplink, netns_path)
+                                Uplink, netns_path, send_garp)
 from node_agent.state import Attachment, AttachmentStore, pod_label
 
 log = logging.getLogger("underlay.agent")
@@ -128,20 +128,18 @@ class Agent:
             neighbours = {uplink.ip: shim_mac} if shim_mac and uplink.ip else {}
             self._kernel(pod, pod_ns.configure, tmp, ifname=ifname, addresses=[f"{lease.ip}/{lease.prefix}"],
                          routes=list(lease.routes), neighbours=neighbours)
-            link = pod_ns.read(ifname)
-            assert link is not None
+            mac = mac or self._kernel(pod, pod_ns.mac, ifname)
             if kind == "macvlan":
-                self._kernel(pod, self.node.add_host_route, self.shim_ifname, ip=lease.ip, mac=link.mac,
-                             src=uplink.ip)
+                self._kernel(pod, self.node.add_host_route, self.shim_ifname, ip=lease.ip, mac=mac, src=uplink.ip)
                 undo.callback(self.node.delete_host_route, self.shim_ifname, ip=lease.ip)
             attachment = Attachment(container_id=cid, ifname=ifname, netns=netns, ip=lease.ip, prefix=lease.prefix,
-                                    mac=link.mac, mode=kind, namespace=req["args"].get("K8S_POD_NAMESPACE"),
+                                    mac=mac, mode=kind, namespace=req["args"].get("K8S_POD_NAMESPACE"),
                                     name=req["args"].get("K8S_POD_NAME"), standalone="ipam" in req)
             self.store.put(attachment)
             undo.callback(self.store.remove, cid, ifname)
-            self._garp(pod, pod_ns, ifname, lease.ip, link.mac)
             undo.pop_all()
-        log.info("event=add pod=%s container=%s ifname=%s ip=%s mac=%s", pod, cid[:12], ifname, lease.ip, link.mac)
+        self._garp(attachment)
+        log.info("event=add pod=%s container=%s ifname=%s ip=%s mac=%s", pod, cid[:12], ifname, lease.ip, mac)
         return cni_result(attachment, lease)
 
     def _lease(self, pod: str, req: dict, *, kind: str, ip: str | None, mac: str | None,
@@ -341,12 +339,16 @@ class Agent:
             code = INVALID_CONFIG if exc.status == 400 else REFUSED
             raise CniError(code, f"pod {pod}: {exc.reason}") from None
 
-    def _garp(self, pod: str, pod_ns: PodNetns, ifname: str, ip: str, mac: str) -> None:
-        """Best effort: arp_notify already announced the link when it came up."""
-        try:
-            pod_ns.send_garp(ifname, ip=ip, mac=mac)
-        except OSError as exc:
-            log.warning("event=garp-failed pod=%s error=%s", pod, exc)
+    def _garp(self, attachment: Attachment) -> None:
+        """One gratuitous ARP, off the ADD's path: a packet socket costs the kernel a synchronize_net()
+        (~30 ms), and arp_notify already announced the link when it came up. Best effort."""
+        def send() -> None:
+            try:
+                send_garp(attachment.netns, attachment.ifname, ip=attachment.ip, mac=attachment.mac)
+            except (OSError, NetlinkFailure) as exc:  # ENXIO/ENODEV: a DEL already removed the link
+                log.debug("event=garp-failed pod=%s error=%s", attachment.pod, exc)
+
+        threading.Thread(target=send, name="garp", daemon=True).start()
 
 
 def requested_address(pod: str, req: dict) -> tuple[str | None, str | None]:

@@ -355,13 +355,20 @@ class PodNetns:
                          for r in routes),
         )
 
-    def send_garp(self, ifname: str, *, ip: str, mac: str) -> None:
-        """One gratuitous ARP request from the pod's link, so the segment learns the new MAC now."""
-        with entered(self.path):
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-        with sock:
-            sock.bind((ifname, ETH_P_ARP))
-            sock.send(garp_frame(ip=ip, mac=mac))
+    def mac(self, ifname: str) -> str:
+        index = _index(self.ipr, ifname)
+        if index is None:
+            raise NetlinkFailure(f"link {ifname} vanished from netns {self.path}")
+        return str(self.ipr.get_links(index)[0].get_attr("IFLA_ADDRESS"))
+
+
+def send_garp(netns: str, ifname: str, *, ip: str, mac: str) -> None:
+    """One gratuitous ARP request from a pod's link, so the segment learns its MAC now."""
+    with entered(netns):
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+    with sock:
+        sock.bind((ifname, ETH_P_ARP))
+        sock.send(garp_frame(ip=ip, mac=mac))
 
 
 def garp_frame(*, ip: str, mac: str) -> bytes:
