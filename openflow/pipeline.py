@@ -24,6 +24,7 @@ one port, share one l2 flow: the set dedupes it).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -49,23 +50,34 @@ class StateError(ValueError):
 
 
 def desired_flows(state: SwitchState) -> frozenset[Flow]:
-    """All flows for `state`, each stamped with the controller's cookie."""
+    """All flows for `state`, each stamped with the controller's cookie.
+
+    The controller calls this on every convergence, with thousands of placements of which one or
+    two changed: each placement's flows are built once and reused (`placement_flows` is cached), so
+    a call costs a set union, and an unchanged flow is the very same object as last time, which
+    makes the diff against what the switch holds an identity check."""
     _check(state)
-    return frozenset(replace(flow, cookie=state.cookie) for flow in _flows(state))
+    trusted = frozenset(port.number for port in state.ports if port.role is PortRole.TRUSTED)
+    flows = {replace(flow, cookie=state.cookie) for flow in _fixed_flows(state, trusted)}
+    for placement in state.placements:
+        flows.update(placement_flows(placement, placement.port in trusted, state.cookie))
+    return frozenset(flows)
 
 
-def _flows(state: SwitchState) -> Iterator[Flow]:
+def _fixed_flows(state: SwitchState, trusted: frozenset[int]) -> Iterator[Flow]:
     yield from _table_defaults(state.unknown_destination)
     for mac in state.learn_macs:
         yield make_flow(INGRESS, PRIO_LEARN, {"eth_src": mac}, actions=(Output(CONTROLLER, LEARN_MAX_LEN),))
-    trusted = {port.number for port in state.ports if port.role is PortRole.TRUSTED}
     for number in sorted(trusted):
         yield make_flow(INGRESS, PRIO_TRUSTED, {"in_port": number}, goto=ARP_RESPONDER)
-    for placement in state.placements:
-        if placement.port not in trusted:
-            yield from ingress_allow(placement)
-        yield from arp_responder(placement)
-        yield l2_forward(placement)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def placement_flows(placement: Placement, on_trusted_port: bool, cookie: int) -> tuple[Flow, ...]:
+    """Every flow that exists for this one placement (and names only it)."""
+    flows = [*(() if on_trusted_port else ingress_allow(placement)), *arp_responder(placement),
+             l2_forward(placement)]
+    return tuple(replace(flow, cookie=cookie) for flow in flows)
 
 
 def _table_defaults(unknown: UnknownDestination) -> Iterator[Flow]:

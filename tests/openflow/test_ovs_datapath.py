@@ -68,9 +68,7 @@ class Lab:
         return self.appctl("ofproto/trace", self.bridge, flow)
 
     def appctl(self, *args: str) -> str:
-        """ovs-appctl to this rig's ovs-vswitchd, named by its control socket: `PrivateOvs.appctl`
-        alone looks for `ovs-vswitchd.<pid>.ctl`, which `--unixctl` does not create."""
-        return self.rig.ovs.appctl("-t", str(self.rig.ovs.workdir / "ovs-vswitchd.ctl"), *args)
+        return self.rig.ovs.appctl(*args)
 
 
 @pytest.fixture
