@@ -15,7 +15,6 @@ switch converges on reconnect), adding is not (ADD answers only after the barrie
 
 from __future__ import annotations
 
-import bisect
 import logging
 import secrets
 import threading
@@ -461,30 +460,29 @@ class Service:
 
 
 class _PlacementIndex:
-    """Each switch's placements, kept sorted as they change, so `desired_state` costs a tuple copy
-    rather than a sort of every pod on every allocation."""
+    """Each switch's placements as a set kept up to date, so `desired_state` costs a set copy (which
+    reuses the stored hashes) and the switch's `DesiredFlows` diffs it against the last one in C."""
 
     def __init__(self) -> None:
         self._where: dict[Hashable, tuple[int, Placement]] = {}
-        self._sorted: dict[int, list[Placement]] = {}
+        self._on: dict[int, set[Placement]] = {}
 
     def set(self, key: Hashable, view: PlacementView | None) -> None:
         self.discard(key)
         if view is None:
             return
         placement = Placement(view.ip, view.mac, view.port, view.owner)
-        bisect.insort(self._sorted.setdefault(view.dpid, []), placement)
+        self._on.setdefault(view.dpid, set()).add(placement)
         self._where[key] = (view.dpid, placement)
 
     def discard(self, key: Hashable) -> None:
         where = self._where.pop(key, None)
         if where is not None:
             dpid, placement = where
-            placements = self._sorted[dpid]
-            del placements[bisect.bisect_left(placements, placement)]
+            self._on[dpid].discard(placement)
 
-    def on(self, dpid: int) -> tuple[Placement, ...]:
-        return tuple(self._sorted.get(dpid, ()))
+    def on(self, dpid: int) -> frozenset[Placement]:
+        return frozenset(self._on.get(dpid, ()))
 
 
 def _lease(pod: Pod) -> ipam.Lease:

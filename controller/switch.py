@@ -4,9 +4,10 @@ A `SwitchSession` owns one datapath. Callers (REST threads, packet-in learning) 
 convergence and may wait for it; one worker thread per switch does the work, so requests that arrive
 while a bundle is in flight are served together by the next one (group commit). The worker:
 
-1. on start, reads the switch's flows carrying our cookie (flow stats) and parses them;
-2. diffs them against `openflow.pipeline.desired_flows(state)`;
-3. sends only the difference inside one atomic ONF bundle, then a barrier, and waits for it.
+1. on start (and after any failure), reads the switch's flows carrying our cookie (flow stats) and
+   diffs them against the desired set; afterwards, while the switch is known to hold the previous
+   desired set, only the change since then (`openflow.pipeline.DesiredFlows`);
+2. sends only the difference inside one atomic ONF bundle, then a barrier, and waits for it.
 
 An unchanged desired state therefore sends zero flow-mods: a controller restart never touches the
 data plane. Only this worker sends on the datapath, so xids and bundle ids never race.
@@ -23,9 +24,8 @@ from typing import Any
 from controller.errors import SwitchUnavailable
 from openflow import ofmsg
 from openflow.diff import diff
-from openflow.flows import Flow
 from openflow.model import SwitchState
-from openflow.pipeline import desired_flows
+from openflow.pipeline import DesiredFlows
 
 LOG = logging.getLogger("underlay.switch")
 REPLY_TIMEOUT = 10.0
@@ -52,7 +52,8 @@ class SwitchSession:
         self.datapath = datapath
         self.dpid: int = datapath.id
         self._state_of = state_of
-        self._installed: frozenset[Flow] | None = None
+        self._desired = DesiredFlows()
+        self._in_sync = False  # True: the switch holds exactly self._desired.flows
         self._wanted = 1  # generation 1: the first convergence after connect
         self._applied = 0
         self._failed: str | None = None
@@ -61,6 +62,8 @@ class SwitchSession:
         self._pending: dict[int, _Pending] = {}
         self._pending_lock = threading.Lock()
         self._bundle_id = 0
+        self._bundle_xids: tuple[int, int] = (0, 0)  # (first xid, count) of the bundle in flight
+        self._bundle_errors: list[str] = []
         self.counters = SwitchCounters()
         self._worker = threading.Thread(target=self._run, name=f"switch-{self.dpid:016x}", daemon=True)
 
@@ -104,6 +107,9 @@ class SwitchSession:
         with self._pending_lock:
             pending = self._pending.get(msg.xid)
         if pending is None:
+            first, count = self._bundle_xids
+            if error and (msg.xid - first) & 0xFFFFFFFF < count:
+                self._bundle_errors.append(error)  # one of the bundled flow-mods was refused
             return
         if error:
             pending.error = error
@@ -124,7 +130,7 @@ class SwitchSession:
                 self._converge_once()
             except SwitchUnavailable as why:
                 LOG.warning("switch=%016x event=converge-failed reason=%r", self.dpid, str(why))
-                self._installed = None  # unknown now: read it again next time
+                self._in_sync = False  # unknown now: read it again next time
                 with self._cond:
                     if self._closed:
                         return
@@ -132,7 +138,7 @@ class SwitchSession:
                 continue
             except Exception:  # a bug: log it with the switch named, keep serving the others
                 LOG.exception("switch=%016x event=converge-crashed", self.dpid)
-                self._installed = None
+                self._in_sync = False
                 continue
             with self._cond:
                 self._applied = max(self._applied, generation)
@@ -140,20 +146,27 @@ class SwitchSession:
 
     def _converge_once(self) -> None:
         state = self._state_of(self.dpid)
-        if self._installed is None:
+        appeared, vanished = self._desired.update(state)
+        if not self._in_sync:  # first time, or after a failure: what does the switch hold?
             replies = self._request(ofmsg.flow_stats_request(self.datapath, state.cookie))
-            self._installed = ofmsg.parse_flow_stats(stat for reply in replies for stat in reply.body)
-        to_delete, to_add = diff(self._installed, desired_flows(state))
+            installed = ofmsg.parse_flow_stats(stat for reply in replies for stat in reply.body)
+            to_delete, to_add = diff(installed, self._desired.flows)
+        else:  # the switch holds the previous desired set: only the change goes
+            to_delete, to_add = diff(vanished, appeared)
         if to_delete or to_add:
-            self._send_bundle([ofmsg.flow_mod(self.datapath, f, delete=True) for f in to_delete]
-                              + [ofmsg.flow_mod(self.datapath, f) for f in to_add])
+            self._in_sync = False  # unknown until the bundle is acknowledged
+            self._send_bundle([ofmsg.flow_mod_bytes(f, True) for f in to_delete]
+                              + [ofmsg.flow_mod_bytes(f) for f in to_add])
             LOG.debug("switch=%016x event=converged deleted=%d added=%d", self.dpid, len(to_delete), len(to_add))
-            self._installed = (self._installed - set(to_delete)) | set(to_add)
         else:
             self._barrier()
+        self._in_sync = True
 
-    def _send_bundle(self, mods: list[Any]) -> None:
-        """All mods in one atomic bundle: the switch applies all of them or none."""
+    def _send_bundle(self, mods: list[bytes]) -> None:
+        """All mods in one atomic bundle: the switch applies all of them or none.
+
+        The flow-mods are pre-encoded and framed into bundle-add messages in one buffer (one
+        write); errors for them arrive with xids from the range reserved here."""
         dp, ofp, parser = self.datapath, self.datapath.ofproto, self.datapath.ofproto_parser
         self._bundle_id = (self._bundle_id + 1) & 0xFFFFFFFF
         flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
@@ -161,19 +174,29 @@ class SwitchSession:
         try:
             watched.append(self._send(parser.ONFBundleCtrlMsg(dp, self._bundle_id, ofp.ONF_BCT_OPEN_REQUEST,
                                                               flags, [])))
-            for mod in mods:
-                # the spec wants the inner message's xid to be the bundle-add message's
-                watched.append(self._send(parser.ONFBundleAddMsg(dp, self._bundle_id, flags, mod, []), inner=mod))
+            first = self._reserve_xids(len(mods))
+            blob, _ = ofmsg.bundle_bytes(mods, bundle_id=self._bundle_id, flags=flags, first_xid=first)
+            self._bundle_xids, self._bundle_errors = (first, len(mods)), []
+            if not dp.send(blob):
+                raise SwitchUnavailable(f"switch {self.dpid:016x} is disconnected")
             watched.append(self._send(parser.ONFBundleCtrlMsg(dp, self._bundle_id, ofp.ONF_BCT_COMMIT_REQUEST,
                                                               flags, [])))
             self.counters.flow_mods += len(mods)
             self.counters.bundles += 1
             self._barrier()
             errors = [self._pending[xid].error for xid in watched if self._pending[xid].error]
+            errors += self._bundle_errors
         finally:
             self._forget(watched)
+            self._bundle_xids = (0, 0)
         if errors:
             raise SwitchUnavailable(f"switch {self.dpid:016x} refused bundle {self._bundle_id}: {errors[0]}")
+
+    def _reserve_xids(self, count: int) -> int:
+        """`count` consecutive xids, taken from the datapath's counter so none is reused soon."""
+        first = (self.datapath.xid + 1) & self.datapath.ofproto.MAX_XID
+        self.datapath.xid = (self.datapath.xid + count) & self.datapath.ofproto.MAX_XID
+        return first
 
     def _barrier(self) -> None:
         self._request(self.datapath.ofproto_parser.OFPBarrierRequest(self.datapath))

@@ -9,7 +9,7 @@ reads back from Open vSwitch, so two flow sets compare exactly.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Union
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
@@ -97,6 +97,16 @@ class Flow:
     actions: tuple[Action, ...] = ()  # apply-actions; () with no goto means drop
     goto: str | None = None
     cookie: int = 0
+    # Flows live in sets of tens of thousands that are rebuilt and diffed on every convergence:
+    # hash once, not on every insertion.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.table, self.priority, self.match, self.actions, self.goto,
+                                                self.cookie)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def key(self) -> tuple[str, int, Match]:

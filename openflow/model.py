@@ -46,7 +46,7 @@ class SwitchState:
     dpid: int
     cookie: int
     ports: tuple[SwitchPort, ...] = ()
-    placements: tuple[Placement, ...] = ()
+    placements: tuple[Placement, ...] | frozenset[Placement] = ()  # order does not matter
     unknown_destination: UnknownDestination = UnknownDestination.NORMAL
     # MACs of registered nodes whose switch port is not known yet: the one thing sent to the
     # controller (truncated), so it can learn the port from the packet-in.

@@ -8,17 +8,23 @@ spelling we normalise on parsing (OVS encodes a move's fields as Nicira NXM head
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 from typing import Any
 
+from os_ken.ofproto import ofproto_common
 from os_ken.ofproto import ofproto_v1_3 as ofp13
+from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 from os_ken.ofproto import ofproto_v1_3_parser as parser13
 
-from openflow import COOKIE_MASK
+from openflow import COOKIE_MASK, encode
 from openflow.flows import Action, Flow, Move, Opaque, Output, SetField, make_match
 from openflow.tables import table_id, table_name
 
 NXM_SUFFIX = "_nxm"
+_OF13 = ProtocolDesc(ofp13.OFP_VERSION)
+# ofp_header, experimenter id and type, then bundle_id, pad, flags (os-ken's ONF_BUNDLE_ADD_MSG_PACK_STR)
+_BUNDLE_ADD_HEADER = struct.Struct("!BBHIIIIHH")
 
 
 def flow_mod(datapath: Any, flow: Flow, *, delete: bool = False) -> Any:
@@ -42,6 +48,33 @@ def flow_mod(datapath: Any, flow: Flow, *, delete: bool = False) -> Any:
         match=parser.OFPMatch(**dict(flow.match)),
         instructions=[] if delete else _instructions(datapath, flow),
     )
+
+
+def flow_mod_bytes(flow: Flow, delete: bool = False) -> bytes:
+    """`flow_mod` as bytes (xid 0): by the fast encoder, or by os-ken for what only it knows (a flow
+    read from a switch with a match field the pipeline never writes, about to be deleted)."""
+    try:
+        return encode.flow_mod(flow, delete=delete)
+    except encode.Unencodable:
+        msg = flow_mod(_OF13, flow, delete=delete)
+        msg.xid = 0
+        msg.serialize()
+        return bytes(msg.buf)
+
+
+def bundle_bytes(messages: Iterable[bytes], *, bundle_id: int, flags: int, first_xid: int) -> tuple[bytes, int]:
+    """ONF bundle-add messages (EXT-230) around pre-encoded messages, numbered from `first_xid`;
+    each inner message carries its bundle-add's xid, as the extension asks. Returns (bytes, next xid)."""
+    out = bytearray()
+    xid = first_xid
+    for inner in messages:
+        length = _BUNDLE_ADD_HEADER.size + len(inner)
+        out += _BUNDLE_ADD_HEADER.pack(ofp13.OFP_VERSION, ofp13.OFPT_EXPERIMENTER, length, xid,
+                                       ofproto_common.ONF_EXPERIMENTER_ID, ofp13.ONF_ET_BUNDLE_ADD_MESSAGE,
+                                       bundle_id, 0, flags)
+        out += inner[:4] + struct.pack("!I", xid) + inner[8:]
+        xid = (xid + 1) & ofp13.MAX_XID
+    return bytes(out), xid
 
 
 def flow_stats_request(datapath: Any, cookie: int) -> Any:

@@ -25,6 +25,7 @@ one port, share one l2 flow: the set dedupes it).
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -57,11 +58,106 @@ def desired_flows(state: SwitchState) -> frozenset[Flow]:
     a call costs a set union, and an unchanged flow is the very same object as last time, which
     makes the diff against what the switch holds an identity check."""
     _check(state)
-    trusted = frozenset(port.number for port in state.ports if port.role is PortRole.TRUSTED)
+    trusted = _trusted(state)
     flows = {replace(flow, cookie=state.cookie) for flow in _fixed_flows(state, trusted)}
     for placement in state.placements:
         flows.update(placement_flows(placement, placement.port in trusted, state.cookie))
     return frozenset(flows)
+
+
+class DesiredFlows:
+    """`desired_flows(state)` kept up to date across the successive states of one switch.
+
+    The controller converges after (batches of) pod ADDs on switches holding thousands of
+    placements; rebuilding the whole set each time made it quadratic. `update` costs a set
+    difference over the placements plus work for the few that changed; a change of ports, learn
+    MACs, cookie or miss policy (rare) rebuilds everything. Flows shared by placements (ipvlan pods
+    share their node's l2 flow) are counted, so one leaving does not take the flow from the others.
+    """
+
+    def __init__(self) -> None:
+        self._state: SwitchState | None = None
+        self._placements: frozenset[Placement] = frozenset()
+        self._counts: Counter[Flow] = Counter()
+        self._by_ip: dict[str, Placement] = {}
+        self._by_mac: dict[str, tuple[int, int]] = {}  # mac -> (port, number of placements)
+
+    @property
+    def flows(self) -> frozenset[Flow]:
+        return frozenset(self._counts)
+
+    def update(self, state: SwitchState) -> tuple[frozenset[Flow], frozenset[Flow]]:
+        """Move to `state`; return (flows that appeared, flows that disappeared)."""
+        old = self._state
+        self._state = None  # until this update completes: a StateError leaves a full rebuild next
+        if old is None or _fixed_part(old) != _fixed_part(state):
+            before = frozenset(self._counts)
+            self._rebuild(state)
+            self._placements = _as_set(state.placements)
+            after = frozenset(self._counts)
+            self._state = state
+            return after - before, before - after
+        current = _as_set(state.placements)
+        gone, new = self._placements - current, current - self._placements
+        trusted = _trusted(state)
+        touched = {f for p in gone | new for f in placement_flows(p, p.port in trusted, state.cookie)}
+        had = {f for f in touched if f in self._counts}
+        for placement in gone:
+            self._remove(placement, trusted, state.cookie)
+        for placement in new:
+            self._add(placement, trusted, state.cookie)
+        self._state = state
+        self._placements = current
+        has = {f for f in touched if f in self._counts}
+        return frozenset(has - had), frozenset(had - has)
+
+    def _rebuild(self, state: SwitchState) -> None:
+        trusted = _trusted(state)
+        self._counts = Counter(replace(flow, cookie=state.cookie) for flow in _fixed_flows(state, trusted))
+        self._by_ip, self._by_mac = {}, {}
+        for placement in state.placements:
+            self._add(placement, trusted, state.cookie)
+
+    def _add(self, placement: Placement, trusted: frozenset[int], cookie: int) -> None:
+        mac = placement.mac.lower()
+        other = self._by_ip.get(placement.ip)
+        if other is not None and (other.mac.lower(), other.port) != (mac, placement.port):
+            raise _clash(placement, other, placement.ip)
+        port, count = self._by_mac.get(mac, (placement.port, 0))
+        if port != placement.port:
+            raise _clash(placement, self._by_ip_of_mac(mac), mac)
+        self._by_ip[placement.ip] = placement
+        self._by_mac[mac] = (port, count + 1)
+        self._counts.update(placement_flows(placement, placement.port in trusted, cookie))
+
+    def _remove(self, placement: Placement, trusted: frozenset[int], cookie: int) -> None:
+        mac = placement.mac.lower()
+        self._by_ip.pop(placement.ip, None)
+        port, count = self._by_mac[mac]
+        if count > 1:
+            self._by_mac[mac] = (port, count - 1)
+        else:
+            del self._by_mac[mac]
+        flows = placement_flows(placement, placement.port in trusted, cookie)
+        self._counts.subtract(flows)
+        for flow in flows:
+            if self._counts[flow] <= 0:
+                del self._counts[flow]
+
+    def _by_ip_of_mac(self, mac: str) -> Placement:
+        return next(p for p in self._by_ip.values() if p.mac.lower() == mac)
+
+
+def _as_set(placements: tuple[Placement, ...] | frozenset[Placement]) -> frozenset[Placement]:
+    return placements if isinstance(placements, frozenset) else frozenset(placements)
+
+
+def _fixed_part(state: SwitchState) -> tuple[object, ...]:
+    return (state.cookie, state.ports, state.learn_macs, state.unknown_destination)
+
+
+def _trusted(state: SwitchState) -> frozenset[int]:
+    return frozenset(port.number for port in state.ports if port.role is PortRole.TRUSTED)
 
 
 def _fixed_flows(state: SwitchState, trusted: frozenset[int]) -> Iterator[Flow]:

@@ -64,7 +64,7 @@ def test_desired_state_before_and_after_learning(service: Service) -> None:
     service.register_node("n2", mac=N2_MAC, ip="198.18.0.12")
     state = service.desired_state(1)
     assert state.ports == (SwitchPort(1, PortRole.TRUSTED), SwitchPort(3, PortRole.NODE))
-    assert state.placements == (Placement("198.18.0.12", N2_MAC, 3),)
+    assert state.placements == frozenset({Placement("198.18.0.12", N2_MAC, 3)})
     assert state.learn_macs == (N1_MAC,)
     assert state.cookie == 0x55AA_0000_0000_0000
 
@@ -169,8 +169,8 @@ def test_release_succeeds_while_the_switch_is_down(ready: Service, fabric: Recor
     ready.allocate_and_place("n1", request("a"))
     fabric.down.add(1)
     assert ready.release("n1", "a", "eth0") is True
-    assert ready.desired_state(1).placements == tuple(sorted(
-        [Placement("198.18.0.11", N1_MAC, 4), Placement("198.18.0.12", N2_MAC, 3)]))  # fmt: skip
+    assert ready.desired_state(1).placements == frozenset(
+        {Placement("198.18.0.11", N1_MAC, 4), Placement("198.18.0.12", N2_MAC, 3)})
 
 
 def test_release_of_another_nodes_pod_is_refused_quietly(ready: Service) -> None:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from ofstates import PORTS, node_mac, placement, states, two_node_state
+from ofstates import PORTS, node_mac, placement, placements, states, two_node_state
 
 from openflow.diff import apply, diff
 from openflow.flows import Flow
 from openflow.model import Placement, SwitchState, UnknownDestination
-from openflow.pipeline import desired_flows
+from openflow.pipeline import DesiredFlows, StateError, desired_flows
 from openflow.tables import TABLES
 
 
@@ -71,3 +72,44 @@ def _mentioned(flow: Flow) -> set[str]:
 
 def _table_ids(flows: tuple[Flow, ...]) -> list[int]:
     return [TABLES[flow.table] for flow in flows]
+
+
+@given(st.lists(states, min_size=1, max_size=6))
+def test_desired_flows_kept_across_states_equal_a_rebuild(sequence):
+    tracker = DesiredFlows()
+    before: frozenset = frozenset()
+    for state in sequence:
+        try:
+            expected = desired_flows(state)
+        except StateError:
+            with pytest.raises(StateError):
+                tracker.update(state)
+            tracker = DesiredFlows()
+            before = frozenset()
+            continue
+        appeared, vanished = tracker.update(state)
+        assert tracker.flows == expected
+        assert (appeared, vanished) == (expected - before, before - expected)
+        before = expected
+
+
+@given(states, st.lists(placements, min_size=1, max_size=8))
+def test_desired_flows_follow_placement_changes_incrementally(base, placement_sets):
+    tracker = DesiredFlows()
+    tracker.update(base)
+    for chosen in placement_sets:
+        state = replace(base, placements=chosen)
+        before = tracker.flows
+        appeared, vanished = tracker.update(state)
+        assert tracker.flows == desired_flows(state)
+        assert (appeared, vanished) == (tracker.flows - before, before - tracker.flows)
+
+
+def test_a_clash_is_refused_and_the_next_update_rebuilds():
+    state = two_node_state()
+    tracker = DesiredFlows()
+    tracker.update(state)
+    clash = replace(state, placements=(*state.placements, Placement("198.18.0.11", node_mac(3), 3, "x/y")))
+    with pytest.raises(StateError):
+        tracker.update(clash)
+    assert tracker.update(state)[1] == frozenset() and tracker.flows == desired_flows(state)
