@@ -12,6 +12,10 @@ import pytest
 
 from deploy.lab.rig import Host, MissingPrerequisite, Rig
 
+# Tests marked `uml` (they need ipvlan, which this kernel lacks) run inside one User-Mode Linux
+# instance and report here as ordinary results: see deploy/uml/pytest_plugin.py.
+pytest_plugins = ("deploy.uml.pytest_plugin",)
+
 
 @pytest.fixture(scope="session")
 def rig() -> Iterator[Rig]:
