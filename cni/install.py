@@ -15,11 +15,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from cni import plugin
+from cni import plugin, spec
 
 PLUGIN_NAME = "underlay"
 SHEBANG = "#!{python} -IS\n"  # one argument: the kernel passes the rest of the line as one
 CONFLIST_NAME = "10-underlay.conflist"
+# The example chains the reference `tuning` plugin, and Debian's (1.1.1 plugins) speaks up to 1.0.0:
+# a 1.1.0 conflist would fail its first ADD at `tuning`. Ours speaks 1.1.0 too (STATUS, GC).
+EXAMPLE_CNI_VERSION = "1.0.0"
 
 
 def default_python() -> str:
@@ -27,21 +30,29 @@ def default_python() -> str:
     return "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else shutil.which("python3") or "python3"
 
 
-def install_binary(bin_dir: Path, *, python: str | None = None, name: str = PLUGIN_NAME) -> Path:
-    """Write the plugin to `bin_dir/name` atomically (a running runtime may exec it at any time)."""
+def plugin_source(python: str) -> str:
+    """The plugin as one file: our shebang, and cni/spec.py's source embedded for its fallback."""
     source = Path(plugin.__file__).read_text()
     body = source.split("\n", 1)[1] if source.startswith("#!") else source
+    placeholder = "SPEC_SOURCE = None"
+    if body.count(placeholder) != 1:
+        raise RuntimeError(f"{plugin.__file__} must contain {placeholder!r} exactly once")
+    return SHEBANG.format(python=python) + body.replace(placeholder, f"SPEC_SOURCE = {Path(spec.__file__).read_text()!r}")
+
+
+def install_binary(bin_dir: Path, *, python: str | None = None, name: str = PLUGIN_NAME) -> Path:
+    """Write the plugin to `bin_dir/name` atomically (a running runtime may exec it at any time)."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     target = bin_dir / name
     with tempfile.NamedTemporaryFile("w", dir=bin_dir, prefix=f".{name}.", delete=False) as tmp:
-        tmp.write(SHEBANG.format(python=python or default_python()) + body)
+        tmp.write(plugin_source(python or default_python()))
     os.chmod(tmp.name, 0o755)
     os.replace(tmp.name, target)
     return target
 
 
 def example_conflist(*, name: str = "underlay", master: str | None = None,
-                     agent_socket: str = plugin.DEFAULT_SOCKET, cni_version: str = plugin.LATEST) -> dict:
+                     agent_socket: str = plugin.DEFAULT_SOCKET, cni_version: str = EXAMPLE_CNI_VERSION) -> dict:
     """A conflist with our plugin first and the reference `tuning` plugin chained after it."""
     ours: dict = {"type": PLUGIN_NAME, "mode": "macvlan", "macvlanMode": "bridge", "agentSocket": agent_socket,
                   "capabilities": {"mac": True, "ips": True}}

@@ -18,14 +18,15 @@ import re
 import secrets
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from cni.plugin import (BAD_ENV, INTERFACE_EXISTS, INTERNAL, INVALID_CONFIG, REFUSED,
+from cni.spec import (BAD_ENV, INTERFACE_EXISTS, INTERNAL, INVALID_CONFIG, REFUSED,
                         TRY_AGAIN_LATER, UNAVAILABLE, UNKNOWN_CONTAINER, CniError)
 from node_agent.controller_client import ControllerClient, ControllerError, PermanentError, TemporaryError
-from node_agent.netlink import (LinkSpec, NetlinkFailure, NetnsGone, NodeNetlink, PodLink, PodNetns, Route,
-                                Uplink, netns_path, send_garp)
-from node_agent.state import Attachment, AttachmentStore, pod_label
+from node_agent.netlink import (IPVLAN_MODES, LinkSpec, NetlinkFailure, NetnsGone, NodeNetlink, PodLink, PodNetns,
+                                Route, Uplink, netns_path, send_garp)
+from node_agent.state import Attachment, AttachmentStore, owner, pod_label
 
 log = logging.getLogger("underlay.agent")
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
@@ -56,6 +57,8 @@ class Agent:
         self._adding: set[tuple[str, str]] = set()
         self.register: Callable[[], None] | None = None  # set by the syncer: registers this node
         self._shim_mac: str | None = None
+        # controller calls and node-namespace steps that run alongside a request's pod-namespace work
+        self._aside = ThreadPoolExecutor(32, thread_name_prefix="aside")
 
     # dispatch and per-container serialisation -------------------------------------------------
     def handle(self, request: dict) -> dict | None:
@@ -107,31 +110,32 @@ class Agent:
 
     # ADD --------------------------------------------------------------------------------------
     def add(self, req: dict) -> dict:
+        """The controller's allocation (a round trip through the switch's barrier) runs alongside the
+        kernel work that does not need its answer: the link is made first, under its temporary name."""
         config, cid, ifname = req["config"], req["container_id"], req["ifname"]
         pod = pod_label(req["args"].get("K8S_POD_NAMESPACE"), req["args"].get("K8S_POD_NAME"), cid)
         kind = config.get("mode", "macvlan")
         uplink = self._uplink(pod, config)
-        spec = LinkSpec(kind=kind, mode=config.get("macvlanMode", "bridge") if kind == "macvlan" else "l2",
-                        mtu=self._mtu(pod, config, uplink))
         ip, mac = requested_address(pod, req)
+        spec = LinkSpec(kind=kind, mode=link_mode(pod, config), mtu=self._mtu(pod, config, uplink),
+                        mac=mac if kind == "macvlan" else None)
         netns = netns_path(req["netns"])
         with self._pod_netns(pod, netns) as pod_ns, contextlib.ExitStack() as undo:
             if pod_ns.has(ifname):
                 raise CniError(INTERFACE_EXISTS, f"pod {pod}: interface {ifname} already exists in netns {netns}")
-            lease = self._lease(pod, req, kind=kind, ip=ip, mac=mac, undo=undo)
-            mac = lease.mac if kind == "macvlan" else None
+            leasing = self._lease(pod, req, kind=kind, ip=ip, mac=mac, undo=undo)
             tmp = "ul" + secrets.token_hex(5)
-            self._kernel(pod, self.node.create_child, uplink=uplink, spec=LinkSpec(
-                kind=spec.kind, mode=spec.mode, mtu=spec.mtu, mac=mac), pod_netns=netns, tmp_name=tmp)
+            self._kernel(pod, self.node.create_child, uplink=uplink, spec=spec, pod_netns=netns, tmp_name=tmp)
             undo.callback(lambda: pod_ns.delete(ifname) or pod_ns.delete(tmp))
-            shim_mac = self._shim(uplink) if kind == "macvlan" else None
-            neighbours = {uplink.ip: shim_mac} if shim_mac and uplink.ip else {}
-            self._kernel(pod, pod_ns.configure, tmp, ifname=ifname, addresses=[f"{lease.ip}/{lease.prefix}"],
-                         routes=list(lease.routes), neighbours=neighbours)
-            mac = mac or self._kernel(pod, pod_ns.mac, ifname)
-            if kind == "macvlan":
-                self._kernel(pod, self.node.add_host_route, self.shim_ifname, ip=lease.ip, mac=mac, src=uplink.ip)
-                undo.callback(self.node.delete_host_route, self.shim_ifname, ip=lease.ip)
+            lease = leasing.result()
+            mac = lease.mac if kind == "macvlan" and lease.mac else uplink.mac  # ipvlan: the uplink's
+            shim_mac = self._shim(uplink, spec)
+            routing = self._host_route(pod, uplink, ip=lease.ip, mac=mac, undo=undo) if shim_mac else None
+            self._kernel(pod, pod_ns.configure, tmp, ifname=ifname, mac=mac if kind == "macvlan" else None,
+                         addresses=[f"{lease.ip}/{lease.prefix}"], routes=list(lease.routes),
+                         neighbours={uplink.ip: shim_mac} if shim_mac and uplink.ip else {})
+            if routing:
+                routing.result()
             attachment = Attachment(container_id=cid, ifname=ifname, netns=netns, ip=lease.ip, prefix=lease.prefix,
                                     mac=mac, mode=kind, namespace=req["args"].get("K8S_POD_NAMESPACE"),
                                     name=req["args"].get("K8S_POD_NAME"), standalone="ipam" in req)
@@ -143,21 +147,39 @@ class Agent:
         return cni_result(attachment, lease)
 
     def _lease(self, pod: str, req: dict, *, kind: str, ip: str | None, mac: str | None,
-               undo: contextlib.ExitStack) -> Lease:
-        """Addresses from the delegated IPAM result, or allocated (and placed) by the controller."""
+               undo: contextlib.ExitStack) -> Future[Lease]:
+        """Addresses from the delegated IPAM result, or being allocated (and placed) by the controller;
+        an allocation is released on rollback, also one still under way."""
+        done: Future[Lease] = Future()
         if "ipam" in req:
-            return lease_from_ipam(pod, req["ipam"], mac or derived_mac(req["container_id"], req["ifname"]))
+            done.set_result(lease_from_ipam(pod, req["ipam"], mac or derived_mac(req["container_id"], req["ifname"])))
+            return done
         if self.controller is None:
             raise CniError(INVALID_CONFIG, f"pod {pod}: this agent has no controller; add an ipam section")
         args = req["args"]
-        body = {"container_id": req["container_id"], "ifname": req["ifname"], "namespace": args.get("K8S_POD_NAMESPACE"),
-                "name": args.get("K8S_POD_NAME"), "mode": kind, "pool": req["config"].get("pool"), "ip": ip,
-                "mac": mac, "sticky": None}
-        answer = self._controller(pod, self._allocate, body)
-        undo.callback(self._release, pod, req["container_id"], req["ifname"])
-        return Lease(ip=answer["ip"], prefix=int(answer["prefix"]), gateway=answer.get("gateway"),
-                     routes=tuple(Route(dst=r["dst"], gw=r.get("gw")) for r in answer.get("routes", [])),
-                     mac=answer.get("mac"), dns={})
+        body = {"container_id": req["container_id"], "ifname": req["ifname"], "mode": kind,
+                "pool": req["config"].get("pool"), "ip": ip, "mac": mac, "sticky": None,
+                **owner(args.get("K8S_POD_NAMESPACE"), args.get("K8S_POD_NAME"), req["container_id"])}
+        leasing = self._aside.submit(lambda: lease_from_controller(self._controller(pod, self._allocate, body)))
+        undo.callback(self._release_once_allocated, leasing, pod, req["container_id"], req["ifname"])
+        return leasing
+
+    def _release_once_allocated(self, leasing: Future[Lease], pod: str, container_id: str, ifname: str) -> None:
+        if leasing.exception() is None:
+            self._release(pod, container_id, ifname)
+
+    def _host_route(self, pod: str, uplink: Uplink, *, ip: str, mac: str, undo: contextlib.ExitStack) -> Future[None]:
+        """The node's /32 to the pod through the shim, made in the node's namespace while the pod's
+        is set up; on rollback removed once made."""
+        routing = self._aside.submit(self._kernel, pod, self.node.add_host_route, self.shim_ifname, ip=ip, mac=mac,
+                                     src=uplink.ip)
+
+        def remove() -> None:
+            wait([routing])  # not before it is made, or it would outlive the rollback
+            self.node.delete_host_route(self.shim_ifname, ip=ip)
+
+        undo.callback(remove)
+        return routing
 
     def _allocate(self, body: dict) -> dict:
         """Allocate; a controller that does not know this node yet gets it registered first."""
@@ -176,16 +198,21 @@ class Agent:
 
     # DEL --------------------------------------------------------------------------------------
     def delete(self, req: dict) -> None:
+        """The release at the controller and the host route go alongside the link's deletion, the
+        slow step (the kernel waits out RCU readers of the device)."""
         cid, ifname = req["container_id"], req["ifname"]
         record = self.store.get(cid, ifname)
         pod = record.pod if record else pod_label(req["args"].get("K8S_POD_NAMESPACE"),
                                                   req["args"].get("K8S_POD_NAME"), cid)
         netns = netns_path(req["netns"]) if req.get("netns") else record.netns if record else None
-        self._remove_link(pod, netns, ifname)
+        aside = []
         if record:
-            self.node.delete_host_route(self.shim_ifname, ip=record.ip)
+            aside.append(self._aside.submit(self.node.delete_host_route, self.shim_ifname, ip=record.ip))
         if self.controller and not (record and record.standalone) and "ipam" not in req:
-            self._release(pod, cid, ifname)
+            aside.append(self._aside.submit(self._release, pod, cid, ifname))
+        self._remove_link(pod, netns, ifname)
+        for step in aside:
+            step.result()
         self.store.remove(cid, ifname)
         log.info("event=del pod=%s container=%s ifname=%s", pod, cid[:12], ifname)
 
@@ -261,7 +288,7 @@ class Agent:
     # the view from the kernel ----------------------------------------------------------------
     def rebuild(self) -> list[Attachment]:
         """Keep the records whose link still exists; make the shim's routes match exactly those."""
-        kept = []
+        kept, pods_link = [], None
         for record in self.store.all():
             try:
                 with PodNetns(record.netns) as pod_ns:
@@ -270,29 +297,37 @@ class Agent:
                 link = None
             if link is not None and link.mac == record.mac:
                 kept.append(record)
+                pods_link = LinkSpec(kind=link.kind, mode=link.mode or "", mtu=link.mtu)
             else:
                 log.info("event=forget pod=%s container=%s reason=link-gone", record.pod, record.container_id[:12])
                 self.store.remove(*record.key)
-        self._reconcile_host_routes(kept)
+        self._reconcile_host_routes(kept, pods_link)
         return kept
 
-    def _reconcile_host_routes(self, attachments: list[Attachment]) -> None:
+    def _reconcile_host_routes(self, attachments: list[Attachment], pods_link: LinkSpec | None) -> None:
+        """The shim is made for the pods there are (its kind follows theirs), else on the first ADD."""
         try:
             uplink = self.node.uplink(self.master)
         except NetlinkFailure as exc:  # e.g. no default route yet: the first ADD makes the shim
             log.warning("event=no-uplink error=%r", str(exc))
             return
-        self._shim(uplink)
-        wanted = {a.ip: a.mac for a in attachments if a.mode == "macvlan"}
+        if pods_link:
+            self._shim(uplink, pods_link)
+        wanted = {a.ip: a.mac for a in attachments}
         for ip in self.node.host_routes(self.shim_ifname) - set(wanted):
             self.node.delete_host_route(self.shim_ifname, ip=ip)
         for ip, mac in wanted.items():
             self.node.add_host_route(self.shim_ifname, ip=ip, mac=mac, src=uplink.ip)
 
     # helpers ----------------------------------------------------------------------------------
-    def _shim(self, uplink: Uplink) -> str:
+    def _shim(self, uplink: Uplink, pods_link: LinkSpec) -> str:
+        """The node's shim beside pods whose links are like `pods_link` (made once): a bridge-mode
+        macvlan, which reaches its siblings, or an ipvlan in the pods' mode, since an ipvlan port
+        has one mode for all its children (a child made in another mode switches them all)."""
         if self._shim_mac is None:
-            self._shim_mac = self.node.ensure_shim(uplink, self.shim_ifname)
+            mode = "bridge" if pods_link.kind == "macvlan" else pods_link.mode
+            self._shim_mac = self.node.ensure_shim(uplink, self.shim_ifname,
+                                                   LinkSpec(kind=pods_link.kind, mode=mode, mtu=uplink.mtu))
         return self._shim_mac
 
     def _uplink(self, pod: str, config: dict) -> Uplink:
@@ -331,13 +366,15 @@ class Agent:
 
     @staticmethod
     def _controller(pod: str, call, *args):  # type: ignore[no-untyped-def]
+        """A controller call; its failure becomes a CNI error naming the pod (once: the controller's
+        own messages often name it already)."""
         try:
             return call(*args)
-        except TemporaryError as exc:
-            raise CniError(TRY_AGAIN_LATER, f"pod {pod}: {exc.reason}") from None
-        except PermanentError as exc:
-            code = INVALID_CONFIG if exc.status == 400 else REFUSED
-            raise CniError(code, f"pod {pod}: {exc.reason}") from None
+        except ControllerError as exc:
+            message = exc.reason if f"pod {pod}:" in exc.reason else f"pod {pod}: {exc.reason}"
+            if isinstance(exc, TemporaryError):
+                raise CniError(TRY_AGAIN_LATER, message) from None
+            raise CniError(INVALID_CONFIG if exc.status == 400 else REFUSED, message) from None
 
     def _garp(self, attachment: Attachment) -> None:
         """One gratuitous ARP, off the ADD's path: a packet socket costs the kernel a synchronize_net()
@@ -367,10 +404,28 @@ def requested_address(pod: str, req: dict) -> tuple[str | None, str | None]:
     return ip, mac.lower() if mac else None
 
 
+def link_mode(pod: str, config: dict) -> str:
+    """The child's mode: `macvlanMode` (default bridge) or `ipvlanMode` (default l2; in l3 and l3s the
+    pods do no ARP at all, which the switch's responder makes up for: it answers at the node's MAC)."""
+    if config.get("mode", "macvlan") == "macvlan":
+        return str(config.get("macvlanMode", "bridge"))
+    mode = config.get("ipvlanMode", "l2")
+    if mode not in IPVLAN_MODES:
+        raise CniError(INVALID_CONFIG, f"pod {pod}: unknown ipvlanMode {mode!r}",
+                       f"ipvlanMode must be one of {', '.join(IPVLAN_MODES)}")
+    return str(mode)
+
+
 def derived_mac(container_id: str, ifname: str) -> str:
     """A stable, locally administered unicast MAC for an attachment (when no controller picks one)."""
     digest = hashlib.sha256(f"{container_id}/{ifname}".encode()).digest()
     return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
+def lease_from_controller(answer: dict) -> Lease:
+    return Lease(ip=answer["ip"], prefix=int(answer["prefix"]), gateway=answer.get("gateway"),
+                 routes=tuple(Route(dst=r["dst"], gw=r.get("gw")) for r in answer.get("routes", [])),
+                 mac=answer.get("mac"), dns={})
 
 
 def lease_from_ipam(pod: str, result: dict, mac: str) -> Lease:
@@ -400,11 +455,11 @@ def link_problems(record: Attachment, link: PodLink | None, config: dict, prev: 
     if link is None:
         return [f"interface {record.ifname} is missing from netns {record.netns}"]
     problems = []
-    kind = config.get("mode", "macvlan")
+    kind, mode = config.get("mode", "macvlan"), link_mode(record.pod, config)
     if link.kind != kind:
         problems.append(f"{record.ifname} is a {link.kind or 'plain link'}, not a {kind}")
-    if kind == "macvlan" and link.mode != config.get("macvlanMode", "bridge"):
-        problems.append(f"{record.ifname} is in macvlan mode {link.mode}, not {config.get('macvlanMode', 'bridge')}")
+    elif link.mode != mode:
+        problems.append(f"{record.ifname} is in {kind} mode {link.mode}, not {mode}")
     if not link.up:
         problems.append(f"{record.ifname} is down")
     ours = [i for i, iface in enumerate(prev.get("interfaces", [])) if iface.get("name") == record.ifname]

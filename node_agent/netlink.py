@@ -172,6 +172,10 @@ class NodeNetlink:
     def _run(self, body: Callable[[IPRoute], T]) -> T:
         return self._pool.submit(lambda: body(self._local.ipr)).result()
 
+    def call(self, body: Callable[[], T]) -> T:
+        """`body()` on a thread inside the node's namespace: a process it starts starts there too."""
+        return self._pool.submit(body).result()
+
     def close(self) -> None:
         self._pool.shutdown()
 
@@ -193,10 +197,11 @@ class NodeNetlink:
         name = name or self.default_route_ifname()
 
         def body(ipr: IPRoute) -> Uplink | None:
-            index = _index(ipr, name)
-            if index is None:
+            try:
+                link = ipr.link("get", ifname=name)[0]
+            except NetlinkError:
                 return None
-            link = ipr.get_links(index)[0]
+            index = link["index"]
             addrs = ipr.get_addr(index=index, family=socket.AF_INET)
             return Uplink(name=name, index=index, mtu=link.get_attr("IFLA_MTU"), mac=link.get_attr("IFLA_ADDRESS"),
                           ip=addrs[0].get_attr("IFA_ADDRESS") if addrs else None)
@@ -212,13 +217,7 @@ class NodeNetlink:
         It carries a temporary name: the final name (e.g. eth0) usually exists in the node's
         namespace, and a rename in the pod's namespace avoids the clash (as the reference plugin does).
         """
-        kwargs: dict[str, object] = {"ifname": tmp_name, "kind": spec.kind, "link": uplink.index, "mtu": spec.mtu}
-        if spec.kind == "macvlan":
-            kwargs["macvlan_mode"] = spec.mode
-            if spec.mac:
-                kwargs["address"] = spec.mac
-        else:
-            kwargs["ipvlan_mode"] = IPVLAN_MODES[spec.mode]
+        kwargs = {"ifname": tmp_name, "mtu": spec.mtu, **_child_kwargs(uplink, spec)}
         fd = _open_netns(pod_netns)
         try:
             self._run(lambda ipr: ipr.link("add", net_ns_fd=fd, **kwargs))
@@ -229,15 +228,20 @@ class NodeNetlink:
         finally:
             os.close(fd)
 
-    # the host shim: a macvlan child cannot reach its parent, so the node talks to its pods via a sibling
-    def ensure_shim(self, uplink: Uplink, name: str) -> str:
-        """The host-side macvlan shim on the uplink, up; return its MAC."""
+    # the host shim: neither a macvlan nor an ipvlan child can reach its parent (the parent's own
+    # traffic goes straight to the wire), so the node talks to its pods through a sibling child:
+    # a macvlan in bridge mode, or an ipvlan (Terway's ipvl_x) in the pods' mode, as a port has one
+    # mode for all its ipvlan children. An ipvlan shim has no address, so frames for the node IP
+    # still reach the uplink; it carries the node's MAC and sends nothing but ARP for the node IP,
+    # which the node's own placement allows past the switch's anti-spoofing.
+    def ensure_shim(self, uplink: Uplink, name: str, spec: LinkSpec) -> str:
+        """The host-side shim on the uplink, a child as `spec` says, up; return its MAC."""
         def body(ipr: IPRoute) -> str:
             index = _index(ipr, name)
-            if index is not None and _kind_data(ipr.get_links(index)[0])[0] != "macvlan":
-                raise NetlinkFailure(f"host shim {name} exists in {self._where()} and is not a macvlan")
+            if index is not None and _kind_data(ipr.get_links(index)[0])[0] != spec.kind:
+                raise NetlinkFailure(f"host shim {name} exists in {self._where()} and is not a {spec.kind}")
             if index is None:
-                ipr.link("add", ifname=name, kind="macvlan", link=uplink.index, macvlan_mode="bridge")
+                ipr.link("add", ifname=name, **_child_kwargs(uplink, spec))
                 index = _index(ipr, name)
             ipr.link("set", index=index, state="up")
             return str(ipr.get_links(index)[0].get_attr("IFLA_ADDRESS"))
@@ -281,6 +285,14 @@ class NodeNetlink:
         return f"netns {self.netns}" if self.netns else "the node's netns"
 
 
+def _child_kwargs(uplink: Uplink, spec: LinkSpec) -> dict[str, object]:
+    """pyroute2's arguments for a macvlan/ipvlan child of `uplink` (name and namespace aside)."""
+    if spec.kind == "macvlan":
+        return {"kind": "macvlan", "link": uplink.index, "macvlan_mode": spec.mode,
+                **({"address": spec.mac} if spec.mac else {})}
+    return {"kind": "ipvlan", "link": uplink.index, "ipvlan_mode": IPVLAN_MODES[spec.mode]}
+
+
 def _open_netns(path: str) -> int:
     try:
         return os.open(path, os.O_RDONLY)
@@ -316,13 +328,14 @@ class PodNetns:
                 raise
         return True
 
-    def configure(self, tmp_name: str, *, ifname: str, addresses: list[str], routes: list[Route],
+    def configure(self, tmp_name: str, *, ifname: str, mac: str | None, addresses: list[str], routes: list[Route],
                   neighbours: dict[str, str]) -> None:
-        """Rename the new link, then arp_notify, addresses, up, routes and static neighbours."""
+        """Rename the new link (and give it `mac`: it was made before the MAC was known), then
+        arp_notify, addresses, up, routes and static neighbours."""
         index = _index(self.ipr, tmp_name)
         if index is None:
             raise NetlinkFailure(f"link {tmp_name} vanished from netns {self.path}")
-        self.ipr.link("set", index=index, ifname=ifname)
+        self.ipr.link("set", index=index, ifname=ifname, **({"address": mac} if mac else {}))
         with entered(self.path):
             _write_sysctl(f"/proc/sys/net/ipv4/conf/{ifname}/arp_notify", "1")
         for cidr in addresses:

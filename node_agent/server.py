@@ -1,4 +1,9 @@
-"""The unix socket the CNI shim calls: one framed JSON request, one framed JSON answer.
+"""The unix socket the CNI plugin calls, and the CNI spec side of the agent.
+
+The plugin forwards the raw CNI environment and stdin (see `cni.plugin` for the wire format) and
+prints back what this side answers: `cni.spec.respond` validates the call, formats the result or
+the error exactly as the spec wants, and hands the verb to the `Agent`. So the plugin process
+imports nothing costly, and every call is validated by one piece of code.
 
 A thread per connection, so requests for different containers run in parallel (the agent
 serialises those of one container). The socket is root-only: whoever can reach it can put links
@@ -7,14 +12,17 @@ into any namespace, so its directory is 0700 and the socket 0600.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import socketserver
+import subprocess
 import threading
 from pathlib import Path
 
-from cni.plugin import INTERNAL, CniError, recv_frame, send_frame
+from cni.plugin import MAX_REQUEST, decode_request
+from cni.spec import INTERNAL, INVALID_CONFIG, CniError, neutral, respond
 from node_agent.agent import Agent
 
 log = logging.getLogger("underlay.server")
@@ -26,13 +34,23 @@ class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         sock: socket.socket = self.request
         try:
-            request = recv_frame(sock)
+            request = _read_all(sock)
         except (OSError, ValueError) as exc:
             log.warning("event=bad-request error=%s", exc)
             return
-        if request is None:
-            return
-        send_frame(sock, self.server.answer(request))
+        status, stdout = self.server.answer(request)
+        sock.sendall(bytes([status]) + stdout)
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    """The plugin's request: everything until it shuts down its side."""
+    chunks, size = [], 0
+    while chunk := sock.recv(1 << 16):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_REQUEST:
+            raise ValueError(f"request larger than {MAX_REQUEST} bytes")
+    return b"".join(chunks)
 
 
 class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -52,16 +70,26 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         finally:
             os.umask(old_umask)
 
-    def answer(self, request: dict) -> dict:
+    def answer(self, request: bytes) -> tuple[int, bytes]:
+        """The plugin's exit status and stdout for one forwarded call."""
+        env, stdin = decode_request(request)
+        return respond(env, stdin, agent=self.carry_out, ipam=self.run_ipam)
+
+    def carry_out(self, request: dict) -> dict | None:
+        """The verb, with an unexpected failure logged here and reported as CNI error 100."""
         try:
-            return {"result": self.agent.handle(request)}
+            return self.agent.handle(request)
         except CniError as exc:
             log.info("event=error command=%s container=%s code=%s msg=%r", request.get("command"),
                      str(request.get("container_id", ""))[:12], exc.code, exc.msg)
-            return {"error": exc.as_dict()}
+            raise
         except Exception as exc:
             log.exception("event=crash command=%s container=%s", request.get("command"), request.get("container_id"))
-            return {"error": CniError(INTERNAL, f"node agent failed: {type(exc).__name__}: {exc}").as_dict()}
+            raise CniError(INTERNAL, f"node agent failed: {type(exc).__name__}: {exc}") from None
+
+    def run_ipam(self, config: dict, command: str, env: dict, stdin: bytes) -> dict:
+        """The IPAM plugin named by `ipam.type`, run in the node's namespace as the runtime would run it."""
+        return self.agent.node.call(lambda: run_ipam(config, command, env, stdin))
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name="cni-server", daemon=True)
@@ -72,3 +100,24 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.shutdown()
         self.server_close()
         self.path.unlink(missing_ok=True)
+
+
+def run_ipam(config: dict, command: str, env: dict, stdin: bytes) -> dict:
+    """Exec the IPAM plugin found in CNI_PATH with the call's env and stdin; its result, neutral."""
+    ipam_type = config["ipam"]["type"]
+    for directory in env.get("CNI_PATH", "").split(os.pathsep):
+        path = os.path.join(directory, ipam_type)
+        if directory and os.access(path, os.X_OK):
+            break
+    else:
+        raise CniError(INVALID_CONFIG, f"IPAM plugin {ipam_type!r} not found in CNI_PATH")
+    proc = subprocess.run([path], input=stdin, capture_output=True,
+                          env={"PATH": os.environ.get("PATH", os.defpath), **env, "CNI_COMMAND": command})
+    try:
+        output = json.loads(proc.stdout or b"{}")
+    except ValueError:
+        output = {"msg": f"unreadable output {proc.stdout[:200]!r}"}
+    if proc.returncode:
+        raise CniError(int(output.get("code", INTERNAL)), f"ipam {ipam_type}: {output.get('msg', '')}",
+                       output.get("details", proc.stderr.decode(errors="replace")))
+    return neutral(output)

@@ -42,6 +42,14 @@ def pod_label(namespace: str | None, name: str | None, container_id: str) -> str
     return f"{namespace}/{name}" if namespace and name else f"container {container_id[:12]}"
 
 
+def owner(namespace: str | None, name: str | None, container_id: str) -> dict[str, str]:
+    """The namespace and name the controller records for a pod (it requires both): outside
+    Kubernetes, the runtime's container ID under the namespace `container`."""
+    if namespace and name:
+        return {"namespace": namespace, "name": name}
+    return {"namespace": "container", "name": container_id}
+
+
 class AttachmentStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory

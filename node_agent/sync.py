@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import threading
 
-from cni.plugin import CniError
+from cni.spec import CniError
 from node_agent.agent import Agent
 from node_agent.controller_client import ControllerClient, ControllerError, PermanentError
 from node_agent.netlink import NetlinkFailure
+from node_agent.state import owner
 
 log = logging.getLogger("underlay.sync")
 
@@ -60,9 +61,9 @@ class Syncer:
             record = self.agent.store.get(item["container_id"], item["ifname"])
             if record is None or record.standalone:
                 continue
-            body = {"container_id": record.container_id, "ifname": record.ifname, "namespace": record.namespace,
-                    "name": record.name, "mode": record.mode, "pool": None, "ip": record.ip,
-                    "mac": record.mac if record.mode == "macvlan" else None, "sticky": None}
+            body = {"container_id": record.container_id, "ifname": record.ifname, "mode": record.mode, "pool": None,
+                    "ip": record.ip, "mac": record.mac if record.mode == "macvlan" else None, "sticky": None,
+                    **owner(record.namespace, record.name, record.container_id)}
             try:
                 self.client.allocate(body)
                 log.info("event=readded pod=%s ip=%s", record.pod, record.ip)

@@ -5,4 +5,4 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node_agent"))
 
-from underlay_testbed import cni_bin, controller, make_node, pods  # noqa: E402, F401
+from underlay_testbed import cni_bin, make_node, pods, segment  # noqa: E402, F401

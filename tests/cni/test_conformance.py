@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from cni.plugin import SUPPORTED_VERSIONS
+from cni.spec import SUPPORTED_VERSIONS
+from underlay_testbed import FIRST_POD_IP
 
 pytestmark = pytest.mark.rig
 K8S = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;K8S_POD_UID=u1"
@@ -27,12 +28,13 @@ def test_version_is_answered_without_an_agent(version, cni_bin):
     call = run_plugin(cni_bin / "underlay", "VERSION", {"cniVersion": version}, node_ns=None, container_id="",
                       netns="", ifname="", args="", bin_dir=cni_bin)
 
-    assert (call.returncode, call.json) == (0, {"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)})
+    # as the reference plugins answer: the latest version, whatever the config asks
+    assert (call.returncode, call.json) == (0, {"cniVersion": "1.1.0", "supportedVersions": list(SUPPORTED_VERSIONS)})
     assert call.stderr == ""
 
 
 @pytest.mark.parametrize("version", SUPPORTED_VERSIONS)
-def test_every_verb(version, make_node, pods, controller):
+def test_every_verb(version, make_node, pods, segment):
     node = make_node("n1")
     pod = pods.make("v" + version.replace(".", ""))
     conf = node.conf(version)
@@ -43,7 +45,7 @@ def test_every_verb(version, make_node, pods, controller):
     result = add.json
     assert result["cniVersion"] == version
     assert result["interfaces"] == [{"name": "eth0", "mac": result["interfaces"][0]["mac"], "sandbox": pod}]
-    ip = {"address": "198.18.5.101/24", "interface": 0}
+    ip = {"address": f"{FIRST_POD_IP}/24", "interface": 0}
     assert result["ips"] == [dict(ip, version="4") if version == "0.4.0" else ip]
 
     check = node.cni("CHECK", dict(conf, prevResult=result), container_id="c1", netns=pod, args=K8S)
@@ -53,15 +55,15 @@ def test_every_verb(version, make_node, pods, controller):
         assert node.cni("STATUS", conf).returncode == 0
         gc = dict(conf, **{"cni.dev/valid-attachments": [{"containerID": "c1", "ifname": "eth0"}]})
         assert node.cni("GC", gc).returncode == 0
-        assert ("c1", "eth0") in controller.allocations("n1"), "GC must keep a valid attachment"
+        assert ("c1", "eth0") in segment.allocations("n1"), "GC must keep a valid attachment"
 
     for _ in range(2):  # DEL is idempotent
         delete = node.cni("DEL", dict(conf, prevResult=result), container_id="c1", netns=pod, args=K8S)
         assert (delete.returncode, delete.stdout) == (0, "")
-    assert controller.allocations("n1") == {}
+    assert segment.allocations("n1") == {}
 
 
-def test_gc_releases_what_is_not_valid(make_node, pods, controller):
+def test_gc_releases_what_is_not_valid(make_node, pods, segment):
     from underlay_testbed import links_in, ns_of
 
     node = make_node("n1")
@@ -73,7 +75,7 @@ def test_gc_releases_what_is_not_valid(make_node, pods, controller):
     gc = node.cni("GC", dict(conf, **{"cni.dev/attachments": [{"containerID": "keep", "ifname": "eth0"}]}))
 
     assert gc.returncode == 0, gc.stdout
-    assert set(controller.allocations("n1")) == {("keep", "eth0")}
+    assert set(segment.allocations("n1")) == {("keep", "eth0")}
     assert "eth0" not in links_in(ns_of(paths["drop"]))
     assert "eth0" in links_in(ns_of(paths["keep"]))
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from cni import install
-from cni.plugin import BAD_ENV, UNSUPPORTED_FIELD, CniError, merge, neutral, parse_args, to_version
+from cni.spec import BAD_ENV, UNSUPPORTED_FIELD, CniError, merge, neutral, parse_args, to_version
 
 RESULT = {"interfaces": [{"name": "eth0", "mac": "0a:00:00:00:00:01", "sandbox": "/run/netns/p"}],
           "ips": [{"address": "198.18.5.101/24", "gateway": "198.18.5.1", "interface": 0}],
@@ -51,7 +51,9 @@ def test_install_writes_a_self_contained_plugin_and_keeps_an_existing_conflist(t
     assert json.loads(out.stdout)["supportedVersions"] == ["0.4.0", "1.0.0", "1.1.0"]
 
     written = install.install_conflist(tmp_path / "conf", install.example_conflist(master="eth0"))
-    assert json.loads(written.read_text())["plugins"][0]["type"] == "underlay"
+    conflist = json.loads(written.read_text())
+    assert conflist["plugins"][0]["type"] == "underlay"
+    assert conflist["cniVersion"] == "1.0.0", "the newest version the chained reference tuning speaks"
     assert install.install_conflist(tmp_path / "conf", {"other": True}) is None
 
 
@@ -64,3 +66,20 @@ def test_plugin_starts_fast(tmp_path):
         subprocess.run([str(plugin)], input=b"", capture_output=True, env={"CNI_COMMAND": "VERSION"}, check=True)
         times.append(time.perf_counter() - start)
     assert sorted(times)[2] < 0.1
+
+
+def test_version_answer_is_the_specs():
+    """The plugin answers VERSION from a constant (no json import); it must say what cni.spec says."""
+    from cni import plugin, spec
+
+    answered = spec.respond({"CNI_COMMAND": "VERSION"}, b"{}", agent=print, ipam=print)
+    assert answered == (0, plugin.VERSION_ANSWER)
+
+
+def test_request_round_trip_keeps_only_the_cni_environment():
+    from cni.plugin import decode_request, encode_request
+
+    environ = {b"CNI_COMMAND": b"ADD", b"CNI_ARGS": b"", b"PATH": b"/bin", b"CNI_NETNS": b"/run/netns/p\xff"}
+    env, stdin = decode_request(encode_request(environ, b'{"x": 1}'))
+    assert env == {"CNI_COMMAND": "ADD", "CNI_ARGS": "", "CNI_NETNS": "/run/netns/p\udcff"}
+    assert stdin == b'{"x": 1}'

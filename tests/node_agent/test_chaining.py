@@ -1,8 +1,8 @@
 """Our plugin first in a conflist, Debian's reference `tuning` and `portmap` after it.
 
-Driven the way libcni drives a chain: ADD through the plugins in order, each getting the previous
-result as prevResult and runtimeConfig for the capabilities it declares; CHECK in order with the
-final result; DEL in reverse order with the final result. Debian's plugins speak up to 1.0.0.
+Driven by the lab's libcni-style runner (`deploy.lab.runtime.run_chain`): ADD through the plugins in
+order with prevResult and the runtimeConfig each declares a capability for, CHECK in order and DEL
+in reverse with the cached result. Debian's plugins speak up to 1.0.0.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from deploy.lab import netns as lab_netns
+from deploy.lab.runtime import Attachment, run_chain
 from underlay_testbed import links_in, ns_of
 
 pytestmark = pytest.mark.rig
@@ -26,38 +27,22 @@ def conflist(node, version: str) -> dict:
     ]}
 
 
-def plugin_config(chain: dict, plugin: dict, prev: dict | None) -> dict:
-    """What libcni puts on a plugin's stdin: the chain's name and version, its own keys, and more."""
-    config = {"cniVersion": chain["cniVersion"], "name": chain["name"], **plugin}
-    wanted = {k: v for k, v in RUNTIME.items() if plugin.get("capabilities", {}).get(k)}
-    if wanted:
-        config["runtimeConfig"] = wanted
-    if prev is not None:
-        config["prevResult"] = prev
-    return config
-
-
-def run_chain(node, chain: dict, command: str, *, pod: str, prev: dict | None = None,
-              skip: tuple[str, ...] = ()) -> dict | None:
-    plugins = [p for p in chain["plugins"] if p["type"] not in skip]
-    plugins = plugins if command != "DEL" else list(reversed(plugins))
-    result = prev
-    for plugin in plugins:
-        call = node.cni(command, plugin_config(chain, plugin, result if command == "ADD" else prev),
-                        container_id="chained", netns=pod, plugin=plugin["type"])
-        assert call.returncode == 0, f"{command} {plugin['type']}: {call.stdout} {call.stderr}"
-        if command == "ADD":
-            result = call.json
-    return result
+def without(chain: dict, kind: str) -> dict:
+    return dict(chain, plugins=[p for p in chain["plugins"] if p["type"] != kind])
 
 
 @pytest.mark.parametrize("version", ["0.4.0", "1.0.0"])
-def test_chain_with_reference_plugins(version, make_node, pods, controller):
+def test_chain_with_reference_plugins(version, make_node, pods, segment):
     node = make_node("n1")
     pod = pods.make("chained")
     chain = conflist(node, version)
+    attachment = Attachment(container_id="chained", netns_path=pod, runtime_config=RUNTIME)
 
-    result = run_chain(node, chain, "ADD", pod=pod)
+    def run(command: str, chain: dict, prev: dict | None = None) -> dict | None:
+        return run_chain(chain, command, attachment, cni_path=[node.bin_dir], node_ns=node.host.netns,
+                         prev_result=prev)
+
+    result = run("ADD", chain)
 
     assert result["cniVersion"] == version
     assert result["interfaces"][0] == {"name": "eth0", "mac": "0a:00:00:00:02:01", "sandbox": pod}
@@ -68,11 +53,11 @@ def test_chain_with_reference_plugins(version, make_node, pods, controller):
 
     # Debian's portmap CHECK fails on an IPv4-only result ("could not check ipv6 dnat: chain ... not
     # found"): it looks for an IPv6 chain its ADD never made. Not ours to check.
-    run_chain(node, chain, "CHECK", pod=pod, prev=result, skip=("portmap",))
-    run_chain(node, chain, "DEL", pod=pod, prev=result)
+    run("CHECK", without(chain, "portmap"), result)
+    run("DEL", chain, result)
 
     assert links_in(ns_of(pod)) == ["lo"]
-    assert controller.allocations("n1") == {}
+    assert segment.allocations("n1") == {}
     assert "18080" not in lab_netns.run(node.host.netns, ["iptables-save", "-t", "nat"]).stdout
 
 

@@ -1,4 +1,7 @@
-"""The controller client against a real HTTP server: error kinds, token, epoch, backoff."""
+"""The controller client against the real controller: error kinds, token, epoch, backoff.
+
+The client runs inside the rig's management namespace, as the agents do: a connection keeps the
+namespace of the thread that opened it."""
 
 from __future__ import annotations
 
@@ -6,38 +9,52 @@ import socket
 
 import pytest
 
+from deploy.lab import netns as lab_netns
 from node_agent.controller_client import ControllerClient, PermanentError, TemporaryError, with_backoff
+from underlay_testbed import FIRST_POD_IP
+
+pytestmark = pytest.mark.rig
 
 
-def test_register_allocate_release_and_epoch(controller):
-    controller.tokens["n1"] = "t"
-    client = ControllerClient(controller.url, "n1", token="t")
-
-    client.register(mac="0a:00:00:00:00:01", ip="198.18.5.10")
-    answer = client.allocate({"container_id": "c", "ifname": "eth0", "mode": "macvlan"})
-
-    assert answer["ip"] == "198.18.5.101"
-    assert client.epoch == controller.epoch
-    assert client.release("c", "eth0") is True
-    assert client.release("c", "eth0") is False
+def client_of(segment, node: str = "n1", *, token: str | None = None) -> ControllerClient:
+    return ControllerClient(segment.controller.url, node, token=token or segment.controller.nodes[node].token)
 
 
-def test_error_kinds(controller):
-    controller.tokens["n1"] = "t"
-    with pytest.raises(PermanentError) as unauthorised:
-        ControllerClient(controller.url, "n1", token="wrong").register(mac="0a:00:00:00:00:01", ip=None)
-    assert unauthorised.value.status == 401
+def register(client: ControllerClient, segment) -> None:
+    host = segment.hosts[client.node]
+    client.register(mac=host.mac, ip=host.ip)
 
-    client = ControllerClient(controller.url, "n1", token="t")
-    with pytest.raises(PermanentError) as unknown:
-        client.pods()
-    assert unknown.value.status == 404 and "register first" in unknown.value.reason
 
-    client.register(mac="0a:00:00:00:00:01", ip=None)
-    controller.refuse.append((503, {"error": "switch not connected"}))
-    with pytest.raises(TemporaryError) as busy:
-        client.allocate({"container_id": "c", "ifname": "eth0", "mode": "macvlan"})
-    assert busy.value.reason == "controller: switch not connected"
+def test_register_allocate_release_and_epoch(segment):
+    with lab_netns.entered(segment.rig.mgmt_ns):
+        client = client_of(segment)
+        register(client, segment)
+        answer = client.allocate({"container_id": "c", "ifname": "eth0", "namespace": "default", "name": "web-0",
+                                  "mode": "macvlan"})
+
+        assert answer["ip"] == FIRST_POD_IP
+        assert client.epoch == segment.health()["epoch"]
+        assert client.release("c", "eth0") is True
+        assert client.release("c", "eth0") is False
+
+
+def test_error_kinds(segment):
+    pod = {"container_id": "c", "ifname": "eth0", "namespace": "default", "name": "web-0", "mode": "macvlan"}
+    with lab_netns.entered(segment.rig.mgmt_ns):
+        with pytest.raises(PermanentError) as unauthorised:
+            register(client_of(segment, token="wrong"), segment)
+        assert unauthorised.value.status == 401
+
+        client = client_of(segment)
+        with pytest.raises(PermanentError) as unknown:
+            client.pods()
+        assert unknown.value.status == 404 and "not registered" in unknown.value.reason
+
+        register(client, segment)
+        segment.disconnect_switch()
+        with pytest.raises(TemporaryError) as busy:
+            client.allocate(pod)
+        assert busy.value.status == 503 and busy.value.reason.startswith("controller: switch")
 
 
 def test_unreachable_is_temporary_and_backs_off():

@@ -1,17 +1,16 @@
-"""Pods on the segment, end to end: plugin binary → agent process → kernel, on the rig.
-
-The controller is `ControllerDouble` (no switch programming), so the bridge runs NORMAL here.
-"""
+"""Pods on the segment, end to end: plugin binary → agent process → kernel and the real controller,
+whose flows alone carry the segment's frames (fail_mode=secure, no NORMAL-everything flow)."""
 
 from __future__ import annotations
 
-import time
+import threading
 
 import pytest
 from pyroute2 import IPRoute
 
+from deploy.lab import frames
 from deploy.lab import netns as lab_netns
-from underlay_testbed import links_in, ns_of
+from underlay_testbed import links_in, ns_of, start_agent, stop_agent, wait_for
 
 pytestmark = pytest.mark.rig
 K8S = "K8S_POD_NAMESPACE=default;K8S_POD_NAME={}"
@@ -21,10 +20,14 @@ def pod_ping(pod: str, address: str) -> bool:
     return lab_netns.run(ns_of(pod), ["ping", "-n", "-c", "2", "-W", "2", address], check=False).returncode == 0
 
 
-def add(node, pod: str, cid: str, **conf: object) -> dict:
-    call = node.cni("ADD", node.conf(**conf), container_id=cid, netns=pod, args=K8S.format(cid))
+def add(node, pod: str, cid: str, *, args: str = "", **conf: object) -> dict:
+    call = node.cni("ADD", node.conf(**conf), container_id=cid, netns=pod, args=K8S.format(cid) + args)
     assert call.returncode == 0, call.stdout
     return call.json
+
+
+def ip_of(result: dict) -> str:
+    return result["ips"][0]["address"].split("/")[0]
 
 
 def host_routes(node) -> set[str]:
@@ -35,116 +38,146 @@ def host_routes(node) -> set[str]:
         return {r.get_attr("RTA_DST") for r in routes if r["dst_len"] == 32}
 
 
-def test_pods_on_two_nodes_reach_each_other_the_outside_and_their_node(rig, bridge, make_node, make_host, pods):
-    rig.ovs.ofctl("add-flow", bridge, "actions=NORMAL")
+def test_pods_on_two_nodes_reach_each_other_the_outside_and_their_node(make_node, pods, segment):
     n1, n2 = make_node("n1"), make_node("n2")
-    outside = make_host("ext", cidr="198.18.5.200/24")
     p1, p2 = pods.make("a"), pods.make("b")
-    ip1 = add(n1, p1, "a")["ips"][0]["address"].split("/")[0]
-    ip2 = add(n2, p2, "b")["ips"][0]["address"].split("/")[0]
+    ip1, ip2 = ip_of(add(n1, p1, "a")), ip_of(add(n2, p2, "b"))
 
     assert pod_ping(p1, ip2) and pod_ping(p2, ip1)
-    assert outside.ping(ip1) and outside.ping(ip2)
+    assert segment.external.ping(ip1) and segment.external.ping(ip2)
     assert n1.host.ping(ip1), "a macvlan pod must be reachable from its own node (host shim)"
     assert n2.host.ping(ip2)
     assert pod_ping(p1, n1.host.ip)
+    assert pod_ping(p1, n2.host.ip), "a pod reaches another node"
     assert lab_netns.run(ns_of(p1), ["sysctl", "-n", "net.ipv4.conf.eth0.arp_notify"]).stdout.strip() == "1"
 
 
-@pytest.mark.skip(reason="needs the real underlay-controller (ARP responder flows); ControllerDouble programs no switch")
-def test_outside_host_gets_arp_reply_from_the_switch():
-    """An outside host ARPs for a pod IP: the reply must come from the switch, the pod never sees it."""
+def test_outside_host_gets_arp_reply_from_the_switch(make_node, pods, segment):
+    """An outside host ARPs for a pod IP: the switch's responder flow answers, the pod never sees it."""
+    node, pod = make_node("n1"), pods.make("p")
+    result = add(node, pod, "c1")
+    ext = segment.external
+    before = segment.health()["stats"]["packet_ins"]
+    at_pod: list[frames.Arp] = []
+    listener = threading.Thread(target=lambda: at_pod.extend(frames.listen(ns_of(pod), "eth0", timeout=1.5)))
+    listener.start()
+
+    request = frames.Arp(op=1, sha=ext.mac, spa=ext.ip, tha="00:00:00:00:00:00", tpa=ip_of(result),
+                         eth_src=ext.mac, eth_dst=frames.BROADCAST)
+    replies = frames.arp_exchange(ext.netns, ext.ifname, request, timeout=1.0)
+    listener.join()
+
+    assert [r.sha for r in replies] == [result["interfaces"][0]["mac"]]
+    assert [a for a in at_pod if a.tpa == ip_of(result)] == [], "the request must not reach the pod"
+    assert segment.health()["stats"]["packet_ins"] == before, "answered by the datapath, not the controller"
 
 
-def test_del_twice_and_after_the_netns_is_gone(make_node, pods, controller):
+def test_del_twice_and_after_the_netns_is_gone(make_node, pods, segment):
     node = make_node("n1")
     pod = pods.make("p")
-    ip = add(node, pod, "c1")["ips"][0]["address"].split("/")[0]
+    ip = ip_of(add(node, pod, "c1"))
     assert ip in host_routes(node)
 
     for _ in range(2):
         assert node.cni("DEL", node.conf(), container_id="c1", netns=pod).returncode == 0
     assert "eth0" not in links_in(ns_of(pod))
     assert ip not in host_routes(node)
-    assert controller.allocations("n1") == {}
+    assert segment.allocations("n1") == {}
 
     add(node, pod, "c2")
     lab_netns.remove(ns_of(pod))
     gone = node.cni("DEL", node.conf(), container_id="c2", netns=pod)
     assert gone.returncode == 0, gone.stdout
-    assert controller.allocations("n1") == {}
+    assert segment.allocations("n1") == {}
     assert node.cni("DEL", node.conf(), container_id="never-added", netns="").returncode == 0
 
 
-@pytest.mark.parametrize("failure", ["controller refuses", "switch unavailable", "kernel refuses the MAC"])
-def test_add_failing_half_way_leaves_nothing(failure, make_node, pods, controller):
+HELD = "198.18.5.150"
+FAILURES = {
+    "controller refuses (409)": (101, f"controller: pod default/c1: {HELD} is held by default/holder"),
+    "switch disconnected (503)": (11, "pod default/c1: controller: switch"),
+    "controller down": (11, "pod default/c1: controller http://127.0.0.1:6680 unreachable: [Errno 111]"),
+    "host shim gone": (100, "pod default/c1: host shim ulshim0 is missing from netns"),
+}
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+def test_add_failing_half_way_leaves_nothing(failure, make_node, pods, segment):
     node = make_node("n1")
     pod = pods.make("p")
-    conf = node.conf()
-    if failure == "controller refuses":
-        controller.refuse.append((409, {"error": "198.18.5.101 is held by default/db-1"}))
-        expected = (101, "pod default/c1: controller: 198.18.5.101 is held by default/db-1")
-    elif failure == "switch unavailable":
-        controller.refuse.append((503, {"error": "switch 0x1 did not acknowledge in time"}))
-        expected = (11, "pod default/c1: controller: switch 0x1 did not acknowledge in time")
-    else:  # allocated first, then the kernel rejects a multicast MAC: the allocation must be released
-        conf["runtimeConfig"] = {"mac": "01:00:5e:00:00:01"}
-        expected = (100, "pod default/c1: failed to create macvlan on eth0: Cannot assign requested address")
+    conf, args = node.conf(), ""
+    if failure.startswith("controller refuses"):
+        add(node, pods.make("holder"), "holder", args=f";IP={HELD}")
+        args = f";IP={HELD}"
+    elif failure.startswith("switch"):
+        segment.disconnect_switch()
+    elif failure == "controller down":
+        segment.controller.stop()
+    else:  # the last kernel step fails: the link made and the allocation held must both go
+        add(node, pods.make("holder"), "holder")  # the node's first pod makes the shim (its kind follows the pods')
+        lab_netns.run(node.host.netns, ["ip", "link", "del", "ulshim0"])
 
-    call = node.cni("ADD", conf, container_id="c1", netns=pod, args=K8S.format("c1"))
+    call = node.cni("ADD", conf, container_id="c1", netns=pod, args=K8S.format("c1") + args)
 
-    assert (call.returncode, call.json["code"], call.json["msg"]) == (1, *expected)
+    code, message = FAILURES[failure]
+    assert (call.returncode, call.json["code"]) == (1, code), call.stdout
+    assert call.json["msg"].startswith(message), call.json["msg"]
     assert links_in(ns_of(pod)) == ["lo"]
-    assert controller.allocations("n1") == {}
-    assert host_routes(node) == set()
-    assert not list((node.socket.parent / "n1-state").glob("*.json"))
+    if failure == "controller down":
+        segment.controller.start()
+    assert ("c1", "eth0") not in segment.allocations("n1")
+    assert host_routes(node) <= {HELD}
+    assert [p.name for p in (node.socket.parent / "n1-state").glob("*.json")] in ([], ["holder_eth0.json"])
 
 
-def test_requested_ip_and_mac_through_runtime_config(make_node, pods):
+def test_requested_ip_and_mac_through_runtime_config(make_node, pods, segment):
     node = make_node("n1")
     pod = pods.make("p")
     result = add(node, pod, "c1", runtimeConfig={"ips": ["198.18.5.150/24"], "mac": "0a:00:00:00:01:50"})
 
     assert result["ips"][0]["address"] == "198.18.5.150/24"
     assert result["interfaces"][0]["mac"] == "0a:00:00:00:01:50"
+    assert segment.external.ping("198.18.5.150")
 
 
-def test_agent_restart_rebuilds_its_view_from_the_kernel(make_node, pods, controller, rig, tmp_path):
+def test_agent_restart_rebuilds_its_view_from_the_kernel(make_node, pods, segment, rig):
     node = make_node("n1")
     kept, lost = pods.make("kept"), pods.make("lost")
-    ip_kept = add(node, kept, "kept")["ips"][0]["address"].split("/")[0]
-    ip_lost = add(node, lost, "lost")["ips"][0]["address"].split("/")[0]
-    node.process.terminate()
-    node.process.wait(10)
+    ip_kept = ip_of(add(node, kept, "kept"))
+    add(node, lost, "lost")
+    stop_agent(node.process)
     lab_netns.remove(ns_of(lost))
 
-    from underlay_testbed import start_agent
-
-    again = start_agent(rig, "n1", node.process.args, node.socket, tmp_path, node.host, node.bin_dir)
+    again = start_agent(rig, node.argv, host=node.host, socket=node.socket, log=node.log, bin_dir=node.bin_dir)
     try:
         assert host_routes(again) == {ip_kept}, "the route to the pod whose netns is gone must be removed"
-        deadline = time.monotonic() + 5
-        while set(controller.allocations("n1")) != {("kept", "eth0")} and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert set(controller.allocations("n1")) == {("kept", "eth0")}, "the sync releases the lost pod"
-        assert ip_lost not in {p["ip"] for p in controller.allocations("n1").values()}
+        segment.wait_synced("n1", {("kept", "eth0")})  # the start-up sync releases the lost pod
         assert again.cni("DEL", again.conf(), container_id="kept", netns=kept).returncode == 0
     finally:
-        again.process.terminate()
-        again.process.wait(10)
+        stop_agent(again.process)
 
 
-def test_controller_restart_triggers_reregistration_and_resync(make_node, pods, controller):
+@pytest.mark.parametrize("store", ["kept", "lost"])
+def test_controller_restart_triggers_reregistration_and_resync(store, make_node, pods, segment):
+    """SIGKILL, new epoch: the agent registers again and re-reports; a controller that lost its
+    store gets the pod back with the same address and MAC, and the pod is reachable again."""
     node = make_node("n1", resync_interval="0.2")
     pod = pods.make("p")
-    ip = add(node, pod, "c1")["ips"][0]["address"].split("/")[0]
+    result = add(node, pod, "c1")
+    old_epoch = segment.health()["epoch"]
 
-    controller.restart()
-    with controller._lock:  # a controller that lost its store: the agent must re-add what it has
-        controller.pods.clear()
+    segment.controller.stop(kill=True)
+    if store == "lost":
+        for path in segment.controller.workdir.glob("store.sqlite*"):
+            path.unlink()
+    segment.controller.start()
+    segment.controller.wait_healthy(timeout=15, switches=1)
+    epoch = segment.health()["epoch"]
 
-    deadline = time.monotonic() + 10
-    while ("c1", "eth0") not in controller.allocations("n1") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "n1" in controller.nodes
-    assert controller.allocations("n1")[("c1", "eth0")]["ip"] == ip
+    assert epoch != old_epoch
+    wait_for(lambda: any("event=registered node=n1" in line and line.endswith(f"epoch={epoch}")
+                         for line in node.log.read_text().splitlines()), what="the agent to register at the new epoch")
+    segment.wait_synced("n1", {("c1", "eth0")})
+    placed = segment.allocations("n1")[("c1", "eth0")]
+    assert (placed["ip"], placed["mac"]) == (ip_of(result), result["interfaces"][0]["mac"])
+    assert segment.external.ping(ip_of(result))

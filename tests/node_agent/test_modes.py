@@ -10,7 +10,7 @@ from underlay_testbed import links_in, ns_of
 pytestmark = pytest.mark.rig
 
 
-def test_ipvlan_on_this_kernel_is_a_clear_error(make_node, pods, controller):
+def test_ipvlan_on_this_kernel_is_a_clear_error(make_node, pods, segment):
     node = make_node("n1")
     pod = pods.make("p")
 
@@ -19,7 +19,7 @@ def test_ipvlan_on_this_kernel_is_a_clear_error(make_node, pods, controller):
     assert call.returncode == 1
     assert call.json["msg"] == "pod container c1: this kernel has no ipvlan support (CONFIG_IPVLAN)"
     assert links_in(ns_of(pod)) == ["lo"]
-    assert controller.allocations("n1") == {}
+    assert segment.allocations("n1") == {}
 
 
 def test_master_defaults_to_the_default_routes_interface(make_node, pods):

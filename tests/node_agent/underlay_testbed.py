@@ -1,17 +1,19 @@
-"""Fixtures shared by tests/cni and tests/node_agent: nodes with a running agent, pods, the plugin.
+"""Fixtures shared by tests/cni and tests/node_agent: a segment with the real controller, nodes with
+a running agent, pods, the plugin.
 
-A node is a rig host (a namespace whose `eth0` is cabled to the test's private OVS); its agent runs
-as a real `underlay-agent` process (in the test's namespace, operating on the node's through
-`--netns`) with its socket and state in the test's tmp dir. The plugin is installed by
+The segment is this test's bridge with two node hosts (`n1`, `n2`) and an external host already
+cabled to it, and a real `underlay-controller` process (`deploy.lab.control.Controller`) in the rig's
+management namespace, pinning each node to its port and trusting the external host's: its flows
+carry every frame, as in the lab. A node's agent is a real `underlay-agent` process in that
+namespace too (so it reaches the controller at 127.0.0.1), operating on the node's namespace
+through `--netns`, with its socket and state in the test's tmp dir. The plugin is installed by
 `cni.install` into a tmp bin dir and executed exactly as a runtime does: env + stdin, inside the
-node's namespace. The controller is `ControllerDouble` until the real one runs as a process.
+node's namespace.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import subprocess
 import sys
 import time
@@ -23,12 +25,14 @@ import pytest
 
 from cni import install
 from deploy.lab import netns as lab_netns
+from deploy.lab.control import ApiError, Controller, NodeSpec, PoolSpec
 from deploy.lab.rig import Host, Rig
 
-sys.path.insert(0, str(Path(__file__).parent))
-from controller_double import ControllerDouble  # noqa: E402
-
 SUBNET = "198.18.5.0/24"
+POD_RANGE = "198.18.5.100-198.18.5.199"
+FIRST_POD_IP = "198.18.5.100"
+NODES = {"n1": "198.18.5.11", "n2": "198.18.5.12"}
+EXTERNAL_IP = "198.18.5.200"
 REFERENCE_PLUGINS = Path("/usr/lib/cni")
 AGENT = Path(sys.executable).parent / "underlay-agent"
 
@@ -50,6 +54,7 @@ class CniCall:
 class Node:
     host: Host
     socket: Path
+    argv: list[str]
     process: subprocess.Popen
     log: Path
     bin_dir: Path
@@ -94,33 +99,84 @@ def cni_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return bin_dir
 
 
-@pytest.fixture
-def controller() -> Iterator[ControllerDouble]:
-    double = ControllerDouble(subnet=SUBNET, tokens={}).start()
-    yield double
-    double.stop()
+@dataclass
+class Segment:
+    """This test's switch as the controller sees it: node hosts on pinned ports, an external host."""
+
+    rig: Rig
+    bridge: str
+    controller: Controller
+    hosts: dict[str, Host]
+    external: Host
+
+    def allocations(self, node: str) -> dict[tuple[str, str], dict]:
+        """The controller's pods of `node` by (container, ifname); none for an unregistered node."""
+        try:
+            pods = self.controller.request("GET", f"/v1/nodes/{node}/pods", node=node)["pods"]
+        except ApiError as err:
+            if err.status != 404:
+                raise
+            return {}
+        return {(p["container_id"], p["ifname"]): p for p in pods}
+
+    def health(self) -> dict:
+        return self.controller.request("GET", "/v1/health")
+
+    def disconnect_switch(self) -> None:
+        """Take the switch away from the controller (its flows stay: fail_mode=secure)."""
+        self.rig.ovs.vsctl("del-controller", self.bridge)
+        wait_for(lambda: not self.health()["connected"], what="the controller to see the switch go")
+
+    def wait_synced(self, node: str, want: set[tuple[str, str]], *, timeout: float = 10) -> None:
+        wait_for(lambda: set(self.allocations(node)) == want, timeout=timeout,
+                 what=f"the controller to hold exactly {sorted(want)} for {node}")
 
 
 @pytest.fixture
-def make_node(rig: Rig, make_host: Callable[..., Host], controller: ControllerDouble, cni_bin: Path,
+def segment(rig: Rig, bridge: str, make_host: Callable[..., Host]) -> Iterator[Segment]:
+    """The nodes and the external host are cabled first, so the controller can pin their ports."""
+    rig.ovs.vsctl("set-controller", bridge, "tcp:127.0.0.1:6653")
+    hosts = {name: make_host(name, cidr=f"{ip}/24") for name, ip in NODES.items()}
+    external = make_host("ext", cidr=f"{EXTERNAL_IP}/24")
+    dpid = int(rig.ovs.vsctl("get", "bridge", bridge, "other-config:datapath-id").strip().strip('"'), 16)
+    controller = Controller(
+        workdir=rig.workdir / f"ctl-{bridge}", ns=rig.mgmt_ns,
+        nodes={name: NodeSpec(name, dpid=dpid, port=host.ofport) for name, host in hosts.items()},
+        trusted={dpid: (external.ofport,)}, pool=PoolSpec(SUBNET, ranges=(POD_RANGE,)))
+    controller.write_config()
+    # No grace for fresh allocations in an agent's full sync: tests check that a sync releases at once.
+    controller.config_path.write_text("resync_grace = 0\n" + controller.config_path.read_text())
+    controller.start()
+    try:
+        controller.wait_healthy(timeout=15, switches=1)
+        yield Segment(rig=rig, bridge=bridge, controller=controller, hosts=hosts, external=external)
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def make_node(request: pytest.FixtureRequest, rig: Rig, make_host: Callable[..., Host], cni_bin: Path,
               tmp_path: Path) -> Iterator[Callable[..., Node]]:
-    """Factory: make_node("n1") makes a node namespace cabled to the bridge and starts its agent."""
+    """Factory: make_node("n1") starts the agent of segment node n1 (the segment starts on first use);
+    make_node("n1", standalone=True) cables a node of its own whose agent has no controller."""
     nodes: list[Node] = []
 
-    def make(name: str, *, host_octet: int | None = None, standalone: bool = False, **flags: str) -> Node:
-        octet = host_octet or 10 + len(nodes)
-        host = make_host(name, cidr=f"198.18.5.{octet}/24")
-        token = secrets.token_hex(8)
-        controller.tokens[name] = token
-        (tmp_path / f"{name}.token").write_text(token)
+    def make(name: str, *, standalone: bool = False, **flags: str) -> Node:
         sock = tmp_path / f"{name}.sock"
-        argv = [str(AGENT), "--node", name, "--socket", str(sock), "--netns", host.netns, "--master", "eth0",
+        argv = [str(AGENT), "--node", name, "--socket", str(sock), "--master", "eth0",
                 "--state-dir", str(tmp_path / f"{name}-state"), "--resync-interval", "3600"]
-        if not standalone:
-            argv += ["--controller-url", controller.url, "--token-file", str(tmp_path / f"{name}.token")]
+        if standalone:
+            host = make_host(name, cidr=f"{NODES.get(name, '198.18.5.13')}/24")
+        else:
+            segment: Segment = request.getfixturevalue("segment")
+            host = segment.hosts[name]
+            token = tmp_path / f"{name}.token"
+            token.write_text(segment.controller.nodes[name].token)
+            argv += ["--controller-url", segment.controller.url, "--token-file", str(token)]
+        argv += ["--netns", host.netns]
         for key, value in flags.items():
             argv += [f"--{key.replace('_', '-')}", value]
-        node = start_agent(rig, name, argv, sock, tmp_path, host, cni_bin)
+        node = start_agent(rig, argv, host=host, socket=sock, log=tmp_path / f"{name}-agent.log", bin_dir=cni_bin)
         nodes.append(node)
         return node
 
@@ -129,20 +185,21 @@ def make_node(rig: Rig, make_host: Callable[..., Host], controller: ControllerDo
         stop_agent(node.process)
 
 
-def start_agent(rig: Rig, name: str, argv: list[str], sock: Path, tmp_path: Path, host: Host,
-                bin_dir: Path) -> Node:
-    log = tmp_path / f"{name}-agent.log"
-    process = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT)
+def start_agent(rig: Rig, argv: list[str], *, host: Host, socket: Path, log: Path, bin_dir: Path) -> Node:
+    """The agent in the rig's management namespace, where the controller listens on 127.0.0.1."""
+    socket.unlink(missing_ok=True)
+    process = subprocess.Popen(lab_netns.exec_argv(rig.mgmt_ns, argv), stdout=log.open("a"),
+                               stderr=subprocess.STDOUT)
     pid_dir = rig.workdir / "agents"  # the rig's destroy() stops what it finds here, also after a crash
     pid_dir.mkdir(exist_ok=True)
-    (pid_dir / f"{name}-{process.pid}.pid").write_text(str(process.pid))
+    (pid_dir / f"{host.name}-{process.pid}.pid").write_text(str(process.pid))
     deadline = time.monotonic() + 15
-    while not sock.exists():
+    while not socket.exists():
         if process.poll() is not None or time.monotonic() > deadline:
             stop_agent(process)
-            pytest.fail(f"agent {name} did not start:\n{log.read_text()}", pytrace=False)
+            pytest.fail(f"agent {host.name} did not start:\n{log.read_text()}", pytrace=False)
         time.sleep(0.02)
-    return Node(host=host, socket=sock, process=process, log=log, bin_dir=bin_dir)
+    return Node(host=host, socket=socket, argv=argv, process=process, log=log, bin_dir=bin_dir)
 
 
 def stop_agent(process: subprocess.Popen) -> None:
@@ -153,6 +210,15 @@ def stop_agent(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def wait_for(probe: Callable[[], object], *, what: str, timeout: float = 10) -> None:
+    """Poll `probe` until it is true: the condition a test waits on, never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.05)
 
 
 @dataclass
@@ -178,7 +244,7 @@ def pods(rig: Rig) -> Iterator[Pods]:
 
 
 def ns_of(path: str) -> str:
-    return os.path.basename(path)
+    return path.rsplit("/", 1)[-1]
 
 
 def links_in(ns: str) -> list[str]:
