@@ -38,9 +38,10 @@ class PoolSpec:
 
 
 def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mapping[int, tuple[int, ...]],
-                  pool: PoolSpec, openflow_port: int, api_port: int, cooldown: float = 0) -> str:
+                  pool: PoolSpec, openflow_port: int, api_port: int, cooldown: float = 0,
+                  resync_grace: float = 60) -> str:
     """The controller's TOML config for a rig (see controller/config.py for every key)."""
-    lines = [f'store = "{store}"', f"release_cooldown = {cooldown}",
+    lines = [f'store = "{store}"', f"release_cooldown = {cooldown}", f"resync_grace = {resync_grace}",
              "[openflow]", 'host = "127.0.0.1"', f"port = {openflow_port}",
              "[api]", 'host = "127.0.0.1"', f"port = {api_port}"]
     for node in nodes.values():
@@ -71,6 +72,7 @@ class Controller:
     pool: PoolSpec
     openflow_port: int = 6653
     api_port: int = 6680
+    resync_grace: float = 60  # seconds a fresh allocation is safe from an agent's full sync
     verbose: bool = True
 
     @property
@@ -89,7 +91,7 @@ class Controller:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(render_config(
             store=self.workdir / "store.sqlite", nodes=self.nodes, trusted=self.trusted, pool=self.pool,
-            openflow_port=self.openflow_port, api_port=self.api_port))
+            openflow_port=self.openflow_port, api_port=self.api_port, resync_grace=self.resync_grace))
         self.config_path.chmod(0o600)  # it holds the node tokens
 
     def start(self, *, timeout: float = 20) -> None:

@@ -142,10 +142,8 @@ def segment(rig: Rig, bridge: str, make_host: Callable[..., Host]) -> Iterator[S
     controller = Controller(
         workdir=rig.workdir / f"ctl-{bridge}", ns=rig.mgmt_ns,
         nodes={name: NodeSpec(name, dpid=dpid, port=host.ofport) for name, host in hosts.items()},
-        trusted={dpid: (external.ofport,)}, pool=PoolSpec(SUBNET, ranges=(POD_RANGE,)))
-    controller.write_config()
-    # No grace for fresh allocations in an agent's full sync: tests check that a sync releases at once.
-    controller.config_path.write_text("resync_grace = 0\n" + controller.config_path.read_text())
+        trusted={dpid: (external.ofport,)}, pool=PoolSpec(SUBNET, ranges=(POD_RANGE,)),
+        resync_grace=0)  # no grace for fresh allocations: tests check that a sync releases at once
     controller.start()
     try:
         controller.wait_healthy(timeout=15, switches=1)
