@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import secrets
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +32,8 @@ SUBNET = "198.18.0.0/24"
 POD_RANGE = "198.18.0.100-198.18.0.199"
 EXTERNAL_IP = "198.18.0.2"
 OPENFLOW_PORT, API_PORT = 6653, 6680
+MODES = ("macvlan", "ipvlan")
+IN_UML = "python -m deploy.uml -- sh -c 'underlay-lab up --mode ipvlan && underlay-lab demo'"
 
 
 class LabError(RuntimeError):
@@ -117,10 +120,13 @@ class Lab:
 
     # -- up / down ---------------------------------------------------------------------------
     def up(self, *, nodes: int = 2, pods_per_node: int = 2, mode: str = "macvlan") -> LabState:
-        if mode != "macvlan":
-            raise LabError(f"--mode {mode}: the lab runs macvlan nodes as namespaces; ipvlan needs nodes "
-                           "in User-Mode Linux, which the lab does not build yet")
+        if mode not in MODES:
+            raise LabError(f"--mode {mode}: one of {', '.join(MODES)}")
         rig.check_prerequisites()
+        if mode == "ipvlan" and not kernel_has_ipvlan():
+            raise LabError("--mode ipvlan: this kernel has no ipvlan support (CONFIG_IPVLAN), and the lab's "
+                           "nodes are namespaces sharing it. User-Mode Linux has ipvlan: run the lab inside "
+                           f"it with `{IN_UML}`")
         if self.workdir.exists():
             self.progress(f"removing the previous lab under {self.workdir}")
             self.down()
@@ -157,7 +163,7 @@ class Lab:
         install.install_binary(self.bin_dir)
         for node in state.nodes.values():
             self.progress(f"starting the node agent of {node.name}")
-            self._start_agent(node, tokens[node.name])
+            self._start_agent(node, tokens[node.name], mode=mode)
         state.save(self.state_file)
         for node in state.nodes.values():
             for index in range(1, pods_per_node + 1):
@@ -176,7 +182,7 @@ class Lab:
     def _node_dir(self, name: str) -> Path:
         return self.workdir / "nodes" / name
 
-    def _start_agent(self, node: NodeInfo, token: str) -> None:
+    def _start_agent(self, node: NodeInfo, token: str, *, mode: str) -> None:
         directory = self._node_dir(node.name)
         (directory / "net.d").mkdir(parents=True, exist_ok=True)
         token_file = directory / "token"
@@ -184,7 +190,8 @@ class Lab:
         token_file.chmod(0o600)
         node.agent_socket = str(directory / "agent.sock")
         # 1.0.0: the newest version Debian's reference plugins (tuning, chained after ours) speak
-        conflist = install.example_conflist(master="eth0", agent_socket=node.agent_socket, cni_version="1.0.0")
+        conflist = node_conflist(install.example_conflist(master="eth0", agent_socket=node.agent_socket,
+                                                          cni_version="1.0.0"), mode=mode)
         node.cni_conf = str(directory / "net.d" / install.CONFLIST_NAME)
         Path(node.cni_conf).write_text(json.dumps(conflist, indent=2) + "\n")
         self._launch_agent(node)
@@ -232,12 +239,17 @@ class Lab:
         if pod is None:
             raise LabError(f"no pod {name!r}")
         self.progress(f"deleting pod {name} through the CNI plugin")
-        attachment = self._attachment(name, pod.netns, container_id=pod.container_id)
-        run_chain(self._conflist(state.nodes[pod.node]), "DEL", attachment, cni_path=self.cni_path,
-                  node_ns=state.nodes[pod.node].netns, prev_result=pod.result)
+        self.run_cni("DEL", pod, state=state)
         netns.remove(pod.netns)
         del state.pods[name]
         state.save(self.state_file)
+
+    def run_cni(self, command: str, pod: PodInfo, *, state: LabState | None = None) -> Any:
+        """CHECK or DEL `pod` through its node's chain, with its cached ADD result, as a runtime does."""
+        node = (state or self.state).nodes[pod.node]
+        attachment = self._attachment(pod.name, pod.netns, container_id=pod.container_id)
+        return run_chain(self._conflist(node), command, attachment, cni_path=self.cni_path, node_ns=node.netns,
+                         prev_result=pod.result)
 
     @property
     def cni_path(self) -> list[Path]:
@@ -316,6 +328,24 @@ class Lab:
         dump = self.rig.ovs.ofctl("dump-flows", state.bridge, f"arp,arp_tpa={ip}")
         return sum(int(m) for line in dump.splitlines() if "IN_PORT" in line
                    for m in re.findall(r"n_packets=(\d+)", line))
+
+
+def node_conflist(example: dict[str, Any], *, mode: str) -> dict[str, Any]:
+    """The example conflist (macvlan's) in `mode`: ipvlan in l2, where pods ARP like any host."""
+    if mode == "ipvlan":
+        ours = example["plugins"][0]
+        ours.pop("macvlanMode", None)
+        ours.update(mode="ipvlan", ipvlanMode="l2")
+    return example
+
+
+def kernel_has_ipvlan() -> bool:
+    """Ask the kernel for an ipvlan on a throwaway namespace's loopback: a kernel without ipvlan
+    refuses the kind (not supported), one with it refuses the loopback parent. Nothing is made."""
+    probe = subprocess.run(["unshare", "--net", "ip", "link", "add", "link", "lo", "name", "ulprobe0",
+                            "type", "ipvlan"], capture_output=True, text=True, timeout=10)
+    refusal = probe.stderr.lower()
+    return not ("not supported" in refusal or "unknown device type" in refusal)
 
 
 def _signal(kill: bool) -> Any:
