@@ -5,7 +5,7 @@ PYTHON  ?= python3
 APT_PACKAGES = openvswitch-switch containernetworking-plugins iproute2 iputils-ping iputils-arping \
                user-mode-linux tcpdump python3-venv python3-pip
 
-.PHONY: setup test lab lab-down clean
+.PHONY: setup test lab lab-down install-cni clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,9 @@ lab: setup
 
 lab-down: setup
 	$(VENV)/bin/underlay-lab down
+
+install-cni: setup
+	$(VENV)/bin/python -m cni.install --bin-dir /opt/cni/bin --conf-dir /etc/cni/net.d
 
 clean:
 	rm -rf $(VENV) build *.egg-info
