@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from deploy.lab.control import ApiError
+from deploy.lab.control import ApiError, ControllerDied
 from deploy.lab.lab import DEFAULT_STATE_DIR, Lab, LabError, LabState
 from deploy.lab.rig import MissingPrerequisite
 from deploy.lab.runtime import CniError
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lab = Lab(args.state_dir)
     try:
         return COMMANDS[args.command](lab, args)
-    except (LabError, MissingPrerequisite, CniError, ApiError, TimeoutError) as err:
+    except (LabError, MissingPrerequisite, CniError, ApiError, ControllerDied, TimeoutError) as err:
         print(f"underlay-lab {args.command}: {err}", file=sys.stderr)
         return 1
 

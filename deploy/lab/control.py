@@ -55,6 +55,10 @@ def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mappin
     return "\n".join(lines) + "\n"
 
 
+class ControllerDied(RuntimeError):
+    """The controller process ended while we waited for it (bad config, port in use)."""
+
+
 class ApiError(RuntimeError):
     def __init__(self, status: int, body: Mapping[str, Any]) -> None:
         super().__init__(f"HTTP {status}: {body.get('error', body)}")
@@ -114,6 +118,8 @@ class Controller:
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
+            if not self.running():
+                raise ControllerDied(f"the controller exited: {self.last_log_line()} (log: {self.logfile})")
             try:
                 health = self.request("GET", "/v1/health")
                 if len(health.get("connected", health.get("switches", []))) >= switches:
@@ -122,6 +128,17 @@ class Controller:
                 last = err
             time.sleep(0.05)
         raise TimeoutError(f"controller not healthy within {timeout:g}s ({last}); log: {self.logfile}")
+
+    def running(self) -> bool:
+        try:
+            pid = int(self.pidfile.read_text())
+            return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return False
+
+    def last_log_line(self) -> str:
+        lines = self.logfile.read_text().strip().splitlines() if self.logfile.exists() else []
+        return lines[-1] if lines else "no output"
 
     def request(self, method: str, path: str, body: Any = None, *, node: str | None = None,
                 token: str | None = None) -> dict[str, Any]:

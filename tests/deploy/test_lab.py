@@ -99,3 +99,34 @@ def test_down_leaves_nothing_and_is_safe_twice(tmp_path):
     assert not (state_dir / prefix).exists()
     missing = subprocess.run(cli + ["status"], capture_output=True, text=True)
     assert missing.returncode == 1 and "no lab is running" in missing.stderr
+
+
+def test_up_names_the_problem_when_the_openflow_port_is_taken(tmp_path):
+    """A lab whose controller cannot listen fails with the reason, and leaves nothing behind."""
+    import socket
+
+    from deploy.lab.control import ControllerDied
+    from deploy.lab.lab import Lab
+
+    lab = Lab(tmp_path / "busy", progress=lambda _: None)
+    holder: list[socket.socket] = []
+    real_start = lab.rig.start
+
+    def start_then_take_the_port(**kwargs):
+        started = real_start(**kwargs)
+        with netns.entered(lab.rig.mgmt_ns):
+            sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 6653))
+        sock.listen()
+        holder.append(sock)
+        return started
+
+    lab.rig.start = start_then_take_the_port
+    try:
+        with pytest.raises(ControllerDied, match=r"cannot listen on 127.0.0.1:6653 \(OpenFlow\)"):
+            lab.up(nodes=1, pods_per_node=0)
+    finally:
+        for sock in holder:
+            sock.close()
+    assert netns.list_names(f"{lab.prefix}-") == []
