@@ -54,6 +54,9 @@ _ATTR = struct.Struct("=HH")
 class RtnlError(OSError):
     """The kernel refused a request: `errno` is its code, the message names the request."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)  # "create macvlan ul1: File exists", without OSError's "[Errno 17]"
+
 
 @dataclass(frozen=True)
 class Link:
@@ -211,14 +214,14 @@ class Rtnl:
         return link.index if link else None
 
     def add_child(self, *, kind: str, mode: int, parent: int, name: str, mtu: int | None = None,
-                  mac: str | None = None, netns_fd: int | None = None) -> None:
+                  mac: str | None = None, netns_fd: int | None = None, what: str = "") -> None:
         """A macvlan or ipvlan link on `parent`, made directly inside the namespace of `netns_fd` if given."""
         data = attr(IFLA_INFO_DATA | NLA_F_NESTED, attr(1, struct.pack(MODE_FORMAT[kind], mode)))
         body = ifinfo() + text(IFLA_IFNAME, name) + u32(IFLA_LINK, parent) + nested(
             IFLA_LINKINFO, text(IFLA_INFO_KIND, kind), data)
         body += (u32(IFLA_MTU, mtu) if mtu else b"") + (mac_bytes(IFLA_ADDRESS, mac) if mac else b"")
         body += u32(IFLA_NET_NS_FD, netns_fd) if netns_fd is not None else b""
-        self.do(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"create {kind} {name}")
+        self.do(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, what or f"create {kind} {name}")
 
     def set_link(self, index: int, *, name: str | None = None, mac: str | None = None, up: bool | None = None,
                  what: str = "") -> None:
