@@ -78,6 +78,8 @@ class UmlResult:
         return "\n".join(self.console.splitlines()[-lines:])
 
 
+HIDDEN_BY_TMPFS = (Path("/run"), Path("/tmp"), Path("/var/tmp"))
+
 INIT_TEMPLATE = """\
 #!/bin/sh
 # PID 1 inside User-Mode Linux, written by deploy.uml. The root is the host's / (hostfs, read-only);
@@ -89,7 +91,7 @@ mount -t tmpfs -o mode=755 tmpfs /run
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=1777 tmpfs /var/tmp
 mkdir {host_dir} && mount -t hostfs -o {workdir} hostfs {host_dir}
-date +%s.%N > {host_dir}/booted
+{reveal_cwd}date +%s.%N > {host_dir}/booted
 mkdir -p {modroot}/lib/modules && ln -s {moddir} {modroot}/lib/modules/{version}
 printf '#!/bin/sh\\nexec /sbin/modprobe -d {modroot} "$@"\\n' > {modroot}/modprobe
 chmod 755 {modroot}/modprobe && echo {modroot}/modprobe > /proc/sys/kernel/modprobe
@@ -131,11 +133,20 @@ class UmlInstance:
         self.kernel = kernel or find_kernel()
         self.umid = f"underlay-{secrets.token_hex(4)}"
 
+    def _reveal_cwd(self) -> str:
+        """A checkout under /tmp, /run or /var/tmp (CI clones land anywhere) would be hidden by the
+        tmpfs mounts: mount it back, read-only, at its own path."""
+        if not any(self.cwd.is_relative_to(hidden) for hidden in HIDDEN_BY_TMPFS):
+            return ""
+        cwd = shlex.quote(str(self.cwd))
+        return f"mkdir -p {cwd} && mount -r -t hostfs -o {cwd} hostfs {cwd}\n"
+
     def init_script(self) -> str:
         return INIT_TEMPLATE.format(
             host_dir=INNER_HOST_DIR, workdir=shlex.quote(str(self.workdir)), modroot=MODROOT,
             moddir=shlex.quote(str(self.kernel.modules)), version=shlex.quote(self.kernel.version),
             modules=shlex.join(self.modules), cwd=shlex.quote(str(self.cwd)), command=self.command,
+            reveal_cwd=self._reveal_cwd(),
             exports="\n".join(f"export {key}={shlex.quote(value)}" for key, value in self.env.items()),
         )
 
