@@ -57,6 +57,7 @@ class Agent:
         self._adding: set[tuple[str, str]] = set()
         self.register: Callable[[], None] | None = None  # set by the syncer: registers this node
         self._shim_mac: str | None = None
+        self._shim_lock = threading.Lock()
         # controller calls and node-namespace steps that run alongside a request's pod-namespace work
         self._aside = ThreadPoolExecutor(32, thread_name_prefix="aside")
 
@@ -324,11 +325,12 @@ class Agent:
         """The node's shim beside pods whose links are like `pods_link` (made once): a bridge-mode
         macvlan, which reaches its siblings, or an ipvlan in the pods' mode, since an ipvlan port
         has one mode for all its children (a child made in another mode switches them all)."""
-        if self._shim_mac is None:
-            mode = "bridge" if pods_link.kind == "macvlan" else pods_link.mode
-            self._shim_mac = self.node.ensure_shim(uplink, self.shim_ifname,
-                                                   LinkSpec(kind=pods_link.kind, mode=mode, mtu=uplink.mtu))
-        return self._shim_mac
+        with self._shim_lock:  # the first ADDs of a node arrive together: one of them makes it
+            if self._shim_mac is None:
+                mode = "bridge" if pods_link.kind == "macvlan" else pods_link.mode
+                self._shim_mac = self.node.ensure_shim(uplink, self.shim_ifname,
+                                                       LinkSpec(kind=pods_link.kind, mode=mode, mtu=uplink.mtu))
+            return self._shim_mac
 
     def _uplink(self, pod: str, config: dict) -> Uplink:
         try:
