@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from deploy.lab.control import ApiError, ControllerDied
-from deploy.lab.lab import DEFAULT_STATE_DIR, Lab, LabError, LabState
+from deploy.lab.lab import API_PORT, DEFAULT_STATE_DIR, Lab, LabError, LabState
+from deploy.lab.umlnode import NodeFailed
+from deploy.uml.channel import ChannelError
 from deploy.lab.rig import MissingPrerequisite
 from deploy.lab.runtime import CniError
 
@@ -52,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     lab = Lab(args.state_dir)
     try:
         return COMMANDS[args.command](lab, args)
-    except (LabError, MissingPrerequisite, CniError, ApiError, ControllerDied, TimeoutError) as err:
+    except (LabError, MissingPrerequisite, CniError, ApiError, ControllerDied, TimeoutError, NodeFailed,
+            ChannelError) as err:
         print(f"underlay-lab {args.command}: {err}", file=sys.stderr)
         return 1
 
@@ -75,10 +78,12 @@ def cmd_status(lab: Lab, args: argparse.Namespace) -> int:
 def status_json(lab: Lab, state: LabState) -> dict[str, Any]:
     return {
         "switch": {"bridge": state.bridge, "dpid": f"{state.dpid:016x}", "netns": lab.rig.mgmt_ns,
-                   "ovs_rundir": str(lab.rig.ovs.workdir), "controller": f"tcp:127.0.0.1:{6653}"},
+                   "ovs_rundir": str(lab.rig.ovs.workdir), "controller": f"tcp:127.0.0.1:{6653}",
+                   "api": f"http://{state.api_host}:{API_PORT}"},
         "mode": state.mode,
-        "nodes": [{"name": n.name, "netns": n.netns, "ip": n.ip, "mac": n.mac, "port": n.port,
-                   "cni_conf": n.cni_conf, "agent_socket": n.agent_socket} for n in state.nodes.values()],
+        "nodes": [{"name": n.name, "kernel": "uml" if n.spool else "host", "netns": n.netns, "ip": n.ip,
+                   "mac": n.mac, "port": n.port, "cni_conf": n.cni_conf, "agent_socket": n.agent_socket,
+                   **({"spool": n.spool} if n.spool else {})} for n in state.nodes.values()],
         "pods": [{"name": p.name, "netns": p.netns, "node": p.node, "ip": p.ip, "mac": p.mac,
                   "port": state.nodes[p.node].port} for p in state.pods.values()],
         "external": {"netns": state.external["netns"], "ip": state.external["ip"], "mac": state.external["mac"]},
@@ -105,6 +110,11 @@ def cmd_exec(lab: Lab, args: argparse.Namespace) -> int:
         raise LabError("exec NAME -- COMMAND...: no command given")
     if args.name == "switch":
         os.execvpe(argv[0], argv, lab.switch_env())
+    inside = lab.run_inside(args.name, argv)
+    if inside is not None:
+        sys.stdout.buffer.write(inside.stdout)
+        sys.stderr.buffer.write(inside.stderr)
+        return inside.returncode
     namespace = lab.namespace_of(args.name)
     os.execvp("ip", ["ip", "netns", "exec", namespace, *argv])
     return 127  # not reached

@@ -38,12 +38,12 @@ class PoolSpec:
 
 
 def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mapping[int, tuple[int, ...]],
-                  pool: PoolSpec, openflow_port: int, api_port: int, cooldown: float = 0,
-                  resync_grace: float = 60) -> str:
+                  pool: PoolSpec, openflow_port: int, api_port: int, api_host: str = "127.0.0.1",
+                  cooldown: float = 0, resync_grace: float = 60) -> str:
     """The controller's TOML config for a rig (see controller/config.py for every key)."""
     lines = [f'store = "{store}"', f"release_cooldown = {cooldown}", f"resync_grace = {resync_grace}",
              "[openflow]", 'host = "127.0.0.1"', f"port = {openflow_port}",
-             "[api]", 'host = "127.0.0.1"', f"port = {api_port}"]
+             "[api]", f'host = "{api_host}"', f"port = {api_port}"]
     for node in nodes.values():
         lines += [f"[nodes.{node.name}]", f'token = "{node.token}"']
         lines += [f"dpid = {node.dpid}"] if node.dpid is not None else []
@@ -76,6 +76,7 @@ class Controller:
     pool: PoolSpec
     openflow_port: int = 6653
     api_port: int = 6680
+    api_host: str = "127.0.0.1"  # in the management namespace; a segment address when nodes are remote
     resync_grace: float = 60  # seconds a fresh allocation is safe from an agent's full sync
     verbose: bool = True
 
@@ -95,7 +96,8 @@ class Controller:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(render_config(
             store=self.workdir / "store.sqlite", nodes=self.nodes, trusted=self.trusted, pool=self.pool,
-            openflow_port=self.openflow_port, api_port=self.api_port, resync_grace=self.resync_grace))
+            openflow_port=self.openflow_port, api_port=self.api_port, api_host=self.api_host,
+            resync_grace=self.resync_grace))
         self.config_path.chmod(0o600)  # it holds the node tokens
 
     def start(self, *, timeout: float = 20) -> None:
@@ -151,8 +153,8 @@ class Controller:
 
     def raw_request(self, method: str, path: str, body: Any = None, *,
                     token: str | None = None) -> tuple[int, dict[str, Any]]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.api_port, timeout=30)
-        conn.sock = netns.connect_tcp(self.ns, "127.0.0.1", self.api_port)
+        conn = http.client.HTTPConnection(self.api_host, self.api_port, timeout=30)
+        conn.sock = netns.connect_tcp(self.ns, self.api_host, self.api_port)
         headers = {"Content-Type": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -166,4 +168,4 @@ class Controller:
     @property
     def url(self) -> str:
         """The API as seen from inside the management namespace (where agents run in the lab)."""
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"http://{self.api_host}:{self.api_port}"

@@ -22,18 +22,21 @@ from pathlib import Path
 from typing import Any
 
 from cni import install
-from deploy.lab import frames, netns, rig
+from deploy.lab import frames, netns, rig, umlnode
 from deploy.lab.control import Controller, NodeSpec, PoolSpec
 from deploy.lab.process import start_daemon, stop_pidfile
-from deploy.lab.runtime import REFERENCE_PLUGINS, Attachment, run_chain
+from deploy.lab.runtime import REFERENCE_PLUGINS, Attachment, Execute, in_namespace, run_chain
+from deploy.lab.umlnode import UmlNode
+from deploy.uml.instance import MissingUml, find_kernel
 
 DEFAULT_STATE_DIR = Path("/run/underlay-lab")
 SUBNET = "198.18.0.0/24"
 POD_RANGE = "198.18.0.100-198.18.0.199"
+CONTROLLER_IP = "198.18.0.1"  # the controller's API on the segment, for agents inside UML nodes
 EXTERNAL_IP = "198.18.0.2"
 OPENFLOW_PORT, API_PORT = 6653, 6680
 MODES = ("macvlan", "ipvlan")
-IN_UML = "python -m deploy.uml -- sh -c 'underlay-lab up --mode ipvlan && underlay-lab demo'"
+NODE_BOOT_TIMEOUT = 120
 
 
 class LabError(RuntimeError):
@@ -49,6 +52,7 @@ class NodeInfo:
     port: int
     cni_conf: str
     agent_socket: str
+    spool: str = ""  # a User-Mode Linux node's command channel; "" for a namespace node (netns is then "")
 
 
 @dataclass
@@ -69,6 +73,8 @@ class LabState:
     bridge: str
     dpid: int
     external: dict[str, Any]
+    api_host: str = "127.0.0.1"  # where the controller's API listens, in the management namespace
+    controller_port: int | None = None  # its switch port (trusted) when the API is on the segment
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     pods: dict[str, PodInfo] = field(default_factory=dict)
 
@@ -115,55 +121,67 @@ class Lab:
             workdir=self.workdir / "controller", ns=self.rig.mgmt_ns,
             nodes={n.name: NodeSpec(n.name, dpid=state.dpid, port=n.port, token=tokens[n.name])
                    for n in state.nodes.values()},
-            trusted={state.dpid: (state.external["port"],)},
-            pool=PoolSpec(SUBNET, ranges=(POD_RANGE,)), openflow_port=OPENFLOW_PORT, api_port=API_PORT)
+            trusted={state.dpid: (state.external["port"],
+                                  *((state.controller_port,) if state.controller_port else ()))},
+            pool=PoolSpec(SUBNET, ranges=(POD_RANGE,)), openflow_port=OPENFLOW_PORT, api_port=API_PORT,
+            api_host=state.api_host)
 
     # -- up / down ---------------------------------------------------------------------------
     def up(self, *, nodes: int = 2, pods_per_node: int = 2, mode: str = "macvlan") -> LabState:
         if mode not in MODES:
             raise LabError(f"--mode {mode}: one of {', '.join(MODES)}")
         rig.check_prerequisites()
-        if mode == "ipvlan" and not kernel_has_ipvlan():
-            raise LabError("--mode ipvlan: this kernel has no ipvlan support (CONFIG_IPVLAN), and the lab's "
-                           "nodes are namespaces sharing it. User-Mode Linux has ipvlan: run the lab inside "
-                           f"it with `{IN_UML}`")
+        in_uml = mode == "ipvlan" and not kernel_has_ipvlan()
+        if in_uml:
+            try:
+                find_kernel()
+            except MissingUml as missing:
+                raise LabError(f"--mode ipvlan: this kernel has no ipvlan (CONFIG_IPVLAN), so each node is a "
+                               f"User-Mode Linux instance, and {missing}") from None
         if self.workdir.exists():
             self.progress(f"removing the previous lab under {self.workdir}")
             self.down()
         self.progress("starting a private Open vSwitch (userspace datapath, fail_mode=secure)")
         self.rig.start(persistent=True)
         try:
-            return self._build(nodes=nodes, pods_per_node=pods_per_node, mode=mode)
+            return self._build(nodes=nodes, pods_per_node=pods_per_node, mode=mode, in_uml=in_uml)
         except BaseException:
             self.progress("failed: removing what was built")
             self.down()
             raise
 
-    def _build(self, *, nodes: int, pods_per_node: int, mode: str) -> LabState:
+    def _build(self, *, nodes: int, pods_per_node: int, mode: str, in_uml: bool) -> LabState:
         bridge = self.rig.add_bridge(f"{self.prefix}-sw", controller=f"tcp:127.0.0.1:{OPENFLOW_PORT}")
         dpid = 1
         external = self.rig.add_host("external", bridge, cidr=f"{EXTERNAL_IP}/24")
         state = LabState(prefix=self.prefix, mode=mode, bridge=bridge, dpid=dpid,
                          external={"netns": external.netns, "ip": EXTERNAL_IP, "mac": external.mac,
                                    "port": external.ofport})
+        if in_uml:
+            state.api_host = CONTROLLER_IP
+            state.controller_port = self.rig.add_mgmt_address(bridge, f"{CONTROLLER_IP}/24")
         for index in range(1, nodes + 1):
-            host = self.rig.add_host(f"node{index}", bridge, cidr=f"198.18.0.{10 + index}/24")
-            state.nodes[host.name] = NodeInfo(name=host.name, netns=host.netns, ip=str(host.ip), mac=host.mac,
-                                              port=host.ofport, cni_conf="", agent_socket="")
+            node = self._add_uml_node(index, bridge) if in_uml else self._add_netns_node(index, bridge)
+            state.nodes[node.name] = node
         tokens = {name: secrets.token_urlsafe(24) for name in state.nodes}
         (self.workdir / "tokens.json").write_text(json.dumps(tokens))
         (self.workdir / "tokens.json").chmod(0o600)
         state.save(self.state_file)
 
-        self.progress(f"starting the controller (OpenFlow 127.0.0.1:{OPENFLOW_PORT}, API 127.0.0.1:{API_PORT})")
+        self.progress(f"starting the controller (OpenFlow 127.0.0.1:{OPENFLOW_PORT}, "
+                      f"API {state.api_host}:{API_PORT})")
         controller = self.controller(state)
         controller.write_config()
         controller.start()
         controller.wait_healthy(timeout=20, switches=1)
         install.install_binary(self.bin_dir)
         for node in state.nodes.values():
-            self.progress(f"starting the node agent of {node.name}")
-            self._start_agent(node, tokens[node.name], mode=mode)
+            self.progress(f"starting the node agent of {node.name}"
+                          + (" in its User-Mode Linux instance" if node.spool else ""))
+            self._start_agent(node, tokens[node.name], mode=mode, state=state)
+        for node in state.nodes.values():
+            if instance := self.uml_node(node):
+                instance.wait_ready(timeout=NODE_BOOT_TIMEOUT)
         state.save(self.state_file)
         for node in state.nodes.values():
             for index in range(1, pods_per_node + 1):
@@ -182,30 +200,64 @@ class Lab:
     def _node_dir(self, name: str) -> Path:
         return self.workdir / "nodes" / name
 
-    def _start_agent(self, node: NodeInfo, token: str, *, mode: str) -> None:
+    def _add_netns_node(self, index: int, bridge: str) -> NodeInfo:
+        host = self.rig.add_host(f"node{index}", bridge, cidr=f"198.18.0.{10 + index}/24")
+        return NodeInfo(name=host.name, netns=host.netns, ip=str(host.ip), mac=host.mac, port=host.ofport,
+                        cni_conf="", agent_socket="")
+
+    def _add_uml_node(self, index: int, bridge: str) -> NodeInfo:
+        """A node that will be a User-Mode Linux instance on a tap port (booted by `_start_agent`)."""
+        name, ip = f"node{index}", f"198.18.0.{10 + index}"
+        _, ofport = self.rig.add_tap(bridge)
+        return NodeInfo(name=name, netns="", ip=ip, mac=mac_of(ip), port=ofport, cni_conf="", agent_socket="",
+                        spool=str(UmlNode(self._node_dir(name)).spool))
+
+    def _start_agent(self, node: NodeInfo, token: str, *, mode: str, state: LabState) -> None:
         directory = self._node_dir(node.name)
         (directory / "net.d").mkdir(parents=True, exist_ok=True)
         token_file = directory / "token"
         token_file.write_text(token)
         token_file.chmod(0o600)
-        node.agent_socket = str(directory / "agent.sock")
+        node.agent_socket = umlnode.AGENT_SOCKET if node.spool else str(directory / "agent.sock")
         # 1.0.0: the newest version Debian's reference plugins (tuning, chained after ours) speak
         conflist = node_conflist(install.example_conflist(master="eth0", agent_socket=node.agent_socket,
                                                           cni_version="1.0.0"), mode=mode)
         node.cni_conf = str(directory / "net.d" / install.CONFLIST_NAME)
         Path(node.cni_conf).write_text(json.dumps(conflist, indent=2) + "\n")
-        self._launch_agent(node)
+        if node.spool:
+            self._boot_uml(node, state)
+        else:
+            self._launch_agent(node, state)
 
-    def _launch_agent(self, node: NodeInfo) -> None:
+    def _boot_uml(self, node: NodeInfo, state: LabState) -> None:
+        """Register the node's uplink first: until the controller places it, the switch drops what
+        the node sends, so its agent could not reach the controller over the segment at all."""
+        self.controller(state).request("PUT", f"/v1/nodes/{node.name}", {"mac": node.mac, "ip": node.ip},
+                                       node=node.name)
+        UmlNode(self._node_dir(node.name)).boot(
+            ns=self.rig.mgmt_ns, tap=self.rig.tap_name(node.port), mac=node.mac, cidr=f"{node.ip}/24",
+            agent_argv=self._agent_argv(node, state), lab_dir=self.workdir,
+            env={"PATH": f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
+                 "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"})
+
+    def _agent_argv(self, node: NodeInfo, state: LabState) -> list[str]:
+        directory = self._node_dir(node.name)
+        return [sys.executable, "-m", "node_agent.main", "--node", node.name,
+                "--controller-url", f"http://{state.api_host}:{API_PORT}", "--token-file", str(directory / "token"),
+                "--socket", node.agent_socket, "--master", "eth0", "--state-dir", str(directory / "state"),
+                *(["--netns", node.netns] if node.netns else [])]
+
+    def _launch_agent(self, node: NodeInfo, state: LabState) -> None:
         directory = self._node_dir(node.name)
         Path(node.agent_socket).unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "node_agent.main", "--node", node.name,
-                "--controller-url", f"http://127.0.0.1:{API_PORT}", "--token-file", str(directory / "token"),
-                "--socket", node.agent_socket, "--master", "eth0", "--netns", node.netns,
-                "--state-dir", str(directory / "state")]
-        start_daemon(argv, pidfile=directory / "agent.pid", logfile=directory / "agent.log", ns=self.rig.mgmt_ns)
+        start_daemon(self._agent_argv(node, state), pidfile=directory / "agent.pid",
+                     logfile=directory / "agent.log", ns=self.rig.mgmt_ns)
         _wait(lambda: Path(node.agent_socket).exists(), timeout=20,
               what=f"agent of {node.name} (log: {directory / 'agent.log'})")
+
+    def uml_node(self, node: NodeInfo) -> UmlNode | None:
+        """The instance a node is, or None for a namespace node."""
+        return UmlNode(self._node_dir(node.name)) if node.spool else None
 
     # -- pods --------------------------------------------------------------------------------
     def add_pod(self, name: str, *, node: str, ip: str | None = None, state: LabState | None = None) -> PodInfo:
@@ -218,13 +270,14 @@ class Lab:
             raise LabError(f"pod name {name!r}: lowercase letters, digits and '-', at most 32")
         self.progress(f"creating pod {name} on {node} through the CNI plugin")
         pod_ns = f"{self.prefix}-{name}"
-        netns.create(pod_ns)
+        where = state.nodes[node]
+        self._create_pod_netns(where, pod_ns)
         attachment = self._attachment(name, pod_ns, ip=ip)
         try:
-            result = run_chain(self._conflist(state.nodes[node]), "ADD", attachment, cni_path=self.cni_path,
-                               node_ns=state.nodes[node].netns)
+            result = run_chain(self._conflist(where), "ADD", attachment, cni_path=self.cni_path,
+                               execute=self._execute(where))
         except BaseException:
-            netns.remove(pod_ns)
+            self._remove_pod_netns(where, pod_ns)
             raise
         interface = next(i for i in result["interfaces"] if i.get("sandbox"))
         pod = PodInfo(name=name, netns=pod_ns, node=node, ip=result["ips"][0]["address"].split("/")[0],
@@ -240,7 +293,7 @@ class Lab:
             raise LabError(f"no pod {name!r}")
         self.progress(f"deleting pod {name} through the CNI plugin")
         self.run_cni("DEL", pod, state=state)
-        netns.remove(pod.netns)
+        self._remove_pod_netns(state.nodes[pod.node], pod.netns)
         del state.pods[name]
         state.save(self.state_file)
 
@@ -248,8 +301,21 @@ class Lab:
         """CHECK or DEL `pod` through its node's chain, with its cached ADD result, as a runtime does."""
         node = (state or self.state).nodes[pod.node]
         attachment = self._attachment(pod.name, pod.netns, container_id=pod.container_id)
-        return run_chain(self._conflist(node), command, attachment, cni_path=self.cni_path, node_ns=node.netns,
-                         prev_result=pod.result)
+        return run_chain(self._conflist(node), command, attachment, cni_path=self.cni_path,
+                         execute=self._execute(node), prev_result=pod.result)
+
+    def _execute(self, node: NodeInfo) -> Execute:
+        """How a CNI plugin runs on `node`: in its namespace, or inside its instance."""
+        instance = self.uml_node(node)
+        return instance.execute if instance else in_namespace(node.netns)
+
+    def _create_pod_netns(self, node: NodeInfo, name: str) -> None:
+        instance = self.uml_node(node)
+        instance.create_netns(name) if instance else netns.create(name)
+
+    def _remove_pod_netns(self, node: NodeInfo, name: str) -> None:
+        instance = self.uml_node(node)
+        instance.remove_netns(name) if instance else netns.remove(name)
 
     @property
     def cni_path(self) -> list[Path]:
@@ -279,6 +345,18 @@ class Lab:
             return state.pods[name].netns
         raise LabError(f"no node, pod or external named {name!r}: try `underlay-lab status`")
 
+    def run_inside(self, name: str, argv: list[str], *,
+                   timeout: float = 600) -> subprocess.CompletedProcess[bytes] | None:
+        """Run `argv` in node or pod `name` when it lives inside a User-Mode Linux instance (through its
+        command channel); None when `name` is a namespace of this kernel (`namespace_of`)."""
+        state = self.state
+        pod = state.pods.get(name)
+        node = state.nodes.get(pod.node if pod else name)
+        instance = self.uml_node(node) if node else None
+        if instance is None:
+            return None
+        return instance.run(["ip", "netns", "exec", pod.netns, *argv] if pod else argv, timeout=timeout)
+
     def switch_env(self) -> dict[str, str]:
         return self.rig.ovs.env
 
@@ -293,8 +371,12 @@ class Lab:
         elif what == "agent":
             if node not in state.nodes:
                 raise LabError(f"restart agent NODE: one of {', '.join(state.nodes)}")
+            info = state.nodes[node]
+            if instance := self.uml_node(info):
+                instance.restart_agent(self._agent_argv(info, state), kill=kill)
+                return
             stop_pidfile(self._node_dir(node) / "agent.pid", sig=_signal(kill))
-            self._launch_agent(state.nodes[node])
+            self._launch_agent(info, state)
         else:
             raise LabError(f"restart {what}: controller, agent NODE or switch")
 
@@ -337,6 +419,11 @@ def node_conflist(example: dict[str, Any], *, mode: str) -> dict[str, Any]:
         ours.pop("macvlanMode", None)
         ours.update(mode="ipvlan", ipvlanMode="l2")
     return example
+
+
+def mac_of(ip: str) -> str:
+    """A locally administered MAC that spells the IPv4 address (02:55:c6:12:00:0b for 198.18.0.11)."""
+    return "02:55:" + ":".join(f"{int(octet):02x}" for octet in ip.split("."))
 
 
 def kernel_has_ipvlan() -> bool:

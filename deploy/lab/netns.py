@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
 import socket
+import struct
 import subprocess
 from collections.abc import Iterator, Sequence
 
@@ -19,6 +21,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
+SIOCETHTOOL, ETHTOOL_STXCSUM = 0x8946, 0x17
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
@@ -78,6 +81,12 @@ def add_veth(*, ns_a: str, name_a: str, ns_b: str, name_b: str, final_b: str | N
         ipr.link("set", index=index, state="up")
 
 
+def add_tap(ns: str, name: str) -> None:
+    """A persistent tap `name` in `ns`, up: a User-Mode Linux instance started in `ns` opens it."""
+    run(ns, ["ip", "tuntap", "add", "dev", name, "mode", "tap"], timeout=10)
+    run(ns, ["ip", "link", "set", name, "up"], timeout=10)
+
+
 def add_macvlan(ns: str, master: str, *, name: str, into: str, final: str) -> None:
     """A bridge-mode macvlan child of `master` (in `ns`), moved into `into` and renamed `final`, up."""
     with IPRoute(netns=ns) as ipr:
@@ -102,6 +111,17 @@ def configure(name: str, ifname: str, *, cidr: str | None = None, mac: str | Non
             with contextlib.suppress(NetlinkError):  # EEXIST: already configured
                 ipr.addr("add", index=index, address=address, prefixlen=int(prefixlen))
         return str(ipr.get_links(index)[0].get("IFLA_ADDRESS"))
+
+
+def tx_checksum_off(name: str, ifname: str) -> None:
+    """`ethtool -K ifname tx off` inside namespace `name` (no ethtool binary needed): the kernel then
+    fills in checksums itself, which a userspace datapath reading the link's peer relies on."""
+    with entered(name):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, 0))
+        request = struct.pack("16sP", ifname.encode(), ctypes.addressof(value)).ljust(40, b"\0")
+        fcntl.ioctl(sock, SIOCETHTOOL, request)
 
 
 def delete_link(name: str, ifname: str) -> None:

@@ -28,20 +28,38 @@ def start_daemon(argv: Sequence[str], *, pidfile: Path, logfile: Path, ns: str |
 
 
 def stop_pidfile(pidfile: Path, *, sig: signal.Signals = signal.SIGTERM, timeout: float = 5) -> None:
-    """Signal the process named in `pidfile` and wait until it is gone (SIGKILL after `timeout`)."""
+    """Signal the process named in `pidfile` and every process of the group it leads, and wait until
+    they are gone (SIGKILL after `timeout`).
+
+    The group matters for User-Mode Linux: one instance is many host processes (its kernel, and one
+    per process inside), and a kernel killed alone leaves the others behind."""
     try:
         pid = int(pidfile.read_text().strip())
     except (FileNotFoundError, ValueError):
         return
-    if not _signal(pid, sig):
-        return
+    for member in _members(pid):
+        _signal(member, sig)
     deadline = time.monotonic() + timeout
-    while _alive(pid):
+    while members := _members(pid):
         if time.monotonic() > deadline:
-            _signal(pid, signal.SIGKILL)
+            for member in members:
+                _signal(member, signal.SIGKILL)
             deadline += timeout
         time.sleep(0.02)
     pidfile.unlink(missing_ok=True)
+
+
+def _members(pid: int) -> list[int]:
+    """`pid` and the processes of the group it leads, zombies left out (gone for our purpose)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, group = stat.read_text().rsplit(") ", 1)[1].split()[:3]
+        except (OSError, IndexError, ValueError):  # ESRCH: exiting right now
+            continue
+        if state != "Z" and pid in (int(stat.parent.name), int(group)):
+            members.append(int(stat.parent.name))
+    return members
 
 
 def _signal(pid: int, sig: signal.Signals) -> bool:
@@ -49,12 +67,4 @@ def _signal(pid: int, sig: signal.Signals) -> bool:
         os.kill(pid, sig)
         return True
     except ProcessLookupError:
-        return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"  # a zombie is gone for our purpose
-    except (FileNotFoundError, ProcessLookupError, IndexError):  # ESRCH: exiting right now
         return False

@@ -110,8 +110,7 @@ class Rig:
                  ifname: str = "eth0") -> Host:
         """A new namespace `<prefix>-<name>` whose `ifname` is a cable to a new port of `bridge`."""
         ns = f"{self.prefix}-{name}"
-        ofport = self._next_ofport
-        self._next_ofport += 1
+        ofport = self._take_ofport()
         switch_end = f"{self.prefix}p{ofport}"
         netns.create(ns)
         netns.add_veth(ns_a=self.mgmt_ns, name_a=switch_end, ns_b=ns, name_b=f"{self.prefix}h{ofport}",
@@ -123,6 +122,35 @@ class Rig:
         self.hosts[name] = host
         return host
 
+    def add_tap(self, bridge: str) -> tuple[str, int]:
+        """A tap in the management namespace on a new port of `bridge`: a User-Mode Linux instance
+        started in that namespace (`UmlInstance(taps=..., netns=rig.mgmt_ns)`) is cabled there."""
+        ofport = self._take_ofport()
+        tap = self.tap_name(ofport)
+        netns.add_tap(self.mgmt_ns, tap)
+        self.ovs.add_port(bridge, tap, ofport)
+        return tap, ofport
+
+    def tap_name(self, ofport: int) -> str:
+        return f"{self.prefix}t{ofport}"
+
+    def add_mgmt_address(self, bridge: str, cidr: str) -> int:
+        """Give the management namespace itself an address on `bridge`'s segment (a veth pair whose
+        one end is a new port); daemons there (the controller) then listen on the segment."""
+        ofport = self._take_ofport()
+        inside = f"{self.prefix}a{ofport}"
+        netns.add_veth(ns_a=self.mgmt_ns, name_a=f"{self.prefix}p{ofport}", ns_b=self.mgmt_ns, name_b=inside)
+        netns.configure(self.mgmt_ns, inside, cidr=cidr)
+        # The userspace datapath forwards what it reads from the veth as is: with checksum offload
+        # on, TCP from here would leave with its checksum never filled in.
+        netns.tx_checksum_off(self.mgmt_ns, inside)
+        self.ovs.add_port(bridge, f"{self.prefix}p{ofport}", ofport)
+        return ofport
+
+    def _take_ofport(self) -> int:
+        ofport = self._next_ofport
+        self._next_ofport += 1
+        return ofport
 
     def add_macvlan_pod(self, name: str, host: Host, *, cidr: str, mac: str | None = None) -> Host:
         """A namespace `<prefix>-<name>` with a macvlan child of `host`'s uplink (a pod, made by hand)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,12 +64,24 @@ class Attachment:
         }
 
 
+# How a plugin binary runs on its node: (argv, stdin, environment, timeout) -> its exit and output.
+# A namespace node runs it through `ip netns exec`; a User-Mode Linux node through its command channel.
+Execute = Callable[[Sequence[str], bytes, Mapping[str, str], float], PluginCall]
+
+
+def in_namespace(node_ns: str | None) -> Execute:
+    """Run plugins in namespace `node_ns` (None: right here)."""
+    def execute(argv: Sequence[str], stdin: bytes, env: Mapping[str, str], timeout: float) -> PluginCall:
+        command = netns.exec_argv(node_ns, argv) if node_ns else list(argv)
+        proc = subprocess.run(command, input=stdin, capture_output=True, env=dict(env), timeout=timeout)
+        return PluginCall(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+    return execute
+
+
 def run_plugin(binary: Path, command: str, config: Mapping[str, Any] | bytes, *, env: Mapping[str, str],
-               node_ns: str | None = None, timeout: float = 60) -> PluginCall:
+               node_ns: str | None = None, execute: Execute | None = None, timeout: float = 60) -> PluginCall:
     stdin = config if isinstance(config, bytes) else json.dumps(config).encode()
-    argv = netns.exec_argv(node_ns, [str(binary)]) if node_ns else [str(binary)]
-    proc = subprocess.run(argv, input=stdin, capture_output=True, env=dict(env), timeout=timeout)
-    return PluginCall(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+    return (execute or in_namespace(node_ns))([str(binary)], stdin, env, timeout)
 
 
 def plugin_config(conflist: Mapping[str, Any], plugin: Mapping[str, Any], *, prev: Any,
@@ -92,7 +104,7 @@ def find_plugin(kind: str, cni_path: Sequence[Path]) -> Path:
 
 
 def run_chain(conflist: Mapping[str, Any], command: str, attachment: Attachment, *, cni_path: Sequence[Path],
-              node_ns: str | None = None, prev_result: Any = None) -> Any:
+              node_ns: str | None = None, execute: Execute | None = None, prev_result: Any = None) -> Any:
     """ADD/CHECK/DEL the whole chain; returns the final result (ADD), raises CniError on failure.
 
     `prev_result` is the cached ADD result, which CHECK and DEL hand to every plugin."""
@@ -104,7 +116,8 @@ def run_chain(conflist: Mapping[str, Any], command: str, attachment: Attachment,
     for plugin in plugins:
         prev = result if command == "ADD" else prev_result
         config = plugin_config(conflist, plugin, prev=prev, runtime_config=attachment.runtime_config)
-        call = run_plugin(find_plugin(plugin["type"], cni_path), command, config, env=env, node_ns=node_ns)
+        call = run_plugin(find_plugin(plugin["type"], cni_path), command, config, env=env, node_ns=node_ns,
+                          execute=execute)
         if call.returncode != 0:
             raise CniError(plugin["type"], command, call)
         if command == "ADD":

@@ -91,7 +91,7 @@ mount -t tmpfs -o mode=755 tmpfs /run
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=1777 tmpfs /var/tmp
 mkdir {host_dir} && mount -t hostfs -o {workdir} hostfs {host_dir}
-{reveal_cwd}date +%s.%N > {host_dir}/booted
+{mounts}date +%s.%N > {host_dir}/booted
 mkdir -p {modroot}/lib/modules && ln -s {moddir} {modroot}/lib/modules/{version}
 printf '#!/bin/sh\\nexec /sbin/modprobe -d {modroot} "$@"\\n' > {modroot}/modprobe
 chmod 755 {modroot}/modprobe && echo {modroot}/modprobe > /proc/sys/kernel/modprobe
@@ -119,7 +119,7 @@ class UmlInstance:
     def __init__(self, workdir: Path, *, command: str | Sequence[str], mem: str = "768M",
                  taps: Sequence[str] = (), netns: str | None = None, env: Mapping[str, str] | None = None,
                  cwd: Path | None = None, modules: Sequence[str] = DEFAULT_MODULES,
-                 kernel: Kernel | None = None) -> None:
+                 kernel: Kernel | None = None, shared: Mapping[Path, bool] | None = None) -> None:
         if taps and not netns:
             raise ValueError("tap devices for UML must live in a namespace of ours, never the host's own")
         self.workdir = Path(workdir).resolve()
@@ -132,21 +132,28 @@ class UmlInstance:
         self.modules = list(modules)
         self.kernel = kernel or find_kernel()
         self.umid = f"underlay-{secrets.token_hex(4)}"
+        self.shared = {Path(path).resolve(): writable for path, writable in (shared or {}).items()}
 
-    def _reveal_cwd(self) -> str:
-        """A checkout under /tmp, /run or /var/tmp (CI clones land anywhere) would be hidden by the
-        tmpfs mounts: mount it back, read-only, at its own path."""
-        if not any(self.cwd.is_relative_to(hidden) for hidden in HIDDEN_BY_TMPFS):
-            return ""
-        cwd = shlex.quote(str(self.cwd))
-        return f"mkdir -p {cwd} && mount -r -t hostfs -o {cwd} hostfs {cwd}\n"
+    def _mounts(self) -> str:
+        """Host directories seen at their own paths inside: `shared` ({path: writable}), and the
+        checkout read-only when it lies under /tmp, /run or /var/tmp (CI clones land anywhere),
+        which the tmpfs mounts would hide. Parents first, so a writable child sits on a read-only parent."""
+        mounts = dict(self.shared)
+        if any(self.cwd.is_relative_to(hidden) for hidden in HIDDEN_BY_TMPFS):
+            mounts.setdefault(self.cwd, False)
+        lines = []
+        for path in sorted(mounts, key=lambda p: len(p.parts)):
+            quoted = shlex.quote(str(path))
+            lines.append(f"mkdir -p {quoted} && mount {'' if mounts[path] else '-r '}-t hostfs -o {quoted} "
+                         f"hostfs {quoted}\n")
+        return "".join(lines)
 
     def init_script(self) -> str:
         return INIT_TEMPLATE.format(
             host_dir=INNER_HOST_DIR, workdir=shlex.quote(str(self.workdir)), modroot=MODROOT,
             moddir=shlex.quote(str(self.kernel.modules)), version=shlex.quote(self.kernel.version),
             modules=shlex.join(self.modules), cwd=shlex.quote(str(self.cwd)), command=self.command,
-            reveal_cwd=self._reveal_cwd(),
+            mounts=self._mounts(),
             exports="\n".join(f"export {key}={shlex.quote(value)}" for key, value in self.env.items()),
         )
 
@@ -161,16 +168,8 @@ class UmlInstance:
 
     def run(self, timeout: float = 120) -> UmlResult:
         """Boot, run the command, power off; kill the instance if it is not done within `timeout`."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        for stale in ("booted", "status"):
-            (self.workdir / stale).unlink(missing_ok=True)
-        init = self.workdir / "init.sh"
-        init.write_text(self.init_script())
-        init.chmod(0o755)
         started = time.time()
-        with open(self.workdir / "console.log", "wb") as console:
-            proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=console,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+        proc = self._launch()
         try:
             timed_out = not _wait(proc, timeout)
         finally:
@@ -178,19 +177,41 @@ class UmlInstance:
             shutil.rmtree(self.workdir / self.umid, ignore_errors=True)  # a killed UML leaves its pid file
         return UmlResult(
             returncode=_read_int(self.workdir / "status"),
-            console=(self.workdir / "console.log").read_text(errors="replace"),
+            console=self.console_path.read_text(errors="replace"),
             boot_seconds=_seconds_since(started, self.workdir / "booted"),
             wall_seconds=time.time() - started,
             timed_out=timed_out,
         )
 
+    def start(self, pidfile: Path) -> int:
+        """Boot and leave the instance running (a lab's node): its pid, which leads the process group
+        of all its host processes, goes to `pidfile`, for `deploy.lab.process.stop_pidfile`."""
+        pid = self._launch().pid
+        pidfile.write_text(str(pid))
+        return pid
+
+    @property
+    def console_path(self) -> Path:
+        return self.workdir / "console.log"
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        """Write the init script and start linux.uml in its own session, console to console.log."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for stale in ("booted", "status"):
+            (self.workdir / stale).unlink(missing_ok=True)
+        init = self.workdir / "init.sh"
+        init.write_text(self.init_script())
+        init.chmod(0o755)
+        with open(self.console_path, "wb") as console:
+            return subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=console,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+
 
 @contextlib.contextmanager
 def tap_device(ns: str, name: str) -> Iterator[str]:
     """A persistent tap `name` in namespace `ns`, up, for UmlInstance(taps=[name], netns=ns); removed after."""
-    lab_netns.run(ns, ["ip", "tuntap", "add", "dev", name, "mode", "tap"], timeout=10)
     try:
-        lab_netns.run(ns, ["ip", "link", "set", name, "up"], timeout=10)
+        lab_netns.add_tap(ns, name)
         yield name
     finally:
         lab_netns.delete_link(ns, name)

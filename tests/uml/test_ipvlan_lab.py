@@ -5,7 +5,7 @@ flows are the real controller's (`underlay-controller`, beside it in the rig's m
 two nodes each with a real `underlay-agent`, pods made through the installed CNI plugin binary chained
 with the reference `tuning`, and an external host on a trusted port. It is built once for the module
 (UML is slow to start processes) and the tests look at it from different sides. On this host, which
-has no ipvlan, the same command must fail at once and say how to run it.
+has no ipvlan, the same command makes each node a UML instance instead: tests/deploy/test_lab_uml_nodes.py.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from deploy.lab import netns
-from deploy.lab.lab import Lab, LabState, kernel_has_ipvlan
+from deploy.lab.lab import Lab, LabState
 
 pytestmark = pytest.mark.rig
 LAB_CLI = Path(sys.executable).parent / "underlay-lab"
@@ -109,16 +108,3 @@ def test_del_twice_and_after_the_netns_is_gone(lab: Lab) -> None:
     held = lab.controller().request("GET", "/v1/nodes/node1/pods", node="node1")["pods"]
     assert pod.container_id not in {p["container_id"] for p in held}
     assert pod.ip not in netns.run(node.netns, ["ip", "route", "show", "dev", "ulshim0"]).stdout
-
-
-def test_lab_up_in_ipvlan_mode_fails_at_once_on_a_kernel_without_ipvlan(tmp_path: Path) -> None:
-    if kernel_has_ipvlan():
-        pytest.skip("this kernel has ipvlan: the lab runs ipvlan nodes as namespaces (tested in UML)")
-    started = time.monotonic()
-    up = underlay_lab(tmp_path, "up", "--mode", "ipvlan")
-
-    assert up.returncode == 1
-    assert "this kernel has no ipvlan support (CONFIG_IPVLAN)" in up.stderr
-    assert "python -m deploy.uml -- sh -c 'underlay-lab up --mode ipvlan" in up.stderr
-    assert time.monotonic() - started < 10
-    assert not netns.list_names(Lab(tmp_path).prefix) and not any(tmp_path.iterdir())
