@@ -95,7 +95,7 @@ def print_table(state: LabState) -> None:
     rows += [(p.name, p.node, p.ip, p.mac, str(state.nodes[p.node].port)) for p in state.pods.values()]
     print_rows(rows)
     print(f"\nexternal host: {state.external['ip']} (netns {state.external['netns']}); "
-          f"switch: bridge {state.bridge}; enter a pod: ip netns exec <netns> sh  (see status --json)")
+          f"switch: bridge {state.bridge}; run in a pod: underlay-lab exec <pod> -- ip addr")
 
 
 def print_rows(rows: list[tuple[str, ...]]) -> None:
