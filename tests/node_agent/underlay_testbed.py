@@ -13,7 +13,6 @@ node's namespace.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ import pytest
 
 from cni import install
 from deploy.lab import netns as lab_netns
+from deploy.lab import runtime
+from deploy.lab.runtime import PluginCall
 from deploy.lab.control import ApiError, Controller, NodeSpec, PoolSpec
 from deploy.lab.rig import Host, Rig
 
@@ -33,21 +34,11 @@ POD_RANGE = "198.18.5.100-198.18.5.199"
 FIRST_POD_IP = "198.18.5.100"
 NODES = {"n1": "198.18.5.11", "n2": "198.18.5.12"}
 EXTERNAL_IP = "198.18.5.200"
-REFERENCE_PLUGINS = Path("/usr/lib/cni")
+REFERENCE_PLUGINS = runtime.REFERENCE_PLUGINS
 AGENT = Path(sys.executable).parent / "underlay-agent"
 
 
-@dataclass
-class CniCall:
-    """One execution of the plugin: its exit status and its parsed stdout."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def json(self) -> dict:
-        return json.loads(self.stdout) if self.stdout.strip() else {}
+CniCall = PluginCall  # one execution of a plugin: exit status, stdout, stderr, `.json`
 
 
 @dataclass
@@ -83,10 +74,7 @@ def run_plugin(path: Path, command: str, config: dict | bytes | None, *, node_ns
                "CNI_PATH": f"{bin_dir}:{REFERENCE_PLUGINS}"}
     environ = {k: v for k, v in environ.items() if v}
     environ.update(env or {})
-    stdin = config if isinstance(config, bytes) else json.dumps(config).encode() if config is not None else b""
-    argv = lab_netns.exec_argv(node_ns, [str(path)]) if node_ns else [str(path)]
-    proc = subprocess.run(argv, input=stdin, capture_output=True, env=environ, timeout=60)
-    return CniCall(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+    return runtime.run_plugin(path, command, b"" if config is None else config, env=environ, node_ns=node_ns)
 
 
 @pytest.fixture(scope="session")
