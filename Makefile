@@ -3,7 +3,7 @@
 VENV    ?= .venv
 PYTHON  ?= python3
 APT_PACKAGES = openvswitch-switch containernetworking-plugins iproute2 iputils-ping iputils-arping \
-               user-mode-linux tcpdump python3-venv python3-pip
+               user-mode-linux tcpdump python3-venv python3-pip gcc libc6-dev
 
 .PHONY: setup test lab lab-down install-cni clean
 

@@ -33,13 +33,15 @@ def test_version_is_answered_without_an_agent(version, cni_bin):
     assert call.stderr == ""
 
 
+@pytest.mark.parametrize("plugin", ["underlay", "underlay.py"], ids=["native forwarder", "python plugin"])
 @pytest.mark.parametrize("version", SUPPORTED_VERSIONS)
-def test_every_verb(version, make_node, pods, segment):
+def test_every_verb(version, plugin, make_node, pods, segment):
+    """Both ways a node may run us: the native forwarder, or the Python plugin alone (no compiler)."""
     node = make_node("n1")
-    pod = pods.make("v" + version.replace(".", ""))
+    pod = pods.make("v" + version.replace(".", "") + ("p" if plugin.endswith(".py") else "n"))
     conf = node.conf(version)
 
-    add = node.cni("ADD", conf, container_id="c1", netns=pod, args=K8S)
+    add = node.cni("ADD", conf, container_id="c1", netns=pod, args=K8S, plugin=plugin)
 
     assert add.returncode == 0, add.stdout
     result = add.json
@@ -48,17 +50,19 @@ def test_every_verb(version, make_node, pods, segment):
     ip = {"address": f"{FIRST_POD_IP}/24", "interface": 0}
     assert result["ips"] == [dict(ip, version="4") if version == "0.4.0" else ip]
 
-    check = node.cni("CHECK", dict(conf, prevResult=result), container_id="c1", netns=pod, args=K8S)
+    check = node.cni("CHECK", dict(conf, prevResult=result), container_id="c1", netns=pod, args=K8S,
+                     plugin=plugin)
     assert (check.returncode, check.json) == (0, {}), check.stdout
 
     if version == "1.1.0":
-        assert node.cni("STATUS", conf).returncode == 0
+        assert node.cni("STATUS", conf, plugin=plugin).returncode == 0
         gc = dict(conf, **{"cni.dev/valid-attachments": [{"containerID": "c1", "ifname": "eth0"}]})
-        assert node.cni("GC", gc).returncode == 0
+        assert node.cni("GC", gc, plugin=plugin).returncode == 0
         assert ("c1", "eth0") in segment.allocations("n1"), "GC must keep a valid attachment"
 
     for _ in range(2):  # DEL is idempotent
-        delete = node.cni("DEL", dict(conf, prevResult=result), container_id="c1", netns=pod, args=K8S)
+        delete = node.cni("DEL", dict(conf, prevResult=result), container_id="c1", netns=pod, args=K8S,
+                          plugin=plugin)
         assert (delete.returncode, delete.stdout) == (0, "")
     assert segment.allocations("n1") == {}
 

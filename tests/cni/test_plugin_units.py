@@ -43,9 +43,12 @@ def test_cni_args():
     assert malformed.value.code == BAD_ENV
 
 
-def test_install_writes_a_self_contained_plugin_and_keeps_an_existing_conflist(tmp_path):
-    plugin = install.install_binary(tmp_path / "bin")
-    assert plugin.read_text().startswith("#!/usr/bin/python3 -IS\n")
+@pytest.mark.parametrize("native", [True, False], ids=["native forwarder", "python only"])
+def test_install_writes_a_self_contained_plugin_and_keeps_an_existing_conflist(tmp_path, native):
+    plugin = install.install_binary(tmp_path / "bin", native=native)
+    python_plugin = plugin.with_name("underlay.py") if native else plugin
+    assert plugin.read_bytes().startswith(b"\x7fELF" if native else b"#!/usr/bin/python3 -IS\n")
+    assert python_plugin.read_text().startswith("#!/usr/bin/python3 -IS\n")
     assert os.access(plugin, os.X_OK)
     out = subprocess.run([str(plugin)], input=b"", capture_output=True, env={"CNI_COMMAND": "VERSION"})
     assert json.loads(out.stdout)["supportedVersions"] == ["0.4.0", "1.0.0", "1.1.0"]
