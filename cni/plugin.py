@@ -10,6 +10,8 @@ stdout and exit status (`cni.spec`, run by `node_agent.server`), and copies them
 `python3 -IS` (no site, no user paths) and is copied as one file to the runtime's CNI bin dir by
 `cni.install`, which embeds `cni/spec.py`'s source in SPEC_SOURCE: when the agent cannot be reached
 the plugin compiles and runs the spec itself, so a malformed call still gets its own error.
+Where a C compiler is at hand, `cni.install` puts the native forwarder cni/shim.c in front of this
+file (same protocol, ~1 ms start); it hands this file every call it does not simply forward.
 
 Wire protocol, one call per connection: the plugin sends a 4-byte big-endian length, that many bytes
 of `NAME=VALUE` CNI_* variables separated by NUL, then stdin, and shuts down its sending side; the
