@@ -1,16 +1,21 @@
 """Persistence: the controller's one source of truth, behind a small interface.
 
 The service keeps its working state in memory and writes through to a `Store`; on start it reloads
-everything with `load()`. Writes happen inside `transaction()`, which commits when the block ends
-and rolls back when it raises, so a failed allocation leaves nothing behind. The interface is small
-on purpose: a Kubernetes-backed store (custom resources) is to implement the same six writes.
+everything with `load()`. Writes happen inside `transaction()`: all of a block or, when it raises,
+none of it. A block is durable only after `sync()`, which makes durable everything written before
+the call; concurrent callers share one commit (group commit), so many allocations cost one fsync.
+The service writes under its lock and syncs after releasing it. The interface is small on purpose:
+a Kubernetes-backed store (custom resources) is to implement the same six writes and `sync`.
 
 What is stored: nodes (uplink MAC and IP, learned switch location), pods (one row per interface:
 its lease and where it is placed, written and deleted together), sticky reservations, and the time
 each address was last released (for the cooldown, across restarts).
 
-`SqliteStore` keeps one file in WAL mode. The connection is shared between threads (or eventlet
-green threads) and guarded by a lock; a transaction holds the lock from BEGIN to COMMIT.
+`SqliteStore` keeps one file in WAL mode. The connection is shared between threads and guarded by
+a lock. One SQLite transaction stays open across blocks (each block is a SAVEPOINT in it) until the
+next `sync()` commits it. A commit that fails (disk full, I/O error) loses every block since the
+last one, acknowledged to nobody yet: the store then refuses all writes, and the controller must be
+restarted to reload what is durable (retrying an fsync after it failed is not safe).
 """
 
 from __future__ import annotations
@@ -92,6 +97,7 @@ class Writes(Protocol):
 class Store(Protocol):
     def load(self) -> Snapshot: ...
     def transaction(self) -> AbstractContextManager[Writes]: ...
+    def sync(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -126,8 +132,8 @@ class SqliteStore:
     """The embedded store: one SQLite file (WAL), safe to share between threads."""
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
-        """`synchronous=FULL` makes every allocation durable before it is answered; NORMAL trades
-        the last few transactions on power loss (not on a crash) for speed."""
+        """`synchronous=FULL` makes every `sync()` durable (an fsync of the WAL); NORMAL trades the
+        last few commits on power loss (not on a crash) for speed."""
         self.path = str(path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -135,6 +141,8 @@ class SqliteStore:
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._open = False  # a transaction holds blocks not yet committed
+        self._failed: str | None = None
 
     def load(self) -> Snapshot:
         with self._lock:
@@ -152,15 +160,40 @@ class SqliteStore:
     @contextmanager
     def transaction(self) -> Iterator[Writes]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if self._failed:
+                raise StoreError(f"store {self.path}: refusing writes after a failed commit ({self._failed})")
+            if not self._open:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._open = True
+            self._db.execute("SAVEPOINT block")
             try:
                 yield _SqliteWrites(self._db)
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("ROLLBACK TO block")
+                self._db.execute("RELEASE block")
                 raise
-            self._db.execute("COMMIT")
+            self._db.execute("RELEASE block")
+
+    def sync(self) -> None:
+        """Commit what is written. A caller that waited for the lock while another thread committed
+        finds its blocks already durable and returns at once: that is the group commit."""
+        with self._lock:
+            if self._failed:
+                raise StoreError(f"store {self.path}: a commit failed earlier ({self._failed})")
+            if not self._open:
+                return
+            self._open = False
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as err:
+                self._failed = str(err)
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StoreError(f"store {self.path}: commit failed, recent writes are lost: {err}") from err
 
     def close(self) -> None:
+        if not self._failed:
+            self.sync()
         with self._lock:
             self._db.close()
 

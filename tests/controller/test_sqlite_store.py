@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,58 @@ def test_updates_and_deletes(store_path: Path) -> None:
 def test_file_is_in_wal_mode(store_path: Path) -> None:
     SqliteStore(store_path).close()
     assert sqlite3.connect(store_path).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_blocks_are_durable_after_sync_and_concurrent_syncs_share_commits(store_path: Path) -> None:
+    store = SqliteStore(store_path)
+    with store.transaction() as tx:
+        tx.put_pod(pod("a", "198.18.0.100"))
+    other = sqlite3.connect(store_path, check_same_thread=False)  # another reader: sees only what is committed
+    assert other.execute("SELECT count(*) FROM pods").fetchone() == (0,)  # written, not committed
+    store.sync()
+    assert other.execute("SELECT count(*) FROM pods").fetchone() == (1,)
+
+    commits = []
+    store._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    for cid, ip in (("b", "198.18.0.101"), ("c", "198.18.0.102")):
+        with store.transaction() as tx:
+            tx.put_pod(pod(cid, ip))
+    store.sync()
+    store.sync()  # what a second waiter does once the first committed both blocks: nothing
+    assert commits == ["COMMIT"]
+
+    def allocate(i: int) -> None:
+        with store.transaction() as tx:
+            tx.put_pod(pod(f"p{i}", f"198.18.1.{i}"))
+        store.sync()
+        assert other.execute("SELECT 1 FROM pods WHERE container_id = ?", (f"p{i}",)).fetchone() == (1,)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(allocate, range(200)))
+    assert other.execute("SELECT count(*) FROM pods").fetchone() == (203,)
+
+
+def test_a_failed_commit_loses_the_uncommitted_blocks_and_refuses_writes(store_path: Path) -> None:
+    """A COMMIT that fails (here: a deferred foreign key the schema's trigger breaks, as the disk
+    would with ENOSPC) leaves the store refusing writes: nothing after it could be trusted."""
+    store = SqliteStore(store_path)
+    with store.transaction() as tx:
+        tx.put_pod(pod("a", "198.18.0.100"))
+    store.sync()
+    store._db.executescript("""
+        PRAGMA foreign_keys = ON;
+        CREATE TABLE parent (id INTEGER PRIMARY KEY);
+        CREATE TABLE child (id INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);
+        CREATE TRIGGER breaks_commit AFTER INSERT ON pods BEGIN INSERT INTO child VALUES (42); END;
+    """)
+    with store.transaction() as tx:
+        tx.put_pod(pod("b", "198.18.0.101"))
+    with pytest.raises(StoreError, match="commit failed, recent writes are lost"):
+        store.sync()
+    with pytest.raises(StoreError, match="refusing writes after a failed commit"):
+        with store.transaction():
+            pass
+    with pytest.raises(StoreError, match="a commit failed earlier"):
+        store.sync()
+    store.close()
+    assert [p.container_id for p in SqliteStore(store_path).load().pods] == ["a"]
