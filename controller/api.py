@@ -23,13 +23,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controller.errors import BadRequest, ConflictError, NotFound, PermanentError, TemporaryError
+from controller.errors import BadRequest, ConflictError, ControllerError, NotFound, PermanentError, TemporaryError
 from controller.logs import kv
 from controller.service import Attachment, PodRequest, Service
 from controller.store import Mode, Pod
 
 LOG = logging.getLogger("underlay.api")
 MAX_BODY = 1 << 20
+MAX_BATCH = 512  # pod requests in one batch: more than a node runs (kubelet's default max-pods is 110)
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 Environ = Mapping[str, Any]
@@ -76,6 +77,7 @@ ROUTES = (
     _route("GET", "/v1/health", "health", Auth.NONE),
     _route("PUT", "/v1/nodes/<node>", "put_node"),
     _route("POST", "/v1/nodes/<node>/pods", "add_pod"),
+    _route("POST", "/v1/nodes/<node>/pods:batch", "add_pods"),
     _route("GET", "/v1/nodes/<node>/pods", "list_pods"),
     _route("PUT", "/v1/nodes/<node>/pods", "sync_pods"),
     _route("DELETE", "/v1/nodes/<node>/pods/<container_id>/<ifname>", "delete_pod"),
@@ -121,16 +123,8 @@ class Api:
         handler: Callable[[Request], Json] = getattr(self, route.handler)
         try:
             return 200, handler(request)
-        except BadRequest as err:
-            raise HttpError(400, str(err)) from err
-        except NotFound as err:
-            raise HttpError(404, str(err)) from err
-        except ConflictError as err:
-            raise HttpError(409, str(err)) from err
-        except PermanentError as err:
-            raise HttpError(400, str(err)) from err
-        except TemporaryError as err:
-            raise HttpError(503, str(err), headers=[("Retry-After", str(max(1, math.ceil(err.delay))))]) from err
+        except ControllerError as err:
+            raise _http_error(err) from err
 
     def _authorize(self, auth: Auth, node: str | None, header: str) -> None:
         """Constant-time token check: a wrong token, or another node's, learns nothing."""
@@ -179,17 +173,24 @@ class Api:
         return {"node": view.node.name, "port": view.port}
 
     def add_pod(self, request: Request) -> Json:
-        body = request.body
-        mode = _text(body, "mode")
-        if mode not in {m.value for m in Mode}:
-            raise BadRequest(f"mode: {mode!r} is not one of macvlan, ipvlan")
-        pod_request = PodRequest(
-            container_id=_text(body, "container_id", limit=256), ifname=_ifname(_text(body, "ifname")),
-            namespace=_text(body, "namespace", limit=253), name=_text(body, "name", limit=253), mode=Mode(mode),
-            pool=_optional(body, "pool"), ip=_optional(body, "ip"), mac=_optional(body, "mac"),
-            sticky=_optional(body, "sticky"),
-        )  # fmt: skip
-        return _attachment(self.service.allocate_and_place(request.params["node"], pod_request))
+        return _attachment(self.service.allocate_and_place(request.params["node"], _pod_request(request.body)))
+
+    def add_pods(self, request: Request) -> Json:
+        """A batch: each pod request gets its own answer, in order; one bad one fails only itself."""
+        items = request.body.get("pods")
+        if not isinstance(items, list) or not items:
+            raise BadRequest("pods: expected a non-empty list of pod requests")
+        if len(items) > MAX_BATCH:
+            raise BadRequest(f"pods: {len(items)} pod requests, at most {MAX_BATCH} in one batch")
+        parsed: list[PodRequest | ControllerError] = []
+        for index, item in enumerate(items):
+            try:
+                parsed.append(_pod_request(item, at=f"pods[{index}]."))
+            except BadRequest as err:
+                parsed.append(err)
+        placed = iter(self.service.place_pods(
+            request.params["node"], [item for item in parsed if isinstance(item, PodRequest)]))
+        return {"results": [_outcome(next(placed) if isinstance(item, PodRequest) else item) for item in parsed]}
 
     def list_pods(self, request: Request) -> Json:
         return {"pods": [_pod(pod) for pod in self.service.list_pods(request.params["node"])]}
@@ -221,6 +222,23 @@ class Api:
         ]}  # fmt: skip
 
 
+def _http_error(err: ControllerError) -> HttpError:
+    """The one place where the service's error kinds become status codes."""
+    if isinstance(err, TemporaryError):
+        return HttpError(503, str(err), headers=[("Retry-After", str(max(1, math.ceil(err.delay))))])
+    status = 404 if isinstance(err, NotFound) else 409 if isinstance(err, ConflictError) else 400
+    assert isinstance(err, PermanentError), err
+    return HttpError(status, str(err))
+
+
+def _outcome(answer: Attachment | ControllerError) -> Json:
+    """One pod's answer in a batch: its attachment, or `{"error", "status"}` as it would be alone."""
+    if isinstance(answer, ControllerError):
+        failed = _http_error(answer)
+        return {"error": failed.reason, "status": failed.status}
+    return _attachment(answer)
+
+
 def _match(method: str, path: str) -> tuple[Route, dict[str, str]]:
     allowed = []
     for route in ROUTES:
@@ -234,6 +252,21 @@ def _match(method: str, path: str) -> tuple[Route, dict[str, str]]:
     raise HttpError(404, f"no such endpoint: {path}")
 
 
+def _pod_request(body: Any, *, at: str = "") -> PodRequest:
+    """A POST .../pods body; `at` prefixes field names in errors (`pods[3].ifname: ...`)."""
+    if not isinstance(body, dict):
+        raise BadRequest(f"{at.rstrip('.')}: expected an object")
+    mode = _text(body, "mode", at=at)
+    if mode not in {m.value for m in Mode}:
+        raise BadRequest(f"{at}mode: {mode!r} is not one of macvlan, ipvlan")
+    return PodRequest(
+        container_id=_text(body, "container_id", limit=256, at=at), ifname=_ifname(_text(body, "ifname", at=at), at),
+        namespace=_text(body, "namespace", limit=253, at=at), name=_text(body, "name", limit=253, at=at),
+        mode=Mode(mode), pool=_optional(body, "pool", at), ip=_optional(body, "ip", at), mac=_optional(body, "mac", at),
+        sticky=_optional(body, "sticky", at),
+    )  # fmt: skip
+
+
 def _text(body: Json, name: str, *, limit: int = 1024, at: str = "") -> str:
     value = body.get(name)
     if name not in body:
@@ -245,13 +278,13 @@ def _text(body: Json, name: str, *, limit: int = 1024, at: str = "") -> str:
     return value
 
 
-def _optional(body: Json, name: str) -> str | None:
-    return None if body.get(name) is None else _text(body, name)
+def _optional(body: Json, name: str, at: str = "") -> str | None:
+    return None if body.get(name) is None else _text(body, name, at=at)
 
 
-def _ifname(name: str) -> str:
+def _ifname(name: str, at: str = "") -> str:
     if len(name) > 15 or "/" in name or any(c.isspace() for c in name):
-        raise BadRequest(f"ifname: {name!r} is not a Linux interface name")
+        raise BadRequest(f"{at}ifname: {name!r} is not a Linux interface name")
     return name
 
 

@@ -4,10 +4,11 @@
 and writes every change through to the `Store` before it counts. It never talks OpenFlow itself:
 it tells the `Fabric` which switches must converge to `desired_state(dpid)` and waits for that.
 
-Concurrency: one lock guards memory and store. It is never held while waiting for a switch, so
-allocations on different switches, and the switch sessions asking for `desired_state`, proceed in
-parallel. A pod's allocation is visible to `desired_state` as soon as it is stored, and removed
-again if its switch does not acknowledge: the next convergence of that switch removes its flows.
+Concurrency: one lock guards memory and store writes. It is never held while waiting for a switch
+or for the store's commit (`_change`: write under the lock, `sync` after it), so concurrent requests
+share commits and bundles, and the switch sessions asking for `desired_state` proceed in parallel.
+A pod's allocation is visible to `desired_state` as soon as it is written, and removed again if its
+switch does not acknowledge: the next convergence of that switch removes its flows.
 
 Removal is best effort towards the switches (DEL must not fail because a switch is down; the
 switch converges on reconnect), adding is not (ADD answers only after the barrier).
@@ -18,13 +19,14 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from controller import ipam
 from controller.config import Config, Route
-from controller.errors import BadRequest, ConflictError, NotFound, TemporaryError
+from controller.errors import BadRequest, ConflictError, ControllerError, NotFound, TemporaryError
 from controller.logs import kv
 from controller.store import Mode, Node, Pod, Store
 from openflow.model import Placement, PortRole, SwitchPort, SwitchState
@@ -130,7 +132,7 @@ class Service:
     def register_node(self, name: str, *, mac: str, ip: str) -> NodeView:
         """Register or update a node's uplink. A changed MAC forgets the learned port."""
         mac, ip = ipam.parse_mac(mac), ipam.parse_ip(ip)
-        with self._lock:
+        with self._change():
             if name not in self.config.nodes:
                 raise NotFound(f"node {name}: not in the controller's config")
             self._check_node_identity(name, mac=mac, ip=ip)
@@ -152,7 +154,7 @@ class Service:
 
         Returns the switches whose desired state changed; the caller converges them. It must not
         wait here: this runs in the OpenFlow event loop, which is what delivers barrier replies."""
-        with self._lock:
+        with self._change():
             node = next((n for n in self._nodes.values() if n.mac == mac.lower()), None)
             if node is None or self._pinned(node.name) or port in self._trusted(dpid):
                 return frozenset()
@@ -171,34 +173,57 @@ class Service:
     def allocate_and_place(self, node_name: str, request: PodRequest) -> Attachment:
         """Allocate an address, store the placement, and return once the node's switch has the
         flows. If the switch does not acknowledge, the allocation is undone and the error raised."""
-        with self._lock:
-            node = self._registered(node_name)
-            dpid, port = self._location(node_name)
-            if dpid is None or port is None:
-                raise TemporaryError(
-                    f"node {node_name}'s switch port is not known yet (no frame seen from {node.mac})", delay=1.0
-                )
-            pod = self._pods.get(request.key)
-            created = pod is None
-            if pod is None:
-                pod = self._allocate(node, request)
-            elif request.key in self._pending:
-                raise TemporaryError(f"container {_name(request.key)}: its ADD is still in progress", delay=1.0)
-            elif pod.node != node_name:
-                raise ConflictError(f"container {_name(request.key)}: already placed on node {pod.node}")
-            else:
-                self._ipam.plan(_ipam_request(request), now=self.now())  # same answer, or a conflict
-            self._pending.add(request.key)
+        (answer,) = self.place_pods(node_name, [request])
+        if isinstance(answer, ControllerError):
+            raise answer
+        return answer
+
+    def place_pods(self, node_name: str, requests: Sequence[PodRequest]) -> list[Attachment | ControllerError]:
+        """`allocate_and_place` for several pods of one node, with one store commit and one switch
+        convergence: what an agent sends when kubelet starts many pods at once. Each request gets
+        its own answer, an attachment or the error about it; errors about the node (not registered,
+        port unknown) and a switch that does not acknowledge are raised for all of them."""
+        answers: list[Attachment | ControllerError | None] = [None] * len(requests)
+        claims: dict[int, tuple[Pod, bool]] = {}  # request index -> (pod, created by this call)
         try:
-            self.fabric.apply([dpid], timeout=self.apply_timeout)
+            with self._change():
+                node = self._registered(node_name)
+                dpid, port = self._location(node_name)
+                if dpid is None or port is None:
+                    raise TemporaryError(
+                        f"node {node_name}'s switch port is not known yet (no frame seen from {node.mac})", delay=1.0
+                    )
+                for index, request in enumerate(requests):
+                    try:
+                        claims[index] = self._claim(node, request)
+                    except ControllerError as err:
+                        answers[index] = err
+            if claims:
+                self.fabric.apply([dpid], timeout=self.apply_timeout)
         except BaseException:
-            if created:
-                self._undo(pod)
+            self._undo([pod for pod, created in claims.values() if created])
             raise
         finally:
             with self._lock:
-                self._pending.discard(request.key)
-        return self._attachment(pod)
+                self._pending.difference_update(pod.key for pod, _ in claims.values())
+        for index, (pod, _) in claims.items():
+            answers[index] = self._attachment(pod)
+        return answers  # type: ignore[return-value]  # every index is answered
+
+    def _claim(self, node: Node, request: PodRequest) -> tuple[Pod, bool]:
+        """The pod for this request, allocated if new, and marked pending until its flows are in."""
+        pod = self._pods.get(request.key)
+        created = pod is None
+        if pod is None:
+            pod = self._allocate(node, request)
+        elif request.key in self._pending:
+            raise TemporaryError(f"container {_name(request.key)}: its ADD is still in progress", delay=1.0)
+        elif pod.node != node.name:
+            raise ConflictError(f"container {_name(request.key)}: already placed on node {pod.node}")
+        else:
+            self._ipam.plan(_ipam_request(request), now=self.now())  # same answer, or a conflict
+        self._pending.add(request.key)
+        return pod, created
 
     def _allocate(self, node: Node, request: PodRequest) -> Pod:
         owner = f"{request.namespace}/{request.name}"
@@ -224,25 +249,29 @@ class Service:
         LOG.info(kv("allocated", pod=owner, container=_name(pod.key), ip=pod.ip, mac=mac, node=node.name))
         return pod
 
-    def _undo(self, pod: Pod) -> None:
-        """Take back an allocation whose flows were never acknowledged, sticky reservation included:
-        no cooldown, the address never answered on the wire."""
-        with self._lock:
-            lease = self._ipam.get(pod.key)
+    def _undo(self, pods: list[Pod]) -> None:
+        """Take back allocations whose flows were never acknowledged, sticky reservations included:
+        no cooldown, the addresses never answered on the wire."""
+        if not pods:
+            return
+        with self._change():
             with self.store.transaction() as tx:
-                tx.delete_pod(*pod.key)
-                if lease is not None and lease.sticky is not None:
-                    if lease.sticky_before is None:
-                        tx.unreserve(lease.sticky)
-                    else:
-                        tx.reserve(lease.sticky, lease.sticky_before)
-            self._ipam.rollback(pod.key)
-            self._remove_pod(pod)
-        LOG.warning(kv("allocation rolled back", pod=pod.owner, container=_name(pod.key), ip=pod.ip))
+                for pod in pods:
+                    lease = self._ipam.get(pod.key)
+                    tx.delete_pod(*pod.key)
+                    if lease is not None and lease.sticky is not None:
+                        if lease.sticky_before is None:
+                            tx.unreserve(lease.sticky)
+                        else:
+                            tx.reserve(lease.sticky, lease.sticky_before)
+            for pod in pods:
+                self._ipam.rollback(pod.key)
+                self._remove_pod(pod)
+                LOG.warning(kv("allocation rolled back", pod=pod.owner, container=_name(pod.key), ip=pod.ip))
 
     def release(self, node_name: str, container_id: str, ifname: str) -> bool:
         """Release one interface's address. Idempotent: what is not there is `False`, not an error."""
-        with self._lock:
+        with self._change():
             pod = self._pods.get((container_id, ifname))
             if pod is None or pod.node != node_name:
                 return False
@@ -254,7 +283,7 @@ class Service:
     def forget_sticky(self, sticky: str) -> str | None:
         """Drop a sticky reservation for good (its StatefulSet pod will not come back); the address
         then cools down like any released one. Returns the address, or None if there was none."""
-        with self._lock:
+        with self._change():
             address = self._ipam.reserved().get(sticky)
             if address is None:
                 return None
@@ -268,7 +297,7 @@ class Service:
         Allocations younger than `resync_grace` are kept: the agent's list may have been taken
         before their ADD finished."""
         present = set(present)
-        with self._lock:
+        with self._change():
             self._registered(node_name)
             mine = [pod for pod in self._pods.values() if pod.node == node_name]
             young_since = self.now() - self.config.resync_grace
@@ -335,6 +364,14 @@ class Service:
             )
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    @contextmanager
+    def _change(self) -> Iterator[None]:
+        """Change memory and store under the lock, then wait for the store's commit outside it: the
+        caller answers only once its change is durable, and concurrent callers share a commit."""
+        with self._lock:
+            yield
+        self.store.sync()
 
     def _registered(self, name: str) -> Node:
         node = self._nodes.get(name)

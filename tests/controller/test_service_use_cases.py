@@ -125,6 +125,38 @@ def test_switch_failure_rolls_back_everything(
     assert make_service().allocate_and_place("n1", request("b", ip="198.18.0.100")).pod.ip == "198.18.0.100"
 
 
+def test_a_batch_is_one_convergence_and_each_request_gets_its_own_answer(
+    ready: Service, fabric: RecordingFabric, make_service: Callable[..., Service]
+) -> None:
+    ready.allocate_and_place("n2", request("elsewhere"))
+    fabric.calls.clear()
+    answers = ready.place_pods("n1", [
+        request("a"), request("b", ip="198.18.0.100"), request("c", ip="198.18.0.150"), request("elsewhere"),
+        request("a"),
+    ])  # fmt: skip
+    assert fabric.calls == [(1,)]
+    assert [type(answer).__name__ for answer in answers] == [
+        "Attachment", "ConflictError", "Attachment", "ConflictError", "TemporaryError"]
+    assert "198.18.0.100 is held by default/pod-elsewhere" in str(answers[1])
+    assert "container elsewhere/eth0: already placed on node n2" in str(answers[3])
+    assert "container a/eth0: its ADD is still in progress" in str(answers[4])  # the same pod twice in one batch
+    assert [answers[0].pod.ip, answers[2].pod.ip] == ["198.18.0.101", "198.18.0.150"]  # type: ignore[union-attr]
+    # durable when answered: a second store on the same file sees both
+    assert {p.container_id for p in make_service().list_pods("n1")} == {"a", "c"}
+
+
+def test_a_batch_the_switch_does_not_acknowledge_is_undone_whole(ready: Service, fabric: RecordingFabric) -> None:
+    kept = ready.allocate_and_place("n1", request("kept"))
+    fabric.down.add(1)
+    with pytest.raises(SwitchUnavailable):
+        ready.place_pods("n1", [request("a"), request("b", sticky="default/web-0"), request("kept")])
+    assert ready.list_pods("n1") == [kept.pod]  # an earlier pod the batch repeated is not taken back
+    assert ready.forget_sticky("default/web-0") is None  # its reservation went with it
+    fabric.down.clear()
+    answers = ready.place_pods("n1", [request("x", ip="198.18.0.101"), request("y", ip="198.18.0.102")])
+    assert [a.pod.ip for a in answers] == ["198.18.0.101", "198.18.0.102"]  # type: ignore[union-attr]  # no cooldown
+
+
 def test_ipvlan_pods_answer_at_the_node_mac(ready: Service) -> None:
     with pytest.raises(BadRequest, match="mac: pod default/pod-a: only macvlan pods choose their MAC"):
         ready.allocate_and_place("n1", request("a", mode=Mode.IPVLAN, mac="02:aa:00:00:00:01"))
