@@ -4,6 +4,11 @@ Errors come in two kinds, as the agent must act on them differently: `TemporaryE
 refused, timeouts, 503: the switch has not acknowledged; retry later, CNI code 11) and
 `PermanentError` (400/401/404/409: retrying the same request cannot help). Every answer carries
 the controller's epoch; the client remembers the last one so the agent notices a restart.
+
+Allocations are coalesced: while one is on its way to the controller, the next ones queue and then
+go together in one batch request (`POST .../pods:batch`), each still getting its own answer. One pod
+alone costs one round trip as before; when kubelet starts many pods at once, they share requests,
+the controller's store commits and the switch's bundles.
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 T = TypeVar("T")
+MAX_BATCH = 128  # pod requests per batch request (the controller takes up to 512)
 
 
 class ControllerError(Exception):
@@ -45,6 +52,7 @@ class ControllerClient:
         self._token = token
         self._timeout = timeout
         self._local = threading.local()  # one keep-alive connection per thread
+        self._allocations = Coalescer(self._allocate_batch, max_batch=MAX_BATCH)
         self.epoch: str | None = None
 
     # API.md endpoints ------------------------------------------------------------------------
@@ -55,7 +63,14 @@ class ControllerClient:
         return self._call("PUT", self._node_path(), {"mac": mac, "ip": ip})
 
     def allocate(self, request: dict) -> dict:
-        return self._call("POST", self._node_path("pods"), request)
+        """Allocate and place one pod: `POST .../pods`, or one entry of a batch if others wait too."""
+        return self._allocations.submit(request)
+
+    def _allocate_batch(self, requests: list[dict]) -> list[dict | ControllerError]:
+        if len(requests) == 1:
+            return [self._call("POST", self._node_path("pods"), requests[0])]
+        answers = self._call("POST", self._node_path("pods:batch"), {"pods": requests})["results"]
+        return [_error(item["status"], item) if "error" in item else item for item in answers]
 
     def release(self, container_id: str, ifname: str) -> bool:
         path = self._node_path("pods", container_id, ifname)
@@ -89,10 +104,7 @@ class ControllerClient:
         self.epoch = answer.get("epoch", self.epoch)
         if status == 200:
             return answer
-        reason = f"controller: {answer.get('error') or f'HTTP {status}'}"
-        if status in (502, 503, 504):
-            raise TemporaryError(reason, status=status)
-        raise PermanentError(reason, status=status)
+        raise _error(status, answer)
 
     def _send(self, method: str, path: str, payload: bytes | None, headers: dict) -> tuple[int, bytes]:
         """One request on this thread's connection; a stale keep-alive connection is retried once."""
@@ -120,6 +132,64 @@ class ControllerClient:
             conn = kind(self._parts.hostname, self._parts.port, timeout=self._timeout)
             self._local.conn = conn
         return conn
+
+
+def _error(status: int, answer: dict) -> ControllerError:
+    reason = f"controller: {answer.get('error') or f'HTTP {status}'}"
+    kind = TemporaryError if status in (502, 503, 504) else PermanentError
+    return kind(reason, status=status)
+
+
+@dataclass
+class _Entry:
+    item: dict
+    answer: dict | BaseException | None = None
+
+
+class Coalescer:
+    """Runs `send(batch)` for items submitted by many threads, one batch at a time: whoever finds
+    no batch in flight sends everything queued so far (up to `max_batch`), the others wait for it.
+
+    `send` returns one answer per item, in order: a dict, or the exception for that item; if it
+    raises, every item of its batch gets that exception."""
+
+    def __init__(self, send: Callable[[list[dict]], list[dict | ControllerError]], *, max_batch: int) -> None:
+        self._send = send
+        self._max = max_batch
+        self._queue: list[_Entry] = []
+        self._busy = False
+        self._cond = threading.Condition()
+
+    def submit(self, item: dict) -> dict:
+        entry = _Entry(item)
+        with self._cond:
+            self._queue.append(entry)
+            while entry.answer is None:
+                if self._busy:
+                    self._cond.wait()
+                    continue
+                batch, self._queue = self._queue[: self._max], self._queue[self._max :]
+                self._busy = True
+                self._cond.release()
+                try:
+                    self._run(batch)
+                finally:
+                    self._cond.acquire()
+                    self._busy = False
+                    self._cond.notify_all()
+        if isinstance(entry.answer, BaseException):
+            raise entry.answer
+        return entry.answer
+
+    def _run(self, batch: list[_Entry]) -> None:
+        try:
+            answers: list[dict | ControllerError] | BaseException = self._send([entry.item for entry in batch])
+        except BaseException as err:  # every waiter must wake up with an answer
+            answers = err
+        if not isinstance(answers, BaseException) and len(answers) != len(batch):
+            answers = PermanentError(f"controller: {len(answers)} answers to a batch of {len(batch)} pod requests")
+        for index, entry in enumerate(batch):
+            entry.answer = answers if isinstance(answers, BaseException) else answers[index]
 
 
 def with_backoff(call: Callable[[], T], *, attempts: int, first_delay: float = 0.5, max_delay: float = 30.0,

@@ -6,6 +6,7 @@ namespace of the thread that opened it."""
 from __future__ import annotations
 
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -66,3 +67,43 @@ def test_unreachable_is_temporary_and_backs_off():
         with pytest.raises(TemporaryError):
             with_backoff(client.health, attempts=4, first_delay=0.1, sleep=delays.append)
     assert delays == [0.1, 0.2, 0.4]
+
+
+def pod_request(n: int, **fields: str) -> dict:
+    return {"container_id": f"c{n}", "ifname": "eth0", "namespace": "default", "name": f"web-{n}", "mode": "macvlan",
+            **fields}
+
+
+def test_concurrent_allocations_each_get_their_own_answer(segment):
+    ns = segment.rig.mgmt_ns
+    with lab_netns.entered(ns):
+        client = client_of(segment)
+        register(client, segment)
+        taken = client.allocate(pod_request(0))["ip"]
+
+    def allocate(n: int) -> str:
+        with lab_netns.entered(ns):
+            try:
+                return client.allocate(pod_request(n, **({"ip": taken} if n == 7 else {})))["ip"]
+            except PermanentError as err:
+                return f"{err.status} {err.reason}"
+
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        answers = list(pool.map(allocate, range(1, 31)))
+    assert answers[6] == f"409 controller: pod default/web-7: {taken} is held by default/web-0"
+    others = answers[:6] + answers[7:]
+    assert len(set(others)) == 29 and taken not in others
+    placed = {p["ip"] for p in segment.controller.request("GET", "/v1/placements", node="n1")["placements"]}
+    assert set(others) | {taken} <= placed
+
+
+def test_a_batch_answers_in_order_with_per_pod_errors(segment):
+    with lab_netns.entered(segment.rig.mgmt_ns):
+        client = client_of(segment)
+        register(client, segment)
+        first, bad, conflict = client._allocate_batch(
+            [pod_request(1), pod_request(2, ifname="no/slash"), pod_request(3, ip=FIRST_POD_IP)])
+    assert first["ip"] == FIRST_POD_IP
+    assert isinstance(bad, PermanentError) and bad.status == 400
+    assert bad.reason == "controller: pods[1].ifname: 'no/slash' is not a Linux interface name"
+    assert isinstance(conflict, PermanentError) and conflict.status == 409
