@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from openflow.flows import Flow, sort_flows
+from openflow.flows import Flow
 
 
 def diff(current: Iterable[Flow], desired: Iterable[Flow]) -> tuple[tuple[Flow, ...], tuple[Flow, ...]]:
     """(to_delete, to_add): delete-strict each of the first, then add each of the second."""
     have, want = frozenset(current), frozenset(desired)
-    to_add = sort_flows(want - have)
+    to_add = tuple(sorted(want - have, key=Flow.pipeline_order))
     replaced = {flow.key for flow in to_add}
-    to_delete = sort_flows(flow for flow in have - want if flow.key not in replaced)
+    to_delete = sorted((flow for flow in have - want if flow.key not in replaced), key=Flow.pipeline_order)
     return tuple(reversed(to_delete)), to_add
 
 

@@ -33,6 +33,10 @@ OXM_FIELDS = {
     "arp_sha": (ofp.OFPXMT_OFB_ARP_SHA, 6),
     "arp_tha": (ofp.OFPXMT_OFB_ARP_THA, 6),
 }
+# ... and their OXM headers, exact and masked, packed once
+_OXM_HEADERS = {name: (struct.pack("!HBB", ofp.OFPXMC_OPENFLOW_BASIC, number << 1, width),
+                       struct.pack("!HBB", ofp.OFPXMC_OPENFLOW_BASIC, number << 1 | 1, 2 * width))
+                for name, (number, width) in OXM_FIELDS.items()}
 NX_VENDOR_ID = 0x00002320
 NXAST_REG_MOVE = 6
 
@@ -56,17 +60,21 @@ def flow_mod(flow: Flow, *, delete: bool = False, xid: int = 0) -> bytes:
 
 
 def _match(fields: tuple[tuple[str, MatchValue], ...]) -> bytes:
-    tlvs = b"".join(_oxm(name, value) for name, value in sorted(fields, key=lambda f: _oxm_field(f[0])[0]))
+    tlvs = b"".join([_oxm(name, value) for name, value in sorted(fields, key=_oxm_order)])
     length = 4 + len(tlvs)
     return struct.pack("!HH", ofp.OFPMT_OXM, length) + tlvs + bytes(_pad8(length))
 
 
+def _oxm_order(field: tuple[str, MatchValue]) -> int:
+    return _oxm_field(field[0])[0]
+
+
 def _oxm(name: str, value: MatchValue) -> bytes:
-    number, width = _oxm_field(name)
+    width = _oxm_field(name)[1]
+    exact, masked = _OXM_HEADERS[name]
     if isinstance(value, tuple):
-        data = _value(value[0], width) + _value(value[1], width)
-        return struct.pack("!HBB", ofp.OFPXMC_OPENFLOW_BASIC, number << 1 | 1, 2 * width) + data
-    return struct.pack("!HBB", ofp.OFPXMC_OPENFLOW_BASIC, number << 1, width) + _value(value, width)
+        return masked + _value(value[0], width) + _value(value[1], width)
+    return exact + _value(value, width)
 
 
 def _oxm_field(name: str) -> tuple[int, int]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
 
 from openflow.flows import (ARP_REPLY, ARP_REQUEST, BROADCAST, CONTROLLER, ETH_TYPE_ARP, ETH_TYPE_IP, IN_PORT,
                             MULTICAST, NORMAL, Action, Flow, MatchValue, Move, Output, SetField, make_flow)
@@ -59,7 +58,7 @@ def desired_flows(state: SwitchState) -> frozenset[Flow]:
     makes the diff against what the switch holds an identity check."""
     _check(state)
     trusted = _trusted(state)
-    flows = {replace(flow, cookie=state.cookie) for flow in _fixed_flows(state, trusted)}
+    flows = {flow.with_cookie(state.cookie) for flow in _fixed_flows(state, trusted)}
     for placement in state.placements:
         flows.update(placement_flows(placement, placement.port in trusted, state.cookie))
     return frozenset(flows)
@@ -113,7 +112,7 @@ class DesiredFlows:
 
     def _rebuild(self, state: SwitchState) -> None:
         trusted = _trusted(state)
-        self._counts = Counter(replace(flow, cookie=state.cookie) for flow in _fixed_flows(state, trusted))
+        self._counts = Counter(flow.with_cookie(state.cookie) for flow in _fixed_flows(state, trusted))
         self._by_ip, self._by_mac = {}, {}
         for placement in state.placements:
             self._add(placement, trusted, state.cookie)
@@ -173,7 +172,7 @@ def placement_flows(placement: Placement, on_trusted_port: bool, cookie: int) ->
     """Every flow that exists for this one placement (and names only it)."""
     flows = [*(() if on_trusted_port else ingress_allow(placement)), *arp_responder(placement),
              l2_forward(placement)]
-    return tuple(replace(flow, cookie=cookie) for flow in flows)
+    return tuple(flow.with_cookie(cookie) for flow in flows)
 
 
 def _table_defaults(unknown: UnknownDestination) -> Iterator[Flow]:
