@@ -20,6 +20,7 @@ until the pool is nearly full, one lap at worst.
 from __future__ import annotations
 
 import bisect
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -307,7 +308,7 @@ MAC_PREFIX = (0x02, 0x55)
 def derive_mac(ip: str) -> str:
     """The MAC of a macvlan pod that did not ask for one: a function of its IP, as many CNIs do,
     so the same address always answers at the same MAC (and a sticky pod keeps both)."""
-    return _format_mac(bytes(MAC_PREFIX) + netaddr.IPAddress(ip).packed)
+    return _format_mac(bytes(MAC_PREFIX) + ipaddress.IPv4Address(ip).packed)
 
 
 def parse_mac(text: str, *, field_name: str = "mac") -> str:
@@ -328,8 +329,8 @@ def _format_mac(raw: bytes) -> str:
 
 
 def _int(ip: str) -> int:
-    return int(netaddr.IPAddress(ip))
+    return int(ipaddress.IPv4Address(ip))
 
 
 def _str(address: int) -> str:
-    return str(netaddr.IPAddress(address, 4))
+    return str(ipaddress.IPv4Address(address))

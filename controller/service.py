@@ -246,7 +246,8 @@ class Service:
                 tx.reserve(pod.sticky, pod.ip)
         self._ipam.commit(lease)
         self._add_pod(pod)
-        LOG.info(kv("allocated", pod=owner, container=_name(pod.key), ip=pod.ip, mac=mac, node=node.name))
+        if LOG.isEnabledFor(logging.DEBUG):  # per pod: thousands a minute on a busy segment
+            LOG.debug(kv("allocated", pod=owner, container=_name(pod.key), ip=pod.ip, mac=mac, node=node.name))
         return pod
 
     def _undo(self, pods: list[Pod]) -> None:
@@ -321,7 +322,8 @@ class Service:
         for pod in pods:
             self._ipam.release(pod.key, now=now)
             self._remove_pod(pod)
-            LOG.info(kv("released", pod=pod.owner, container=_name(pod.key), ip=pod.ip, node=pod.node))
+            if LOG.isEnabledFor(logging.DEBUG):
+                LOG.debug(kv("released", pod=pod.owner, container=_name(pod.key), ip=pod.ip, node=pod.node))
 
     def list_pods(self, node_name: str) -> list[Pod]:
         with self._lock:

@@ -120,7 +120,8 @@ CREATE TABLE IF NOT EXISTS released (ip TEXT PRIMARY KEY, at REAL NOT NULL);
 # dpid is TEXT (hex): a datapath id is an unsigned 64-bit number, SQLite integers are signed.
 # pods.ip is UNIQUE: the database itself refuses to hand one address out twice.
 
-_POD_COLUMNS = ", ".join(f.name for f in fields(Pod))
+_POD_FIELDS = tuple(f.name for f in fields(Pod))
+_POD_COLUMNS = ", ".join(_POD_FIELDS)
 _PUT_POD = (
     f"INSERT INTO pods ({_POD_COLUMNS}) VALUES ({', '.join('?' * len(fields(Pod)))}) "
     f"ON CONFLICT (container_id, ifname) DO UPDATE SET "
@@ -220,7 +221,7 @@ class _SqliteWrites:
 
     def put_pod(self, pod: Pod) -> None:
         """Upsert by (container_id, ifname); another pod's address is an error, never replaced."""
-        values = [getattr(pod, f.name) for f in fields(Pod)]
+        values = [getattr(pod, name) for name in _POD_FIELDS]
         values = [value.value if isinstance(value, Mode) else value for value in values]
         self._run(_PUT_POD, *values)
 
