@@ -58,7 +58,11 @@ class SwitchSession:
         self._applied = 0
         self._failed: str | None = None
         self._closed = False
-        self._cond = threading.Condition()
+        # One lock, two conditions: a new request wakes only the worker, a finished convergence
+        # only the callers waiting for it (not every waiter on every request).
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._done = threading.Condition(self._lock)
         self._pending: dict[int, _Pending] = {}
         self._pending_lock = threading.Lock()
         self._bundle_id = 0
@@ -72,9 +76,10 @@ class SwitchSession:
         self._worker.start()
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             self._closed = True
-            self._cond.notify_all()
+            self._work.notify_all()
+            self._done.notify_all()
         with self._pending_lock:
             for pending in self._pending.values():
                 pending.error = "switch disconnected"
@@ -82,25 +87,25 @@ class SwitchSession:
 
     def converge(self, *, timeout: float) -> None:
         """Request a convergence and return once the switch acknowledged it (barrier)."""
-        with self._cond:
+        with self._lock:
             self._wanted += 1
             generation = self._wanted
-            self._cond.notify_all()
-            if not self._cond.wait_for(lambda: self._applied >= generation or self._closed, timeout):
+            self._work.notify()
+            if not self._done.wait_for(lambda: self._applied >= generation or self._closed, timeout):
                 raise SwitchUnavailable(f"switch {self.dpid:016x} did not converge within {timeout:g}s")
             if self._applied < generation:
                 raise SwitchUnavailable(f"switch {self.dpid:016x} disconnected")
 
     def request(self) -> None:
         """Request a convergence without waiting (packet-in learning)."""
-        with self._cond:
+        with self._lock:
             self._wanted += 1
-            self._cond.notify_all()
+            self._work.notify()
 
     def wait_ready(self, timeout: float) -> bool:
         """True once the first convergence after connect is done."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._applied >= 1 or self._closed, timeout)
+        with self._lock:
+            return self._done.wait_for(lambda: self._applied >= 1 or self._closed, timeout)
 
     def on_reply(self, msg: Any, *, more: bool = False, error: str | None = None) -> None:
         """Called from the os-ken event thread with every reply that may be ours."""
@@ -121,8 +126,8 @@ class SwitchSession:
     # the worker ----------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._closed or self._wanted > self._applied)
+            with self._lock:
+                self._work.wait_for(lambda: self._closed or self._wanted > self._applied)
                 if self._closed:
                     return
                 generation = self._wanted
@@ -131,18 +136,18 @@ class SwitchSession:
             except SwitchUnavailable as why:
                 LOG.warning("switch=%016x event=converge-failed reason=%r", self.dpid, str(why))
                 self._in_sync = False  # unknown now: read it again next time
-                with self._cond:
+                with self._lock:
                     if self._closed:
                         return
-                    self._cond.wait(timeout=1.0)  # back off before retrying
+                    self._work.wait(timeout=1.0)  # back off before retrying
                 continue
             except Exception:  # a bug: log it with the switch named, keep serving the others
                 LOG.exception("switch=%016x event=converge-crashed", self.dpid)
                 self._in_sync = False
                 continue
-            with self._cond:
+            with self._lock:
                 self._applied = max(self._applied, generation)
-                self._cond.notify_all()
+                self._done.notify_all()
 
     def _converge_once(self) -> None:
         state = self._state_of(self.dpid)
