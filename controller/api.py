@@ -1,7 +1,7 @@
 """The REST API for node agents (controller/API.md) as a plain WSGI application.
 
-Framework-free on purpose: seven routes, JSON in and out, served by whatever WSGI server the entry
-point picks (os-ken's eventlet `hub.WSGIServer`, or `wsgiref`). This module only translates: HTTP
+Framework-free on purpose: seven routes, JSON in and out, served by any WSGI server (the controller
+uses its own HTTP/1.1 keep-alive server, controller/httpd.py). This module only translates: HTTP
 and JSON to `Service` calls, and the two error kinds to status codes. Each request is checked in
 this order: route (404/405), token (401), body size (413), body (400), then the service.
 

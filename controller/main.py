@@ -2,9 +2,10 @@
 
 Start-up order matters: the store is loaded (and so the desired state known) before os-ken listens,
 so the first switch to connect is reconciled against the real state, never against an empty one.
-os-ken 4.x runs on native threads and has no WSGI server; the REST API is a threaded stdlib WSGI
-server in its own thread. Only the configured addresses are listened on (os-ken would also open the
-legacy 6633 when no port is set: we always set it).
+os-ken 4.x runs on native threads and has no WSGI server; the REST API is our own HTTP/1.1
+keep-alive server (controller/httpd.py, a thread per connection), its accept loop in a thread of its
+own. Only the configured addresses are listened on (os-ken would also open the legacy 6633 when no
+port is set: we always set it).
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from controller import config as configuration
 from controller.api import Api
 from controller.errors import SwitchUnavailable
+from controller.httpd import HttpServer
 from controller.service import Service
 from controller.store import SqliteStore
 
@@ -50,16 +50,6 @@ class LateFabric:
 
     def connected(self) -> list[int]:
         return self.app.connected() if self.app is not None else []
-
-
-class ThreadingWsgiServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    request_queue_size = 256  # a node's burst of pod ADDs must queue, not be reset (stdlib default: 5)
-
-
-class QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
-        LOG.debug("http " + format, *args)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -126,10 +116,9 @@ def check_free(host: str, port: int) -> None:
         probe.bind((host, port))
 
 
-def serve_api(service: Service, cfg: configuration.Config) -> ThreadingWsgiServer:
+def serve_api(service: Service, cfg: configuration.Config) -> HttpServer:
     tokens = {name: node.token for name, node in cfg.nodes.items()}
-    server = make_server(cfg.api.host, cfg.api.port, Api(service, tokens=tokens),
-                         server_class=ThreadingWsgiServer, handler_class=QuietHandler)
+    server = HttpServer(Api(service, tokens=tokens), cfg.api.host, cfg.api.port)
     threading.Thread(target=server.serve_forever, name="rest-api", daemon=True).start()
     return server
 

@@ -1,36 +1,25 @@
-"""The REST API through a real HTTP server on 127.0.0.1 (a threading wsgiref server) and http.client."""
+"""The REST API through the controller's HTTP server (controller/httpd.py) on 127.0.0.1 and http.client."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import logging
-import socketserver
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 from ctlfakes import TOKENS, RecordingFabric, make_config
 
 from controller.api import Api
+from controller.httpd import HttpServer
 from controller.service import Service
 
 N1 = {"mac": "02:00:00:00:01:01", "ip": "198.18.0.11"}
 POD = {"container_id": "abc", "ifname": "eth0", "namespace": "default", "name": "web-0", "mode": "macvlan",
        "pool": None, "ip": None, "mac": None, "sticky": None}  # fmt: skip
-
-
-class ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    request_queue_size = 128  # 100 clients connect at once
-
-
-class QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 class Client:
@@ -54,14 +43,13 @@ class Client:
 @pytest.fixture
 def served(service: Service) -> Iterator[Callable[..., Any]]:
     app = Api(service, tokens=TOKENS, max_body=4096)
-    server = make_server("127.0.0.1", 0, app, server_class=ThreadingServer, handler_class=QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    server = HttpServer(app, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield Client(server.server_address[1])
     finally:
         server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture
