@@ -3,9 +3,12 @@
 Run by hand as root: `.venv/bin/python tests/bench/bench_controller.py [--pods 1000 10000] [--runs 3]`.
 Not collected by pytest.
 
-Ours: the real controller process; N pods placed through the REST API by 32 concurrent clients (as
-many nodes' agents would), timed from the first request to the last answer (each answer comes after
-the switch's barrier). Flow-mods are the controller's own count.
+Ours: the real controller process; N pods placed through the REST API by 32 concurrent callers,
+timed from the first request to the last answer (each answer comes after the switch's barrier), two
+ways: "agent" = the node agent's own client (node_agent/controller_client.py), which coalesces
+allocations that arrive while one is in flight into batch requests, as it does when kubelet starts
+many pods at once; "per-pod" = one `POST .../pods` per pod on keep-alive connections, no batching.
+Flow-mods are the controller's own count.
 Reference: a naive os-ken app (`naive_app` below) that, on connect, sends the same final flow set one
 OFPFlowMod at a time with `datapath.send_msg`, then a barrier: what simple_switch-style code does.
 Both start from an empty bridge. Also: the controller's RSS with the N placements, and the same
@@ -17,10 +20,15 @@ OpenFlow path alone, the same work the naive app does, without the REST calls).
 from __future__ import annotations
 
 import argparse
+import os
+import http.client
+import json
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,20 +38,50 @@ sys.path.insert(0, str(ROOT))
 from deploy.lab import netns  # noqa: E402
 from deploy.lab.control import Controller, NodeSpec, PoolSpec  # noqa: E402
 from deploy.lab.rig import Rig  # noqa: E402
+from node_agent.controller_client import ControllerClient  # noqa: E402
 
 NAIVE_PORT = 6654
 CLIENTS = 32
+CLIENT_KINDS = ["agent", "per-pod"]
 
 
-def place_all(controller: Controller, pods: int) -> float:
-    def place(i: int) -> None:
-        controller.request("POST", "/v1/nodes/n1/pods", {
-            "container_id": f"bench-{i}", "ifname": "eth0", "namespace": "bench", "name": f"p{i}",
-            "mode": "macvlan"}, node="n1")
+def pod_request(i: int, run: str) -> dict:
+    return {"container_id": f"{run}-{i}", "ifname": "eth0", "namespace": "bench", "name": f"p{i}", "mode": "macvlan"}
+
+
+def agent_client(controller: Controller) -> Callable[[dict], None]:
+    client = ControllerClient(controller.url, "n1", token=controller.nodes["n1"].token, timeout=60)
+    return lambda request: None if client.allocate(request)["ip"] else None
+
+
+def per_pod_client(controller: Controller) -> Callable[[dict], None]:
+    """One POST per pod on this thread's keep-alive connection, nothing shared."""
+    local = threading.local()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {controller.nodes['n1'].token}"}
+
+    def place(request: dict) -> None:
+        if not hasattr(local, "conn"):
+            local.conn = http.client.HTTPConnection(controller.api_host, controller.api_port, timeout=60)
+        local.conn.request("POST", "/v1/nodes/n1/pods", body=json.dumps(request), headers=headers)
+        response = local.conn.getresponse()
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}: {response.read()!r}")
+        response.read()
+
+    return place
+
+
+def place_all(controller: Controller, place: Callable[[dict], None], pods: int, run: str) -> float:
+    """`place` every pod from CLIENTS threads living in the controller's namespace."""
+    inside = []  # kept, or the generator's cleanup would leave the namespace again
+
+    def enter() -> None:
+        inside.append(netns.entered(controller.ns))  # for the thread's life: its sockets are made there
+        inside[-1].__enter__()
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
-        list(pool.map(place, range(pods)))
+    with ThreadPoolExecutor(max_workers=CLIENTS, initializer=enter) as pool:
+        list(pool.map(lambda i: place(pod_request(i, run)), range(pods)))
     return time.perf_counter() - started
 
 
@@ -53,6 +91,12 @@ def rss_mb(pidfile: Path) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pidfile: Path) -> float:
+    """user + system CPU the process used so far."""
+    fields = Path(f"/proc/{pidfile.read_text().strip()}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def flow_count(rig: Rig, bridge: str) -> int:
@@ -71,10 +115,10 @@ def reconnect_rate(rig: Rig, bridge: str) -> float:
     return expected / (time.perf_counter() - started)
 
 
-def run_ours(rig: Rig, bridge: str, node_port: int, pods: int, run: int) -> tuple[float, int, float, float]:
+def run_ours(rig: Rig, bridge: str, node_port: int, pods: int, run: int, client: str) -> tuple[float, int, float, float]:
     rig.ovs.ofctl("del-flows", bridge)
     rig.ovs.vsctl("set-controller", bridge, "tcp:127.0.0.1:6653")
-    controller = Controller(workdir=rig.workdir / f"bench-{pods}-{run}", ns=rig.mgmt_ns,
+    controller = Controller(workdir=rig.workdir / f"bench-{client}-{pods}-{run}", ns=rig.mgmt_ns,
                             nodes={"n1": NodeSpec("n1", dpid=1, port=node_port)}, trusted={},
                             pool=PoolSpec("198.18.0.0/16", ranges=("198.18.1.0-198.18.254.254",)), verbose=False)
     controller.start()
@@ -82,7 +126,14 @@ def run_ours(rig: Rig, bridge: str, node_port: int, pods: int, run: int) -> tupl
         controller.wait_healthy(timeout=20, switches=1)
         controller.request("PUT", "/v1/nodes/n1", {"mac": "02:00:00:00:00:01", "ip": "198.18.0.11"}, node="n1")
         before = controller.request("GET", "/v1/health")["stats"]["flow_mods"]
-        seconds = place_all(controller, pods)
+        place = agent_client(controller) if client == "agent" else per_pod_client(controller)
+        switch_pidfile = rig.ovs.workdir / "ovs-vswitchd.pid"
+        cpu_before = [cpu_seconds(controller.pidfile), cpu_seconds(switch_pidfile), time.process_time()]
+        seconds = place_all(controller, place, pods, run=f"{client}{run}")
+        cpu_after = [cpu_seconds(controller.pidfile), cpu_seconds(switch_pidfile), time.process_time()]
+        used = [(b - a) / pods * 1e6 for a, b in zip(cpu_before, cpu_after)]
+        print(f"  {client}: CPU per pod: controller {used[0]:.0f} us, switch {used[1]:.0f} us, "
+              f"clients {used[2]:.0f} us; wall {seconds / pods * 1e6:.0f} us", flush=True)
         flow_mods = controller.request("GET", "/v1/health")["stats"]["flow_mods"] - before
         return seconds, flow_mods, rss_mb(controller.pidfile), reconnect_rate(rig, bridge)
     finally:
@@ -160,6 +211,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--clients", nargs="+", choices=CLIENT_KINDS, default=CLIENT_KINDS)
     parser.add_argument("--naive-app", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_app:
@@ -169,24 +221,26 @@ def main() -> None:
         bridge = rig.add_bridge()
         node = rig.add_host("n1", bridge, cidr="198.18.0.11/16", mac="02:00:00:00:00:01")
         for pods in args.pods:
-            ours, naive, rss, bulk = [], [], [], []
+            rates: dict[str, list[float]] = {name: [] for name in [*args.clients, "bulk", "naive"]}
+            rss = []
             for run in range(args.runs):
-                seconds, flow_mods, memory, bulk_rate = run_ours(rig, bridge, node.ofport, pods, run)
-                ours.append(flow_mods / seconds)
-                rss.append(memory)
-                bulk.append(bulk_rate)
+                line = [f"pods={pods} run={run + 1}:"]
+                for client in args.clients:
+                    seconds, flow_mods, memory, bulk_rate = run_ours(rig, bridge, node.ofport, pods, run, client)
+                    rates[client].append(flow_mods / seconds)
+                    line.append(f"{client} {flow_mods} flow-mods in {seconds:.2f}s ({flow_mods / seconds:,.0f}/s);")
+                    if client == args.clients[0]:  # RSS and the bulk rate: once per run
+                        rss.append(memory)
+                        rates["bulk"].append(bulk_rate)
+                        line.append(f"RSS {memory:.0f} MB, bulk on reconnect {bulk_rate:,.0f}/s;")
                 naive_seconds, naive_mods = run_naive(rig, bridge, node.ofport, pods)
-                naive.append(naive_mods / naive_seconds)
-                print(f"pods={pods} run={run + 1}: ours {flow_mods} flow-mods in {seconds:.2f}s "
-                      f"({flow_mods / seconds:,.0f}/s, RSS {memory:.0f} MB), bulk on reconnect {bulk_rate:,.0f}/s; "
-                      f"naive {naive_mods} in "
-                      f"{naive_seconds:.2f}s ({naive_mods / naive_seconds:,.0f}/s)", flush=True)
-            print(f"pods={pods}: median ours {statistics.median(ours):,.0f} flow-mods/s, naive "
-                  f"{statistics.median(naive):,.0f}/s, ratio {statistics.median(ours) / statistics.median(naive):.2f}x; "
-                  f"bulk (reconnect) {statistics.median(bulk):,.0f}/s, ratio "
-                  f"{statistics.median(bulk) / statistics.median(naive):.2f}x; "
-                  f"controller RSS {statistics.median(rss):.0f} MB", flush=True)
-
+                rates["naive"].append(naive_mods / naive_seconds)
+                line.append(f"naive {naive_mods} in {naive_seconds:.2f}s ({naive_mods / naive_seconds:,.0f}/s)")
+                print(" ".join(line), flush=True)
+            medians = {name: statistics.median(values) for name, values in rates.items()}
+            print(f"pods={pods} medians: " + ", ".join(
+                f"{name} {rate:,.0f} flow-mods/s ({rate / medians['naive']:.2f}x naive)" for name, rate in medians.items()
+            ) + f"; controller RSS {statistics.median(rss):.0f} MB", flush=True)
 
 if __name__ == "__main__":
     main()
