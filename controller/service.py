@@ -28,7 +28,7 @@ from controller import ipam
 from controller.config import Config, Route
 from controller.errors import BadRequest, ConflictError, ControllerError, NotFound, TemporaryError
 from controller.logs import kv
-from controller.store import Mode, Node, Pod, Store
+from controller.store import Mode, Node, Pod, Store, Writes
 from openflow.model import Placement, PortRole, SwitchPort, SwitchState
 
 LOG = logging.getLogger("underlay.service")
@@ -193,11 +193,12 @@ class Service:
                     raise TemporaryError(
                         f"node {node_name}'s switch port is not known yet (no frame seen from {node.mac})", delay=1.0
                     )
-                for index, request in enumerate(requests):
-                    try:
-                        claims[index] = self._claim(node, request)
-                    except ControllerError as err:
-                        answers[index] = err
+                with self.store.transaction() as tx:  # the batch's writes: all, or none if the store refuses
+                    for index, request in enumerate(requests):
+                        try:
+                            claims[index] = self._claim(node, request, tx)
+                        except ControllerError as err:  # raised before its pod wrote anything
+                            answers[index] = err
             if claims:
                 self.fabric.apply([dpid], timeout=self.apply_timeout)
         except BaseException:
@@ -210,12 +211,12 @@ class Service:
             answers[index] = self._attachment(pod)
         return answers  # type: ignore[return-value]  # every index is answered
 
-    def _claim(self, node: Node, request: PodRequest) -> tuple[Pod, bool]:
+    def _claim(self, node: Node, request: PodRequest, tx: Writes) -> tuple[Pod, bool]:
         """The pod for this request, allocated if new, and marked pending until its flows are in."""
         pod = self._pods.get(request.key)
         created = pod is None
         if pod is None:
-            pod = self._allocate(node, request)
+            pod = self._allocate(node, request, tx)
         elif request.key in self._pending:
             raise TemporaryError(f"container {_name(request.key)}: its ADD is still in progress", delay=1.0)
         elif pod.node != node.name:
@@ -225,7 +226,7 @@ class Service:
         self._pending.add(request.key)
         return pod, created
 
-    def _allocate(self, node: Node, request: PodRequest) -> Pod:
+    def _allocate(self, node: Node, request: PodRequest, tx: Writes) -> Pod:
         owner = f"{request.namespace}/{request.name}"
         if request.mac is not None and request.mode is not Mode.MACVLAN:
             raise BadRequest(f"mac: pod {owner}: only macvlan pods choose their MAC")
@@ -240,10 +241,9 @@ class Service:
             request.container_id, request.ifname, node.name, request.namespace, request.name,
             lease.pool, lease.ip, mac, request.mode, request.sticky, created_at=self.now(),
         )  # fmt: skip
-        with self.store.transaction() as tx:
-            tx.put_pod(pod)
-            if pod.sticky is not None:
-                tx.reserve(pod.sticky, pod.ip)
+        tx.put_pod(pod)
+        if pod.sticky is not None:
+            tx.reserve(pod.sticky, pod.ip)
         self._ipam.commit(lease)
         self._add_pod(pod)
         if LOG.isEnabledFor(logging.DEBUG):  # per pod: thousands a minute on a busy segment

@@ -203,16 +203,21 @@ def arp_responder(placement: Placement) -> Iterator[Flow]:
 
 def arp_reply(placement: Placement) -> tuple[Action, ...]:
     """Turn the request into its reply in place (the Neutron/OVN recipe) and send it back."""
+    mac = placement.mac.lower()
     return (
-        Move("eth_src", "eth_dst", 48),
-        SetField("eth_src", placement.mac.lower()),
-        SetField("arp_op", ARP_REPLY),
-        Move("arp_sha", "arp_tha", 48),
-        SetField("arp_sha", placement.mac.lower()),
-        Move("arp_spa", "arp_tpa", 32),
-        SetField("arp_spa", placement.ip),
-        Output(IN_PORT),
-    )
+        _SENDER_TO_TARGET_ETH, SetField("eth_src", mac), _OP_REPLY,
+        _SENDER_TO_TARGET_HA, SetField("arp_sha", mac),
+        _SENDER_TO_TARGET_PA, SetField("arp_spa", placement.ip),
+        _BACK_IN,
+    )  # fmt: skip
+
+
+# the parts of every reply that do not depend on the placement
+_SENDER_TO_TARGET_ETH = Move("eth_src", "eth_dst", 48)
+_OP_REPLY = SetField("arp_op", ARP_REPLY)
+_SENDER_TO_TARGET_HA = Move("arp_sha", "arp_tha", 48)
+_SENDER_TO_TARGET_PA = Move("arp_spa", "arp_tpa", 32)
+_BACK_IN = Output(IN_PORT)
 
 
 def l2_forward(placement: Placement) -> Flow:
