@@ -153,9 +153,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_os_ken(cfg.openflow)
     start_openflow(service, fabric)
     # Everything loaded so far (modules, os-ken, the restored state) lives as long as the process:
-    # keep the cyclic collector from scanning it again on every full collection.
+    # keep the cyclic collector from scanning it again on every full collection. And collect young
+    # objects less often: a batch of placements allocates tens of thousands of tracked objects, and
+    # at the default threshold (700) most of them survive a collection only to be scanned again
+    # later (measured: ~10% of the controller's CPU per pod at 10,000 placements; RSS unchanged).
     gc.collect()
     gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     LOG.info("started epoch=%s openflow=%s:%d api=%s:%d store=%s", service.epoch, cfg.openflow.host,
              cfg.openflow.port, cfg.api.host, cfg.api.port, cfg.store)
     while not stop.wait(1.0):
