@@ -168,27 +168,30 @@ class SwitchSession:
         self._in_sync = True
 
     def _send_bundle(self, mods: list[bytes]) -> None:
-        """All mods in one atomic bundle: the switch applies all of them or none.
+        """All mods in one ONF bundle, applied at its commit: no packet sees half of a change.
 
-        The flow-mods are pre-encoded and framed into bundle-add messages in one buffer (one
-        write); errors for them arrive with xids from the range reserved here."""
-        dp, ofp, parser = self.datapath, self.datapath.ofproto, self.datapath.ofproto_parser
+        Open, the pre-encoded mods, commit and a barrier go as one buffer (one write). The replies
+        to open and commit, and errors for the mods (xids from the range reserved here), are
+        collected; the barrier's reply says the switch has processed all of it. A mod the switch
+        refuses when it is added is left out of the bundle while the rest commits (Open vSwitch,
+        tests/openflow/test_ovs_roundtrip.py): any error fails the convergence, so the next one
+        re-reads the switch's flows."""
+        ofp = self.datapath.ofproto
         self._bundle_id = (self._bundle_id + 1) & 0xFFFFFFFF
-        flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
-        watched: list[int] = []
+        first = self._reserve_xids(len(mods) + 3)
+        open_xid, commit_xid, barrier_xid = (
+            (first + offset) & ofp.MAX_XID for offset in (0, len(mods) + 1, len(mods) + 2))
+        blob = ofmsg.bundle_transaction(mods, bundle_id=self._bundle_id, flags=ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED,
+                                        first_xid=first)
+        watched = [open_xid, commit_xid, barrier_xid]
+        self._expect(watched)
+        self._bundle_xids, self._bundle_errors = ((first + 1) & ofp.MAX_XID, len(mods)), []
         try:
-            watched.append(self._send(parser.ONFBundleCtrlMsg(dp, self._bundle_id, ofp.ONF_BCT_OPEN_REQUEST,
-                                                              flags, [])))
-            first = self._reserve_xids(len(mods))
-            blob, _ = ofmsg.bundle_bytes(mods, bundle_id=self._bundle_id, flags=flags, first_xid=first)
-            self._bundle_xids, self._bundle_errors = (first, len(mods)), []
-            if not dp.send(blob):
+            if self._closed or not self.datapath.send(blob):
                 raise SwitchUnavailable(f"switch {self.dpid:016x} is disconnected")
-            watched.append(self._send(parser.ONFBundleCtrlMsg(dp, self._bundle_id, ofp.ONF_BCT_COMMIT_REQUEST,
-                                                              flags, [])))
             self.counters.flow_mods += len(mods)
             self.counters.bundles += 1
-            self._barrier()
+            self._wait(barrier_xid, "the bundle's barrier")
             errors = [self._pending[xid].error for xid in watched if self._pending[xid].error]
             errors += self._bundle_errors
         finally:
@@ -208,28 +211,28 @@ class SwitchSession:
 
     def _request(self, msg: Any) -> list[Any]:
         """Send `msg` and wait for its (possibly multipart) reply."""
-        xid = self._send(msg)
-        pending = self._pending[xid]
+        xid = self.datapath.set_xid(msg)
+        self._expect([xid])
         try:
-            if not pending.done.wait(REPLY_TIMEOUT):
-                raise SwitchUnavailable(f"switch {self.dpid:016x} did not answer {type(msg).__name__}")
-            if pending.error:
-                raise SwitchUnavailable(f"switch {self.dpid:016x}: {pending.error}")
-            return pending.parts
+            if self._closed or not self.datapath.send_msg(msg):
+                raise SwitchUnavailable(f"switch {self.dpid:016x} is disconnected")
+            return self._wait(xid, type(msg).__name__)
         finally:
             self._forget([xid])
 
-    def _send(self, msg: Any, *, inner: Any = None) -> int:
-        """Send `msg`, registering its xid for replies and errors; return the xid."""
-        xid = self.datapath.set_xid(msg)
-        if inner is not None:
-            inner.set_xid(xid)
+    def _expect(self, xids: list[int]) -> None:
+        """Register these xids: replies and errors carrying them are kept for us."""
         with self._pending_lock:
-            self._pending[xid] = _Pending()
-        if self._closed or not self.datapath.send_msg(msg):
-            self._forget([xid])
-            raise SwitchUnavailable(f"switch {self.dpid:016x} is disconnected")
-        return xid
+            for xid in xids:
+                self._pending[xid] = _Pending()
+
+    def _wait(self, xid: int, what: str) -> list[Any]:
+        pending = self._pending[xid]
+        if not pending.done.wait(REPLY_TIMEOUT):
+            raise SwitchUnavailable(f"switch {self.dpid:016x} did not answer {what}")
+        if pending.error:
+            raise SwitchUnavailable(f"switch {self.dpid:016x}: {pending.error}")
+        return pending.parts
 
     def _forget(self, xids: list[int]) -> None:
         with self._pending_lock:

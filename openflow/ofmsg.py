@@ -25,6 +25,9 @@ NXM_SUFFIX = "_nxm"
 _OF13 = ProtocolDesc(ofp13.OFP_VERSION)
 # ofp_header, experimenter id and type, then bundle_id, pad, flags (os-ken's ONF_BUNDLE_ADD_MSG_PACK_STR)
 _BUNDLE_ADD_HEADER = struct.Struct("!BBHIIIIHH")
+# ofp_header, experimenter id and type, then bundle_id, type, flags (ONF_BUNDLE_CTRL_PACK_STR), no properties
+_BUNDLE_CTRL = struct.Struct("!BBHIIIIHH")
+_HEADER = struct.Struct("!BBHI")
 
 
 def flow_mod(datapath: Any, flow: Flow, *, delete: bool = False) -> Any:
@@ -75,6 +78,23 @@ def bundle_bytes(messages: Iterable[bytes], *, bundle_id: int, flags: int, first
         out += inner[:4] + struct.pack("!I", xid) + inner[8:]
         xid = (xid + 1) & ofp13.MAX_XID
     return bytes(out), xid
+
+
+def bundle_transaction(mods: list[bytes], *, bundle_id: int, flags: int, first_xid: int) -> bytes:
+    """One atomic change as one buffer: bundle open, the mods added to it, commit, then a barrier.
+    xids are consecutive from `first_xid`: open, each mod, commit, barrier (`len(mods) + 3` in all)."""
+    xid = first_xid
+    out = bytearray(_bundle_ctrl(ofp13.ONF_BCT_OPEN_REQUEST, bundle_id, flags, xid))
+    adds, xid = bundle_bytes(mods, bundle_id=bundle_id, flags=flags, first_xid=xid + 1)
+    out += adds
+    out += _bundle_ctrl(ofp13.ONF_BCT_COMMIT_REQUEST, bundle_id, flags, xid)
+    out += _HEADER.pack(ofp13.OFP_VERSION, ofp13.OFPT_BARRIER_REQUEST, _HEADER.size, (xid + 1) & ofp13.MAX_XID)
+    return bytes(out)
+
+
+def _bundle_ctrl(kind: int, bundle_id: int, flags: int, xid: int) -> bytes:
+    return _BUNDLE_CTRL.pack(ofp13.OFP_VERSION, ofp13.OFPT_EXPERIMENTER, _BUNDLE_CTRL.size, xid,
+                             ofproto_common.ONF_EXPERIMENTER_ID, ofp13.ONF_ET_BUNDLE_CONTROL, bundle_id, kind, flags)
 
 
 def flow_stats_request(datapath: Any, cookie: int) -> Any:

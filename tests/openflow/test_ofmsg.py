@@ -18,7 +18,7 @@ from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 from openflow import COOKIE_MASK
 from openflow.flows import Opaque, sort_flows
 from openflow.model import SwitchState
-from openflow.ofmsg import flow_mod, flow_stats_request, parse_flow_stats
+from openflow.ofmsg import bundle_transaction, flow_mod, flow_mod_bytes, flow_stats_request, parse_flow_stats
 from openflow.pipeline import desired_flows
 
 DP = ProtocolDesc(ofp.OFP_VERSION)
@@ -75,3 +75,30 @@ def test_foreign_content_under_our_cookie_is_kept_opaque_and_can_only_be_deleted
     with pytest.raises(ValueError, match="cannot send"):
         flow_mod(DP, found)
     assert wire(flow_mod(DP, found, delete=True)).command == ofp.OFPFC_DELETE_STRICT  # type: ignore
+
+
+def serialized(msg: object, xid: int) -> bytes:
+    msg.set_xid(xid)  # type: ignore[attr-defined]
+    msg.serialize()  # type: ignore[attr-defined]
+    return bytes(msg.buf)  # type: ignore[attr-defined]
+
+
+def test_a_bundle_transaction_is_what_os_ken_would_send_message_by_message() -> None:
+    flows = sort_flows(desired_flows(two_node_state()))[:3]
+    flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+    blob = bundle_transaction([flow_mod_bytes(f) for f in flows], bundle_id=7, flags=flags, first_xid=0xFFFFFFFE)
+
+    messages, offset = [], 0
+    while offset < len(blob):
+        (length,) = struct.unpack_from("!H", blob, offset + 2)
+        messages.append(blob[offset:offset + length])
+        offset += length
+    xids = [0xFFFFFFFE, 0xFFFFFFFF, 0, 1, 2, 3]  # consecutive, wrapping around
+    expected = [serialized(parser.ONFBundleCtrlMsg(DP, 7, ofp.ONF_BCT_OPEN_REQUEST, flags, []), xids[0])]
+    for xid, flow in zip(xids[1:4], flows):
+        inner = flow_mod(DP, flow)
+        inner.set_xid(xid)
+        expected.append(serialized(parser.ONFBundleAddMsg(DP, 7, flags, inner, []), xid))
+    expected.append(serialized(parser.ONFBundleCtrlMsg(DP, 7, ofp.ONF_BCT_COMMIT_REQUEST, flags, []), xids[4]))
+    expected.append(serialized(parser.OFPBarrierRequest(DP), xids[5]))
+    assert messages == expected
