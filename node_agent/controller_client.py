@@ -18,7 +18,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -140,15 +140,19 @@ def _error(status: int, answer: dict) -> ControllerError:
     return kind(reason, status=status)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Entry:
     item: dict
+    woken: threading.Event = field(default_factory=threading.Event)  # answered, or asked to lead
     answer: dict | BaseException | None = None
 
 
 class Coalescer:
-    """Runs `send(batch)` for items submitted by many threads, one batch at a time: whoever finds
-    no batch in flight sends everything queued so far (up to `max_batch`), the others wait for it.
+    """Runs `send(batch)` for items submitted by many threads, one batch at a time.
+
+    Whoever finds no batch in flight leads: it sends everything queued (up to `max_batch` a time)
+    until its own item is answered, then hands the lead to the oldest item still queued. Every
+    other thread sleeps until it is answered or handed the lead: one wake-up each, no herd.
 
     `send` returns one answer per item, in order: a dict, or the exception for that item; if it
     raises, every item of its batch gets that exception."""
@@ -157,29 +161,32 @@ class Coalescer:
         self._send = send
         self._max = max_batch
         self._queue: list[_Entry] = []
-        self._busy = False
-        self._cond = threading.Condition()
+        self._leading = False
+        self._lock = threading.Lock()
 
     def submit(self, item: dict) -> dict:
         entry = _Entry(item)
-        with self._cond:
+        with self._lock:
             self._queue.append(entry)
-            while entry.answer is None:
-                if self._busy:
-                    self._cond.wait()
-                    continue
-                batch, self._queue = self._queue[: self._max], self._queue[self._max :]
-                self._busy = True
-                self._cond.release()
-                try:
-                    self._run(batch)
-                finally:
-                    self._cond.acquire()
-                    self._busy = False
-                    self._cond.notify_all()
+            follow, self._leading = self._leading, True
+        if follow:
+            entry.woken.wait()
+        if entry.answer is None:  # leading: from the start, or handed the lead
+            self._lead(entry)
         if isinstance(entry.answer, BaseException):
             raise entry.answer
         return entry.answer
+
+    def _lead(self, entry: _Entry) -> None:
+        while entry.answer is None:
+            with self._lock:
+                batch, self._queue = self._queue[: self._max], self._queue[self._max :]
+            self._run(batch)
+        with self._lock:
+            if self._queue:
+                self._queue[0].woken.set()  # the oldest still waiting leads next
+            else:
+                self._leading = False
 
     def _run(self, batch: list[_Entry]) -> None:
         try:
@@ -190,6 +197,7 @@ class Coalescer:
             answers = PermanentError(f"controller: {len(answers)} answers to a batch of {len(batch)} pod requests")
         for index, entry in enumerate(batch):
             entry.answer = answers if isinstance(answers, BaseException) else answers[index]
+            entry.woken.set()
 
 
 def with_backoff(call: Callable[[], T], *, attempts: int, first_delay: float = 0.5, max_delay: float = 30.0,
