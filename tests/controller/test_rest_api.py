@@ -140,6 +140,30 @@ def test_add_pod_and_idempotent_post(call: Client, fabric: RecordingFabric) -> N
     assert fabric.calls[-2:] == [(1,), (1,)]
 
 
+def test_a_batch_answers_each_request_in_order(call: Client, fabric: RecordingFabric) -> None:
+    fabric.calls.clear()
+    pods = [POD, {**POD, "container_id": "x", "ifname": "a b"}, {**POD, "container_id": "y", "ip": "198.18.0.100"},
+            "nope", {**POD, "container_id": "z"}]
+    status, body, _ = call("POST", "/v1/nodes/n1/pods:batch", {"pods": pods})
+    assert status == 200
+    first, bad, taken, nope, last = body["results"]
+    assert (first["ip"], last["ip"]) == ("198.18.0.100", "198.18.0.101")
+    assert bad == {"error": "pods[1].ifname: 'a b' is not a Linux interface name", "status": 400}
+    assert taken == {"error": "pod default/web-0: 198.18.0.100 is held by default/web-0", "status": 409}
+    assert nope == {"error": "pods[3]: expected an object", "status": 400}
+    assert fabric.calls == [(1,)]  # one convergence for the batch
+
+
+@pytest.mark.parametrize(("body", "status", "reason"), [
+    ({}, 400, "pods: expected a non-empty list of pod requests"),
+    ({"pods": []}, 400, "pods: expected a non-empty list of pod requests"),
+    ({"pods": [{}] * 513}, 400, "pods: 513 pod requests, at most 512 in one batch"),
+])  # fmt: skip
+def test_a_malformed_batch_is_refused_whole(call: Client, body: object, status: int, reason: str) -> None:
+    answer = call("POST", "/v1/nodes/n1/pods:batch", body)
+    assert answer[:2][0] == status and answer[1]["error"] == reason
+
+
 def test_conflicts_are_409(call: Client) -> None:
     call("POST", "/v1/nodes/n1/pods", {**POD, "name": "db-1", "container_id": "db", "ip": "198.18.0.105"})
     status, body, _ = call("POST", "/v1/nodes/n1/pods", {**POD, "ip": "198.18.0.105"})
