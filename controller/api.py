@@ -159,6 +159,11 @@ class Api:
     # -- handlers --------------------------------------------------------------------------------
 
     def health(self, request: Request) -> Json:
+        """503 once the store refuses writes: a liveness probe then restarts the controller, which
+        reloads what is durable."""
+        failure = self.service.store.failure
+        if failure is not None:
+            raise HttpError(503, f"{failure}; restart the controller")
         fabric = self.service.fabric
         return {
             "status": "ok",

@@ -100,6 +100,10 @@ class Store(Protocol):
     def sync(self) -> None: ...
     def close(self) -> None: ...
 
+    @property
+    def failure(self) -> str | None:
+        """Why the store refuses writes (a commit failed), or None while it works."""
+
 
 class StoreError(RuntimeError):
     """The store refused a write (a constraint) or could not be read."""
@@ -174,6 +178,10 @@ class SqliteStore:
                 self._db.execute("RELEASE block")
                 raise
             self._db.execute("RELEASE block")
+
+    @property
+    def failure(self) -> str | None:
+        return None if self._failed is None else f"store {self.path}: a commit failed ({self._failed})"
 
     def sync(self) -> None:
         """Commit what is written. A caller that waited for the lock while another thread committed

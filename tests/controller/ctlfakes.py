@@ -14,6 +14,7 @@ from typing import Any
 from controller import config as config_module
 from controller.config import Config
 from controller.errors import SwitchUnavailable
+from controller.store import SqliteStore
 
 TOKENS = {"n1": "token-one", "n2": "token-two", "n3": "token-three"}
 
@@ -75,3 +76,14 @@ class RecordingFabric:
             self.on_apply(dpids)
         if failing:
             raise SwitchUnavailable(f"switch {dpids} did not answer")
+
+
+def break_commits(store: SqliteStore) -> None:
+    """Make the store's next COMMIT fail, as a full disk would: a trigger breaks a deferred foreign
+    key on every pod written, and SQLite checks deferred keys at commit."""
+    store._db.executescript("""
+        PRAGMA foreign_keys = ON;
+        CREATE TABLE parent (id INTEGER PRIMARY KEY);
+        CREATE TABLE child (id INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);
+        CREATE TRIGGER breaks_commit AFTER INSERT ON pods BEGIN INSERT INTO child VALUES (42); END;
+    """)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from ctlfakes import TOKENS, RecordingFabric, make_config
+from ctlfakes import TOKENS, RecordingFabric, break_commits, make_config
 
 from controller.api import Api
 from controller.httpd import HttpServer
@@ -138,6 +138,15 @@ def test_add_pod_and_idempotent_post(call: Client, fabric: RecordingFabric) -> N
     assert listed["pods"] == [{"container_id": "abc", "ifname": "eth0", "namespace": "default", "name": "web-0",
                                "ip": "198.18.0.100", "mac": "02:55:c6:12:00:64", "mode": "macvlan", "pool": "default"}]  # fmt: skip
     assert fabric.calls[-2:] == [(1,), (1,)]
+
+
+def test_after_a_failed_commit_changes_are_500_and_health_is_503(call: Client, service: Service) -> None:
+    break_commits(service.store)  # type: ignore[arg-type]
+    status, body, _ = call("POST", "/v1/nodes/n1/pods", POD)
+    assert status == 500 and body["error"] == "internal error"
+    status, body, _ = call("GET", "/v1/health", token=None)
+    assert status == 503 and body["error"].endswith("a commit failed (FOREIGN KEY constraint failed); restart the controller")
+    assert call("POST", "/v1/nodes/n1/pods", POD)[:2][0] == 500  # and it stays so: nothing half-written is trusted
 
 
 def test_a_batch_answers_each_request_in_order(call: Client, fabric: RecordingFabric) -> None:

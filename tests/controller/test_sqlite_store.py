@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from controller.store import Mode, Node, Pod, SqliteStore, StoreError
+from ctlfakes import break_commits
 
 
 def pod(cid: str, ip: str, **fields: object) -> Pod:
@@ -96,7 +98,7 @@ def test_blocks_are_durable_after_sync_and_concurrent_syncs_share_commits(store_
     store = SqliteStore(store_path)
     with store.transaction() as tx:
         tx.put_pod(pod("a", "198.18.0.100"))
-    other = sqlite3.connect(store_path, check_same_thread=False)  # another reader: sees only what is committed
+    other = sqlite3.connect(store_path)  # another reader: sees only what is committed
     assert other.execute("SELECT count(*) FROM pods").fetchone() == (0,)  # written, not committed
     store.sync()
     assert other.execute("SELECT count(*) FROM pods").fetchone() == (1,)
@@ -114,7 +116,8 @@ def test_blocks_are_durable_after_sync_and_concurrent_syncs_share_commits(store_
         with store.transaction() as tx:
             tx.put_pod(pod(f"p{i}", f"198.18.1.{i}"))
         store.sync()
-        assert other.execute("SELECT 1 FROM pods WHERE container_id = ?", (f"p{i}",)).fetchone() == (1,)
+        with closing(sqlite3.connect(store_path)) as reader:  # its own: a shared one keeps old snapshots
+            assert reader.execute("SELECT 1 FROM pods WHERE container_id = ?", (f"p{i}",)).fetchall() == [(1,)]
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(allocate, range(200)))
@@ -122,22 +125,19 @@ def test_blocks_are_durable_after_sync_and_concurrent_syncs_share_commits(store_
 
 
 def test_a_failed_commit_loses_the_uncommitted_blocks_and_refuses_writes(store_path: Path) -> None:
-    """A COMMIT that fails (here: a deferred foreign key the schema's trigger breaks, as the disk
-    would with ENOSPC) leaves the store refusing writes: nothing after it could be trusted."""
+    """A COMMIT that fails (as with a full disk) leaves the store refusing writes: nothing after it
+    could be trusted."""
     store = SqliteStore(store_path)
     with store.transaction() as tx:
         tx.put_pod(pod("a", "198.18.0.100"))
     store.sync()
-    store._db.executescript("""
-        PRAGMA foreign_keys = ON;
-        CREATE TABLE parent (id INTEGER PRIMARY KEY);
-        CREATE TABLE child (id INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);
-        CREATE TRIGGER breaks_commit AFTER INSERT ON pods BEGIN INSERT INTO child VALUES (42); END;
-    """)
+    assert store.failure is None
+    break_commits(store)
     with store.transaction() as tx:
         tx.put_pod(pod("b", "198.18.0.101"))
     with pytest.raises(StoreError, match="commit failed, recent writes are lost"):
         store.sync()
+    assert store.failure == f"store {store_path}: a commit failed (FOREIGN KEY constraint failed)"
     with pytest.raises(StoreError, match="refusing writes after a failed commit"):
         with store.transaction():
             pass
