@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from openflow.flows import (ARP_REPLY, ARP_REQUEST, BROADCAST, CONTROLLER, ETH_TYPE_ARP, ETH_TYPE_IP, IN_PORT,
-                            MULTICAST, NORMAL, Action, Flow, MatchValue, Move, Output, SetField, make_flow)
+                            MULTICAST, NORMAL, Action, Flow, Move, Output, SetField, make_flow)
 from openflow.model import Placement, PortRole, SwitchState, UnknownDestination
 from openflow.tables import ARP_RESPONDER, INGRESS, L2
 
@@ -169,10 +169,32 @@ def _fixed_flows(state: SwitchState, trusted: frozenset[int]) -> Iterator[Flow]:
 
 @functools.lru_cache(maxsize=1 << 17)
 def placement_flows(placement: Placement, on_trusted_port: bool, cookie: int) -> tuple[Flow, ...]:
-    """Every flow that exists for this one placement (and names only it)."""
-    flows = [*(() if on_trusted_port else ingress_allow(placement)), *arp_responder(placement),
-             l2_forward(placement)]
-    return tuple(flow.with_cookie(cookie) for flow in flows)
+    """Every flow that exists for this one placement (and names only it).
+
+    The hot path of an allocation: the matches are written out in their canonical form (field
+    order of `flows.FIELD_ORDER`, lower-case MACs) instead of going through `make_match`;
+    tests/openflow/test_desired_flows.py checks that each equals what `make_match` makes."""
+    port, mac, ip = placement.port, placement.mac.lower(), placement.ip
+    request = (("eth_dst", BROADCAST), ("eth_type", ETH_TYPE_ARP), ("arp_op", ARP_REQUEST), ("arp_tpa", ip))
+    flows = (
+        # arp_responder: a request from the owner's port passes (DAD, gratuitous); others are answered
+        Flow(ARP_RESPONDER, PRIO_SKIP_OWNER, (("in_port", port), *request), goto=L2, cookie=cookie),
+        Flow(ARP_RESPONDER, PRIO_ANSWER, request, actions=arp_reply(placement), cookie=cookie),
+        # l2: frames for its MAC go to its port
+        Flow(L2, PRIO_EXACT, (("eth_dst", mac),), actions=(Output(port),), cookie=cookie),
+    )
+    if on_trusted_port:
+        return flows
+    arp = (("in_port", port), ("eth_src", mac), ("eth_type", ETH_TYPE_ARP))
+    return (
+        # ingress: what a node port may send for it: its ARP (or an RFC 5227 probe for its IP), its IPv4
+        Flow(INGRESS, PRIO_ALLOW, (*arp, ("arp_spa", ip), ("arp_sha", mac)), goto=ARP_RESPONDER, cookie=cookie),
+        Flow(INGRESS, PRIO_ALLOW, (*arp, ("arp_spa", "0.0.0.0"), ("arp_sha", mac), ("arp_tpa", ip)),
+             goto=ARP_RESPONDER, cookie=cookie),
+        Flow(INGRESS, PRIO_ALLOW, (("in_port", port), ("eth_src", mac), ("eth_type", ETH_TYPE_IP), ("ipv4_src", ip)),
+             goto=L2, cookie=cookie),
+        *flows,
+    )
 
 
 def _table_defaults(unknown: UnknownDestination) -> Iterator[Flow]:
@@ -181,24 +203,6 @@ def _table_defaults(unknown: UnknownDestination) -> Iterator[Flow]:
     yield make_flow(L2, PRIO_MULTICAST, {"eth_dst": MULTICAST}, actions=(Output(NORMAL),))
     miss = (Output(NORMAL),) if unknown is UnknownDestination.NORMAL else ()
     yield make_flow(L2, PRIO_MISS, {}, actions=miss)
-
-
-def ingress_allow(placement: Placement) -> Iterator[Flow]:
-    """What a node port may send for this placement: its ARP (or a probe for its IP) and its IPv4."""
-    port, mac, ip = placement.port, placement.mac, placement.ip
-    arp: dict[str, MatchValue] = {"in_port": port, "eth_src": mac, "eth_type": ETH_TYPE_ARP, "arp_sha": mac}
-    yield make_flow(INGRESS, PRIO_ALLOW, {**arp, "arp_spa": ip}, goto=ARP_RESPONDER)
-    yield make_flow(INGRESS, PRIO_ALLOW, {**arp, "arp_spa": "0.0.0.0", "arp_tpa": ip}, goto=ARP_RESPONDER)
-    yield make_flow(INGRESS, PRIO_ALLOW, {"in_port": port, "eth_src": mac, "eth_type": ETH_TYPE_IP,
-                                         "ipv4_src": ip}, goto=L2)
-
-
-def arp_responder(placement: Placement) -> Iterator[Flow]:
-    """Answer broadcast requests for the placement's IP, except those from its own port."""
-    request: dict[str, MatchValue] = {"eth_dst": BROADCAST, "eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST,
-                                      "arp_tpa": placement.ip}
-    yield make_flow(ARP_RESPONDER, PRIO_SKIP_OWNER, {**request, "in_port": placement.port}, goto=L2)
-    yield make_flow(ARP_RESPONDER, PRIO_ANSWER, request, actions=arp_reply(placement))
 
 
 def arp_reply(placement: Placement) -> tuple[Action, ...]:
@@ -218,13 +222,6 @@ _OP_REPLY = SetField("arp_op", ARP_REPLY)
 _SENDER_TO_TARGET_HA = Move("arp_sha", "arp_tha", 48)
 _SENDER_TO_TARGET_PA = Move("arp_spa", "arp_tpa", 32)
 _BACK_IN = Output(IN_PORT)
-
-
-def l2_forward(placement: Placement) -> Flow:
-    """Frames for the placement's MAC go to its port. A frame arriving on that very port is dropped
-    by OpenFlow's rule (no output to the in-port), as a learning switch would: local delivery is the
-    node's job (macvlan bridge mode, ipvlan)."""
-    return make_flow(L2, PRIO_EXACT, {"eth_dst": placement.mac}, actions=(Output(placement.port),))
 
 
 def _check(state: SwitchState) -> None:
