@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit
 
 T = TypeVar("T")
 MAX_BATCH = 128  # pod requests per batch request (the controller takes up to 512)
+MAX_IDLE = 8  # idle keep-alive connections kept
 
 
 class ControllerError(Exception):
@@ -51,7 +52,8 @@ class ControllerClient:
         self._parts = parts
         self._token = token
         self._timeout = timeout
-        self._local = threading.local()  # one keep-alive connection per thread
+        self._idle: list[http.client.HTTPConnection] = []  # keep-alive connections, shared: CNI calls are short threads
+        self._idle_lock = threading.Lock()
         self._allocations = Coalescer(self._allocate_batch, max_batch=MAX_BATCH)
         self.epoch: str | None = None
 
@@ -107,31 +109,41 @@ class ControllerClient:
         raise _error(status, answer)
 
     def _send(self, method: str, path: str, payload: bytes | None, headers: dict) -> tuple[int, bytes]:
-        """One request on this thread's connection; a stale keep-alive connection is retried once."""
-        for attempt in (1, 2):
-            conn = self._connection()
+        """One request on an idle keep-alive connection, or a new one. A connection the controller
+        closed while it was idle fails at once: the request is retried once on a new connection
+        (the controller never saw it; and allocations are idempotent anyway)."""
+        for fresh in (False, True):
+            conn = self._connection(fresh=fresh)
             try:
                 conn.request(method, self._parts.path.rstrip("/") + path, body=payload, headers=headers)
                 response = conn.getresponse()
-                return response.status, response.read()
+                data = response.read()
             except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
-                self._local.conn = None
                 conn.close()
-                if attempt == 2:
+                if fresh:
                     raise
+                continue
             except BaseException:
-                self._local.conn = None
                 conn.close()
                 raise
+            self._give_back(conn)
+            return response.status, data
         raise AssertionError("unreachable")
 
-    def _connection(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            kind = http.client.HTTPSConnection if self._parts.scheme == "https" else http.client.HTTPConnection
-            conn = kind(self._parts.hostname, self._parts.port, timeout=self._timeout)
-            self._local.conn = conn
-        return conn
+    def _connection(self, *, fresh: bool) -> http.client.HTTPConnection:
+        with self._idle_lock:
+            if self._idle and not fresh:
+                return self._idle.pop()
+        kind = http.client.HTTPSConnection if self._parts.scheme == "https" else http.client.HTTPConnection
+        return kind(self._parts.hostname, self._parts.port, timeout=self._timeout)
+
+    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+        if conn.sock is not None:  # still open: the answer did not say `Connection: close`
+            with self._idle_lock:
+                if len(self._idle) < MAX_IDLE:
+                    self._idle.append(conn)
+                    return
+        conn.close()
 
 
 def _error(status: int, answer: dict) -> ControllerError:
