@@ -2,8 +2,8 @@
 
 Why not wsgiref: it speaks HTTP/1.0, closes every connection and parses header fields with
 email.parser; profiling put ~35% of the controller's CPU per pod placement there. Node agents keep
-one http.client connection per thread, so a persistent connection saves them a TCP handshake and
-us a thread start per request.
+a few http.client connections open and share them, so a persistent connection saves them a TCP
+handshake and us a thread start per request.
 
 One thread per connection, at most `max_connections` at once (one more is answered 503 and
 closed), each closed after `idle_timeout` seconds without a request. Requests are parsed by hand
