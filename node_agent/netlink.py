@@ -29,9 +29,23 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from pyroute2 import IPRoute
+from pyroute2 import config as pyroute2_config
 from pyroute2.netlink.exceptions import NetlinkError
 
 from node_agent.rtnl import Rtnl, RtnlError, RtnlPool
+
+NETNS_HELPER_TIMEOUT = 30
+
+
+def allow_slow_netns_helper() -> None:
+    """pyroute2 0.9 reaches another netns through a forked helper and gives up on it after 2 s: on a
+    loaded node (a UML node during a full test run took longer) that failed pod ADDs. Kubelet waits
+    minutes for a sandbox; a slow fork is not an error."""
+    pyroute2_config.default_communicate_timeout = max(pyroute2_config.default_communicate_timeout,
+                                                      NETNS_HELPER_TIMEOUT)
+
+
+allow_slow_netns_helper()
 
 CLONE_NEWNET = 0x40000000
 SCOPE_LINK = 253

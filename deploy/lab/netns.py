@@ -19,6 +19,10 @@ from collections.abc import Iterator, Sequence
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
+from node_agent.netlink import allow_slow_netns_helper
+
+allow_slow_netns_helper()
+
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
 SIOCETHTOOL, ETHTOOL_STXCSUM = 0x8946, 0x17
