@@ -3,9 +3,12 @@
 VENV    ?= .venv
 PYTHON  ?= python3
 APT_PACKAGES = openvswitch-switch containernetworking-plugins iproute2 iputils-ping iputils-arping \
-               user-mode-linux tcpdump python3-venv python3-pip gcc libc6-dev
+               user-mode-linux tcpdump python3-venv python3-pip gcc libc6-dev etcd-server
+# The Kubernetes control plane the tests run against, built once per machine from deploy/k8s/bin/go.mod
+# into ~/.cache/underlay/k8s/<version>/ (deploy/k8s/build.py; the first build is ~10 minutes).
+K8S_COMPONENTS = kube-apiserver kube-controller-manager kube-scheduler
 
-.PHONY: setup test lab lab-down install-cni clean
+.PHONY: setup k8s test lab lab-down install-cni clean
 
 setup: $(VENV)/.installed
 
@@ -19,7 +22,10 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-test: setup
+k8s: setup
+	$(VENV)/bin/python -m deploy.k8s.build $(K8S_COMPONENTS)
+
+test: setup k8s
 	$(VENV)/bin/python -m pytest tests
 
 lab: setup
