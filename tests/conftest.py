@@ -13,8 +13,9 @@ import pytest
 from deploy.lab.rig import Host, MissingPrerequisite, Rig
 
 # Tests marked `uml` (they need ipvlan, which this kernel lacks) run inside one User-Mode Linux
-# instance and report here as ordinary results: see deploy/uml/pytest_plugin.py.
-pytest_plugins = ("deploy.uml.pytest_plugin",)
+# instance and report here as ordinary results: see deploy/uml/pytest_plugin.py. The `k8s` and
+# `k8s_namespace` fixtures (a real control plane for the session) come from deploy/k8s/pytest_plugin.py.
+pytest_plugins = ("deploy.uml.pytest_plugin", "deploy.k8s.pytest_plugin")
 
 
 @pytest.fixture(scope="session")

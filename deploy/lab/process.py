@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -12,19 +13,31 @@ from pathlib import Path
 from deploy.lab import netns
 
 
+PR_SET_PDEATHSIG = 1
+
+
 def start_daemon(argv: Sequence[str], *, pidfile: Path, logfile: Path, ns: str | None = None,
-                 env: dict[str, str] | None = None) -> int:
+                 env: dict[str, str] | None = None, die_with_parent: bool = False) -> int:
     """Start `argv` (inside namespace `ns`) in its own session, output to `logfile`; return its pid.
 
     The daemon outlives the command that started it (the lab's `up` exits, its daemons stay), so
     it gets its own session and no terminal; `ip netns exec` execs, so the pid is the daemon's.
+    `die_with_parent` is for daemons of a test session instead: the kernel kills them when the thread
+    that started them dies, so even a SIGKILLed pytest leaves nothing running.
     """
     command = netns.exec_argv(ns, argv) if ns else list(argv)
     with open(logfile, "ab") as log:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env)
+                                start_new_session=True, env=env,
+                                preexec_fn=_die_with_parent if die_with_parent else None)
     pidfile.write_text(str(proc.pid))
     return proc.pid
+
+
+def _die_with_parent() -> None:
+    """In the child between fork and exec: SIGKILL when the parent goes (prctl PR_SET_PDEATHSIG)."""
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
 
 
 def stop_pidfile(pidfile: Path, *, sig: signal.Signals = signal.SIGTERM, timeout: float = 5) -> None:
