@@ -29,7 +29,7 @@ def manifests(directory: Path = CRD_DIR) -> list[dict[str, Any]]:
 
 def install(api: client.ApiClient, *, directory: Path = CRD_DIR, timeout: float = 30) -> list[str]:
     """Create or replace each CRD, then wait until all are Established; return their names."""
-    extensions = client.ApiextensionsV1Api(api)
+    extensions: Any = client.ApiextensionsV1Api(api)  # takes the manifests as plain dicts
     names = []
     for crd in manifests(directory):
         name = crd["metadata"]["name"]
