@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from deploy.k8s.testenv import MissingBinary, StartFailed
 from deploy.lab.control import ApiError, ControllerDied
+from deploy.lab.kubelab import KubeLabError
 from deploy.lab.lab import API_PORT, DEFAULT_STATE_DIR, Lab, LabError, LabState
 from deploy.lab.umlnode import NodeFailed
 from deploy.uml.channel import ChannelError
@@ -27,6 +29,8 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--nodes", type=int, default=2)
     up.add_argument("--pods-per-node", type=int, default=2)
     up.add_argument("--mode", choices=("macvlan", "ipvlan"), default="macvlan")
+    up.add_argument("--kubernetes", action="store_true",
+                    help="with a Kubernetes control plane: Node objects, pods as Pod objects, a kubeconfig")
     status = commands.add_parser("status", help="the lab's switch, nodes, pods and external host")
     status.add_argument("--json", action="store_true")
     run = commands.add_parser("exec", help="run a command in a node, a pod, `external` or `switch`")
@@ -55,14 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](lab, args)
     except (LabError, MissingPrerequisite, CniError, ApiError, ControllerDied, TimeoutError, NodeFailed,
-            ChannelError) as err:
+            ChannelError, KubeLabError, MissingBinary, StartFailed) as err:
         print(f"underlay-lab {args.command}: {err}", file=sys.stderr)
         return 1
 
 
 def cmd_up(lab: Lab, args: argparse.Namespace) -> int:
-    state = lab.up(nodes=args.nodes, pods_per_node=args.pods_per_node, mode=args.mode)
-    print_table(state)
+    state = lab.up(nodes=args.nodes, pods_per_node=args.pods_per_node, mode=args.mode, kubernetes=args.kubernetes)
+    print_table(lab, state)
     return 0
 
 
@@ -71,7 +75,7 @@ def cmd_status(lab: Lab, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status_json(lab, state), indent=2))
     else:
-        print_table(state)
+        print_table(lab, state)
     return 0
 
 
@@ -85,17 +89,22 @@ def status_json(lab: Lab, state: LabState) -> dict[str, Any]:
                    "mac": n.mac, "port": n.port, "cni_conf": n.cni_conf, "agent_socket": n.agent_socket,
                    **({"spool": n.spool} if n.spool else {})} for n in state.nodes.values()],
         "pods": [{"name": p.name, "netns": p.netns, "node": p.node, "ip": p.ip, "mac": p.mac,
-                  "port": state.nodes[p.node].port} for p in state.pods.values()],
+                  "port": state.nodes[p.node].port} for p in lab.pods(state).values()],
         "external": {"netns": state.external["netns"], "ip": state.external["ip"], "mac": state.external["mac"]},
+        **({"kubeconfig": state.kubernetes["kubeconfig"], "store": state.kubernetes["store"]}
+           if state.kubernetes else {}),
     }
 
 
-def print_table(state: LabState) -> None:
+def print_table(lab: Lab, state: LabState) -> None:
     rows = [("POD", "NODE", "IP", "MAC", "SWITCH PORT")]
-    rows += [(p.name, p.node, p.ip, p.mac, str(state.nodes[p.node].port)) for p in state.pods.values()]
+    rows += [(p.name, p.node, p.ip, p.mac, str(state.nodes[p.node].port)) for p in lab.pods(state).values()]
     print_rows(rows)
     print(f"\nexternal host: {state.external['ip']} (netns {state.external['netns']}); "
           f"switch: bridge {state.bridge}; run in a pod: underlay-lab exec <pod> -- ip addr")
+    if state.kubernetes:
+        print(f"kubernetes: kubectl --kubeconfig {state.kubernetes['kubeconfig']} get pods -o wide "
+              f"(the controller's store: {state.kubernetes['store']})")
 
 
 def print_rows(rows: list[tuple[str, ...]]) -> None:

@@ -39,9 +39,12 @@ class PoolSpec:
 
 def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mapping[int, tuple[int, ...]],
                   pool: PoolSpec, openflow_port: int, api_port: int, api_host: str = "127.0.0.1",
-                  cooldown: float = 0, resync_grace: float = 60) -> str:
-    """The controller's TOML config for a rig (see controller/config.py for every key)."""
-    lines = [f'store = "{store}"', f"release_cooldown = {cooldown}", f"resync_grace = {resync_grace}",
+                  cooldown: float = 0, resync_grace: float = 60, kubeconfig: Path | None = None) -> str:
+    """The controller's TOML config for a rig (see controller/config.py for every key). With a
+    `kubeconfig` the store is the Kubernetes API (pools are then IPPool objects; the [pools] table
+    stays, unused, so the config reads the same either way)."""
+    lines = [f'store = "{"kubernetes" if kubeconfig else store}"', f"release_cooldown = {cooldown}",
+             f"resync_grace = {resync_grace}",
              "[openflow]", 'host = "127.0.0.1"', f"port = {openflow_port}",
              "[api]", f'host = "{api_host}"', f"port = {api_port}"]
     for node in nodes.values():
@@ -52,6 +55,7 @@ def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mappin
         lines += [f'[switches."{dpid}"]', f"trusted_ports = {list(ports)}"]
     lines += ["[pools.default]", f'subnet = "{pool.subnet}"', f"ranges = {json.dumps(list(pool.ranges))}"]
     lines += [f'gateway = "{pool.gateway}"'] if pool.gateway else []
+    lines += ["[kubernetes]", f'kubeconfig = "{kubeconfig}"'] if kubeconfig else []
     return "\n".join(lines) + "\n"
 
 
@@ -79,6 +83,7 @@ class Controller:
     api_host: str = "127.0.0.1"  # in the management namespace; a segment address when nodes are remote
     resync_grace: float = 60  # seconds a fresh allocation is safe from an agent's full sync
     verbose: bool = True
+    kubeconfig: Path | None = None  # set: the store is the Kubernetes API this kubeconfig reaches
 
     @property
     def pidfile(self) -> Path:
@@ -97,7 +102,7 @@ class Controller:
         self.config_path.write_text(render_config(
             store=self.workdir / "store.sqlite", nodes=self.nodes, trusted=self.trusted, pool=self.pool,
             openflow_port=self.openflow_port, api_port=self.api_port, api_host=self.api_host,
-            resync_grace=self.resync_grace))
+            resync_grace=self.resync_grace, kubeconfig=self.kubeconfig))
         self.config_path.chmod(0o600)  # it holds the node tokens
 
     def start(self, *, timeout: float = 20) -> None:

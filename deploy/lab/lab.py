@@ -15,7 +15,6 @@ import re
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +23,8 @@ from typing import Any
 from cni import install
 from deploy.lab import frames, netns, rig, umlnode
 from deploy.lab.control import Controller, NodeSpec, PoolSpec
-from deploy.lab.process import start_daemon, stop_pidfile
+from deploy.lab.kubelab import KubeSide, controller_store
+from deploy.lab.process import start_daemon, stop_pidfile, wait_until
 from deploy.lab.runtime import REFERENCE_PLUGINS, Attachment, Execute, in_namespace, run_chain
 from deploy.lab.umlnode import UmlNode
 from deploy.uml.instance import MissingUml, find_kernel
@@ -76,7 +76,8 @@ class LabState:
     api_host: str = "127.0.0.1"  # where the controller's API listens, in the management namespace
     controller_port: int | None = None  # its switch port (trusted) when the API is on the segment
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
-    pods: dict[str, PodInfo] = field(default_factory=dict)
+    pods: dict[str, PodInfo] = field(default_factory=dict)  # without Kubernetes; with it, see Lab.pods
+    kubernetes: dict[str, str] = field(default_factory=dict)  # kubeconfig and store, with --kubernetes
 
     @classmethod
     def load(cls, path: Path) -> LabState:
@@ -124,14 +125,19 @@ class Lab:
             trusted={state.dpid: (state.external["port"],
                                   *((state.controller_port,) if state.controller_port else ()))},
             pool=PoolSpec(SUBNET, ranges=(POD_RANGE,)), openflow_port=OPENFLOW_PORT, api_port=API_PORT,
-            api_host=state.api_host)
+            api_host=state.api_host, kubeconfig=Path(state.kubernetes["kubeconfig"])
+            if state.kubernetes.get("store") == "kubernetes" else None)
 
     # -- up / down ---------------------------------------------------------------------------
-    def up(self, *, nodes: int = 2, pods_per_node: int = 2, mode: str = "macvlan") -> LabState:
+    def up(self, *, nodes: int = 2, pods_per_node: int = 2, mode: str = "macvlan",
+           kubernetes: bool = False) -> LabState:
         if mode not in MODES:
             raise LabError(f"--mode {mode}: one of {', '.join(MODES)}")
         rig.check_prerequisites()
         in_uml = mode == "ipvlan" and not kernel_has_ipvlan()
+        if kubernetes and in_uml:
+            raise LabError("--kubernetes runs its kubelet stand-ins beside namespace nodes; this kernel has "
+                           "no ipvlan, so --mode ipvlan nodes are User-Mode Linux instances: use --mode macvlan")
         if in_uml:
             try:
                 find_kernel()
@@ -144,13 +150,14 @@ class Lab:
         self.progress("starting a private Open vSwitch (userspace datapath, fail_mode=secure)")
         self.rig.start(persistent=True)
         try:
-            return self._build(nodes=nodes, pods_per_node=pods_per_node, mode=mode, in_uml=in_uml)
+            return self._build(nodes=nodes, pods_per_node=pods_per_node, mode=mode, in_uml=in_uml,
+                               kubernetes=kubernetes)
         except BaseException:
             self.progress("failed: removing what was built")
             self.down()
             raise
 
-    def _build(self, *, nodes: int, pods_per_node: int, mode: str, in_uml: bool) -> LabState:
+    def _build(self, *, nodes: int, pods_per_node: int, mode: str, in_uml: bool, kubernetes: bool) -> LabState:
         bridge = self.rig.add_bridge(f"{self.prefix}-sw", controller=f"tcp:127.0.0.1:{OPENFLOW_PORT}")
         dpid = 1
         external = self.rig.add_host("external", bridge, cidr=f"{EXTERNAL_IP}/24")
@@ -166,6 +173,8 @@ class Lab:
         tokens = {name: secrets.token_urlsafe(24) for name in state.nodes}
         (self.workdir / "tokens.json").write_text(json.dumps(tokens))
         (self.workdir / "tokens.json").chmod(0o600)
+        if kubernetes:
+            self._start_kubernetes(state)
         state.save(self.state_file)
 
         self.progress(f"starting the controller (OpenFlow 127.0.0.1:{OPENFLOW_PORT}, "
@@ -182,6 +191,8 @@ class Lab:
         for node in state.nodes.values():
             if instance := self.uml_node(node):
                 instance.wait_ready(timeout=NODE_BOOT_TIMEOUT)
+        if kubernetes:
+            self._start_kubelets(state)
         state.save(self.state_file)
         for node in state.nodes.values():
             for index in range(1, pods_per_node + 1):
@@ -190,7 +201,42 @@ class Lab:
 
     def down(self) -> None:
         """Remove everything the lab made; fine to run twice, or on a half-built lab."""
+        if (self.workdir / "k8s").exists():
+            self.kube.stop()
         rig.destroy(self.prefix, self.state_dir)
+
+    # -- Kubernetes (deploy/lab/kubelab.py) ----------------------------------------------------
+    @property
+    def kube(self) -> KubeSide:
+        return KubeSide(self.workdir, self.prefix)
+
+    def _start_kubernetes(self, state: LabState) -> None:
+        self.progress("starting Kubernetes: etcd, kube-apiserver, kube-controller-manager, kube-scheduler")
+        self.kube.start(subnet=SUBNET, ranges=(POD_RANGE,), reach_from=self.rig.mgmt_ns)
+        store = controller_store()
+        if store != "kubernetes":
+            self.progress("this controller has no Kubernetes store yet: it keeps SQLite (pods are still Pod objects)")
+        state.kubernetes = {"kubeconfig": str(self.kube.kubeconfig), "store": store}
+
+    def _start_kubelets(self, state: LabState) -> None:
+        for node in state.nodes.values():
+            self.progress(f"starting the kubelet stand-in of {node.name} (Node object, pods' network)")
+            self.kube.start_kubelet(node.name, node_ip=node.ip, node_netns=node.netns, conflist=node.cni_conf,
+                                    cni_path=self.cni_path, node_dir=self._node_dir(node.name))
+        self.kube.wait_nodes_ready(state.nodes)
+
+    def pods(self, state: LabState | None = None) -> dict[str, PodInfo]:
+        """The lab's pods: with Kubernetes, what the kubelet stand-ins attached (by pod name in the
+        default namespace, else namespace/name)."""
+        state = state or self.state
+        if not state.kubernetes:
+            return state.pods
+        pods = {}
+        for node, attached in self.kube.attached():
+            name = attached.name if attached.namespace == "default" else attached.key
+            pods[name] = PodInfo(name=name, netns=attached.netns, node=node, ip=attached.ip, mac=attached.mac,
+                                 container_id=attached.container_id, result=dict(attached.result))
+        return pods
 
     # -- nodes -------------------------------------------------------------------------------
     @property
@@ -268,6 +314,10 @@ class Lab:
             raise LabError(f"no node {node!r}: the lab has {', '.join(state.nodes)}")
         if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?", name):
             raise LabError(f"pod name {name!r}: lowercase letters, digits and '-', at most 32")
+        if state.kubernetes:
+            self.progress(f"creating Pod default/{name} for the scheduler to place on {node}")
+            self.kube.add_pod(name, node=node, ip=ip)
+            return self.pods(state)[name]
         self.progress(f"creating pod {name} on {node} through the CNI plugin")
         pod_ns = f"{self.prefix}-{name}"
         where = state.nodes[node]
@@ -288,6 +338,10 @@ class Lab:
 
     def delete_pod(self, name: str) -> None:
         state = self.state
+        if state.kubernetes:
+            self.progress(f"deleting Pod {name}")
+            self.kube.delete_pod(name)
+            return
         pod = state.pods.get(name)
         if pod is None:
             raise LabError(f"no pod {name!r}")
@@ -341,8 +395,9 @@ class Lab:
             return str(state.external["netns"])
         if name in state.nodes:
             return state.nodes[name].netns
-        if name in state.pods:
-            return state.pods[name].netns
+        pods = self.pods(state)
+        if name in pods:
+            return pods[name].netns
         raise LabError(f"no node, pod or external named {name!r}: try `underlay-lab status`")
 
     def run_inside(self, name: str, argv: list[str], *,
@@ -350,7 +405,7 @@ class Lab:
         """Run `argv` in node or pod `name` when it lives inside a User-Mode Linux instance (through its
         command channel); None when `name` is a namespace of this kernel (`namespace_of`)."""
         state = self.state
-        pod = state.pods.get(name)
+        pod = self.pods(state).get(name)
         node = state.nodes.get(pod.node if pod else name)
         instance = self.uml_node(node) if node else None
         if instance is None:
@@ -387,7 +442,7 @@ class Lab:
         controller = self.controller(state)
         ext = state.external
         rows = []
-        for pod in state.pods.values():
+        for pod in self.pods(state).values():
             before_flow = self._responder_packets(state, pod.ip)
             before_packet_ins = controller.request("GET", "/v1/health")["stats"].get("packet_ins", 0)
             request = frames.Arp(op=1, sha=ext["mac"], spa=ext["ip"], tha="00:00:00:00:00:00", tpa=pod.ip,
@@ -442,8 +497,4 @@ def _signal(kill: bool) -> Any:
 
 
 def _wait(probe: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise LabError(f"timed out waiting for the {what}")
-        time.sleep(0.05)
+    wait_until(probe, timeout=timeout, what=what, error=LabError)

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from deploy.lab import netns
@@ -81,3 +81,14 @@ def _signal(pid: int, sig: signal.Signals) -> bool:
         return True
     except ProcessLookupError:
         return False
+
+
+def wait_until(probe: Callable[[], object], *, timeout: float, what: str | Callable[[], str],
+               error: type[Exception] = TimeoutError) -> None:
+    """Poll `probe` until it is true; after `timeout` seconds raise `error` naming `what` (a callable
+    is asked only then, so it can say why, e.g. the last event)."""
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise error(f"timed out after {timeout:g} s waiting for the {what() if callable(what) else what}")
+        time.sleep(0.05)

@@ -34,7 +34,7 @@ def wait_until(condition: Callable[[], object], *, timeout: float = 30, what: st
 
 def ps_lines(word: str) -> list[str]:
     """Processes whose command line mentions `word` (a control plane's directory name)."""
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
     return [line for line in out.splitlines() if word in line and "ps -eo" not in line]
 
 
