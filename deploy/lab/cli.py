@@ -12,8 +12,9 @@ from typing import Any
 
 from deploy.k8s.testenv import MissingBinary, StartFailed
 from deploy.lab.control import ApiError, ControllerDied
+from deploy.lab import kubedemo, netns
 from deploy.lab.kubelab import KubeLabError
-from deploy.lab.lab import API_PORT, DEFAULT_STATE_DIR, Lab, LabError, LabState
+from deploy.lab.lab import API_PORT, DEFAULT_STATE_DIR, SUBNET, Lab, LabError, LabState
 from deploy.lab.umlnode import NodeFailed
 from deploy.uml.channel import ChannelError
 from deploy.lab.rig import MissingPrerequisite
@@ -44,7 +45,9 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--ip")
     delete = pods.add_parser("del")
     delete.add_argument("name")
-    commands.add_parser("demo", help="from the external host, ARP and ping every pod")
+    demo = commands.add_parser("demo", help="from the external host, ARP and ping every pod")
+    demo.add_argument("--kubernetes", action="store_true",
+                      help="then a fixed-IP pod, an IPPool and a StatefulSet pod keeping its address (up --kubernetes)")
     restart = commands.add_parser("restart", help="restart the controller, a node's agent or the switch")
     restart.add_argument("what", choices=("controller", "agent", "switch"))
     restart.add_argument("node", nargs="?")
@@ -155,6 +158,26 @@ def cmd_demo(lab: Lab, args: argparse.Namespace) -> int:
     by_switch = sum(row["answered_by"] == "switch flow" for row in rows)
     print(f"\nall {len(rows)} pods reached from the external host; {by_switch} of {len(rows)} ARP requests "
           "answered by the switch's responder flows")
+    return kubernetes_demo(lab) if args.kubernetes else 0
+
+
+def kubernetes_demo(lab: Lab) -> int:
+    state = lab.state
+    if not state.kubernetes:
+        raise LabError("demo --kubernetes: this lab runs without Kubernetes (underlay-lab up --kubernetes)")
+    external = state.external["netns"]
+    rows = kubedemo.run(lab.kube, subnet=SUBNET, node=next(iter(state.nodes)), ping=lambda ip: netns.run(
+        external, ["ping", "-n", "-c", "1", "-W", "2", ip], check=False).returncode == 0)
+    table = [("", "POD", "NODE", "IP", "EXPECTED", "PING")]
+    table += [(r.what, r.pod, r.node, r.ip, r.expected if r.ok else f"{r.expected}: NOT MET",
+               "ok" if r.ping else "FAILED") for r in rows]
+    print()
+    print_rows(table)
+    failed = [r.what for r in rows if not (r.ok and r.ping)]
+    if failed:
+        print(f"\nnot as expected: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    print("\nthe fixed address, the pool and the StatefulSet's kept address all came from the cluster's API")
     return 0
 
 
