@@ -9,11 +9,13 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from deploy.lab import netns
 
 
 PR_SET_PDEATHSIG = 1
+T = TypeVar("T")
 
 
 def start_daemon(argv: Sequence[str], *, pidfile: Path, logfile: Path, ns: str | None = None,
@@ -83,12 +85,13 @@ def _signal(pid: int, sig: signal.Signals) -> bool:
         return False
 
 
-def wait_until(probe: Callable[[], object], *, timeout: float, what: str | Callable[[], str],
-               error: type[Exception] = TimeoutError) -> None:
-    """Poll `probe` until it is true; after `timeout` seconds raise `error` naming `what` (a callable
-    is asked only then, so it can say why, e.g. the last event)."""
+def wait_until(probe: Callable[[], T], *, timeout: float, what: str | Callable[[], str],
+               error: type[Exception] = TimeoutError) -> T:
+    """Poll `probe` until it returns something true, and return that; after `timeout` seconds raise
+    `error` naming `what` (a callable is asked only then, so it can say why, e.g. the last event)."""
     deadline = time.monotonic() + timeout
-    while not probe():
+    while not (result := probe()):
         if time.monotonic() > deadline:
             raise error(f"timed out after {timeout:g} s waiting for the {what() if callable(what) else what}")
         time.sleep(0.05)
+    return result

@@ -10,21 +10,14 @@ import sys
 import pytest
 
 from deploy.lab import netns
+from labcli import lab_cli
 
 pytestmark = pytest.mark.rig
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    state_dir = tmp_path_factory.mktemp("lab")
-
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "deploy.lab.cli", "--state-dir", str(state_dir), *args],
-                              capture_output=True, text=True, timeout=180)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"underlay-lab {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
+    run = lab_cli(tmp_path_factory.mktemp("lab"))
     try:
         run("up", "--nodes", "2", "--pods-per-node", "2")
         yield run

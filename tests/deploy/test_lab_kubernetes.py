@@ -7,38 +7,28 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 from kubernetes import client
 from kubernetes.config import new_client_from_config
 
-from deploy.lab import netns
+from deploy.lab import netns, process
+from labcli import lab_cli
 
 pytestmark = pytest.mark.rig
+T = TypeVar("T")
 
 
-def wait_until(condition: Callable[[], object], *, timeout: float = 60, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
-    return result
+def wait_until(condition: Callable[[], T], *, timeout: float = 60, what: str = "condition") -> T:
+    return process.wait_until(condition, timeout=timeout, what=what)
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     state_dir = tmp_path_factory.mktemp("klab")
-
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "deploy.lab.cli", "--state-dir", str(state_dir), *args],
-                              capture_output=True, text=True, timeout=240)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"underlay-lab {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
+    run = lab_cli(state_dir, timeout=240)
     run.state_dir = state_dir  # type: ignore[attr-defined]
     try:
         run("up", "--kubernetes", "--nodes", "2", "--pods-per-node", "1")

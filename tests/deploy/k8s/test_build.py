@@ -100,7 +100,7 @@ def test_a_binary_is_built_once_into_the_versioned_cache(module_dir, cache):
     target = Path(cache[build.CACHE_ENV]) / "v1.99.1"
     assert paths == {"kube-apiserver": target / "kube-apiserver"}
     assert subprocess.run([paths["kube-apiserver"]], capture_output=True, text=True).stdout == "kube-apiserver stand-in\n"
-    assert lines[0].startswith(f"k8s: building kube-apiserver (v1.99.1, go1.") and lines[-1].startswith("k8s: built ")
+    assert lines[0].startswith("k8s: building kube-apiserver (v1.99.1, go1.") and lines[-1].startswith("k8s: built ")
     assert not list(target.glob(".build-*")), "the temporary build directory is left behind"
 
     again: list[str] = []

@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,17 +16,9 @@ from kubernetes import client, watch
 
 from deploy.k8s import build
 from deploy.k8s.testenv import PROCESSES, ControlPlane, MissingBinary, StartFailed, find_binaries
+from deploy.lab.process import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def wait_until(condition: Callable[[], object], *, timeout: float = 30, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-    return result
 
 
 def ps_lines(word: str) -> list[str]:
@@ -81,12 +70,12 @@ def test_the_statefulset_controller_makes_pods_the_scheduler_binds_and_the_garba
         pods = core.list_namespaced_pod(k8s_namespace).items
         return {p.metadata.name: p.spec.node_name for p in pods if p.spec.node_name}
 
-    assert wait_until(lambda: len(bound()) == 2 and bound(), what="two bound pods") == {"web-0": node, "web-1": node}
+    assert wait_until(lambda: len(bound()) == 2 and bound(), timeout=30, what="two bound pods") == {"web-0": node, "web-1": node}
     owner = core.read_namespaced_pod("web-0", k8s_namespace).metadata.owner_references[0]
     assert (owner.kind, owner.name) == ("StatefulSet", "web")
 
     apps.delete_namespaced_stateful_set("web", k8s_namespace, propagation_policy="Background")
-    wait_until(lambda: not core.list_namespaced_pod(k8s_namespace).items, what="the garbage collector")
+    wait_until(lambda: not core.list_namespaced_pod(k8s_namespace).items, timeout=30, what="the garbage collector")
     core.delete_node(node)
 
 

@@ -1,0 +1,22 @@
+"""`underlay-lab` as a user runs it, for the lab's end-to-end tests (imported by them)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+LabCli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def lab_cli(state_dir: Path, *, timeout: float = 180) -> LabCli:
+    """run("up", "--nodes", "2") runs `underlay-lab --state-dir STATE_DIR up --nodes 2`; a non-zero
+    exit fails with the command's output unless check=False."""
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "deploy.lab.cli", "--state-dir", str(state_dir), *args],
+                              capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"underlay-lab {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+    return run
