@@ -15,8 +15,11 @@ stub raising why it cannot), `ipam(config, command, env, stdin)` runs the delega
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from collections.abc import Callable
+from typing import Any
 
 SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
 LATEST = SUPPORTED_VERSIONS[-1]
@@ -40,6 +43,10 @@ UNAVAILABLE_DEGRADED = 51
 INTERNAL = 100
 REFUSED = 101
 INTERFACE_EXISTS = 102
+
+MAX_CONFIG = 16 << 20  # bytes of stdin; a real config, prevResult and all, is a few KiB
+MAX_DEPTH = 64  # JSON nesting; past ~1000 Python's decoder fails (RecursionError), so say where we stop
+MAX_CONTAINER_ID = 200  # the agent names a state file `<id>_<ifname>.json`: within NAME_MAX (255)
 
 REQUIRED_ENV = {
     "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
@@ -105,11 +112,108 @@ def merge(prev: dict, ours: dict) -> dict:
     }
 
 
+# --- strict JSON: what both the agent's stdin and the controller's REST bodies accept --------------
+def strict_json(raw: bytes, *, limit: int = MAX_CONFIG, max_depth: int = MAX_DEPTH) -> Any:
+    """`raw` decoded as RFC 8259 JSON, or ValueError saying why not.
+
+    Stricter than `json.loads` where its leniency would surface later as a crash or as output that
+    is not JSON: only UTF-8 (no UTF-16 guessing), no NaN/Infinity and no number that overflows to
+    one, no lone surrogate (SQLite and UTF-8 output refuse them), nesting at most `max_depth` deep
+    (instead of a RecursionError wherever the interpreter's stack runs out)."""
+    if len(raw) > limit:
+        raise ValueError(f"{len(raw)} bytes, more than the limit of {limit}")
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start} ({exc.reason})") from None
+    try:
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite, parse_int=_bounded_int)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {max_depth} levels") from None
+    _check_tree(value, max_depth)
+    return value
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return number
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 64:  # well before int()'s own 4,300-digit guard and its advice
+        raise ValueError(f"integer of {len(text)} digits is out of range")
+    return int(text)
+
+
+def _check_tree(value: Any, max_depth: int) -> None:
+    """Depth and valid Unicode everywhere, iteratively (a recursive walk would fail as json did)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode()
+                except UnicodeEncodeError:
+                    raise ValueError(f"string {item[:40]!r} is not valid Unicode (lone surrogate)") from None
+            continue
+        children = [*item, *item.values()] if isinstance(item, dict) else item if isinstance(item, list) else ()
+        if children and depth >= max_depth:
+            raise ValueError(f"nested deeper than {max_depth} levels")
+        pending.extend((child, depth + 1) for child in children)
+
+
+# --- names: what runtimes, the kernel and Kubernetes accept -------------------------------------
+_CNI_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # container IDs and network names
+_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
+_DNS_SUBDOMAIN = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
+_KERNEL_SPACE = frozenset(b" \t\n\v\f\r\xa0")  # the kernel's isspace(), which counts Latin-1's NBSP
+CONTAINER_ID_RULE = f"1 to {MAX_CONTAINER_ID} of a-z, A-Z, 0-9, '_', '.', '-', starting with a letter or digit"
+IFNAME_RULE = "1 to 15 bytes of UTF-8, not '.' or '..', no '/', ':', '%', NUL or whitespace"
+NAMESPACE_RULE = "a DNS label: at most 63 of a-z, 0-9 and '-', starting and ending with a letter or digit"
+POD_NAME_RULE = "a DNS subdomain: at most 253 of a-z, 0-9, '-' and '.', each part starting and ending alphanumeric"
+
+
+def valid_container_id(value: str) -> bool:
+    """The CNI spec's container ID (libcni's regexp), bounded by what the agent can name a file after."""
+    return len(value) <= MAX_CONTAINER_ID and _CNI_NAME.fullmatch(value) is not None
+
+
+def valid_ifname(name: str) -> bool:
+    """The kernel's dev_valid_name() on the name's UTF-8 bytes, and no '%': the kernel takes `eth%d`
+    as a pattern and names the link `eth0` (a NUL would cut the name short in netlink)."""
+    try:
+        raw = name.encode()
+    except UnicodeEncodeError:  # from an environment that was not UTF-8 (surrogateescape)
+        return False
+    return (0 < len(raw) <= 15 and raw not in (b".", b"..")
+            and not any(byte in _KERNEL_SPACE or byte in b"/:%\0" for byte in raw))
+
+
+def valid_namespace(value: str) -> bool:
+    """A Kubernetes namespace name (DNS-1123 label)."""
+    return len(value) <= 63 and re.fullmatch(_DNS_LABEL, value) is not None
+
+
+def valid_pod_name(value: str) -> bool:
+    """A Kubernetes pod name (DNS-1123 subdomain)."""
+    return len(value) <= 253 and _DNS_SUBDOMAIN.fullmatch(value) is not None
+
+
 # --- request parsing ----------------------------------------------------------------------------
 def parse_config(raw: bytes) -> dict:
+    if not raw.strip():
+        raise CniError(DECODE_FAILURE, "no network configuration on stdin",
+                       "the runtime must pass the network configuration as JSON on stdin")
     try:
-        config = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
+        config = strict_json(raw)
+    except ValueError as exc:
         raise CniError(DECODE_FAILURE, "failed to decode the network configuration", str(exc)) from None
     if not isinstance(config, dict):
         raise CniError(DECODE_FAILURE, "the network configuration must be a JSON object")
@@ -120,29 +224,89 @@ def parse_config(raw: bytes) -> dict:
     return config
 
 
-def validate_config(config: dict) -> None:
-    """The plugin's own keys; the agent checks what needs the kernel (master, its MTU)."""
-    _require(config, "name", str)
+def validate_config(config: dict, command: str = "ADD") -> None:
+    """The plugin's own keys, and the shape of what the agent reads for this command; the agent
+    checks what needs the kernel (master, its MTU)."""
+    name = config.get("name")
+    if not isinstance(name, str) or not _CNI_NAME.fullmatch(name):
+        raise CniError(INVALID_CONFIG, f"invalid network name {shown(name)}",
+                       "the spec's rule: letters, digits, '_', '.', '-', starting with a letter or digit")
     _require(config, "type", str)
     if config.get("mode", "macvlan") not in MODES:
-        raise CniError(INVALID_CONFIG, f"unknown mode {config['mode']!r}", f"mode must be one of {', '.join(MODES)}")
+        raise CniError(INVALID_CONFIG, f"unknown mode {shown(config['mode'])}", f"mode must be one of {', '.join(MODES)}")
     if config.get("macvlanMode", "bridge") not in MACVLAN_MODES:
-        raise CniError(INVALID_CONFIG, f"unknown macvlanMode {config['macvlanMode']!r}",
+        raise CniError(INVALID_CONFIG, f"unknown macvlanMode {shown(config['macvlanMode'])}",
                        f"macvlanMode must be one of {', '.join(MACVLAN_MODES)}")
     mtu = config.get("mtu")
     if mtu is not None and (type(mtu) is not int or not 68 <= mtu <= 65535):
-        raise CniError(INVALID_CONFIG, f"invalid mtu {mtu!r}", "mtu must be an integer from 68 to 65535")
-    for key in ("master", "agentSocket"):
-        if key in config and not isinstance(config[key], str):
-            raise CniError(INVALID_CONFIG, f"{key} must be a string")
+        raise CniError(INVALID_CONFIG, f"invalid mtu {shown(mtu)}", "mtu must be an integer from 68 to 65535")
+    for key in ("master", "agentSocket", "ipvlanMode", "pool"):
+        if config.get(key) is not None and not isinstance(config[key], str):
+            raise CniError(INVALID_CONFIG, f"{key} must be a string, not {shown(config[key])}")
     ipam = config.get("ipam")
     if ipam is not None and not (isinstance(ipam, dict) and (not ipam or isinstance(ipam.get("type"), str))):
         raise CniError(INVALID_CONFIG, "ipam must be an object with a string type")
+    if command in ("ADD", "CHECK"):
+        _validate_shape(config, RUNTIME_CONFIG_SHAPE, "runtimeConfig")
+        _validate_shape(config, PREV_RESULT_SHAPE, "prevResult")
+    if command == "GC":
+        for key in ("cni.dev/valid-attachments", "cni.dev/attachments"):
+            _validate_shape(config, {key: ATTACHMENT_SHAPE}, key)
+
+
+# What the agent reads of these keys: {key: type} for an object, [shape] for a list of such objects;
+# `!` marks a key that must be there. Other keys pass through untouched (they belong to others).
+RUNTIME_CONFIG_SHAPE = {"runtimeConfig": {"ips": [str], "mac": str}}
+PREV_RESULT_SHAPE = {"prevResult": {
+    "interfaces": [{"name": str, "mac": str, "sandbox": str}],
+    "ips": [{"!address": str, "gateway": str, "interface": int}],
+    "routes": [{"!dst": str, "gw": str}],
+    "dns": {},
+}}  # fmt: skip
+ATTACHMENT_SHAPE = [{"containerID": str, "ifname": str}]
+
+
+def _validate_shape(value: Any, shape: Any, path: str) -> None:
+    """`value` has `shape` (see above), or a CniError naming the first place where it does not."""
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            raise CniError(INVALID_CONFIG, f"{path} must be an object, not {shown(value)}")
+        for key, inner in shape.items():
+            name = key.lstrip("!")
+            if value.get(name) is not None:
+                _validate_shape(value[name], inner, f"{path}.{name}" if path != name else name)
+            elif key.startswith("!"):
+                raise CniError(INVALID_CONFIG, f"{path}.{name} is missing")
+    elif isinstance(shape, list):
+        if not isinstance(value, list):
+            raise CniError(INVALID_CONFIG, f"{path} must be a list, not {shown(value)}")
+        for index, item in enumerate(value):
+            _validate_shape(item, shape[0], f"{path}[{index}]")
+    elif not (isinstance(value, shape) and (shape is not int or type(value) is int)):
+        raise CniError(INVALID_CONFIG, f"{path} must be a {'string' if shape is str else 'number'}, not {shown(value)}")
 
 
 def _require(config: dict, key: str, kind: type) -> None:
     if not isinstance(config.get(key), kind):
         raise CniError(INVALID_CONFIG, f"network configuration lacks a valid {key!r}")
+
+
+def shown(value: Any) -> str:
+    """A value as an error message quotes it: its repr, cut short (the value may be megabytes), and
+    an environment value that was not UTF-8 as the bytes it was (b'a\\xa0', not 'a\\udca0')."""
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            try:
+                value = value.encode(errors="surrogateescape")
+            except UnicodeEncodeError:
+                pass  # a lone surrogate from a JSON escape: its repr says it
+    return cut(repr(value))
+
+
+def cut(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit - 8] + "...(cut)"
 
 
 def parse_args(raw: str) -> dict:
@@ -151,13 +315,17 @@ def parse_args(raw: str) -> dict:
     for pair in filter(None, raw.split(";")):
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise CniError(BAD_ENV, f"CNI_ARGS: invalid pair {pair!r}", "expected KEY=VALUE;KEY=VALUE")
+            raise CniError(BAD_ENV, f"CNI_ARGS: invalid pair {shown(pair)}", "expected KEY=VALUE;KEY=VALUE")
         args[key] = value
     if args.get("IgnoreUnknown", "").lower() not in ("1", "true"):
         unknown = sorted(set(args) - set(KNOWN_ARGS))
         if unknown:
             raise CniError(UNSUPPORTED_FIELD, f"CNI_ARGS: unknown key {unknown[0]}={args[unknown[0]]}",
                            "set IgnoreUnknown=true to ignore unknown keys")
+    for key, valid, rule in (("K8S_POD_NAMESPACE", valid_namespace, NAMESPACE_RULE),
+                             ("K8S_POD_NAME", valid_pod_name, POD_NAME_RULE)):
+        if key in args and not valid(args[key]):
+            raise CniError(BAD_ENV, f"CNI_ARGS: {key}={shown(args[key])} is not a Kubernetes name", rule)
     return args
 
 
@@ -166,10 +334,10 @@ def parse_env(env: dict, command: str) -> dict:
         if not env.get(name):
             raise CniError(BAD_ENV, f"required environment variable {name} is missing")
     container_id, ifname = env.get("CNI_CONTAINERID", ""), env.get("CNI_IFNAME", "")
-    if container_id and not _valid_container_id(container_id):
-        raise CniError(BAD_ENV, f"invalid CNI_CONTAINERID {container_id!r}", "allowed: [a-zA-Z0-9][a-zA-Z0-9_.-]*")
-    if ifname and (len(ifname) > 15 or ifname in (".", "..") or any(c in "/: \t\n" for c in ifname)):
-        raise CniError(BAD_ENV, f"invalid CNI_IFNAME {ifname!r}", "at most 15 characters, no '/', ':' or spaces")
+    if container_id and not valid_container_id(container_id):
+        raise CniError(BAD_ENV, f"invalid CNI_CONTAINERID {shown(container_id)}", CONTAINER_ID_RULE)
+    if ifname and not valid_ifname(ifname):
+        raise CniError(BAD_ENV, f"invalid CNI_IFNAME {shown(ifname)}", IFNAME_RULE)
     netns = env.get("CNI_NETNS", "")
     if command in ("ADD", "CHECK") and not os.path.exists(netns):
         raise CniError(BAD_ENV, f"CNI_NETNS {netns} does not exist")
@@ -177,23 +345,23 @@ def parse_env(env: dict, command: str) -> dict:
             "args": parse_args(env.get("CNI_ARGS", ""))}
 
 
-def _valid_container_id(value: str) -> bool:
-    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
-    return value[0].isascii() and value[0].isalnum() and set(value) <= allowed
-
-
 # --- the verbs ------------------------------------------------------------------------------------
 def respond(env: dict, raw: bytes, *, agent: Agent, ipam: Ipam) -> tuple[int, bytes]:
-    """Exit status and stdout for one call: the result JSON, nothing, or the error JSON."""
+    """Exit status and stdout for one call: the result JSON, nothing, or the error JSON. Never
+    raises: whatever goes wrong becomes an error JSON, never a traceback on a runtime's stdout."""
     try:
         output = handle(env, raw, agent=agent, ipam=ipam)
+        return 0, b"" if output is None else (json.dumps(output) + "\n").encode()
     except CniError as exc:
         error = exc
-    except Exception as exc:  # never a traceback on a runtime's stdout
+    except Exception as exc:
         error = CniError(INTERNAL, "internal error in the underlay CNI plugin", f"{type(exc).__name__}: {exc}")
-    else:
-        return 0, b"" if output is None else (json.dumps(output) + "\n").encode()
-    return 1, (json.dumps({"cniVersion": _version_of(raw), **error.as_dict()}) + "\n").encode()
+    return 1, error_answer(error, raw)
+
+
+def error_answer(error: CniError, raw: bytes) -> bytes:
+    """The error JSON for stdout, in the config's cniVersion when it is one we speak."""
+    return (json.dumps({"cniVersion": _version_of(raw), **error.as_dict()}) + "\n").encode()
 
 
 def handle(env: dict, raw: bytes, *, agent: Agent, ipam: Ipam) -> dict | None:
@@ -203,15 +371,15 @@ def handle(env: dict, raw: bytes, *, agent: Agent, ipam: Ipam) -> dict | None:
         return {"cniVersion": LATEST, "supportedVersions": list(SUPPORTED_VERSIONS)}
     config = parse_config(raw)
     if command not in COMMANDS:
-        raise CniError(BAD_ENV, f"unknown CNI_COMMAND {command!r}", f"expected one of {', '.join(COMMANDS)}")
+        raise CniError(BAD_ENV, f"unknown CNI_COMMAND {shown(command)}", f"expected one of {', '.join(COMMANDS)}")
     if command in SINCE_1_1 and config["cniVersion"] != "1.1.0":
         raise CniError(INCOMPATIBLE_VERSION, f"config version {config['cniVersion']} does not allow {command}",
                        "STATUS and GC need cniVersion 1.1.0")
-    validate_config(config)
+    validate_config(config, command)
     request = dict(parse_env(env, command), command=command, config=config)
     if command == "STATUS":
         return status(agent, request)
-    delegated = command in ("ADD", "DEL", "CHECK") and bool(config.get("ipam", {}).get("type"))
+    delegated = command in ("ADD", "DEL", "CHECK") and bool((config.get("ipam") or {}).get("type"))
     if command == "ADD":
         return add(request, env, raw, agent=agent, ipam=ipam if delegated else None)
     if delegated and command == "CHECK":
@@ -255,13 +423,14 @@ def status(agent: Agent, request: dict) -> None:
 def _version_of(raw: bytes) -> str:
     """The cniVersion to put in an error: the config's when it is one we speak."""
     try:
-        version = json.loads(raw).get("cniVersion")
-    except (ValueError, AttributeError, UnicodeDecodeError):
+        config = strict_json(raw)
+    except ValueError:
         return LATEST
+    version = config.get("cniVersion") if isinstance(config, dict) else None
     return version if version in SUPPORTED_VERSIONS else LATEST
 
 
-def answer_without_agent(raw: bytes, path: str, cause: OSError | None) -> tuple[int, bytes]:
+def answer_without_agent(raw: bytes, path: str, cause: Exception | None) -> tuple[int, bytes]:
     """The plugin's answer when the agent at `path` failed it (`cause`; None: closed without an
     answer): the call validated as the agent would, else why the agent is missing (retry later)."""
     if isinstance(cause, (FileNotFoundError, ConnectionRefusedError, PermissionError)):

@@ -3,7 +3,9 @@
 Framework-free on purpose: seven routes, JSON in and out, served by any WSGI server (the controller
 uses its own HTTP/1.1 keep-alive server, controller/httpd.py). This module only translates: HTTP
 and JSON to `Service` calls, and the two error kinds to status codes. Each request is checked in
-this order: route (404/405), token (401), body size (413), body (400), then the service.
+this order: route (404/405), token (401), body size (413), body (400), then the service. What a
+body and its fields may hold is `controller.fields`' to say: a malformed one is a 400 naming the
+field, whatever the bytes (too deep, not UTF-8, NaN, a NUL in a name), never a 500.
 
 Every response is a JSON object carrying the controller's `epoch`. No traceback ever leaves: an
 unexpected exception is logged with its request and answered `500 {"error": "internal error"}`.
@@ -23,10 +25,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from controller import fields
 from controller.errors import BadRequest, ConflictError, ControllerError, NotFound, PermanentError, TemporaryError
 from controller.logs import kv
 from controller.service import Attachment, PodRequest, Service
-from controller.store import Mode, Pod
+from controller.store import Pod
 
 LOG = logging.getLogger("underlay.api")
 MAX_BODY = 1 << 20
@@ -118,10 +121,11 @@ class Api:
 
     def _handle(self, environ: Environ, method: str, path: str) -> tuple[int, Json]:
         route, params = _match(method, path)
-        self._authorize(route.auth, params.get("node"), environ.get("HTTP_AUTHORIZATION", ""))
-        request = Request(method, path, params, self._body(environ) if method in ("POST", "PUT") else {})
         handler: Callable[[Request], Json] = getattr(self, route.handler)
-        try:
+        try:  # a field's BadRequest (path, body) and the service's errors alike become their status
+            params = fields.path_params(params)
+            self._authorize(route.auth, params.get("node"), environ.get("HTTP_AUTHORIZATION", ""))
+            request = Request(method, path, params, self._body(environ) if method in ("POST", "PUT") else {})
             return 200, handler(request)
         except ControllerError as err:
             raise _http_error(err) from err
@@ -148,13 +152,7 @@ class Api:
         if length > self.max_body:
             raise HttpError(413, f"body: {length} bytes is more than the limit of {self.max_body}")
         raw = environ["wsgi.input"].read(length) if length > 0 else b""
-        try:
-            body = json.loads(raw)
-        except ValueError as err:
-            raise HttpError(400, f"body: not valid JSON ({err})") from err
-        if not isinstance(body, dict):
-            raise HttpError(400, "body: expected a JSON object")
-        return body
+        return fields.decode_body(raw)
 
     # -- handlers --------------------------------------------------------------------------------
 
@@ -174,11 +172,12 @@ class Api:
 
     def put_node(self, request: Request) -> Json:
         body = request.body
-        view = self.service.register_node(request.params["node"], mac=_text(body, "mac"), ip=_text(body, "ip"))
+        view = self.service.register_node(request.params["node"], mac=fields.text(body, "mac"),
+                                          ip=fields.text(body, "ip"))
         return {"node": view.node.name, "port": view.port}
 
     def add_pod(self, request: Request) -> Json:
-        return _attachment(self.service.allocate_and_place(request.params["node"], _pod_request(request.body)))
+        return _attachment(self.service.allocate_and_place(request.params["node"], fields.pod_request(request.body)))
 
     def add_pods(self, request: Request) -> Json:
         """A batch: each pod request gets its own answer, in order; one bad one fails only itself."""
@@ -190,7 +189,7 @@ class Api:
         parsed: list[PodRequest | ControllerError] = []
         for index, item in enumerate(items):
             try:
-                parsed.append(_pod_request(item, at=f"pods[{index}]."))
+                parsed.append(fields.pod_request(item, at=f"pods[{index}]."))
             except BadRequest as err:
                 parsed.append(err)
         placed = iter(self.service.place_pods(
@@ -201,15 +200,7 @@ class Api:
         return {"pods": [_pod(pod) for pod in self.service.list_pods(request.params["node"])]}
 
     def sync_pods(self, request: Request) -> Json:
-        listed = request.body.get("pods")
-        if not isinstance(listed, list):
-            raise BadRequest("pods: expected a list of {container_id, ifname}")
-        present = []
-        for index, item in enumerate(listed):
-            if not isinstance(item, dict):
-                raise BadRequest(f"pods[{index}]: expected an object")
-            present.append((_text(item, "container_id", at=f"pods[{index}]."), _text(item, "ifname", at=f"pods[{index}].")))
-        result = self.service.sync(request.params["node"], present)
+        result = self.service.sync(request.params["node"], fields.attachment_keys(request.body))
         return {
             "pods": [_pod(pod) for pod in result.pods],
             "released": [_pod(pod) for pod in result.released],
@@ -217,8 +208,7 @@ class Api:
         }
 
     def delete_pod(self, request: Request) -> Json:
-        params = request.params
-        return {"released": self.service.release(params["node"], params["container_id"], params["ifname"])}
+        return {"released": self.service.release(request.params["node"], *fields.attachment_key(request.params))}
 
     def placements(self, request: Request) -> Json:
         return {"placements": [
@@ -255,42 +245,6 @@ def _match(method: str, path: str) -> tuple[Route, dict[str, str]]:
     if allowed:
         raise HttpError(405, f"{method} is not allowed on {path}", headers=[("Allow", ", ".join(allowed))])
     raise HttpError(404, f"no such endpoint: {path}")
-
-
-def _pod_request(body: Any, *, at: str = "") -> PodRequest:
-    """A POST .../pods body; `at` prefixes field names in errors (`pods[3].ifname: ...`)."""
-    if not isinstance(body, dict):
-        raise BadRequest(f"{at.rstrip('.')}: expected an object")
-    mode = _text(body, "mode", at=at)
-    if mode not in {m.value for m in Mode}:
-        raise BadRequest(f"{at}mode: {mode!r} is not one of macvlan, ipvlan")
-    return PodRequest(
-        container_id=_text(body, "container_id", limit=256, at=at), ifname=_ifname(_text(body, "ifname", at=at), at),
-        namespace=_text(body, "namespace", limit=253, at=at), name=_text(body, "name", limit=253, at=at),
-        mode=Mode(mode), pool=_optional(body, "pool", at), ip=_optional(body, "ip", at), mac=_optional(body, "mac", at),
-        sticky=_optional(body, "sticky", at),
-    )  # fmt: skip
-
-
-def _text(body: Json, name: str, *, limit: int = 1024, at: str = "") -> str:
-    value = body.get(name)
-    if name not in body:
-        raise BadRequest(f"{at}{name}: missing")
-    if not isinstance(value, str) or not value:
-        raise BadRequest(f"{at}{name}: expected a non-empty string, got {json.dumps(value)}")
-    if len(value) > limit:
-        raise BadRequest(f"{at}{name}: longer than {limit} characters")
-    return value
-
-
-def _optional(body: Json, name: str, at: str = "") -> str | None:
-    return None if body.get(name) is None else _text(body, name, at=at)
-
-
-def _ifname(name: str, at: str = "") -> str:
-    if len(name) > 15 or "/" in name or any(c.isspace() for c in name):
-        raise BadRequest(f"{at}ifname: {name!r} is not a Linux interface name")
-    return name
 
 
 def _pod(pod: Pod) -> Json:

@@ -6,7 +6,9 @@ the error exactly as the spec wants, and hands the verb to the `Agent`. So the p
 imports nothing costly, and every call is validated by one piece of code.
 
 A thread per connection, so requests for different containers run in parallel (the agent
-serialises those of one container). The socket is root-only: whoever can reach it can put links
+serialises those of one container). Whatever arrives on a connection (a request too large, cut
+short, not the plugin's at all) gets a CNI error as its answer when the peer is still there to
+read one, and is logged in one line: a connection never ends in a traceback or a dead thread. The socket is root-only: whoever can reach it can put links
 into any namespace, so its directory is 0700 and the socket 0600.
 """
 
@@ -22,10 +24,11 @@ import threading
 from pathlib import Path
 
 from cni.plugin import MAX_REQUEST, decode_request
-from cni.spec import INTERNAL, INVALID_CONFIG, CniError, neutral, respond
+from cni.spec import DECODE_FAILURE, INTERNAL, INVALID_CONFIG, CniError, error_answer, neutral, respond
 from node_agent.agent import Agent
 
 log = logging.getLogger("underlay.server")
+READ_TIMEOUT = 30.0  # the plugin sends its whole request at once; a peer that does not is not one
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -33,23 +36,30 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         sock: socket.socket = self.request
+        sock.settimeout(READ_TIMEOUT)
         try:
-            request = _read_all(sock)
-        except (OSError, ValueError) as exc:
-            log.warning("event=bad-request error=%s", exc)
+            status, stdout = self.server.answer(_read_request(sock))
+        except CniError as exc:
+            log.warning("event=bad-request code=%s msg=%r", exc.code, exc.msg)
+            status, stdout = 1, error_answer(exc, b"")
+        except OSError as exc:  # the plugin went away while sending: nobody to answer
+            log.warning("event=bad-request error=%r", str(exc))
             return
-        status, stdout = self.server.answer(request)
-        sock.sendall(bytes([status]) + stdout)
+        try:
+            sock.sendall(bytes([status]) + stdout)
+        except OSError as exc:  # the plugin went away (killed by its runtime's timeout)
+            log.warning("event=answer-lost status=%s error=%r", status, str(exc))
 
 
-def _read_all(sock: socket.socket) -> bytes:
-    """The plugin's request: everything until it shuts down its side."""
+def _read_request(sock: socket.socket) -> bytes:
+    """The plugin's request: everything until it shuts down its side; CniError past MAX_REQUEST."""
     chunks, size = [], 0
     while chunk := sock.recv(1 << 16):
         chunks.append(chunk)
         size += len(chunk)
         if size > MAX_REQUEST:
-            raise ValueError(f"request larger than {MAX_REQUEST} bytes")
+            raise CniError(DECODE_FAILURE, f"request to the node agent larger than {MAX_REQUEST} bytes",
+                           "the network configuration and CNI_* environment must be smaller")
     return b"".join(chunks)
 
 
@@ -71,9 +81,14 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             os.umask(old_umask)
 
     def answer(self, request: bytes) -> tuple[int, bytes]:
-        """The plugin's exit status and stdout for one forwarded call."""
+        """The plugin's exit status and stdout for one forwarded call (`respond` never raises)."""
         env, stdin = decode_request(request)
         return respond(env, stdin, agent=self.carry_out, ipam=self.run_ipam)
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A failure the handler did not expect: one log line with its traceback (socketserver's
+        default prints it to stderr), and the server goes on serving."""
+        log.exception("event=handler-crash")
 
     def carry_out(self, request: dict) -> dict | None:
         """The verb, with an unexpected failure logged here and reported as CNI error 100."""

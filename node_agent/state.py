@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,11 +44,12 @@ def pod_label(namespace: str | None, name: str | None, container_id: str) -> str
 
 
 def owner(namespace: str | None, name: str | None, container_id: str) -> dict[str, str]:
-    """The namespace and name the controller records for a pod (it requires both): outside
-    Kubernetes, the runtime's container ID under the namespace `container`."""
+    """The namespace and name the controller records for a pod (it requires both, as Kubernetes
+    names): outside Kubernetes, the runtime's container ID under the namespace `container`, made a
+    pod name (lower case, every run of '_', '.', '-' one '-': `My_Box.1` is `my-box-1`)."""
     if namespace and name:
         return {"namespace": namespace, "name": name}
-    return {"namespace": "container", "name": container_id}
+    return {"namespace": "container", "name": re.sub(r"[^a-z0-9]+", "-", container_id.lower()).strip("-")}
 
 
 class AttachmentStore:

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from cni.spec import SUPPORTED_VERSIONS
+from cni.spec import IFNAME_RULE, SUPPORTED_VERSIONS
 from underlay_testbed import FIRST_POD_IP
 
 pytestmark = pytest.mark.rig
@@ -112,7 +112,7 @@ NO_AGENT_CASES = {
     "netns that does not exist": (dict(ENV_ADD, netns="/run/netns/no-such-pod"), BASE,
                                   error(4, "CNI_NETNS /run/netns/no-such-pod does not exist", "", "1.0.0")),
     "bad ifname": (dict(ENV_ADD, ifname="eth0:1"), BASE,
-                   error(4, "invalid CNI_IFNAME 'eth0:1'", "at most 15 characters, no '/', ':' or spaces", "1.0.0")),
+                   error(4, "invalid CNI_IFNAME 'eth0:1'", IFNAME_RULE, "1.0.0")),
     "unknown mode": (ENV_ADD, dict(BASE, mode="vxlan"),
                      error(7, "unknown mode 'vxlan'", "mode must be one of macvlan, ipvlan", "1.0.0")),
     "unknown macvlanMode": (ENV_ADD, dict(BASE, macvlanMode="hairpin"),

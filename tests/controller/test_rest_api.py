@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from ctlfakes import TOKENS, RecordingFabric, break_commits, make_config
 
+from cni.spec import IFNAME_RULE
 from controller.api import Api
 from controller.httpd import HttpServer
 from controller.service import Service
@@ -99,7 +100,8 @@ def test_basic_auth_is_not_a_bearer_token(call: Client) -> None:
     ("body", "reason"),
     [({k: v for k, v in POD.items() if k != "container_id"}, "container_id: missing"),
      ({**POD, "ifname": 5}, "ifname: expected a non-empty string, got 5"),
-     ({**POD, "ifname": "a-very-long-interface"}, "ifname: 'a-very-long-interface' is not a Linux interface name"),
+     ({**POD, "ifname": "a-very-long-interface"},
+      f"ifname: 'a-very-long-interface' is not a Linux interface name ({IFNAME_RULE})"),
      ({**POD, "mode": "bridge"}, "mode: 'bridge' is not one of macvlan, ipvlan"),
      ({**POD, "ip": "198.18.0.300"}, "ip: '198.18.0.300' is not an IPv4 address"),
      ({**POD, "ip": "198.18.0.1"}, "ip: 198.18.0.1 is not an allocatable address of pool default"),
@@ -157,7 +159,7 @@ def test_a_batch_answers_each_request_in_order(call: Client, fabric: RecordingFa
     assert status == 200
     first, bad, taken, nope, last = body["results"]
     assert (first["ip"], last["ip"]) == ("198.18.0.100", "198.18.0.101")
-    assert bad == {"error": "pods[1].ifname: 'a b' is not a Linux interface name", "status": 400}
+    assert bad == {"error": f"pods[1].ifname: 'a b' is not a Linux interface name ({IFNAME_RULE})", "status": 400}
     assert taken == {"error": "pod default/web-0: 198.18.0.100 is held by default/web-0", "status": 409}
     assert nope == {"error": "pods[3]: expected an object", "status": 400}
     assert fabric.calls == [(1,)]  # one convergence for the batch
