@@ -2,24 +2,63 @@
 bodies (JSON that is almost a valid request, any JSON, any bytes, deep nesting) through the real
 HTTP server. Every answer must be below 500 and a JSON object; a 4xx carries an `error` string
 naming what was wrong; a refused request changes nothing in the store.
+
+The API is served as tests/controller/test_rest_api.py serves it: the controller's HTTP server on
+127.0.0.1, a real Service on a SQLite file, the switch side recorded by ctlfakes.RecordingFabric.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from conftest import RestTarget
+from ctlfakes import TOKENS, Clock, RecordingFabric, make_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cni.spec import valid_container_id, valid_ifname, valid_namespace, valid_pod_name
+from controller.api import Api
+from controller.httpd import HttpServer
+from controller.service import Service
+from controller.store import SqliteStore
 
 POD = {"container_id": "fuzz", "ifname": "eth0", "namespace": "default", "name": "web-0", "mode": "macvlan",
        "pool": None, "ip": None, "mac": None, "sticky": None}  # fmt: skip
+NODE1 = {"mac": "02:00:00:00:01:01", "ip": "198.18.0.11"}
+
+
+@dataclass
+class RestTarget:
+    """What a test attacks (the port) and what it checks (the service's store and clock)."""
+
+    port: int
+    service: Service
+    store: SqliteStore
+    tokens: dict[str, str]
+    clock: Clock
+
+
+@pytest.fixture(scope="module")
+def rest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestTarget]:
+    """A controller with node n1 registered and located (switch 1, port 4), as an agent leaves it."""
+    store, clock = SqliteStore(tmp_path_factory.mktemp("rest") / "store.sqlite"), Clock()
+    service = Service(store, make_config(), now=clock, fabric=RecordingFabric())
+    service.register_node("n1", mac=NODE1["mac"], ip=NODE1["ip"])
+    service.node_located(NODE1["mac"], dpid=1, port=4)
+    server = HttpServer(Api(service, tokens=TOKENS), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield RestTarget(server.server_address[1], service, store, dict(TOKENS), clock)
+    finally:
+        server.shutdown()
+        store.close()
 
 
 def call(target: RestTarget, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, Any]:
