@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from cni.spec import IFNAME_RULE
 from deploy.lab import netns as lab_netns
 from node_agent.controller_client import ControllerClient, PermanentError, TemporaryError, with_backoff
 from underlay_testbed import FIRST_POD_IP
@@ -105,5 +106,5 @@ def test_a_batch_answers_in_order_with_per_pod_errors(segment):
             [pod_request(1), pod_request(2, ifname="no/slash"), pod_request(3, ip=FIRST_POD_IP)])
     assert first["ip"] == FIRST_POD_IP
     assert isinstance(bad, PermanentError) and bad.status == 400
-    assert bad.reason == "controller: pods[1].ifname: 'no/slash' is not a Linux interface name"
+    assert bad.reason == f"controller: pods[1].ifname: 'no/slash' is not a Linux interface name ({IFNAME_RULE})"
     assert isinstance(conflict, PermanentError) and conflict.status == 409
