@@ -25,6 +25,7 @@ OXM_FIELDS = {
     "eth_dst": (ofp.OFPXMT_OFB_ETH_DST, 6),
     "eth_src": (ofp.OFPXMT_OFB_ETH_SRC, 6),
     "eth_type": (ofp.OFPXMT_OFB_ETH_TYPE, 2),
+    "vlan_vid": (ofp.OFPXMT_OFB_VLAN_VID, 2),
     "ipv4_src": (ofp.OFPXMT_OFB_IPV4_SRC, 4),
     "ipv4_dst": (ofp.OFPXMT_OFB_IPV4_DST, 4),
     "arp_op": (ofp.OFPXMT_OFB_ARP_OP, 2),

@@ -26,6 +26,8 @@ ETH_TYPE_IP = 0x0800
 ETH_TYPE_ARP = 0x0806
 ARP_REQUEST = 1
 ARP_REPLY = 2
+OFPVID_NONE = 0x0000     # vlan_vid of a frame without an 802.1Q/802.1ad tag (OpenFlow 1.3 §7.2.3.7)
+OFPVID_PRESENT = 0x1000  # or'ed into a VID: a frame tagged with that VID
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")  # the group bit: broadcast and multicast
 
@@ -33,7 +35,7 @@ MatchValue = Union[int, str, tuple[str, str], tuple[int, int]]  # a value, or (v
 Match = tuple[tuple[str, MatchValue], ...]
 
 # Canonical field order (how a human reads a flow); fields not listed sort after, by name.
-FIELD_ORDER = ("in_port", "eth_src", "eth_dst", "eth_type", "arp_op", "arp_spa", "arp_sha", "arp_tpa",
+FIELD_ORDER = ("in_port", "eth_src", "eth_dst", "vlan_vid", "eth_type", "arp_op", "arp_spa", "arp_sha", "arp_tpa",
                "arp_tha", "ipv4_src", "ipv4_dst")
 _FIELD_RANK = {name: rank for rank, name in enumerate(FIELD_ORDER)}
 _MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha"})

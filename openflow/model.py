@@ -33,12 +33,16 @@ class Placement:
     `mac` is the MAC the IP answers at: the pod's own MAC for macvlan, the node's uplink MAC for
     ipvlan (many placements then share one MAC on one port). A node's own uplink (node IP, node MAC)
     is a placement too. `owner` names it in logs and flow comments ("default/web-0", "node/n1").
+    `vlan` is the VID its frames carry on its port; None (what the controller places today) means
+    untagged: a tagged frame from a node port is dropped, whatever MAC and IP it carries. (VLAN pools
+    are a later feature: they set `vlan`, and their l2/ARP treatment of tags, on the placement.)
     """
 
     ip: str
     mac: str
     port: int
     owner: str = field(default="", compare=False)
+    vlan: int | None = None
 
 
 @dataclass(frozen=True)

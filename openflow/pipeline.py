@@ -2,10 +2,10 @@
 
 Three tables (see `openflow.tables`), walked in order:
 
-ingress        learn MAC → CONTROLLER (truncated)                                prio 300
-               per placement on a node port: ARP with its MAC, sender MAC and
-               sender IP (or an RFC 5227 probe for its IP) → arp_responder;
-               IPv4 with its MAC and source IP → l2                              prio 200
+ingress        learn MAC, untagged → CONTROLLER (truncated)                      prio 300
+               per placement on a node port, untagged (or in its VLAN): ARP with
+               its MAC, sender MAC and sender IP (or an RFC 5227 probe for its
+               IP) → arp_responder; IPv4 with its MAC and source IP → l2          prio 200
                trusted port → arp_responder                                      prio 100
                anything else → drop                                              prio 0
 arp_responder  broadcast request for a placed IP from its owner's port → l2
@@ -16,6 +16,10 @@ arp_responder  broadcast request for a placed IP from its owner's port → l2
 l2             placed MAC → its port                                             prio 100
                broadcast/multicast → NORMAL                                      prio 50
                anything else → NORMAL or drop (`SwitchState.unknown_destination`) prio 0
+
+Port security matches the tag too (`vlan_vid`): a node port's frames are untagged, so an 802.1Q,
+802.1ad (QinQ) or priority-tagged frame from a pod matches no allow flow, whatever MAC and IP it
+carries, and is dropped; otherwise NORMAL would carry it into that VLAN on every trunk port.
 
 Every placement-specific flow names that placement's IP or MAC and no one else's, so adding, removing
 or moving one placement changes only its own flows (ipvlan placements, sharing the node's MAC on
@@ -29,7 +33,8 @@ from collections import Counter
 from collections.abc import Iterator
 
 from openflow.flows import (ARP_REPLY, ARP_REQUEST, BROADCAST, CONTROLLER, ETH_TYPE_ARP, ETH_TYPE_IP, IN_PORT,
-                            MULTICAST, NORMAL, Action, Flow, Move, Output, SetField, make_flow)
+                            MULTICAST, NORMAL, OFPVID_NONE, OFPVID_PRESENT, Action, Flow, Move, Output, SetField,
+                            make_flow)
 from openflow.model import Placement, PortRole, SwitchState, UnknownDestination
 from openflow.tables import ARP_RESPONDER, INGRESS, L2
 
@@ -118,6 +123,7 @@ class DesiredFlows:
             self._add(placement, trusted, state.cookie)
 
     def _add(self, placement: Placement, trusted: frozenset[int], cookie: int) -> None:
+        _check_vlan(placement)
         mac = placement.mac.lower()
         other = self._by_ip.get(placement.ip)
         if other is not None and (other.mac.lower(), other.port) != (mac, placement.port):
@@ -162,7 +168,8 @@ def _trusted(state: SwitchState) -> frozenset[int]:
 def _fixed_flows(state: SwitchState, trusted: frozenset[int]) -> Iterator[Flow]:
     yield from _table_defaults(state.unknown_destination)
     for mac in state.learn_macs:
-        yield make_flow(INGRESS, PRIO_LEARN, {"eth_src": mac}, actions=(Output(CONTROLLER, LEARN_MAX_LEN),))
+        yield make_flow(INGRESS, PRIO_LEARN, {"eth_src": mac, "vlan_vid": OFPVID_NONE},
+                        actions=(Output(CONTROLLER, LEARN_MAX_LEN),))
     for number in sorted(trusted):
         yield make_flow(INGRESS, PRIO_TRUSTED, {"in_port": number}, goto=ARP_RESPONDER)
 
@@ -185,16 +192,22 @@ def placement_flows(placement: Placement, on_trusted_port: bool, cookie: int) ->
     )
     if on_trusted_port:
         return flows
-    arp = (("in_port", port), ("eth_src", mac), ("eth_type", ETH_TYPE_ARP))
+    source = (("in_port", port), ("eth_src", mac), ("vlan_vid", vlan_vid(placement.vlan)))
+    arp = (*source, ("eth_type", ETH_TYPE_ARP))
     return (
         # ingress: what a node port may send for it: its ARP (or an RFC 5227 probe for its IP), its IPv4
         Flow(INGRESS, PRIO_ALLOW, (*arp, ("arp_spa", ip), ("arp_sha", mac)), goto=ARP_RESPONDER, cookie=cookie),
         Flow(INGRESS, PRIO_ALLOW, (*arp, ("arp_spa", "0.0.0.0"), ("arp_sha", mac), ("arp_tpa", ip)),
              goto=ARP_RESPONDER, cookie=cookie),
-        Flow(INGRESS, PRIO_ALLOW, (("in_port", port), ("eth_src", mac), ("eth_type", ETH_TYPE_IP), ("ipv4_src", ip)),
-             goto=L2, cookie=cookie),
+        Flow(INGRESS, PRIO_ALLOW, (*source, ("eth_type", ETH_TYPE_IP), ("ipv4_src", ip)), goto=L2, cookie=cookie),
         *flows,
     )
+
+
+def vlan_vid(vlan: int | None) -> int:
+    """The OpenFlow 1.3 `vlan_vid` a placement's frames must carry: OFPVID_NONE (no tag at all, so
+    not a priority tag either) for an untagged placement, OFPVID_PRESENT | VID for one in a VLAN."""
+    return OFPVID_NONE if vlan is None else OFPVID_PRESENT | vlan
 
 
 def _table_defaults(unknown: UnknownDestination) -> Iterator[Flow]:
@@ -230,6 +243,7 @@ def _check(state: SwitchState) -> None:
     by_ip: dict[str, Placement] = {}
     by_mac: dict[str, Placement] = {}
     for placement in state.placements:
+        _check_vlan(placement)
         mac = placement.mac.lower()
         other = by_ip.setdefault(placement.ip, placement)
         if (other.mac.lower(), other.port) != (mac, placement.port):
@@ -237,6 +251,11 @@ def _check(state: SwitchState) -> None:
         other = by_mac.setdefault(mac, placement)
         if other.port != placement.port:
             raise _clash(placement, other, mac)
+
+
+def _check_vlan(placement: Placement) -> None:
+    if placement.vlan is not None and not 0 < placement.vlan < 4095:
+        raise StateError(f"{placement.owner or placement.ip}: VLAN {placement.vlan} is not a VID (1-4094)")
 
 
 def _clash(placement: Placement, other: Placement, what: str) -> StateError:

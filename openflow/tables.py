@@ -47,6 +47,6 @@ def render(flow: Flow) -> str:
 def _value(name: str, value: object) -> str:
     if isinstance(value, tuple):
         return "/".join(str(part) for part in value)
-    if name == "eth_type" and isinstance(value, int):
+    if name in ("eth_type", "vlan_vid") and isinstance(value, int):
         return f"{value:#06x}"
     return str(value)

@@ -1,7 +1,9 @@
-"""Raw Ethernet frames on a rig host: send an exact ARP frame, or see what arrives.
+"""Raw Ethernet frames on a rig host: send an exact frame, or see what arrives.
 
-Tools like arping cannot forge a sender address or report "nothing came"; these can. The
-AF_PACKET socket is opened inside the host's namespace and used from the calling thread.
+Tools like arping cannot forge a sender address, add VLAN tags or report "nothing came"; these
+can. The AF_PACKET socket is opened inside the host's namespace and used from the calling thread.
+Captures are bounded (a deadline, and a stop condition) so a test never waits on silence longer
+than it asked to.
 """
 
 from __future__ import annotations
@@ -10,12 +12,16 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from deploy.lab import netns
 
 ETH_P_ARP = 0x0806
+ETH_P_IP = 0x0800
 ETH_P_ALL = 0x0003
+ETH_P_8021Q = 0x8100  # a customer VLAN tag
+ETH_P_8021AD = 0x88A8  # a service VLAN tag: the outer one of QinQ
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 
 
@@ -43,6 +49,28 @@ def arp_frame(arp: Arp) -> bytes:
     body = struct.pack("!HHBBH", 1, 0x0800, 6, 4, arp.op)
     body += mac_bytes(arp.sha) + socket.inet_aton(arp.spa) + mac_bytes(arp.tha) + socket.inet_aton(arp.tpa)
     return header + body
+
+
+def ethernet(*, dst: str, src: str, ethertype: int, payload: bytes, tags: tuple[tuple[int, int], ...] = ()) -> bytes:
+    """An Ethernet frame; `tags` are (TPID, VID) pairs, outermost first (QinQ: 0x88a8 then 0x8100)."""
+    vlan = b"".join(struct.pack("!HH", tpid, vid & 0x0FFF) for tpid, vid in tags)
+    return mac_bytes(dst) + mac_bytes(src) + vlan + struct.pack("!H", ethertype) + payload
+
+
+def ipv4_udp(*, src: str, dst: str, payload: bytes, sport: int = 40000, dport: int = 9) -> bytes:
+    """An IPv4 packet carrying one UDP datagram (discard port), header checksum filled in and the
+    UDP checksum left 0 (optional in IPv4): what a receiver's stack accepts as is."""
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                         socket.inet_aton(src), socket.inet_aton(dst))
+    return header[:10] + struct.pack("!H", _checksum(header)) + header[12:] + udp
+
+
+def _checksum(data: bytes) -> int:
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
 
 
 def parse_arp(frame: bytes) -> Arp | None:
@@ -74,10 +102,23 @@ def arp_exchange(ns: str, ifname: str, request: Arp, *, timeout: float = 2.0) ->
 
 def listen(ns: str, ifname: str, *, timeout: float, send_first: bytes | None = None) -> list[Arp]:
     """Every ARP frame arriving on `ifname` (not sent by it) within `timeout` seconds."""
-    seen: list[Arp] = []
+    frames = capture(ns, ifname, timeout=timeout, send_first=send_first)
+    return [arp for arp in map(parse_arp, frames) if arp]
+
+
+def capture(ns: str, ifname: str, *, timeout: float, send_first: bytes | None = None,
+            until: Callable[[bytes], bool] | None = None, ready: Callable[[], None] | None = None) -> list[bytes]:
+    """Every frame arriving on `ifname` (not sent by it) within `timeout` seconds, or up to the
+    first one `until` accepts. `ready` is called once the socket listens (send from there).
+
+    A VLAN tag the kernel took off on receipt (rx VLAN offload) is not in the returned bytes:
+    look for what a frame carries (a payload marker), not for its tags."""
+    seen: list[bytes] = []
     with open_socket(ns, ifname) as sock:
         if send_first:
             sock.send(send_first)
+        if ready:
+            ready()
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             if not select.select([sock], [], [], left)[0]:
@@ -85,7 +126,7 @@ def listen(ns: str, ifname: str, *, timeout: float, send_first: bytes | None = N
             frame, address = sock.recvfrom(65535)
             if address[2] == socket.PACKET_OUTGOING:
                 continue
-            arp = parse_arp(frame)
-            if arp:
-                seen.append(arp)
+            seen.append(frame)
+            if until is not None and until(frame):
+                break
     return seen

@@ -123,13 +123,20 @@ class Segment:
 @pytest.fixture
 def segment(rig: Rig, bridge: str, make_host: Callable[..., Host]) -> Iterator[Segment]:
     """The nodes and the external host are cabled first, so the controller can pin their ports."""
+    yield from run_segment(rig, bridge, make_host, pinned=True)
+
+
+def run_segment(rig: Rig, bridge: str, make_host: Callable[..., Host], *, pinned: bool) -> Iterator[Segment]:
+    """The segment's life; `pinned=False` leaves the controller to learn the nodes' ports from
+    their first frames (the external host's port is trusted either way)."""
     rig.ovs.vsctl("set-controller", bridge, "tcp:127.0.0.1:6653")
     hosts = {name: make_host(name, cidr=f"{ip}/24") for name, ip in NODES.items()}
     external = make_host("ext", cidr=f"{EXTERNAL_IP}/24")
     dpid = int(rig.ovs.vsctl("get", "bridge", bridge, "other-config:datapath-id").strip().strip('"'), 16)
     controller = Controller(
         workdir=rig.workdir / f"ctl-{bridge}", ns=rig.mgmt_ns,
-        nodes={name: NodeSpec(name, dpid=dpid, port=host.ofport) for name, host in hosts.items()},
+        nodes={name: NodeSpec(name, dpid=dpid, port=host.ofport) if pinned else NodeSpec(name)
+               for name, host in hosts.items()},
         trusted={dpid: (external.ofport,)}, pool=PoolSpec(SUBNET, ranges=(POD_RANGE,)),
         resync_grace=0)  # no grace for fresh allocations: tests check that a sync releases at once
     controller.start()

@@ -111,17 +111,24 @@ def _bits(value: object) -> int:
 
 
 # frames -----------------------------------------------------------------------------------------
+# Untagged unless said otherwise: `vlan_vid` as OpenFlow 1.3 sees it, OFPVID_NONE (0) for no tag,
+# 0x1000 | VID for a tagged frame (0x1000 alone: a priority tag).
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 
 
 def arp_request(*, src: str, spa: str, tpa: str, dst: str = BROADCAST, sha: str | None = None) -> Frame:
-    return {"eth_src": src, "eth_dst": dst, "eth_type": 0x0806, "arp_op": 1, "arp_spa": spa,
+    return {"eth_src": src, "eth_dst": dst, "vlan_vid": 0, "eth_type": 0x0806, "arp_op": 1, "arp_spa": spa,
             "arp_sha": sha or src, "arp_tpa": tpa, "arp_tha": "00:00:00:00:00:00"}
 
 
 def ipv4(*, src: str, dst: str, ip_src: str, ip_dst: str) -> Frame:
-    return {"eth_src": src, "eth_dst": dst, "eth_type": 0x0800, "ipv4_src": ip_src, "ipv4_dst": ip_dst}
+    return {"eth_src": src, "eth_dst": dst, "vlan_vid": 0, "eth_type": 0x0800, "ipv4_src": ip_src, "ipv4_dst": ip_dst}
 
 
 def ipv6(*, src: str, dst: str) -> Frame:
-    return {"eth_src": src, "eth_dst": dst, "eth_type": 0x86DD}
+    return {"eth_src": src, "eth_dst": dst, "vlan_vid": 0, "eth_type": 0x86DD}
+
+
+def tagged(frame: Frame, vid: int) -> Frame:
+    """`frame` with an 802.1Q tag of `vid` (0: a priority tag), as OpenFlow's `vlan_vid` shows it."""
+    return {**frame, "vlan_vid": 0x1000 | vid}

@@ -53,13 +53,16 @@ def pod_mac(host: int) -> str:
     return f"02:00:c6:12:01:{host:02x}"
 
 
-def placement(host: int, port: int, ipvlan: bool) -> Placement:
-    """Pod `host` on node `port`: ipvlan pods answer at the node's MAC, macvlan ones at their own."""
-    return Placement(f"198.18.0.{host}", node_mac(port) if ipvlan else pod_mac(host), port, f"pod/{host}")
+def placement(host: int, port: int, ipvlan: bool, vlan: int | None = None) -> Placement:
+    """Pod `host` on node `port`: ipvlan pods answer at the node's MAC, macvlan ones at their own;
+    `vlan` (what VLAN pools will set) makes its frames tagged."""
+    return Placement(f"198.18.0.{host}", node_mac(port) if ipvlan else pod_mac(host), port, f"pod/{host}", vlan)
 
 
-placements = st.dictionaries(st.integers(10, 40), st.tuples(st.sampled_from(PORTS), st.booleans()), max_size=12) \
-    .map(lambda pods: tuple(placement(host, port, ipvlan) for host, (port, ipvlan) in pods.items()))
+VLANS = st.one_of(st.none(), st.sampled_from((1, 100, 4094)))
+placements = st.dictionaries(st.integers(10, 40), st.tuples(st.sampled_from(PORTS), st.booleans(), VLANS),
+                             max_size=12) \
+    .map(lambda pods: tuple(placement(host, port, ipvlan, vlan) for host, (port, ipvlan, vlan) in pods.items()))
 
 states = st.builds(
     SwitchState,

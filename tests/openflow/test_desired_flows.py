@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 from hypothesis import given
-from ofsim import arp_request, ipv4, ipv6, walk
+from ofsim import arp_request, ipv4, ipv6, tagged, walk
 from ofstates import COOKIE, LEARN, N1, N2, P1, P2, PORT_N1, PORT_N2, PORT_ROUTER, ROUTER, states, two_node_state
 
 from openflow.flows import CONTROLLER, Output, make_match
@@ -90,6 +90,44 @@ def test_spoofed_frames_from_node_port_are_dropped(frame: dict[str, object]) -> 
     assert result.path[-1].priority == 0 and result.path[-1].table == "ingress"
 
 
+@pytest.mark.parametrize("vid", [100, 0], ids=["dot1q-vlan100", "priority-tag"])
+@pytest.mark.parametrize("frame", [
+    pytest.param(ipv4(src=P2, dst=N1, ip_src="198.18.0.12", ip_dst="198.18.0.1"), id="ipv4"),
+    pytest.param(arp_request(src=P2, spa="198.18.0.12", tpa="198.18.0.99"), id="arp"),
+    pytest.param(arp_request(src=P2, spa="0.0.0.0", tpa="198.18.0.12"), id="probe"),
+    pytest.param(ipv4(src=N2, dst=N1, ip_src="198.18.0.22", ip_dst="198.18.0.1"), id="ipvlan-ipv4"),
+])
+def test_tagged_frames_with_the_right_addresses_are_dropped(frame: dict[str, object], vid: int) -> None:
+    """Untagged, each of these frames passes (it is its owner's); tagged, NORMAL would carry it into
+    that VLAN on every trunk port. (An outer QinQ tag is a tag too: OVS shows it as `vlan_vid`.)"""
+    assert not walk(FLOWS, frame, in_port=PORT_N2).dropped
+    result = walk(FLOWS, tagged(frame, vid), in_port=PORT_N2)
+    assert result.dropped
+    assert result.path[-1].priority == 0 and result.path[-1].table == "ingress"
+
+
+def test_a_tagged_frame_from_a_learn_mac_does_not_reach_the_controller() -> None:
+    frame = tagged(arp_request(src=LEARN, spa="198.18.0.3", tpa="198.18.0.1"), 100)
+    assert walk(FLOWS, frame, in_port=PORT_N1).dropped
+
+
+def test_a_placement_in_a_vlan_sends_in_that_vlan_only() -> None:
+    """What VLAN pools will build on: the VID is part of the placement's port security."""
+    vlan_pod = Placement("198.18.0.13", "02:00:c6:12:01:13", PORT_N2, "default/vlan-7", vlan=7)
+    flows = desired_flows(two_node_state(placements=(*two_node_state().placements, vlan_pod)))
+    frame = ipv4(src=vlan_pod.mac, dst=N1, ip_src=vlan_pod.ip, ip_dst="198.18.0.1")
+    assert walk(flows, tagged(frame, 7), in_port=PORT_N2).is_output(PORT_N1)
+    assert walk(flows, frame, in_port=PORT_N2).dropped
+    assert walk(flows, tagged(frame, 8), in_port=PORT_N2).dropped
+
+
+@pytest.mark.parametrize("vlan", [0, 4095, 5000, -1])
+def test_a_placement_with_an_impossible_vid_is_refused(vlan: int) -> None:
+    bad = Placement("198.18.0.13", "02:00:c6:12:01:13", PORT_N2, "default/bad-vlan", vlan=vlan)
+    with pytest.raises(StateError, match=f"default/bad-vlan: VLAN {vlan} is not a VID"):
+        desired_flows(two_node_state(placements=(bad,)))
+
+
 def test_frame_from_unknown_port_is_dropped() -> None:
     frame = ipv4(src=N1, dst=N2, ip_src="198.18.0.1", ip_dst="198.18.0.2")
     assert walk(FLOWS, frame, in_port=7).dropped
@@ -147,7 +185,7 @@ def test_learn_mac_goes_to_controller_truncated(port: int) -> None:
 def test_nothing_else_goes_to_controller() -> None:
     to_controller = [flow for flow in FLOWS if any(isinstance(a, Output) and a.port == CONTROLLER
                                                    for a in flow.actions)]
-    assert [flow.match for flow in to_controller] == [(("eth_src", LEARN),)]
+    assert [flow.match for flow in to_controller] == [(("eth_src", LEARN), ("vlan_vid", 0))]
 
 
 # the state -------------------------------------------------------------------------------------

@@ -36,8 +36,14 @@ def test_generated_states_encode_like_os_ken(state):
         assert encode.flow_mod(flow) == os_ken_bytes(flow, delete=False)
 
 
-def test_masked_match_encodes_like_os_ken():
-    flow = make_flow("l2", 50, {"eth_dst": ("01:00:00:00:00:00", "01:00:00:00:00:00")}, cookie=1)
+@pytest.mark.parametrize("match", [
+    {"eth_dst": ("01:00:00:00:00:00", "01:00:00:00:00:00")},
+    {"vlan_vid": 0},  # untagged
+    {"vlan_vid": 0x1000 | 4094},
+    {"vlan_vid": (0x1000, 0x1000)},  # any tag
+], ids=["multicast-bit", "untagged", "vid-4094", "any-tag"])
+def test_masked_and_vlan_matches_encode_like_os_ken(match):
+    flow = make_flow("l2", 50, match, cookie=1)
     assert encode.flow_mod(flow) == os_ken_bytes(flow, delete=False)
 
 

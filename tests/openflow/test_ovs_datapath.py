@@ -125,6 +125,16 @@ def test_spoofed_source_ip_is_dropped(lab: Lab) -> None:
     assert lab.packets("ingress", 0) == before + 1
 
 
+def test_a_tagged_frame_with_the_right_addresses_is_dropped(lab: Lab) -> None:
+    n1 = lab.n1
+    frame = f"in_port={n1.ofport},dl_src={n1.mac},dl_dst={lab.n2.mac},ip,nw_src={N1_IP},nw_dst={N2_IP}"
+    honest = lab.trace(frame)
+    assert honest.rstrip().endswith(f"Datapath actions: {_datapath_port(lab, lab.n2)}"), honest
+    for tag in ("dl_vlan=100", "vlan_tci=0x1000"):  # 802.1Q, a priority tag (QinQ: tests/security)
+        tagged = lab.trace(f"{frame},{tag}")
+        assert tagged.rstrip().endswith("Datapath actions: drop"), tagged
+
+
 def test_spoofed_arp_sender_is_dropped_and_honest_one_answered(lab: Lab) -> None:
     n1, n2 = lab.n1, lab.n2
     request = f"in_port={n2.ofport},arp,dl_src={n2.mac},dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_sha={n2.mac}"

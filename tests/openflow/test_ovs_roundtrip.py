@@ -24,7 +24,8 @@ FOREIGN = "cookie=0x99,table=0,priority=5,arp,actions=drop"
 
 def test_pushed_flows_read_back_exactly_and_reconcile_to_nothing(rig, bridge) -> None:
     rig.ovs.ofctl("add-flow", bridge, FOREIGN)  # someone else's flow: never dumped, never touched
-    desired = desired_flows(two_node_state())
+    in_a_vlan = Placement("198.18.0.13", "02:00:c6:12:01:13", PORT_N2, "default/vlan-100", vlan=100)
+    desired = desired_flows(two_node_state(placements=(*two_node_state().placements, in_a_vlan)))
     with connected(rig, bridge) as switch:
         switch.flow_mods(diff((), desired)[1])
         current = parse_flow_stats(switch.flow_stats(COOKIE))
