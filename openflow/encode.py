@@ -16,7 +16,7 @@ import struct
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from openflow import COOKIE_MASK
-from openflow.flows import Action, Flow, MatchValue, Move, Output, SetField
+from openflow.flows import Action, Flow, Learn, MatchValue, Move, Output, SetField
 from openflow.tables import table_id
 
 # OXM basic-class fields: name -> (field number, value width in bytes)
@@ -40,6 +40,12 @@ _OXM_HEADERS = {name: (struct.pack("!HBB", ofp.OFPXMC_OPENFLOW_BASIC, number << 
                 for name, (number, width) in OXM_FIELDS.items()}
 NX_VENDOR_ID = 0x00002320
 NXAST_REG_MOVE = 6
+NXAST_LEARN = 16
+# nx_action_learn after its experimenter header: idle and hard timeout, priority, cookie, flags,
+# table id, pad, fin idle and hard timeout; then the flow_mod_specs
+_LEARN = struct.Struct("!HHIHHHHQHBxHH")
+_LEARN_COPY = struct.Struct("!HIHIH")  # a match spec copying a whole field: header, src subfield, dst subfield
+_LEARN_SRC_VALUE = 1 << 13  # a spec's source is an immediate value, not a field
 
 _FLOW_MOD = struct.Struct("!BBHIQQBBHHHIIIH2x")  # ofp_header + ofp_flow_mod up to the match
 
@@ -115,7 +121,25 @@ def _action(action: Action) -> bytes:
     if isinstance(action, Move):
         return struct.pack("!HHIHHHHII", ofp.OFPAT_EXPERIMENTER, 24, NX_VENDOR_ID, NXAST_REG_MOVE, action.n_bits,
                            action.src_ofs, action.dst_ofs, _oxm_header(action.src), _oxm_header(action.dst))
+    if isinstance(action, Learn):
+        return _learn(action)
     raise Unencodable(f"action {action}")
+
+
+def _learn(action: Learn) -> bytes:
+    """nx_action_learn with match specs only: each value, then each copied whole field."""
+    specs = b""
+    for name, value in action.values:
+        width = _oxm_field(name)[1]
+        specs += struct.pack("!H", _LEARN_SRC_VALUE | width * 8) + _value(value, width)
+        specs += struct.pack("!IH", _oxm_header(name), 0)
+    for name in action.copy:
+        header, bits = _oxm_header(name), _oxm_field(name)[1] * 8
+        specs += _LEARN_COPY.pack(bits, header, 0, header, 0)  # src type 0 (field), dst type 0 (match)
+    length = _LEARN.size + len(specs)
+    head = _LEARN.pack(ofp.OFPAT_EXPERIMENTER, length + _pad8(length), NX_VENDOR_ID, NXAST_LEARN, 0,
+                       action.hard_timeout, action.priority, action.cookie, action.flags, table_id(action.table), 0, 0)
+    return head + specs + bytes(_pad8(length))
 
 
 def _oxm_header(name: str) -> int:

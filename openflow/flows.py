@@ -77,6 +77,29 @@ class Move:
 
 
 @dataclass(frozen=True)
+class Learn:
+    """Nicira learn: add (or refresh) a flow in `table` that matches `values` (fixed, e.g. the
+    eth_type a field needs) and the frame's own value of each field in `copy`, and does nothing: a
+    record that such a frame was seen.
+
+    OVS refreshes a learned flow each time the learn action runs again for it, so `hard_timeout`
+    counts from the last frame, not the first. Learned flows carry their own `cookie`, never the
+    controller's: reconciliation neither reads nor deletes them. `flags` are NX_LEARN_F_*."""
+
+    table: str
+    copy: tuple[str, ...]
+    cookie: int
+    hard_timeout: int = 0
+    values: tuple[tuple[str, int], ...] = ()
+    priority: int = 0
+    flags: int = 0
+
+    def __str__(self) -> str:
+        specs = [f"{name}={value:#x}" for name, value in self.values] + list(self.copy)
+        return f"learn(table={self.table},hard_timeout={self.hard_timeout},{','.join(specs)})"
+
+
+@dataclass(frozen=True)
 class Opaque:
     """An action or instruction we never write, found on a switch under our cookie.
 
@@ -89,7 +112,7 @@ class Opaque:
         return f"opaque({self.text})"
 
 
-Action = Union[Output, SetField, Move, Opaque]
+Action = Union[Output, SetField, Move, Learn, Opaque]
 
 
 @dataclass(frozen=True)

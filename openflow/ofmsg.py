@@ -18,8 +18,10 @@ from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 from os_ken.ofproto import ofproto_v1_3_parser as parser13
 
 from openflow import COOKIE_MASK, encode
-from openflow.flows import Action, Flow, Move, Opaque, Output, SetField, make_match
-from openflow.tables import table_id, table_name
+from openflow.encode import OXM_FIELDS
+from openflow.flows import ETH_TYPE_ARP, Action, Flow, Learn, Move, Opaque, Output, SetField, make_match
+from openflow.pipeline import seen_cookie
+from openflow.tables import SEEN, table_id, table_name
 
 NXM_SUFFIX = "_nxm"
 _OF13 = ProtocolDesc(ofp13.OFP_VERSION)
@@ -104,6 +106,20 @@ def flow_stats_request(datapath: Any, cookie: int) -> Any:
         datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, COOKIE_MASK, parser.OFPMatch())
 
 
+def seen_request(datapath: Any, cookie: int, *, mac: str | None = None, ip: str | None = None) -> Any:
+    """A request for the `seen` records (see openflow.pipeline) of one source MAC, or of one ARP
+    sender IP, on a switch whose controller cookie is `cookie`."""
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    match = parser.OFPMatch(eth_src=mac) if mac is not None else parser.OFPMatch(eth_type=ETH_TYPE_ARP, arp_spa=ip)
+    return parser.OFPFlowStatsRequest(
+        datapath, 0, table_id(SEEN), ofp.OFPP_ANY, ofp.OFPG_ANY, seen_cookie(cookie), COOKIE_MASK, match)
+
+
+def parse_seen_ports(stats: Iterable[Any]) -> tuple[int, ...]:
+    """The ports of the `seen` records in a flow-stats reply's entries."""
+    return tuple(sorted({entry.match["in_port"] for entry in stats if "in_port" in entry.match}))
+
+
 def parse_flow_stats(stats: Iterable[Any]) -> frozenset[Flow]:
     """The entries of OFPFlowStatsReply bodies (OFPFlowStats) as `Flow` values."""
     return frozenset(_parse_one(entry) for entry in stats)
@@ -128,6 +144,13 @@ def _encode_action(parser: Any, action: Action) -> Any:
     if isinstance(action, Move):
         return parser.NXActionRegMove(src_field=action.src, dst_field=action.dst, n_bits=action.n_bits,
                                       src_ofs=action.src_ofs, dst_ofs=action.dst_ofs)
+    if isinstance(action, Learn):
+        specs = [parser.NXFlowSpecMatch(src=value, dst=(name, 0), n_bits=OXM_FIELDS[name][1] * 8)
+                 for name, value in action.values]
+        specs += [parser.NXFlowSpecMatch(src=(name, 0), dst=(name, 0), n_bits=OXM_FIELDS[name][1] * 8)
+                  for name in action.copy]
+        return parser.NXActionLearn(table_id=table_id(action.table), specs=specs, hard_timeout=action.hard_timeout,
+                                    priority=action.priority, cookie=action.cookie, flags=action.flags)
     raise ValueError(f"cannot send {action}: it was read from a switch, not built by the pipeline")
 
 
@@ -154,7 +177,33 @@ def _parse_action(action: Any) -> Action:
     if isinstance(action, parser13.NXActionRegMove):
         return Move(_oxm_name(action.src_field), _oxm_name(action.dst_field), action.n_bits,
                     action.src_ofs, action.dst_ofs)
+    if isinstance(action, parser13.NXActionLearn):
+        return _parse_learn(action)
     return Opaque(str(action))
+
+
+def _parse_learn(action: Any) -> Action:
+    """A learn the pipeline writes (match specs only: whole-field values, then whole-field copies)
+    as a `Learn`; any other learn stays Opaque, so `diff` replaces it."""
+    values: list[tuple[str, int]] = []
+    copy: list[str] = []
+    for spec in action.specs:
+        dst = spec.dst
+        if not isinstance(spec, parser13.NXFlowSpecMatch) or not isinstance(dst, tuple) or dst[1]:
+            return Opaque(str(action))
+        name = _oxm_name(dst[0])
+        if name not in OXM_FIELDS or spec.n_bits != OXM_FIELDS[name][1] * 8:
+            return Opaque(str(action))
+        if isinstance(spec.src, int) and not copy:
+            values.append((name, spec.src))
+        elif isinstance(spec.src, tuple) and _oxm_name(spec.src[0]) == name and not spec.src[1]:
+            copy.append(name)
+        else:
+            return Opaque(str(action))
+    if action.idle_timeout or action.fin_idle_timeout or action.fin_hard_timeout:
+        return Opaque(str(action))
+    return Learn(table_name(action.table_id), tuple(copy), action.cookie, action.hard_timeout, tuple(values),
+                 action.priority, action.flags)
 
 
 def _oxm_name(name: str) -> str:

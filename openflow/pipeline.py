@@ -2,11 +2,13 @@
 
 Three tables (see `openflow.tables`), walked in order:
 
-ingress        learn MAC, untagged → CONTROLLER (truncated)                      prio 300
-               per placement on a node port, untagged (or in its VLAN): ARP with
+ingress        per placement on a node port, untagged (or in its VLAN): ARP with
                its MAC, sender MAC and sender IP (or an RFC 5227 probe for its
                IP) → arp_responder; IPv4 with its MAC and source IP → l2          prio 200
-               trusted port → arp_responder                                      prio 100
+               ARP from a trusted port → record (in_port, eth_src) and
+               (in_port, arp_spa) in seen; arp_responder                         prio 101
+               trusted port → record (in_port, eth_src) in seen; arp_responder  prio 100
+               learn MAC, untagged, from any other port → CONTROLLER (truncated) prio 90
                anything else → drop                                              prio 0
 arp_responder  broadcast request for a placed IP from its owner's port → l2
                (DAD, gratuitous ARP pass on unanswered)                          prio 200
@@ -16,6 +18,15 @@ arp_responder  broadcast request for a placed IP from its owner's port → l2
 l2             placed MAC → its port                                             prio 100
                broadcast/multicast → NORMAL                                      prio 50
                anything else → NORMAL or drop (`SwitchState.unknown_destination`) prio 0
+seen           (in_port, eth_src) of every frame and (in_port, arp_spa) of every ARP
+               from a trusted port, learned by the switch itself (cookie
+               `seen_cookie`, expiring SEEN_TIMEOUT after the last such frame)
+
+`seen` is what "the switch has seen this MAC (or IP)" means when a pod asks for a MAC or a node
+registers (controller.service): the switch records the sources on trusted ports (routers, external
+hosts, inter-switch links) in the datapath, at no cost per packet once a megaflow exists, and the
+controller reads the table (flow stats for one eth_src or arp_spa) only on those rare paths. No
+packet ever goes to `seen`. (Source IPs of IPv4 are not recorded: a router forwards the world's.)
 
 Port security matches the tag too (`vlan_vid`): a node port's frames are untagged, so an 802.1Q,
 802.1ad (QinQ) or priority-tagged frame from a pod matches no allow flow, whatever MAC and IP it
@@ -33,14 +44,15 @@ from collections import Counter
 from collections.abc import Iterator
 
 from openflow.flows import (ARP_REPLY, ARP_REQUEST, BROADCAST, CONTROLLER, ETH_TYPE_ARP, ETH_TYPE_IP, IN_PORT,
-                            MULTICAST, NORMAL, OFPVID_NONE, OFPVID_PRESENT, Action, Flow, Move, Output, SetField,
-                            make_flow)
+                            MULTICAST, NORMAL, OFPVID_NONE, OFPVID_PRESENT, Action, Flow, Learn, Move, Output,
+                            SetField, make_flow)
 from openflow.model import Placement, PortRole, SwitchState, UnknownDestination
-from openflow.tables import ARP_RESPONDER, INGRESS, L2
+from openflow.tables import ARP_RESPONDER, INGRESS, L2, SEEN
 
-PRIO_LEARN = 300
 PRIO_ALLOW = 200
+PRIO_TRUSTED_ARP = 101
 PRIO_TRUSTED = 100
+PRIO_LEARN = 90  # below trusted ports: a node's MAC on a trusted port is forwarded, never diverted
 PRIO_SKIP_OWNER = 200
 PRIO_ANSWER = 100
 PRIO_EXACT = 100
@@ -48,6 +60,15 @@ PRIO_MULTICAST = 50
 PRIO_MISS = 0
 
 LEARN_MAX_LEN = 128  # bytes of a learning frame the controller needs: the Ethernet header and a bit
+SEEN_TIMEOUT = 300  # seconds a source MAC stays seen after its last frame: Open vSwitch's own MAC aging
+NX_LEARN_F_DELETE_LEARNED = 2  # a trusted port's records go with its flow (the port is no longer trusted)
+_SEEN_TAG = 0x5EE0
+
+
+def seen_cookie(cookie: int) -> int:
+    """The cookie of the switch-learned `seen` flows: not the controller's, so reconciliation (which
+    reads and deletes only flows carrying exactly the controller's cookie) leaves them alone."""
+    return cookie ^ _SEEN_TAG
 
 
 class StateError(ValueError):
@@ -170,8 +191,19 @@ def _fixed_flows(state: SwitchState, trusted: frozenset[int]) -> Iterator[Flow]:
     for mac in state.learn_macs:
         yield make_flow(INGRESS, PRIO_LEARN, {"eth_src": mac, "vlan_vid": OFPVID_NONE},
                         actions=(Output(CONTROLLER, LEARN_MAX_LEN),))
+    seen_mac, seen_ip = _seen_records(state.cookie)
     for number in sorted(trusted):
-        yield make_flow(INGRESS, PRIO_TRUSTED, {"in_port": number}, goto=ARP_RESPONDER)
+        yield make_flow(INGRESS, PRIO_TRUSTED_ARP, {"in_port": number, "eth_type": ETH_TYPE_ARP},
+                        actions=(seen_mac, seen_ip), goto=ARP_RESPONDER)
+        yield make_flow(INGRESS, PRIO_TRUSTED, {"in_port": number}, actions=(seen_mac,), goto=ARP_RESPONDER)
+
+
+def _seen_records(cookie: int) -> tuple[Learn, Learn]:
+    """The learn actions that record a trusted port's source MACs, and its ARP senders' IPs."""
+    cookie = seen_cookie(cookie)
+    return (Learn(SEEN, ("in_port", "eth_src"), cookie, SEEN_TIMEOUT, flags=NX_LEARN_F_DELETE_LEARNED),
+            Learn(SEEN, ("in_port", "arp_spa"), cookie, SEEN_TIMEOUT, values=(("eth_type", ETH_TYPE_ARP),),
+                  flags=NX_LEARN_F_DELETE_LEARNED))
 
 
 @functools.lru_cache(maxsize=1 << 17)

@@ -15,8 +15,9 @@ if TYPE_CHECKING:
 INGRESS = "ingress"              # port security: what may enter from each port
 ARP_RESPONDER = "arp_responder"  # broadcast ARP requests for placed IPs, answered in the datapath
 L2 = "l2"                        # exact destination MACs to their port; the rest NORMAL or drop
+SEEN = "seen"                    # source MACs seen on trusted ports: learned by the switch, read, never walked
 
-TABLES: dict[str, int] = {INGRESS: 0, ARP_RESPONDER: 1, L2: 2}
+TABLES: dict[str, int] = {INGRESS: 0, ARP_RESPONDER: 1, L2: 2, SEEN: 3}
 TABLE_NAMES: dict[int, str] = {table_id: name for name, table_id in TABLES.items()}
 
 

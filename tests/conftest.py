@@ -9,8 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import settings
 
 from deploy.lab.rig import Host, MissingPrerequisite, Rig
+
+# Property tests check behaviour, not speed (that is tests/bench's job): no per-example deadline,
+# which a loaded machine (a shared 2-core one) trips at random.
+settings.register_profile("underlay", deadline=None)
+settings.load_profile("underlay")
 
 # Tests marked `uml` (they need ipvlan, which this kernel lacks) run inside one User-Mode Linux
 # instance and report here as ordinary results: see deploy/uml/pytest_plugin.py. The `k8s` and

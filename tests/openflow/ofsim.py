@@ -1,7 +1,8 @@
 """A packet walk over a flow set: which flow wins in each table and what leaves the switch.
 
 Test utility. It follows OpenFlow 1.3 semantics for what the pipeline uses (exact and masked
-matches, apply-actions in order, goto-table, output to IN_PORT, no output back to the in-port) and
+matches, apply-actions in order, goto-table, output to IN_PORT, no output back to the in-port, learn
+as a record of the flow it would add) and
 refuses ambiguity: two matching flows of equal top priority fail the walk, since OVS would pick
 either.
 """
@@ -12,7 +13,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from openflow.flows import CONTROLLER, IN_PORT, NORMAL, Flow, Move, Output, SetField
+from openflow.flows import CONTROLLER, IN_PORT, NORMAL, Flow, Learn, Move, Output, SetField
 from openflow.tables import INGRESS
 
 Frame = dict[str, object]
@@ -29,6 +30,7 @@ class Emitted:
 class Walk:
     path: tuple[Flow, ...]
     emitted: tuple[Emitted, ...]
+    learned: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()  # (table, match) a learn action added
 
     @property
     def dropped(self) -> bool:
@@ -50,6 +52,7 @@ def walk(flows: Iterable[Flow], frame: Mapping[str, object], *, in_port: int) ->
     fields: Frame = {**frame, "in_port": in_port}
     path: list[Flow] = []
     emitted: list[Emitted] = []
+    learned: list[tuple[str, tuple[tuple[str, object], ...]]] = []
     table: str | None = INGRESS
     while table is not None:
         won = winner(tables.get(table, []), fields)
@@ -57,9 +60,12 @@ def walk(flows: Iterable[Flow], frame: Mapping[str, object], *, in_port: int) ->
             break  # a table miss without a miss flow: OpenFlow 1.3 drops
         path.append(won)
         for action in won.actions:
-            _act(action, fields, emitted, in_port)
+            if isinstance(action, Learn):
+                learned.append((action.table, (*action.values, *((name, fields[name]) for name in action.copy))))
+            else:
+                _act(action, fields, emitted, in_port)
         table = won.goto
-    return Walk(tuple(path), tuple(emitted))
+    return Walk(tuple(path), tuple(emitted), tuple(learned))
 
 
 def winner(flows: list[Flow], fields: Mapping[str, object]) -> Flow | None:

@@ -9,9 +9,9 @@ from hypothesis import given
 from ofsim import arp_request, ipv4, ipv6, tagged, walk
 from ofstates import COOKIE, LEARN, N1, N2, P1, P2, PORT_N1, PORT_N2, PORT_ROUTER, ROUTER, states, two_node_state
 
-from openflow.flows import CONTROLLER, Output, make_match
+from openflow.flows import CONTROLLER, Learn, Output, make_match
 from openflow.model import Placement, SwitchState, UnknownDestination
-from openflow.pipeline import StateError, desired_flows
+from openflow.pipeline import StateError, desired_flows, seen_cookie
 
 FLOWS = desired_flows(two_node_state())
 
@@ -174,12 +174,40 @@ def test_ipvlan_placements_sharing_a_mac_share_one_l2_flow() -> None:
 
 
 # the controller --------------------------------------------------------------------------------
-@pytest.mark.parametrize("port", [PORT_N1, PORT_ROUTER, 7])
+@pytest.mark.parametrize("port", [PORT_N1, 7])
 def test_learn_mac_goes_to_controller_truncated(port: int) -> None:
     frame = arp_request(src=LEARN, spa="198.18.0.3", tpa="198.18.0.1")
     result = walk(FLOWS, frame, in_port=port)
     assert result.is_output("CONTROLLER")
     assert result.only.max_len == 128
+
+
+def test_learn_mac_on_a_trusted_port_is_forwarded_not_diverted() -> None:
+    """A trusted port never locates a node (the controller ignores it), so a node registered with a
+    MAC that lives behind one must not cut that host off by sending its frames to the controller."""
+    frame = ipv4(src=LEARN, dst=P1, ip_src="198.18.0.3", ip_dst="198.18.0.11")
+    assert walk(FLOWS, frame, in_port=PORT_ROUTER).is_output(PORT_N1)
+
+
+# what the switch records as seen ------------------------------------------------------------------
+def test_a_trusted_port_records_its_sources_and_arp_senders_as_seen() -> None:
+    seen = walk(FLOWS, arp_request(src=ROUTER, spa="198.18.0.254", tpa="198.18.0.99"), in_port=PORT_ROUTER).learned
+    assert seen == (("seen", (("in_port", PORT_ROUTER), ("eth_src", ROUTER))),
+                    ("seen", (("eth_type", 0x0806), ("in_port", PORT_ROUTER), ("arp_spa", "198.18.0.254"))))
+    ip_frame = ipv4(src=ROUTER, dst=P1, ip_src="203.0.113.9", ip_dst="198.18.0.11")  # a routed source: not an IP of the segment
+    assert walk(FLOWS, ip_frame, in_port=PORT_ROUTER).learned == (("seen", (("in_port", PORT_ROUTER), ("eth_src", ROUTER))),)
+
+
+def test_node_ports_record_nothing_and_nothing_walks_into_seen() -> None:
+    assert walk(FLOWS, arp_request(src=P1, spa="198.18.0.11", tpa="198.18.0.99"), in_port=PORT_N1).learned == ()
+    assert walk(FLOWS, arp_request(src="02:00:00:00:00:99", spa="198.18.0.9", tpa="198.18.0.1"), in_port=PORT_N1).learned == ()
+    assert not [flow for flow in FLOWS if flow.goto == "seen" or flow.table == "seen"]
+
+
+def test_seen_records_carry_their_own_cookie() -> None:
+    """Reconciliation reads and deletes flows of exactly the controller's cookie: never these."""
+    learns = {action for flow in FLOWS for action in flow.actions if isinstance(action, Learn)}
+    assert {learn.cookie for learn in learns} == {seen_cookie(COOKIE)} and seen_cookie(COOKIE) != COOKIE
 
 
 def test_nothing_else_goes_to_controller() -> None:

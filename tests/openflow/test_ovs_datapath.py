@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 import pytest
 from ofpeer import Peer, connected
+from os_ken.ofproto import ofproto_v1_3_parser as parser
 from ofstates import COOKIE
 
 from deploy.lab.rig import Host, Rig
 from openflow.diff import diff
 from openflow.flows import Flow
 from openflow.model import Placement, PortRole, SwitchPort, SwitchState
-from openflow.ofmsg import parse_flow_stats
+from openflow.ofmsg import parse_flow_stats, parse_seen_ports, seen_request
 from openflow.pipeline import desired_flows
 from openflow.tables import render
 
@@ -158,3 +159,26 @@ def _datapath_port(lab: Lab, host: Host) -> str:
         if line.strip().startswith(f"{host.switch_ifname} "):
             return line.split("/")[-1].split(":")[0].strip()
     raise AssertionError(f"{host.switch_ifname} not in dpif/show")
+
+
+def test_the_switch_records_what_trusted_ports_send_and_reconciling_leaves_it(rig, bridge, make_host) -> None:
+    """The `seen` table as the controller reads it: sources (and ARP senders) of the trusted port,
+    learned by Open vSwitch itself, under their own cookie; nothing from a node port."""
+    node = make_host("n1", cidr="198.18.3.1/24")
+    router = make_host("router", cidr="198.18.3.254/24")
+    state = SwitchState(dpid=1, cookie=COOKIE, ports=(SwitchPort(node.ofport, PortRole.NODE),
+                                                      SwitchPort(router.ofport, PortRole.TRUSTED)),
+                        placements=(Placement("198.18.3.1", node.mac, node.ofport, "node/n1"),))
+    flows = desired_flows(state)
+    with connected(rig, bridge) as switch:
+        switch.flow_mods(diff((), flows)[1])
+        assert router.ping("198.18.3.1")
+
+        def seen(**what: str) -> tuple[int, ...]:
+            replies = switch.request(seen_request(switch.datapath, COOKIE, **what), parser.OFPFlowStatsReply)
+            return parse_seen_ports(entry for reply in replies for entry in reply.body)
+
+        assert seen(mac=router.mac) == (router.ofport,)
+        assert seen(ip="198.18.3.254") == (router.ofport,)  # the router's ARP request for n1
+        assert seen(mac=node.mac) == () and seen(ip="198.18.3.1") == ()  # n1 answered from a node port
+        assert parse_flow_stats(switch.flow_stats(COOKIE)) == flows  # the records are not ours to reconcile
