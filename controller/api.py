@@ -167,7 +167,7 @@ class Api:
             "status": "ok",
             "switches": self.service.switches(),
             "connected": fabric.connected() if hasattr(fabric, "connected") else [],
-            "stats": fabric.stats() if hasattr(fabric, "stats") else {},
+            "stats": {**(fabric.stats() if hasattr(fabric, "stats") else {}), **self.service.stats()},
         }
 
     def put_node(self, request: Request) -> Json:

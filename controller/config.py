@@ -11,11 +11,12 @@ cookie = 0x55aa000000000000          # or a string "0x55aa..." (TOML integers ar
 unknown_destination = "normal"       # or "drop"
 release_cooldown = 30                # seconds before a released address is handed out again
 resync_grace = 60                    # seconds a new allocation is safe from an agent's full sync
+allow_global_macs = false            # pods may ask for vendor (globally unique) MACs, not only 02:...
 
 [openflow]                           # host, port, and optionally ctl_privkey, ctl_cert, ca_certs
 [api]                                # host, port
-[nodes.n1]                           # token or token_file; optionally dpid and port (pinned uplink)
-token = "secret"
+[nodes.n1]                           # token or token_file; optionally dpid and port (pinned uplink),
+token = "secret"                     # mac and ip (pinned identity: registering anything else is refused)
 [switches."0x1"]
 trusted_ports = [1]
 [pools.default]
@@ -74,12 +75,15 @@ class PoolConfig:
 
 @dataclass(frozen=True)
 class NodeConfig:
-    """A node allowed to talk to the API; `dpid`/`port` pin its uplink instead of learning it."""
+    """A node allowed to talk to the API; `dpid`/`port` pin its uplink instead of learning it,
+    `mac`/`ip` pin its identity (it may register only those, and no other node may claim them)."""
 
     name: str
     token: str = field(repr=False)
     dpid: int | None = None
     port: int | None = None
+    mac: str | None = None
+    ip: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ class Config:
     unknown_destination: UnknownDestination = UnknownDestination.NORMAL
     release_cooldown: float = 30.0
     resync_grace: float = 60.0
+    allow_global_macs: bool = False
     nodes: Mapping[str, NodeConfig] = field(default_factory=dict)
     switches: Mapping[int, SwitchConfig] = field(default_factory=dict)
     pools: Mapping[str, PoolConfig] = field(default_factory=dict)
@@ -148,6 +153,7 @@ def parse(data: Mapping[str, Any], *, base: Path = Path(".")) -> Config:
         unknown_destination=top.get("unknown_destination", _unknown_destination, UnknownDestination.NORMAL),
         release_cooldown=top.get("release_cooldown", _seconds, 30.0),
         resync_grace=top.get("resync_grace", _seconds, 60.0),
+        allow_global_macs=top.get("allow_global_macs", _bool, False),
         nodes=top.each("nodes", lambda t, name: _node(t, name, base=base)),
         switches={sw.dpid: sw for sw in top.each("switches", _switch).values()},
         pools=_default_pool(top.each("pools", _pool)),
@@ -283,6 +289,14 @@ def _ipv4(value: Any) -> netaddr.IPAddress:
     return address
 
 
+def _mac(value: Any) -> str:
+    """a unicast MAC address"""
+    raw = netaddr.EUI(_str(value), version=48).packed
+    if raw[0] & 0x01 or not any(raw):
+        raise ValueError(value)
+    return ":".join(f"{byte:02x}" for byte in raw)
+
+
 def _network(value: Any) -> netaddr.IPNetwork:
     """a network"""
     network = netaddr.IPNetwork(_str(value))
@@ -359,7 +373,9 @@ def _node(table: _Table, name: str, *, base: Path) -> NodeConfig:
     dpid, port = table.get("dpid", _dpid, None), table.get("port", _ofport, None)
     if port is not None and dpid is None:
         raise ConfigError(f"{table.key('port')}: needs nodes.{name}.dpid too")
-    return NodeConfig(name=name, token=token, dpid=dpid, port=port)
+    ip = table.get("ip", _ipv4, None)
+    return NodeConfig(name=name, token=token, dpid=dpid, port=port, mac=table.get("mac", _mac, None),
+                      ip=None if ip is None else str(ip))
 
 
 def _read_token(path: Path, *, key: str) -> str:
@@ -425,11 +441,29 @@ def _default_pool(pools: dict[str, PoolConfig]) -> dict[str, PoolConfig]:
 
 
 def _check_nodes(config: Config) -> None:
-    """A pinned node port must not also be a trusted port: anti-spoofing would not apply to it."""
+    """A pinned node port must not also be a trusted port: anti-spoofing would not apply to it. A
+    pinned identity is one node's, and a pinned IP is no pool's to hand out or route through."""
+    seen: dict[str, str] = {}
     for node in config.nodes.values():
         switch = config.switches.get(node.dpid) if node.dpid is not None else None
         if switch is not None and node.port in switch.trusted_ports:
             raise ConfigError(f"nodes.{node.name}.port: {node.port} is a trusted port of switch {node.dpid:#x}")
+        for key, value in (("mac", node.mac), ("ip", node.ip)):
+            if value is not None and seen.setdefault(value, node.name) != node.name:
+                raise ConfigError(f"nodes.{node.name}.{key}: {value} is pinned to node {seen[value]} too")
+        if node.ip is not None:
+            _check_pinned_ip(node, config.pools.values())
+
+
+def _check_pinned_ip(node: NodeConfig, pools: Any) -> None:
+    address = netaddr.IPAddress(node.ip)
+    for pool in pools:
+        if node.ip == pool.gateway or any(route.gw == node.ip for route in pool.routes):
+            raise ConfigError(f"nodes.{node.name}.ip: {node.ip} is a gateway of pool {pool.name}")
+        allocatable = netaddr.IPSet(netaddr.IPRange(first, last) for first, last in pool.ranges) \
+            - netaddr.IPSet(pool.exclude)
+        if address in allocatable:
+            raise ConfigError(f"nodes.{node.name}.ip: {node.ip} is in pool {pool.name}'s ranges; exclude it there")
 
 
 def _check_pools_disjoint(pools: Any) -> None:

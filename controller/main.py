@@ -46,6 +46,13 @@ class LateFabric:
             raise SwitchUnavailable("the OpenFlow application is not running yet")
         self.app.apply(dpids, timeout=timeout)
 
+    def seen(self, dpids: Iterable[int], *, cookie: int, mac: str | None = None, ip: str | None = None
+             ) -> dict[int, tuple[int, ...]]:
+        if self.app is None:
+            raise SwitchUnavailable("the OpenFlow application is not running yet")
+        found: dict[int, tuple[int, ...]] = self.app.seen(dpids, cookie=cookie, mac=mac, ip=ip)
+        return found
+
     def stats(self) -> dict[str, int]:
         return self.app.stats() if self.app is not None else {}
 

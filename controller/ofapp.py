@@ -4,8 +4,9 @@ This is the only module that receives OpenFlow events. It keeps one `SwitchSessi
 datapath and is the `Fabric` the service uses: `apply(dpids)` returns once those switches hold the
 desired flows (barrier acknowledged). Packet-ins exist only for what the datapath cannot do: the
 pipeline sends the first frames of registered nodes whose port is still unknown (truncated), and we
-learn the node's port from them; everything else is dropped in the datapath. They are rate-limited
-per switch, so a flood cannot starve the controller.
+learn the node's port from them (on the `Locator`'s thread: this one must never wait); everything
+else is dropped in the datapath. They are rate-limited per switch, so a flood cannot starve the
+controller.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from os_ken.lib.packet import ethernet, packet
 from os_ken.ofproto import ofproto_v1_3
 
 from controller.errors import SwitchUnavailable
+from controller.locator import Locator
 from controller.switch import SwitchSession
 from openflow.model import SwitchState
 
@@ -70,6 +72,8 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
         self._buckets: dict[int, TokenBucket] = {}
         self._lock = threading.Lock()
         self.counters = {"packet_ins": 0, "packet_ins_dropped": 0}
+        self._locator = Locator(lambda mac, dpid, port: self.service.node_located(mac, dpid=dpid, port=port),
+                                self._request_convergence)
 
     # the Fabric protocol -------------------------------------------------------------------
     def apply(self, dpids: Iterable[int], *, timeout: float) -> None:
@@ -80,6 +84,17 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
                 raise SwitchUnavailable(f"switch {dpid:016x} is not connected")
             session.converge(timeout=timeout)
 
+    def seen(self, dpids: Iterable[int], *, cookie: int, mac: str | None = None, ip: str | None = None
+             ) -> dict[int, tuple[int, ...]]:
+        found = {}
+        for dpid in sorted(set(dpids)):
+            with self._lock:
+                session = self.sessions.get(dpid)
+            if session is None:
+                raise SwitchUnavailable(f"switch {dpid:016x} is not connected: cannot tell what it has seen")
+            found[dpid] = session.seen(cookie=cookie, mac=mac, ip=ip)
+        return found
+
     def connected(self) -> list[int]:
         with self._lock:
             return sorted(self.sessions)
@@ -89,6 +104,7 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
             sessions = list(self.sessions.values())
         return {
             **self.counters,
+            "packet_ins_dropped": self.counters["packet_ins_dropped"] + self._locator.dropped,
             "flow_mods": sum(s.counters.flow_mods for s in sessions),
             "bundles": sum(s.counters.bundles for s in sessions),
         }
@@ -172,13 +188,16 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
         eth = packet.Packet(msg.data).get_protocol(ethernet.ethernet)
         if eth is None:
             return
-        for changed in self.service.node_located(eth.src, dpid=dpid, port=msg.match["in_port"]):
-            with self._lock:
-                affected = self.sessions.get(changed)
-            if affected is not None:
-                affected.request()
+        self._locator.submit(eth.src, dpid=dpid, port=msg.match["in_port"])
+
+    def _request_convergence(self, dpid: int) -> None:
+        with self._lock:
+            session = self.sessions.get(dpid)
+        if session is not None:
+            session.request()
 
     def close(self) -> None:
+        self._locator.close()
         with self._lock:
             sessions = list(self.sessions.values())
         for session in sessions:

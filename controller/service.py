@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from controller import ipam
+from controller import edge, ipam
 from controller.config import Config, Route
 from controller.errors import BadRequest, ConflictError, ControllerError, NotFound, TemporaryError
 from controller.logs import kv
@@ -39,6 +39,11 @@ class Fabric(Protocol):
     def apply(self, dpids: Iterable[int], *, timeout: float) -> None:
         """Bring these switches to the desired state and return after their barrier replies.
         Raises SwitchUnavailable (a TemporaryError) when a switch is not connected or does not answer."""
+
+    def seen(self, dpids: Iterable[int], *, cookie: int, mac: str | None = None, ip: str | None = None
+             ) -> dict[int, tuple[int, ...]]:
+        """Where each switch saw `mac` as a source, or `ip` as an ARP sender, on a trusted port lately
+        (its `seen` table, see openflow.pipeline): dpid -> ports. Raises SwitchUnavailable as `apply`."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,7 @@ class Service:
         self._pending: set[Key] = set()
         self._macvlan_macs: dict[str, Pod] = {}  # a MAC is one pod's: two on a segment break both
         self._index = _PlacementIndex()
+        self._refusals = edge.Refusals(now=now)
         self._restore()
 
     def _restore(self) -> None:
@@ -130,11 +136,22 @@ class Service:
     # -- nodes -----------------------------------------------------------------------------------
 
     def register_node(self, name: str, *, mac: str, ip: str) -> NodeView:
-        """Register or update a node's uplink. A changed MAC forgets the learned port."""
+        """Register or update a node's uplink. A changed MAC forgets the learned port.
+
+        A new claim (not the node's stored MAC and IP again) is checked against what the node's
+        switch has seen on its trusted ports (controller.edge), before taking the lock: that asks
+        the switch."""
         mac, ip = ipam.parse_mac(mac), ipam.parse_ip(ip)
-        with self._change():
+        with self._lock:
             if name not in self.config.nodes:
                 raise NotFound(f"node {name}: not in the controller's config")
+            self._check_node_claim(name, mac=mac, ip=ip)
+            known = self._nodes.get(name)
+            dpid = self._location(name)[0]
+        self._check_node_not_seen(name, mac=None if known is not None and known.mac == mac else mac,
+                                  ip=None if known is not None and known.ip == ip else ip,
+                                  dpids={dpid} if dpid is not None else set(self.switches()))
+        with self._change():
             self._check_node_identity(name, mac=mac, ip=ip)
             old = self._nodes.get(name)
             node = Node(name, mac, ip) if old is None or old.mac != mac else replace(old, ip=ip)
@@ -150,15 +167,19 @@ class Service:
         return view
 
     def node_located(self, mac: str, *, dpid: int, port: int) -> frozenset[int]:
-        """A frame from a node's MAC arrived on (dpid, port): learn where the node is.
+        """A frame from a node's MAC arrived on (dpid, port): learn where the node is, if the rule
+        of controller.edge allows it (no other node holds that port; a node with pods stays put);
+        a refusal is logged loudly and counted (`stats`).
 
-        Returns the switches whose desired state changed; the caller converges them. It must not
-        wait here: this runs in the OpenFlow event loop, which is what delivers barrier replies."""
+        Returns the switches whose desired state changed; the caller converges them. It waits for
+        the store's commit: call it off the OpenFlow event loop (controller.ofapp's locator)."""
         with self._change():
             node = next((n for n in self._nodes.values() if n.mac == mac.lower()), None)
             if node is None or self._pinned(node.name) or port in self._trusted(dpid):
                 return frozenset()
             if (node.dpid, node.port) == (dpid, port):
+                return frozenset()
+            if self._refuse_location(node, dpid=dpid, port=port):
                 return frozenset()
             moved = replace(node, dpid=dpid, port=port)
             with self.store.transaction() as tx:
@@ -184,6 +205,8 @@ class Service:
         its own answer, an attachment or the error about it; errors about the node (not registered,
         port unknown) and a switch that does not acknowledge are raised for all of them."""
         answers: list[Attachment | ControllerError | None] = [None] * len(requests)
+        for index, refusal in self._screen_macs(requests).items():
+            answers[index] = refusal
         claims: dict[int, tuple[Pod, bool]] = {}  # request index -> (pod, created by this call)
         try:
             with self._change():
@@ -195,6 +218,8 @@ class Service:
                     )
                 with self.store.transaction() as tx:  # the batch's writes: all, or none if the store refuses
                     for index, request in enumerate(requests):
+                        if answers[index] is not None:
+                            continue  # refused by _screen_macs
                         try:
                             claims[index] = self._claim(node, request, tx)
                         except ControllerError as err:  # raised before its pod wrote anything
@@ -411,6 +436,87 @@ class Service:
         dpid, port = self._location(name)
         return NodeView(self._nodes[name], dpid, port)
 
+    def _refuse_location(self, node: Node, *, dpid: int, port: int) -> bool:
+        """Whether the rule refuses to locate `node` at (dpid, port); a refusal is logged and counted."""
+        located = {name: self._location(name) for name in self._nodes}
+        holder = edge.port_holder((dpid, port), besides=node.name, pins=self.config.nodes, located=located)
+        pods = sum(1 for pod in self._pods.values() if pod.node == node.name)
+        why = edge.location_refusal(node.name, at=(dpid, port), holder=holder, located=node.port is not None, pods=pods)
+        if why is None:
+            return False
+        was = "-" if node.dpid is None else f"{node.dpid:x}:{node.port}"
+        self._refusals.refuse("node_locations_refused", (node.name, dpid, port), "node location refused",
+                              node=node.name, mac=node.mac, switch=f"{dpid:x}", port=port, held_by=holder,
+                              located=was, why=why)
+        return True
+
+    def stats(self) -> dict[str, int]:
+        """Refused identity claims, by kind (shown in /v1/health's stats)."""
+        with self._lock:
+            counts = self._refusals.counts
+            return {kind: counts[kind] for kind in ("node_locations_refused", "node_claims_refused",
+                                                    "pod_macs_refused")}
+
+    def _check_node_claim(self, name: str, *, mac: str, ip: str) -> None:
+        """What the config says a node may not claim (controller.edge): pins, gateways, exclusions."""
+        why = edge.pin_refusal(name, mac=mac, ip=ip, pins=self.config.nodes) or edge.node_address_refusal(
+            name, ip, pools=self.config.pools.values(), pinned_ip=self.config.nodes[name].ip)
+        if why is not None:
+            self._refusals.counts["node_claims_refused"] += 1
+            raise ConflictError(f"node {name}: {why}")
+
+    def _check_node_not_seen(self, name: str, *, mac: str | None, ip: str | None, dpids: set[int]) -> None:
+        """A node's new MAC or IP (None: not new) must not be a host's its switch sees behind a
+        trusted port; what the config pins to this node is vouched for."""
+        pin = self.config.nodes[name]
+        for label, claim in (() if mac in (None, pin.mac) else ((f"MAC {mac}", {"mac": mac}),)) + \
+                            (() if ip in (None, pin.ip) else ((str(ip), {"ip": ip}),)):
+            why = edge.seen_refusal(label, self._seen(dpids, **claim))
+            if why is not None:
+                with self._lock:
+                    self._refusals.counts["node_claims_refused"] += 1
+                raise ConflictError(f"node {name}: {why}")
+
+    def _seen(self, dpids: Iterable[int], *, mac: str | None = None, ip: str | None = None) -> edge.Seen:
+        """What these switches saw; one that does not answer is skipped (and logged), as a switch
+        that is down must not fail a registration: it checks what it can."""
+        found: dict[int, tuple[int, ...]] = {}
+        for dpid in sorted(dpids):
+            try:
+                found.update(self.fabric.seen([dpid], cookie=self.config.cookie, mac=mac, ip=ip))
+            except TemporaryError as err:
+                LOG.warning(kv("identity check skipped", switch=f"{dpid:x}", mac=mac, ip=ip, error=err))
+        return found
+
+    def _screen_macs(self, requests: Sequence[PodRequest]) -> dict[int, ControllerError]:
+        """The requests whose asked-for MAC no pod may take, whoever holds it now (controller.edge):
+        a vendor MAC (unless allowed), or one a switch saw on a trusted port. Asks the switches, so it
+        runs before the lock; a retried ADD of a pod that has its MAC already is not asked again."""
+        refused: dict[int, ControllerError] = {}
+        for index, request in enumerate(requests):
+            with self._lock:
+                if request.mac is None or request.mode is not Mode.MACVLAN or request.key in self._pods:
+                    continue
+            try:
+                self._screen_mac(ipam.parse_mac(request.mac), owner=f"{request.namespace}/{request.name}")
+            except ControllerError as err:
+                refused[index] = err
+        return refused
+
+    def _screen_mac(self, mac: str, *, owner: str) -> None:
+        why = edge.foreign_mac_refusal(mac, allow_global=self.config.allow_global_macs)
+        if why is not None:
+            self._count_refused_mac()
+            raise BadRequest(f"mac: pod {owner}: {why}")
+        why = edge.seen_refusal(f"MAC {mac}", self._seen(self.switches(), mac=mac))
+        if why is not None:
+            self._count_refused_mac()
+            raise ConflictError(f"pod {owner}: {why}")
+
+    def _count_refused_mac(self) -> None:
+        with self._lock:
+            self._refusals.counts["pod_macs_refused"] += 1
+
     def _check_node_identity(self, name: str, *, mac: str, ip: str) -> None:
         """A node's IP and MAC are its own: not another node's, not a pod's, not in a pool."""
         for other in self._nodes.values():
@@ -422,17 +528,20 @@ class Service:
             raise ConflictError(f"node {name}: {ip if holder.ip == ip else mac} is held by pod {holder.owner}")
         pool = self._ipam.pool_of(ip)
         if pool is not None:
-            raise ConflictError(f"node {name}: {ip} is in pool {pool}'s ranges; exclude it from the pool")
+            raise ConflictError(f"node {name}: {ip} is in pool {pool}'s ranges; exclude it from the pool "
+                                f"and pin it as nodes.{name}.ip")
 
     def _check_pod_mac(self, mac: str, *, owner: str, mode: Mode) -> None:
+        """A macvlan pod's MAC is no node's (registered or pinned) and no other pod's."""
         if mode is not Mode.MACVLAN:
             return
-        for node in self._nodes.values():
-            if node.mac == mac:
-                raise ConflictError(f"pod {owner}: MAC {mac} is node {node.name}'s uplink")
+        node = next((n.name for n in self._nodes.values() if n.mac == mac), None) or next(
+            (name for name, pin in self.config.nodes.items() if pin.mac == mac), None)
         holder = self._macvlan_macs.get(mac)
-        if holder is not None:
-            raise ConflictError(f"pod {owner}: MAC {mac} is held by {holder.owner}")
+        if node is not None or holder is not None:
+            self._refusals.counts["pod_macs_refused"] += 1
+            raise ConflictError(f"pod {owner}: MAC {mac} is node {node}'s uplink" if node is not None
+                                else f"pod {owner}: MAC {mac} is held by {holder.owner}")  # type: ignore[union-attr]
 
     def _effective(self, pod: Pod) -> Pod:
         """An ipvlan pod answers at its node's current MAC, whatever it was at allocation."""

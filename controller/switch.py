@@ -65,6 +65,7 @@ class SwitchSession:
         self._done = threading.Condition(self._lock)
         self._pending: dict[int, _Pending] = {}
         self._pending_lock = threading.Lock()
+        self._xid_lock = threading.Lock()  # xids are taken by the worker and by `seen` callers
         self._bundle_id = 0
         self._bundle_xids: tuple[int, int] = (0, 0)  # (first xid, count) of the bundle in flight
         self._bundle_errors: list[str] = []
@@ -106,6 +107,13 @@ class SwitchSession:
         """True once the first convergence after connect is done."""
         with self._lock:
             return self._done.wait_for(lambda: self._applied >= 1 or self._closed, timeout)
+
+    def seen(self, *, cookie: int, mac: str | None = None, ip: str | None = None) -> tuple[int, ...]:
+        """The trusted ports where this switch saw `mac` as a source (or `ip` as an ARP sender)
+        lately: one flow-stats request on its `seen` table (openflow.pipeline). A read, sent from
+        the caller's thread beside the worker's bundles; raises SwitchUnavailable."""
+        replies = self._request(ofmsg.seen_request(self.datapath, cookie, mac=mac, ip=ip))
+        return ofmsg.parse_seen_ports(stat for reply in replies for stat in reply.body)
 
     def on_reply(self, msg: Any, *, more: bool = False, error: str | None = None) -> None:
         """Called from the os-ken event thread with every reply that may be ours."""
@@ -202,8 +210,9 @@ class SwitchSession:
 
     def _reserve_xids(self, count: int) -> int:
         """`count` consecutive xids, taken from the datapath's counter so none is reused soon."""
-        first = (self.datapath.xid + 1) & self.datapath.ofproto.MAX_XID
-        self.datapath.xid = (self.datapath.xid + count) & self.datapath.ofproto.MAX_XID
+        with self._xid_lock:
+            first = (self.datapath.xid + 1) & self.datapath.ofproto.MAX_XID
+            self.datapath.xid = (self.datapath.xid + count) & self.datapath.ofproto.MAX_XID
         return first
 
     def _barrier(self) -> None:
@@ -211,7 +220,8 @@ class SwitchSession:
 
     def _request(self, msg: Any) -> list[Any]:
         """Send `msg` and wait for its (possibly multipart) reply."""
-        xid = self.datapath.set_xid(msg)
+        xid = self._reserve_xids(1)
+        msg.set_xid(xid)
         self._expect([xid])
         try:
             if self._closed or not self.datapath.send_msg(msg):

@@ -57,10 +57,13 @@ class Clock:
 
 
 class RecordingFabric:
-    """Records every apply(dpids); fails while `down` holds a dpid, or for the next `fail` calls."""
+    """Records every apply(dpids); fails while `down` holds a dpid, or for the next `fail` calls.
+    `sightings` is what its switches have seen on trusted ports: {(dpid, mac or ip): ports}."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[int, ...]] = []
+        self.sightings: dict[tuple[int, str], tuple[int, ...]] = {}
+        self.seen_calls: list[tuple[tuple[int, ...], str]] = []
         self.down: set[int] = set()
         self.fail = 0
         self.on_apply: Callable[[tuple[int, ...]], None] | None = None
@@ -76,6 +79,16 @@ class RecordingFabric:
             self.on_apply(dpids)
         if failing:
             raise SwitchUnavailable(f"switch {dpids} did not answer")
+
+    def seen(self, dpids: Iterable[int], *, cookie: int, mac: str | None = None, ip: str | None = None
+             ) -> dict[int, tuple[int, ...]]:
+        dpids, what = tuple(dpids), mac or ip or ""
+        with self._lock:
+            self.seen_calls.append((dpids, what))
+            down = self.down & set(dpids)
+        if down:
+            raise SwitchUnavailable(f"switch {min(down)} is not connected")
+        return {dpid: self.sightings.get((dpid, what), ()) for dpid in dpids}
 
 
 def break_commits(store: SqliteStore) -> None:

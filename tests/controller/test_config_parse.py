@@ -16,6 +16,7 @@ cookie = "0x55aa000000000001"
 unknown_destination = "drop"
 release_cooldown = 5
 resync_grace = 90
+allow_global_macs = true
 
 [openflow]
 host = "0.0.0.0"
@@ -34,6 +35,8 @@ token_file = "n1.token"
 token = "two"
 dpid = "0x10"
 port = 3
+mac = "02:00:00:00:01:0A"
+ip = "198.18.0.12"
 
 [switches."0x10"]
 trusted_ports = [1, 2]
@@ -58,6 +61,8 @@ def test_full_file(tmp_path: Path) -> None:
     assert (config.api.host, config.api.port) == ("127.0.0.1", 7000)
     assert config.tokens == {"n1": "one", "n2": "two"}
     assert (config.nodes["n2"].dpid, config.nodes["n2"].port) == (16, 3)
+    assert (config.nodes["n2"].mac, config.nodes["n2"].ip, config.nodes["n1"].mac) == ("02:00:00:00:01:0a", "198.18.0.12", None)
+    assert config.allow_global_macs
     assert config.switches[16].trusted_ports == (1, 2)
     pool = config.default_pool
     assert pool.name == "lab" and pool.default
@@ -74,6 +79,7 @@ def test_defaults() -> None:
     assert config.unknown_destination is UnknownDestination.NORMAL
     assert config.release_cooldown == 30.0
     assert config.openflow.ctl_privkey is None
+    assert config.allow_global_macs is False
 
 
 def test_whole_subnet_is_the_default_range() -> None:
@@ -100,6 +106,15 @@ def test_whole_subnet_is_the_default_range() -> None:
         ({"store": "s", "nodes": {"n1": {"token_file": "/nonexistent/t"}}}, "nodes.n1.token_file: cannot read /nonexistent/t"),
         ({"store": "s", "nodes": {"n1": {"token": "t", "dpid": 1, "port": 1}}, "switches": {"1": {"trusted_ports": [1]}}},
          "nodes.n1.port: 1 is a trusted port of switch 0x1"),
+        ({"store": "s", "nodes": {"n1": {"token": "t", "mac": "01:00:5e:00:00:01"}}}, "nodes.n1.mac: '01:00:5e:00:00:01' is not a unicast MAC address"),
+        ({"store": "s", "nodes": {"n1": {"token": "t", "ip": "fd00::1"}}}, "nodes.n1.ip: 'fd00::1' is not an IPv4 address"),
+        ({"store": "s", "nodes": {"n1": {"token": "t", "mac": "02:00:00:00:00:01"}, "n2": {"token": "u", "mac": "02-00-00-00-00-01"}}},
+         "nodes.n2.mac: 02:00:00:00:00:01 is pinned to node n1 too"),
+        ({"store": "s", "nodes": {"n1": {"token": "t", "ip": "10.0.0.1"}}, "pools": {"p": {"subnet": "10.0.0.0/24", "gateway": "10.0.0.1"}}},
+         "nodes.n1.ip: 10.0.0.1 is a gateway of pool p"),
+        ({"store": "s", "nodes": {"n1": {"token": "t", "ip": "10.0.0.7"}}, "pools": {"p": {"subnet": "10.0.0.0/24"}}},
+         "nodes.n1.ip: 10.0.0.7 is in pool p's ranges; exclude it there"),
+        ({"store": "s", "allow_global_macs": "yes"}, "allow_global_macs: 'yes' is not a boolean"),
         ({"store": "s", "switches": {"sw1": {}}}, "switches.sw1: 'sw1' is not a datapath id"),
         ({"store": "s", "switches": {"1": {"trusted_ports": [1, "2"]}}}, "switches.1.trusted_ports[1]: '2' is not an OpenFlow port"),
         ({"store": "s", "pools": {"default": {"subnet": "10.0.0.0/33"}}}, "pools.default.subnet: '10.0.0.0/33' is not a network"),
