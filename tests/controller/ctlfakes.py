@@ -14,7 +14,8 @@ from typing import Any
 from controller import config as config_module
 from controller.config import Config
 from controller.errors import SwitchUnavailable
-from controller.store import SqliteStore
+from controller.service import PodRequest
+from controller.store import Mode, SqliteStore
 
 TOKENS = {"n1": "token-one", "n2": "token-two", "n3": "token-three"}
 
@@ -43,6 +44,14 @@ def make_config(**overrides: Any) -> Config:
     }
     data.update(overrides)
     return config_module.parse(data)
+
+
+def pod_request(cid: str, **fields: object) -> PodRequest:
+    """A macvlan pod's request for container `cid` (pod default/pod-<cid>), with `fields` changed."""
+    values: dict[str, object] = dict(container_id=cid, ifname="eth0", namespace="default", name=f"pod-{cid}",
+                                     mode=Mode.MACVLAN)
+    values.update(fields)
+    return PodRequest(**values)  # type: ignore[arg-type]
 
 
 class Clock:

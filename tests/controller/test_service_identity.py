@@ -10,21 +10,14 @@ from collections.abc import Callable
 import pytest
 
 from controller.errors import BadRequest, ConflictError, TemporaryError
-from controller.service import PodRequest, Service
-from controller.store import Mode
+from controller.service import Service
 from openflow.model import Placement
 
 from ctlfakes import Clock, RecordingFabric, make_config
+from ctlfakes import pod_request as request
 
 N1_MAC, N2_MAC, N3_MAC = "02:00:00:00:01:01", "02:00:00:00:01:02", "02:00:00:00:01:03"
 ROUTER_MAC = "02:00:00:00:00:fe"  # behind trusted port 1 of switch 1
-
-
-def request(cid: str, **fields: object) -> PodRequest:
-    values: dict[str, object] = dict(container_id=cid, ifname="eth0", namespace="default", name=f"pod-{cid}",
-                                     mode=Mode.MACVLAN)
-    values.update(fields)
-    return PodRequest(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture

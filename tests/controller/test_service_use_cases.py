@@ -7,19 +7,14 @@ from collections.abc import Callable
 import pytest
 
 from controller.errors import BadRequest, ConflictError, NotFound, SwitchUnavailable, TemporaryError
-from controller.service import PodRequest, Service
+from controller.service import Service
 from controller.store import Mode
 from openflow.model import Placement, PortRole, SwitchPort
 
 from ctlfakes import Clock, RecordingFabric, make_config
+from ctlfakes import pod_request as request
 
 N1_MAC, N2_MAC = "02:00:00:00:01:01", "02:00:00:00:01:02"
-
-
-def request(cid: str, **fields: object) -> PodRequest:
-    values: dict[str, object] = dict(container_id=cid, ifname="eth0", namespace="default", name=f"pod-{cid}", mode=Mode.MACVLAN)
-    values.update(fields)
-    return PodRequest(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture
