@@ -131,8 +131,7 @@ class Identity:
         why = edge.pin_refusal(name, mac=mac, ip=ip, pins=self.config.nodes) or edge.node_address_refusal(
             name, ip, pools=self.config.pools.values(), pinned_ip=self.config.nodes[name].ip)
         if why is not None:
-            self._refusals.counts["node_claims_refused"] += 1
-            raise ConflictError(f"node {name}: {why}")
+            raise self._refused("node_claims_refused", ConflictError(f"node {name}: {why}"))
 
     def _check_node_not_seen(self, name: str, *, mac: str | None, ip: str | None, dpids: set[int]) -> None:
         """A node's new MAC or IP (None: not new) must not be a host's its switch sees behind a
@@ -142,9 +141,7 @@ class Identity:
                             (() if ip in (None, pin.ip) else ((str(ip), {"ip": ip}),)):
             why = edge.seen_refusal(label, self._seen(dpids, **claim))
             if why is not None:
-                with self._lock:
-                    self._refusals.counts["node_claims_refused"] += 1
-                raise ConflictError(f"node {name}: {why}")
+                raise self._refused("node_claims_refused", ConflictError(f"node {name}: {why}"))
 
     def _seen(self, dpids: Iterable[int], *, mac: str | None = None, ip: str | None = None) -> edge.Seen:
         """What these switches saw; one that does not answer is skipped (and logged), as a switch
@@ -177,30 +174,25 @@ class Identity:
     def _screen_mac(self, mac: str, *, owner: str) -> None:
         why = edge.foreign_mac_refusal(mac, allow_global=self.config.allow_global_macs)
         if why is not None:
-            self._count_refused_mac()
-            raise BadRequest(f"mac: pod {owner}: {why}")
+            raise self._refused("pod_macs_refused", BadRequest(f"mac: pod {owner}: {why}"))
         why = edge.seen_refusal(f"MAC {mac}", self._seen(self.switches(), mac=mac))
         if why is not None:
-            self._count_refused_mac()
-            raise ConflictError(f"pod {owner}: {why}")
-
-    def _count_refused_mac(self) -> None:
-        with self._lock:
-            self._refusals.counts["pod_macs_refused"] += 1
+            raise self._refused("pod_macs_refused", ConflictError(f"pod {owner}: {why}"))
 
     def _check_node_identity(self, name: str, *, mac: str, ip: str) -> None:
         """A node's IP and MAC are its own: not another node's, not a pod's, not in a pool."""
-        for other in self._nodes.values():
-            if other.name != name and (other.mac == mac or other.ip == ip):
-                clash = mac if other.mac == mac else ip
-                raise ConflictError(f"node {name}: {clash} is already node {other.name}'s")
+        other = next((n for n in self._nodes.values() if n.name != name and (n.mac == mac or n.ip == ip)), None)
         holder = self._macvlan_macs.get(mac) or next((pod for pod in self._pods.values() if pod.ip == ip), None)
-        if holder is not None:
-            raise ConflictError(f"node {name}: {ip if holder.ip == ip else mac} is held by pod {holder.owner}")
         pool = self._ipam.pool_of(ip)
-        if pool is not None:
-            raise ConflictError(f"node {name}: {ip} is in pool {pool}'s ranges; exclude it from the pool "
-                                f"and pin it as nodes.{name}.ip")
+        if other is not None:
+            why = f"{mac if other.mac == mac else ip} is already node {other.name}'s"
+        elif holder is not None:
+            why = f"{ip if holder.ip == ip else mac} is held by pod {holder.owner}"
+        elif pool is not None:
+            why = f"{ip} is in pool {pool}'s ranges; exclude it from the pool and pin it as nodes.{name}.ip"
+        else:
+            return
+        raise self._refused("node_claims_refused", ConflictError(f"node {name}: {why}"))
 
     def _check_pod_mac(self, mac: str, *, owner: str, mode: Mode) -> None:
         """A macvlan pod's MAC is no node's (registered or pinned) and no other pod's."""
@@ -211,5 +203,10 @@ class Identity:
         holder = self._macvlan_macs.get(mac)
         why = f"is node {node}'s uplink" if node is not None else None if holder is None else f"is held by {holder.owner}"
         if why is not None:
-            self._refusals.counts["pod_macs_refused"] += 1
-            raise ConflictError(f"pod {owner}: MAC {mac} {why}")
+            raise self._refused("pod_macs_refused", ConflictError(f"pod {owner}: MAC {mac} {why}"))
+
+    def _refused(self, kind: str, error: ControllerError) -> ControllerError:
+        """Count a refused claim of `kind` (`stats`); returns the error to raise."""
+        with self._lock:
+            self._refusals.counts[kind] += 1
+        return error

@@ -100,6 +100,7 @@ def test_a_node_cannot_claim_an_address_the_pools_reserve(make_service: Callable
     with pytest.raises(ConflictError, match=f"node n1: {why}"):
         service.register_node("n1", mac=N1_MAC, ip=ip)
     assert service.placements() == []
+    assert service.stats()["node_claims_refused"] == 1
 
 
 def test_an_excluded_address_pinned_to_the_node_in_the_config_is_its_own(make_service: Callable[..., Service]) -> None:
