@@ -1,6 +1,6 @@
 """The pipeline: a `SwitchState` → the exact set of flows the switch should hold.
 
-Three tables (see `openflow.tables`), walked in order:
+Four tables (see `openflow.tables`): three walked in order, and `seen`, which no packet walks:
 
 ingress        per placement on a node port, untagged (or in its VLAN): ARP with
                its MAC, sender MAC and sender IP (or an RFC 5227 probe for its
@@ -23,10 +23,12 @@ seen           (in_port, eth_src) of every frame and (in_port, arp_spa) of every
                `seen_cookie`, expiring SEEN_TIMEOUT after the last such frame)
 
 `seen` is what "the switch has seen this MAC (or IP)" means when a pod asks for a MAC or a node
-registers (controller.service): the switch records the sources on trusted ports (routers, external
-hosts, inter-switch links) in the datapath, at no cost per packet once a megaflow exists, and the
-controller reads the table (flow stats for one eth_src or arp_spa) only on those rare paths. No
-packet ever goes to `seen`. (Source IPs of IPv4 are not recorded: a router forwards the world's.)
+registers (controller.identity): the switch records the sources on trusted ports (routers, external
+hosts, inter-switch links) itself, and the controller reads the table (flow stats for one eth_src or
+arp_spa) only on those rare paths; no controller learning, no packet-in per host. The cost is the
+switch's, per new source behind a trusted port (an upcall and a megaflow of its own: ~50 µs of
+ovs-vswitchd CPU here, tests/bench/bench_seen.py), nothing per packet after that. (Source IPs of
+IPv4 are not recorded: a router forwards the world's.)
 
 Port security matches the tag too (`vlan_vid`): a node port's frames are untagged, so an 802.1Q,
 802.1ad (QinQ) or priority-tagged frame from a pod matches no allow flow, whatever MAC and IP it
