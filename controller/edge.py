@@ -22,7 +22,11 @@ host's), unless the config pins it to this node.
 
 Which MAC a pod may take: a unicast one, locally administered (the 02 bit) unless the config sets
 `allow_global_macs` (a vendor MAC belongs to some NIC somewhere); not a node's, not another pod's,
-and not one any switch has seen on a trusted port lately.
+and not one any switch has seen on a trusted port lately. (With several switches, a pod's own frames
+cross the inter-switch links, which are trusted ports, and are recorded there: a new pod asking for
+a departed pod's MAC within the record's 300 s is refused; a retried ADD of the same pod is not asked.)
+Derived MACs (ipam.derive_mac, the common case) are not asked: the switches are asked only on the
+rare path of a requested MAC.
 """
 
 from __future__ import annotations
