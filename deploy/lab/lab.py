@@ -5,23 +5,28 @@ Everything a lab is lives under one state directory (default /run/underlay-lab):
 Open vSwitch, namespaces), the controller's config and store, each node's agent socket, state and
 CNI config, and `lab.json`, the lab's description, which every command reads. Namespaces are named
 `<prefix>-<name>`, the prefix derived from the state directory so two labs never collide.
+
+Commands run at once (twenty `pod add` from a shell loop): each change of `lab.json` is a locked
+read-modify-write (`deploy.lab.statefile`), and a pod name is held by one command at a time from
+its check to its write, the CNI call included, so two commands never make the same pod.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import secrets
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cni import install
-from deploy.lab import frames, netns, rig, umlnode
+from deploy.lab import frames, netns, rig, statefile, umlnode
 from deploy.lab.control import Controller, NodeSpec, PoolSpec
 from deploy.lab.kubelab import KubeSide, controller_store
 from deploy.lab.process import start_daemon, stop_pidfile, wait_until
@@ -87,9 +92,7 @@ class LabState:
         return cls(**data)
 
     def save(self, path: Path) -> None:
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        temporary.replace(path)
+        statefile.write_atomically(path, asdict(self))
 
 
 Progress = Callable[[str], None]
@@ -114,6 +117,22 @@ class Lab:
         if not self.state_file.exists():
             raise LabError(f"no lab is running under {self.state_dir}: run `underlay-lab up`")
         return LabState.load(self.state_file)
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[LabState]:
+        """The lab's state, read under its lock and written back when the body succeeds."""
+        with statefile.locked(self.workdir / "lab.lock"):
+            state = self.state
+            yield state
+            state.save(self.state_file)
+
+    @contextlib.contextmanager
+    def _holding_pod(self, name: str) -> Iterator[None]:
+        """Pod `name` is this command's until the body ends (its ADD or DEL and the state's write)."""
+        locks = self.workdir / "locks"
+        locks.mkdir(exist_ok=True)
+        with statefile.locked(locks / f"pod-{name}.lock"):
+            yield
 
     def controller(self, state: LabState | None = None) -> Controller:
         tokens = json.loads((self.workdir / "tokens.json").read_text())
@@ -196,8 +215,8 @@ class Lab:
         state.save(self.state_file)
         for node in state.nodes.values():
             for index in range(1, pods_per_node + 1):
-                self.add_pod(f"{node.name}-pod{index}", node=node.name, state=state)
-        return state
+                self.add_pod(f"{node.name}-pod{index}", node=node.name)
+        return self.state
 
     def down(self) -> None:
         """Remove everything the lab made; fine to run twice, or on a half-built lab."""
@@ -306,14 +325,17 @@ class Lab:
         return UmlNode(self._node_dir(node.name)) if node.spool else None
 
     # -- pods --------------------------------------------------------------------------------
-    def add_pod(self, name: str, *, node: str, ip: str | None = None, state: LabState | None = None) -> PodInfo:
-        state = state or self.state
+    def add_pod(self, name: str, *, node: str, ip: str | None = None) -> PodInfo:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?", name):
+            raise LabError(f"pod name {name!r}: lowercase letters, digits and '-', at most 32")
+        with self._holding_pod(name):
+            return self._add_pod(name, node=node, ip=ip, state=self.state)
+
+    def _add_pod(self, name: str, *, node: str, ip: str | None, state: LabState) -> PodInfo:
         if name in state.pods:
             raise LabError(f"pod {name} exists already")
         if node not in state.nodes:
             raise LabError(f"no node {node!r}: the lab has {', '.join(state.nodes)}")
-        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?", name):
-            raise LabError(f"pod name {name!r}: lowercase letters, digits and '-', at most 32")
         if state.kubernetes:
             self.progress(f"creating Pod default/{name} for the scheduler to place on {node}")
             self.kube.add_pod(name, node=node, ip=ip)
@@ -332,24 +354,25 @@ class Lab:
         interface = next(i for i in result["interfaces"] if i.get("sandbox"))
         pod = PodInfo(name=name, netns=pod_ns, node=node, ip=result["ips"][0]["address"].split("/")[0],
                       mac=interface["mac"], container_id=attachment.container_id, result=result)
-        state.pods[name] = pod
-        state.save(self.state_file)
+        with self._changing() as fresh:
+            fresh.pods[name] = pod
         return pod
 
     def delete_pod(self, name: str) -> None:
-        state = self.state
-        if state.kubernetes:
-            self.progress(f"deleting Pod {name}")
-            self.kube.delete_pod(name)
-            return
-        pod = state.pods.get(name)
-        if pod is None:
-            raise LabError(f"no pod {name!r}")
-        self.progress(f"deleting pod {name} through the CNI plugin")
-        self.run_cni("DEL", pod, state=state)
-        self._remove_pod_netns(state.nodes[pod.node], pod.netns)
-        del state.pods[name]
-        state.save(self.state_file)
+        with self._holding_pod(name):
+            state = self.state
+            if state.kubernetes:
+                self.progress(f"deleting Pod {name}")
+                self.kube.delete_pod(name)
+                return
+            pod = state.pods.get(name)
+            if pod is None:
+                raise LabError(f"no pod {name!r}")
+            self.progress(f"deleting pod {name} through the CNI plugin")
+            self.run_cni("DEL", pod, state=state)
+            self._remove_pod_netns(state.nodes[pod.node], pod.netns)
+            with self._changing() as fresh:
+                fresh.pods.pop(name, None)
 
     def run_cni(self, command: str, pod: PodInfo, *, state: LabState | None = None) -> Any:
         """CHECK or DEL `pod` through its node's chain, with its cached ADD result, as a runtime does."""

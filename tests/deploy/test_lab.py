@@ -6,18 +6,24 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from deploy.lab import netns
-from labcli import lab_cli
+from labcli import lab_cli, run_at_once
 
 pytestmark = pytest.mark.rig
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    run = lab_cli(tmp_path_factory.mktemp("lab"))
+def lab_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("lab")
+
+
+@pytest.fixture(scope="module")
+def lab(lab_dir):
+    run = lab_cli(lab_dir)
     try:
         run("up", "--nodes", "2", "--pods-per-node", "2")
         yield run
@@ -70,6 +76,28 @@ def test_pod_add_with_fixed_ip_then_del(lab):
     assert lab("exec", "external", "--", "ping", "-c", "1", "-W", "1", "198.18.0.150", check=False).returncode != 0
     bad = lab("pod", "add", "x", "--node", "node9", check=False)
     assert bad.returncode == 1 and "no node 'node9'" in bad.stderr
+
+
+def test_twenty_concurrent_pod_adds_then_dels_lose_nothing(lab, lab_dir):
+    """20 `underlay-lab pod add` at once, as a user's shell loop with `&` runs them: every pod is in
+    lab.json afterwards (none lost to a concurrent write), then 20 concurrent `pod del` remove each."""
+    names = [f"k{index}" for index in range(1, 21)]
+    before = {p["name"] for p in status(lab)["pods"]}
+
+    added = run_at_once(lab_dir, [("pod", "add", name, "--node", f"node{1 + index % 2}")
+                                  for index, name in enumerate(names)])
+
+    assert [p.returncode for p in added] == [0] * 20, [p.stderr for p in added if p.returncode]
+    pods = {p["name"]: p for p in status(lab)["pods"]}
+    assert set(pods) == before | set(names), f"lost from lab.json: {sorted(set(names) - set(pods))}"
+    assert len({pods[name]["ip"] for name in names}) == 20
+    assert {line.split()[2] for p in added for line in p.stdout.splitlines()} == {pods[n]["ip"] for n in names}
+
+    deleted = run_at_once(lab_dir, [("pod", "del", name) for name in names])
+
+    assert [p.returncode for p in deleted] == [0] * 20, [p.stderr for p in deleted if p.returncode]
+    assert {p["name"] for p in status(lab)["pods"]} == before
+    assert not any(netns.exists(pods[name]["netns"]) for name in names)
 
 
 def test_data_plane_survives_controller_kill_and_agent_restart(lab):
