@@ -45,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--ip")
     delete = pods.add_parser("del")
     delete.add_argument("name")
-    demo = commands.add_parser("demo", help="from the external host, ARP and ping every pod")
+    demo = commands.add_parser("demo", help="from the external host, ARP, ping and TCP to every pod; TCP pod to pod")
     demo.add_argument("--kubernetes", action="store_true",
                       help="then a fixed-IP pod, an IPPool and a StatefulSet pod keeping its address (up --kubernetes)")
     restart = commands.add_parser("restart", help="restart the controller, a node's agent or the switch")
@@ -143,21 +143,33 @@ def cmd_pod(lab: Lab, args: argparse.Namespace) -> int:
 
 def cmd_demo(lab: Lab, args: argparse.Namespace) -> int:
     rows = lab.demo()
-    table = [("POD", "NODE", "IP", "ARP REPLY MAC", "ANSWERED BY", "PING")]
+    table = [("POD", "NODE", "IP", "ARP REPLY MAC", "ANSWERED BY", "PING", "TCP")]
     for row in rows:
         mac = row["arp_reply_mac"] or "-"
         verdict = "ok" if row["ping"] else "FAILED"
         answered = f"{row['answered_by']} (flow +{row['responder_flow_hits']}, packet-ins +{row['controller_packet_ins']})"
         table.append((row["pod"], row["node"], row["ip"], mac if mac == row["mac"] else f"{mac} (expected {row['mac']})",
-                      answered, verdict))
+                      answered, verdict, row["tcp"].describe()))
     print_rows(table)
-    unreachable = [row["pod"] for row in rows if not row["ping"] or row["arp_reply_mac"] != row["mac"]]
+    across = lab.demo_across()
+    if across:
+        print()
+        print_rows([("TCP FROM POD", "TO POD ON ANOTHER NODE", "TRANSFER")]
+                   + [(client, server, result.describe()) for client, server, result in across])
+    unreachable = [row["pod"] for row in rows
+                   if not row["ping"] or row["arp_reply_mac"] != row["mac"] or not row["tcp"].ok]
+    failed = [f"{client} -> {server}" for client, server, result in across if not result.ok]
     if unreachable:
         print(f"\nunreachable from the external host: {', '.join(unreachable)}", file=sys.stderr)
+    if failed:
+        print(f"\nno TCP between pods across nodes: {', '.join(failed)}", file=sys.stderr)
+    if unreachable or failed:
         return 1
     by_switch = sum(row["answered_by"] == "switch flow" for row in rows)
     print(f"\nall {len(rows)} pods reached from the external host; {by_switch} of {len(rows)} ARP requests "
           "answered by the switch's responder flows")
+    print(f"TCP, every byte checked: from the external host to all {len(rows)} pods, and {len(across)} "
+          f"transfer{'s' * (len(across) != 1)} between pods on different nodes")
     return kubernetes_demo(lab) if args.kubernetes else 0
 
 

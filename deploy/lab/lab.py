@@ -20,13 +20,13 @@ import re
 import secrets
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cni import install
-from deploy.lab import frames, netns, rig, statefile, umlnode
+from deploy.lab import frames, netns, rig, statefile, transfer, umlnode
 from deploy.lab.control import Controller, NodeSpec, PoolSpec
 from deploy.lab.kubelab import KubeSide, controller_store
 from deploy.lab.process import start_daemon, stop_pidfile, wait_until
@@ -435,6 +435,21 @@ class Lab:
             return None
         return instance.run(["ip", "netns", "exec", pod.netns, *argv] if pod else argv, timeout=timeout)
 
+    def runner(self, name: str) -> transfer.Runner:
+        """How a program runs on node, pod or `external` `name`, wherever it lives."""
+        def run(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[bytes]:
+            inside = self.run_inside(name, list(argv), timeout=timeout)
+            return inside if inside is not None else transfer.in_namespace(self.namespace_of(name))(argv, timeout)
+        return run
+
+    def exchange(self, client: str, server: str, *, proto: str = "tcp") -> transfer.Transfer:
+        """A checked TCP (or UDP) transfer from `client` to `server` (nodes, pods or `external`)."""
+        state = self.state
+        pods = self.pods(state)
+        address = (state.external["ip"] if server == "external" else
+                   pods[server].ip if server in pods else state.nodes[server].ip)
+        return transfer.exchange(self.runner(server), self.runner(client), address, proto=proto)
+
     def switch_env(self) -> dict[str, str]:
         return self.rig.ovs.env
 
@@ -460,7 +475,8 @@ class Lab:
 
     # -- the demo ----------------------------------------------------------------------------
     def demo(self) -> list[dict[str, Any]]:
-        """From the external host: ARP and ping every pod; who answered each ARP, and with what."""
+        """From the external host: ARP, ping and a TCP transfer to every pod; who answered each ARP,
+        and with what."""
         state = self.state
         controller = self.controller(state)
         ext = state.external
@@ -481,8 +497,19 @@ class Lab:
                                ("controller" if packet_ins else "nobody"),
                 "responder_flow_hits": flow_hits, "controller_packet_ins": packet_ins,
                 "ping": ping.returncode == 0,
+                "tcp": self.exchange("external", pod.name),
             })
         return rows
+
+    def demo_across(self) -> list[tuple[str, str, transfer.Transfer]]:
+        """A TCP transfer from the first pod of each node to the first pod of the next node."""
+        state = self.state
+        first = {}
+        for pod in self.pods(state).values():
+            first.setdefault(pod.node, pod)
+        pods = [first[node] for node in state.nodes if node in first]
+        pairs = list(zip(pods, pods[1:] + pods[:1])) if len(pods) > 1 else []
+        return [(a.name, b.name, self.exchange(a.name, b.name)) for a, b in pairs]
 
     def _responder_packets(self, state: LabState, ip: str) -> int:
         dump = self.rig.ovs.ofctl("dump-flows", state.bridge, f"arp,arp_tpa={ip}")

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import os
 import socket
-import struct
 import subprocess
 from collections.abc import Iterator, Sequence
 
 from pyroute2 import IPRoute, netns
+from pyroute2.ethtool import Ethtool
 from pyroute2.netlink.exceptions import NetlinkError
 
 from node_agent.netlink import allow_slow_netns_helper
@@ -25,7 +24,6 @@ allow_slow_netns_helper()
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
-SIOCETHTOOL, ETHTOOL_STXCSUM = 0x8946, 0x17
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
@@ -118,14 +116,34 @@ def configure(name: str, ifname: str, *, cidr: str | None = None, mac: str | Non
 
 
 def tx_checksum_off(name: str, ifname: str) -> None:
-    """`ethtool -K ifname tx off` inside namespace `name` (no ethtool binary needed): the kernel then
-    fills in checksums itself, which a userspace datapath reading the link's peer relies on."""
+    """`ethtool -K ifname tx off` inside namespace `name`: the kernel then fills in TCP and UDP
+    checksums itself before a frame leaves `ifname`.
+
+    Why the rig needs it: with offload on, a veth hands its peer frames whose checksum is still to
+    be filled in (CHECKSUM_PARTIAL), which is fine while the frame stays in a kernel. Open vSwitch's
+    userspace datapath reads the peer through a packet socket and forwards the bytes as they are,
+    so the receiver gets a wrong checksum and drops the segment: pings pass, TCP and UDP do not.
+    Children of the link (macvlan, ipvlan pods) need nothing: what they send leaves through it, and
+    the kernel checksums in software for a lower device that does not offload."""
+    with _ethtool(name) as ethtool:
+        features = ethtool.get_features(ifname)
+        for feature_name, feature in features.features.items():
+            if feature_name.startswith("tx-checksum") and feature.available:
+                feature.enable = False
+        ethtool.set_features(ifname, features)
+
+
+def tx_checksumming(name: str, ifname: str) -> bool:
+    """Whether `ifname` in namespace `name` leaves TCP/UDP checksums to the device (`ethtool -k`'s
+    tx-checksumming)."""
+    with _ethtool(name) as ethtool:
+        return bool(ethtool.get_offload_flags(ifname)["tx-checksumming"])
+
+
+def _ethtool(name: str) -> Ethtool:
+    """pyroute2's ethtool, its sockets made inside namespace `name` (they act where they were made)."""
     with entered(name):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    with sock:
-        value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, 0))
-        request = struct.pack("16sP", ifname.encode(), ctypes.addressof(value)).ljust(40, b"\0")
-        fcntl.ioctl(sock, SIOCETHTOOL, request)
+        return Ethtool()
 
 
 def delete_link(name: str, ifname: str) -> None:

@@ -116,6 +116,7 @@ class Rig:
         netns.add_veth(ns_a=self.mgmt_ns, name_a=switch_end, ns_b=ns, name_b=f"{self.prefix}h{ofport}",
                        final_b=ifname)
         host_mac = netns.configure(ns, ifname, cidr=cidr, mac=mac)
+        netns.tx_checksum_off(ns, ifname)  # else TCP and UDP through the userspace datapath arrive corrupt
         self.ovs.add_port(bridge, switch_end, ofport)
         host = Host(name=name, netns=ns, ifname=ifname, mac=host_mac, ip=cidr.split("/")[0] if cidr else None,
                     bridge=bridge, ofport=ofport, switch_ifname=switch_end)
@@ -141,9 +142,7 @@ class Rig:
         inside = f"{self.prefix}a{ofport}"
         netns.add_veth(ns_a=self.mgmt_ns, name_a=f"{self.prefix}p{ofport}", ns_b=self.mgmt_ns, name_b=inside)
         netns.configure(self.mgmt_ns, inside, cidr=cidr)
-        # The userspace datapath forwards what it reads from the veth as is: with checksum offload
-        # on, TCP from here would leave with its checksum never filled in.
-        netns.tx_checksum_off(self.mgmt_ns, inside)
+        netns.tx_checksum_off(self.mgmt_ns, inside)  # as add_host's cables
         self.ovs.add_port(bridge, f"{self.prefix}p{ofport}", ofport)
         return ofport
 

@@ -8,6 +8,10 @@ the lab runs the CNI plugin, makes pod namespaces and `exec`s. The instance sees
 read-only and its own node directory read-write, both at their host paths, so a path in a conflist
 means the same file on either side; the agent's socket stays inside, where the plugin runs.
 
+TCP and UDP need nothing here: UML's eth0 (the `tuntap` transport) does no checksum offload, so what a
+node and its ipvlan pods send reaches the tap, and the switch, with its checksums filled in (the host
+ends of the rig's veth cables have offload turned off for that reason: `deploy.lab.netns.tx_checksum_off`).
+
 The instance leads its own process group; its pid is in `uml.pid` under the lab's directory, so
 `underlay-lab down` and the rig's stale sweep stop it with everything else.
 """

@@ -8,7 +8,7 @@ import threading
 import pytest
 from pyroute2 import IPRoute
 
-from deploy.lab import frames
+from deploy.lab import frames, transfer
 from deploy.lab import netns as lab_netns
 from underlay_testbed import links_in, ns_of, start_agent, stop_agent, wait_for
 
@@ -50,6 +50,21 @@ def test_pods_on_two_nodes_reach_each_other_the_outside_and_their_node(make_node
     assert pod_ping(p1, n1.host.ip)
     assert pod_ping(p1, n2.host.ip), "a pod reaches another node"
     assert lab_netns.run(ns_of(p1), ["sysctl", "-n", "net.ipv4.conf.eth0.arp_notify"]).stdout.strip() == "1"
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_tcp_and_udp_between_pods_on_two_nodes_and_from_outside(make_node, pods, segment, proto):
+    """Through the controller's flows only (no NORMAL-everything): a few MB of TCP (or 64 UDP
+    echoes) each way, every byte checked, pod to pod across nodes and external host to pod."""
+    n1, n2 = make_node("n1"), make_node("n2")
+    p1, p2 = pods.make("a"), pods.make("b")
+    ip1, ip2 = ip_of(add(n1, p1, "a")), ip_of(add(n2, p2, "b"))
+    ext = segment.external
+
+    for client, server, address in ((ns_of(p1), ns_of(p2), ip2), (ns_of(p2), ns_of(p1), ip1),
+                                    (ext.netns, ns_of(p1), ip1), (ns_of(p2), ext.netns, ext.ip)):
+        result = transfer.exchange(transfer.in_namespace(server), transfer.in_namespace(client), address, proto=proto)
+        assert result.ok, f"{client} -> {server}: {result}"
 
 
 def test_outside_host_gets_arp_reply_from_the_switch(make_node, pods, segment):

@@ -58,6 +58,7 @@ def test_lab_demo_reaches_every_ipvlan_pod_at_its_node_mac(lab: Lab, state: LabS
 
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "4 of 4 ARP requests answered by the switch's responder flows" in demo.stdout
+    assert "TCP, every byte checked: from the external host to all 4 pods" in demo.stdout
     assert {pod.mac for pod in state.pods.values()} == {node.mac for node in state.nodes.values()}
     assert all(pod.mac == state.nodes[pod.node].mac for pod in state.pods.values()), "ipvlan: the node's MAC"
 
@@ -80,6 +81,15 @@ def test_pods_on_two_nodes_reach_each_other(state: LabState) -> None:
 
     assert ping(a.netns, b.ip) and ping(b.netns, a.ip)
     assert ping(a.netns, state.pods["node1-pod2"].ip), "two ipvlan pods of one node"
+
+
+@pytest.mark.uml
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_tcp_and_udp_between_ipvlan_pods_across_nodes_and_from_outside(lab: Lab, proto: str) -> None:
+    """The whole lab in one UML kernel, veths and all: TCP and UDP, every byte checked."""
+    for client, server in (("node1-pod1", "node2-pod1"), ("external", "node2-pod2"), ("node1-pod2", "external")):
+        result = lab.exchange(client, server, proto=proto)
+        assert result.ok, f"{client} -> {server}: {result}"
 
 
 @pytest.mark.uml
