@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from cni.spec import (BAD_ENV, INTERFACE_EXISTS, INTERNAL, INVALID_CONFIG, REFUSED,
                         TRY_AGAIN_LATER, UNAVAILABLE, UNKNOWN_CONTAINER, CniError)
 from node_agent.controller_client import ControllerClient, ControllerError, PermanentError, TemporaryError
+from node_agent.retry import RetryPolicy, retrying
 from node_agent.netlink import (IPVLAN_MODES, LinkSpec, NetlinkFailure, NetnsGone, NodeNetlink, PodLink, PodNetns,
                                 Route, Uplink, netns_path, send_garp)
 from node_agent.state import Attachment, AttachmentStore, owner, pod_label
@@ -46,16 +47,18 @@ class Lease:
 
 class Agent:
     def __init__(self, *, node: NodeNetlink, controller: ControllerClient | None, store: AttachmentStore,
-                 master: str | None = None, shim_ifname: str = "ulshim0") -> None:
+                 master: str | None = None, shim_ifname: str = "ulshim0", retry: RetryPolicy = RetryPolicy()) -> None:
         self.node = node
         self.controller = controller
+        self.retry = retry  # how long a CNI call waits for a controller that is away (node_agent.retry)
         self.store = store
         self.master = master
         self.shim_ifname = shim_ifname
         self._locks: dict[str, list] = {}  # container -> [lock, users]
         self._locks_guard = threading.Lock()
         self._adding: set[tuple[str, str]] = set()
-        self.register: Callable[[], None] | None = None  # set by the syncer: registers this node
+        # set by the syncer: registers this node and reports its attachments, for a controller that forgot it
+        self.rejoin: Callable[[], None] | None = None
         self._shim_mac: str | None = None
         self._shim_lock = threading.Lock()
         # controller calls and node-namespace steps that run alongside a request's pod-namespace work
@@ -183,14 +186,15 @@ class Agent:
         return routing
 
     def _allocate(self, body: dict) -> dict:
-        """Allocate; a controller that does not know this node yet gets it registered first."""
+        """Allocate; a controller that does not know this node (new, or restarted without its store)
+        first hears of it and of its pods, so it cannot hand out an address a pod here still has."""
         assert self.controller is not None
         try:
             return self.controller.allocate(body)
         except PermanentError as exc:
-            if exc.status != 404 or self.register is None:
+            if exc.status != 404 or self.rejoin is None:
                 raise
-            self.register()
+            self.rejoin()
             return self.controller.allocate(body)
 
     def _release(self, pod: str, container_id: str, ifname: str) -> None:
@@ -366,12 +370,12 @@ class Agent:
         except Exception as exc:  # pyroute2's NetlinkError and friends
             raise CniError(INTERNAL, f"pod {pod}: netlink: {exc}") from None
 
-    @staticmethod
-    def _controller(pod: str, call, *args):  # type: ignore[no-untyped-def]
-        """A controller call; its failure becomes a CNI error naming the pod (once: the controller's
-        own messages often name it already)."""
+    def _controller(self, pod: str, call, *args):  # type: ignore[no-untyped-def]
+        """A controller call, asked again while the controller is away (restarting, its switch not
+        back) within the retry policy's deadline; its failure becomes a CNI error naming the pod
+        (once: the controller's own messages often name it already)."""
         try:
-            return call(*args)
+            return retrying(lambda: call(*args), self.retry)
         except ControllerError as exc:
             message = exc.reason if f"pod {pod}:" in exc.reason else f"pod {pod}: {exc.reason}"
             if isinstance(exc, TemporaryError):

@@ -2,8 +2,10 @@
 
 Errors come in two kinds, as the agent must act on them differently: `TemporaryError` (connection
 refused, timeouts, 503: the switch has not acknowledged; retry later, CNI code 11) and
-`PermanentError` (400/401/404/409: retrying the same request cannot help). Every answer carries
-the controller's epoch; the client remembers the last one so the agent notices a restart.
+`PermanentError` (400/401/404/409: retrying the same request cannot help); a 503's Retry-After
+rides on the error. When and how long to retry is the caller's (`node_agent.retry`). Every answer
+carries the controller's epoch; the client remembers the last one and calls `on_new_epoch` when it
+changes, so the agent notices a restart.
 
 Allocations are coalesced: while one is on its way to the controller, the next ones queue and then
 go together in one batch request (`POST .../pods:batch`), each still getting its own answer. One pod
@@ -16,22 +18,21 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote, urlsplit
 
-T = TypeVar("T")
 MAX_BATCH = 128  # pod requests per batch request (the controller takes up to 512)
 MAX_IDLE = 8  # idle keep-alive connections kept
 
 
 class ControllerError(Exception):
-    def __init__(self, reason: str, *, status: int | None = None) -> None:
+    def __init__(self, reason: str, *, status: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.retry_after = retry_after  # seconds, from a 503's Retry-After (node_agent.retry)
 
 
 class TemporaryError(ControllerError):
@@ -56,6 +57,7 @@ class ControllerClient:
         self._idle_lock = threading.Lock()
         self._allocations = Coalescer(self._allocate_batch, max_batch=MAX_BATCH)
         self.epoch: str | None = None
+        self.on_new_epoch: Callable[[str], None] | None = None  # called when an answer's epoch is not the last one
 
     # API.md endpoints ------------------------------------------------------------------------
     def health(self) -> dict:
@@ -96,19 +98,27 @@ class ControllerClient:
         if payload is not None:
             headers["Content-Type"] = "application/json"
         try:
-            status, data = self._send(method, path, payload, headers)
+            status, data, retry_after = self._send(method, path, payload, headers)
         except (OSError, http.client.HTTPException) as exc:
             raise TemporaryError(f"controller {self.url} unreachable: {exc}") from None
         try:
             answer: dict[str, Any] = json.loads(data or b"{}")
         except ValueError:
             answer = {"error": data[:200].decode(errors="replace")}
-        self.epoch = answer.get("epoch", self.epoch)
+        self._saw_epoch(answer.get("epoch"))
         if status == 200:
             return answer
-        raise _error(status, answer)
+        raise _error(status, answer, retry_after=parse_retry_after(retry_after))
 
-    def _send(self, method: str, path: str, payload: bytes | None, headers: dict) -> tuple[int, bytes]:
+    def _saw_epoch(self, epoch: str | None) -> None:
+        """A restarted controller has a new epoch: whoever listens (the syncer) hears of it once."""
+        if epoch is None or epoch == self.epoch:
+            return
+        previous, self.epoch = self.epoch, epoch
+        if previous is not None and self.on_new_epoch is not None:
+            self.on_new_epoch(epoch)
+
+    def _send(self, method: str, path: str, payload: bytes | None, headers: dict) -> tuple[int, bytes, str | None]:
         """One request on an idle keep-alive connection, or a new one. A connection the controller
         closed while it was idle fails at once: the request is retried once on a new connection
         (the controller never saw it; and allocations are idempotent anyway)."""
@@ -127,7 +137,7 @@ class ControllerClient:
                 conn.close()
                 raise
             self._give_back(conn)
-            return response.status, data
+            return response.status, data, response.getheader("Retry-After")
         raise AssertionError("unreachable")
 
     def _connection(self, *, fresh: bool) -> http.client.HTTPConnection:
@@ -146,10 +156,17 @@ class ControllerClient:
         conn.close()
 
 
-def _error(status: int, answer: dict) -> ControllerError:
+def parse_retry_after(value: str | None) -> float | None:
+    """An HTTP Retry-After in seconds (RFC 9110 delay-seconds); None for none, a date, or garbage."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(value.strip())
+
+
+def _error(status: int, answer: dict, *, retry_after: float | None = None) -> ControllerError:
     reason = f"controller: {answer.get('error') or f'HTTP {status}'}"
     kind = TemporaryError if status in (502, 503, 504) else PermanentError
-    return kind(reason, status=status)
+    return kind(reason, status=status, retry_after=retry_after)
 
 
 @dataclass(eq=False)
@@ -211,17 +228,3 @@ class Coalescer:
             entry.answer = answers if isinstance(answers, BaseException) else answers[index]
             entry.woken.set()
 
-
-def with_backoff(call: Callable[[], T], *, attempts: int, first_delay: float = 0.5, max_delay: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep) -> T:
-    """`call()`, retried on TemporaryError with exponential backoff; the last error is raised."""
-    delay = first_delay
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except TemporaryError:
-            if attempt == attempts:
-                raise
-            sleep(delay)
-            delay = min(delay * 2, max_delay)
-    raise AssertionError("attempts must be >= 1")

@@ -12,6 +12,7 @@ overridable by a flag of the same name:
     state_dir = "/run/underlay/pods"
     shim_ifname = "ulshim0"
     resync_interval = 60
+    controller_retry_deadline = 30            # seconds a CNI call waits for a controller that is away
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from cni.plugin import DEFAULT_SOCKET
 from node_agent.agent import Agent
 from node_agent.controller_client import ControllerClient
 from node_agent.netlink import NodeNetlink
+from node_agent.retry import DEFAULT_DEADLINE, RetryPolicy
 from node_agent.server import AgentServer
 from node_agent.state import AttachmentStore
 from node_agent.sync import Syncer
@@ -49,6 +51,7 @@ class AgentConfig:
     state_dir: str = "/run/underlay/pods"
     shim_ifname: str = "ulshim0"
     resync_interval: float = 60.0
+    controller_retry_deadline: float = DEFAULT_DEADLINE  # why 30 s: node_agent/retry.py
     log_level: str = "INFO"
 
 
@@ -58,7 +61,7 @@ def load_config(argv: list[str] | None = None) -> AgentConfig:
     parser.add_argument("--config", type=Path, help=f"TOML file (default {DEFAULT_CONFIG} when it exists)")
     for f in fields(AgentConfig):
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name,
-                            type=float if f.name == "resync_interval" else str)
+                            type=float if f.type in (float, "float") else str)
     args = parser.parse_args(argv)
     path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
     values: dict = tomllib.loads(path.read_text()) if path else {}
@@ -77,11 +80,14 @@ def build(config: AgentConfig) -> tuple[Agent, AgentServer, Syncer | None]:
         token = Path(config.token_file).read_text().strip() if config.token_file else None
         client = ControllerClient(config.controller_url, config.node, token=token)
     agent = Agent(node=NodeNetlink(config.netns), controller=client, store=AttachmentStore(Path(config.state_dir)),
-                  master=config.master, shim_ifname=config.shim_ifname)
+                  master=config.master, shim_ifname=config.shim_ifname,
+                  retry=RetryPolicy(deadline=config.controller_retry_deadline))
     kept = agent.rebuild()
     log.info("event=rebuilt attachments=%d", len(kept))
     syncer = Syncer(agent, client, interval=config.resync_interval) if client else None
-    agent.register = syncer.register if syncer else None
+    if syncer and client:
+        agent.rejoin = syncer.catch_up
+        client.on_new_epoch = lambda _: syncer.poke()  # a restarted controller hears from us at once
     return agent, AgentServer(Path(config.socket), agent), syncer
 
 

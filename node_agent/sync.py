@@ -2,8 +2,13 @@
 
 The agent registers its node (uplink MAC and IP), then re-reports its full set of attachments every
 `interval` seconds and at once when the controller's epoch changes (a restarted controller may have
-lost what it knew). Attachments the controller reports `unknown` are re-allocated with the address
-and MAC the pod already has. Failures back off exponentially and never stop the loop.
+lost what it knew): the client calls `poke` when an answer, to whatever call, carries a new epoch.
+Attachments the controller reports `unknown` are re-allocated with the address and MAC the pod
+already has. Failures back off exponentially and never stop the loop.
+
+A CNI call that finds the controller does not know this node at all (restarted without its store)
+cannot wait for the loop: its allocation could take the address of a pod the controller has not
+heard of yet. It calls `catch_up`, which syncs right there, once per epoch however many calls ask.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ class Syncer:
         self.interval = interval
         self.max_backoff = max_backoff
         self.registered_epoch: str | None = None
+        self.synced_epoch: str | None = None  # the epoch of the last full sync that succeeded
+        self._syncing = threading.Lock()  # one full sync at a time: the loop's, or a CNI call's
         self._wake = threading.Event()
         self._stop = threading.Event()
 
@@ -40,6 +47,22 @@ class Syncer:
 
     def sync_once(self) -> dict:
         """Register if the controller is new to us (or forgot us), then report the full state."""
+        with self._syncing:
+            answer = self._sync()
+            self.synced_epoch = self.client.epoch
+            return answer
+
+    def catch_up(self) -> None:
+        """For a CNI call the controller answered "unknown node": a full sync, unless one already
+        happened at the epoch that answer came from (many calls ask at once; one syncs)."""
+        epoch = self.client.epoch
+        with self._syncing:
+            if epoch is not None and epoch == self.synced_epoch:
+                return
+            self._sync()
+            self.synced_epoch = self.client.epoch
+
+    def _sync(self) -> dict:
         if self.registered_epoch is None or self.client.epoch != self.registered_epoch:
             self.register()
         try:

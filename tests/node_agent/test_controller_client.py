@@ -12,7 +12,8 @@ import pytest
 
 from cni.spec import IFNAME_RULE
 from deploy.lab import netns as lab_netns
-from node_agent.controller_client import ControllerClient, PermanentError, TemporaryError, with_backoff
+from node_agent.controller_client import ControllerClient, PermanentError, TemporaryError
+from node_agent.retry import RetryPolicy, retrying
 from underlay_testbed import FIRST_POD_IP
 
 pytestmark = pytest.mark.rig
@@ -57,17 +58,24 @@ def test_error_kinds(segment):
         with pytest.raises(TemporaryError) as busy:
             client.allocate(pod)
         assert busy.value.status == 503 and busy.value.reason.startswith("controller: switch")
+        assert busy.value.retry_after == 1.0, "the controller's Retry-After rides on the error"
 
 
-def test_unreachable_is_temporary_and_backs_off():
+def test_unreachable_is_temporary_and_backs_off_until_the_deadline():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, not listening: connection refused
         client = ControllerClient(f"http://127.0.0.1:{port}", "n1", token=None, timeout=1)
-        delays: list[float] = []
-        with pytest.raises(TemporaryError):
-            with_backoff(client.health, attempts=4, first_delay=0.1, sleep=delays.append)
-    assert delays == [0.1, 0.2, 0.4]
+        clock, delays = [0.0], []
+
+        def sleep(seconds: float) -> None:
+            delays.append(seconds)
+            clock[0] += seconds
+
+        with pytest.raises(TemporaryError, match=r"Connection refused.*\(gave up after 4 attempts in 0\.7s\)"):
+            retrying(client.health, RetryPolicy(deadline=1.0, first_delay=0.1, max_delay=1.0),
+                     now=lambda: clock[0], sleep=sleep, jitter=lambda: 0.9999999)
+    assert [round(d, 3) for d in delays] == [0.1, 0.2, 0.4]
 
 
 def pod_request(n: int, **fields: str) -> dict:
