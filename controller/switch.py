@@ -11,12 +11,20 @@ while a bundle is in flight are served together by the next one (group commit). 
 
 An unchanged desired state therefore sends zero flow-mods: a controller restart never touches the
 data plane. Only this worker sends on the datapath, so xids and bundle ids never race.
+
+A convergence that fails (the switch refuses or does not answer; or a bug, e.g. a desired state
+that cannot become flows) fails the callers waiting for it at once, with the switch and the error
+named, and so does every request until the worker has tried again: callers get a TemporaryError
+(HTTP 503 with Retry-After) instead of a timeout. The worker waits before trying again, twice as
+long each time up to `MAX_BACKOFF` (new requests do not cut the wait short, or a deterministic
+error would spin it), and logs an error once, not on every attempt; a success resets both.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +37,30 @@ from openflow.pipeline import DesiredFlows
 
 LOG = logging.getLogger("underlay.switch")
 REPLY_TIMEOUT = 10.0
+FIRST_BACKOFF, MAX_BACKOFF = 0.1, 5.0  # seconds between attempts after failures: 0.1, 0.2, ... 5, 5
+
+
+class Backoff:
+    """Capped exponential delays for a worker that keeps failing; `reset()` after a success."""
+
+    def __init__(self, first: float = FIRST_BACKOFF, cap: float = MAX_BACKOFF) -> None:
+        self.first, self.cap, self.delay = first, cap, 0.0
+
+    def next(self) -> float:
+        self.delay = min(self.cap, self.delay * 2 if self.delay else self.first)
+        return self.delay
+
+    def reset(self) -> None:
+        self.delay = 0.0
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """The last convergence failed: requests up to `generation` fail with it; retried at `retry_at`."""
+
+    generation: int
+    reason: str
+    retry_at: float
 
 
 @dataclass
@@ -44,11 +76,11 @@ class _Pending:
 class SwitchCounters:
     flow_mods: int = 0
     bundles: int = 0
-    packet_ins: int = 0
 
 
 class SwitchSession:
-    def __init__(self, datapath: Any, state_of: Callable[[int], SwitchState]) -> None:
+    def __init__(self, datapath: Any, state_of: Callable[[int], SwitchState], *,
+                 clock: Callable[[], float] = time.monotonic, backoff: Backoff | None = None) -> None:
         self.datapath = datapath
         self.dpid: int = datapath.id
         self._state_of = state_of
@@ -56,7 +88,10 @@ class SwitchSession:
         self._in_sync = False  # True: the switch holds exactly self._desired.flows
         self._wanted = 1  # generation 1: the first convergence after connect
         self._applied = 0
-        self._failed: str | None = None
+        self._failure: _Failure | None = None  # set from a failed convergence to the next success
+        self._backoff = backoff or Backoff()
+        self._logged: str | None = None  # the failure last logged: each distinct one is logged once
+        self._clock = clock
         self._closed = False
         # One lock, two conditions: a new request wakes only the worker, a finished convergence
         # only the callers waiting for it (not every waiter on every request).
@@ -87,26 +122,36 @@ class SwitchSession:
                 pending.done.set()
 
     def converge(self, *, timeout: float) -> None:
-        """Request a convergence and return once the switch acknowledged it (barrier)."""
+        """Request a convergence and return once the switch acknowledged it (barrier). Raises
+        SwitchUnavailable at once while the last convergence has failed and is not retried yet,
+        and when the one that covers this request fails."""
         with self._lock:
             self._wanted += 1
             generation = self._wanted
             self._work.notify()
-            if not self._done.wait_for(lambda: self._applied >= generation or self._closed, timeout):
+            self._raise_failure()
+
+            def settled() -> bool:
+                failed = self._failure is not None and self._failure.generation >= generation
+                return self._applied >= generation or self._closed or failed
+
+            if not self._done.wait_for(settled, timeout):
                 raise SwitchUnavailable(f"switch {self.dpid:016x} did not converge within {timeout:g}s")
             if self._applied < generation:
+                self._raise_failure()
                 raise SwitchUnavailable(f"switch {self.dpid:016x} disconnected")
+
+    def _raise_failure(self) -> None:
+        """Under the lock: the current failure, as the error a caller gets (Retry-After: the wait)."""
+        if self._failure is not None and not self._closed:
+            wait = max(self._failure.retry_at - self._clock(), 0.0)
+            raise SwitchUnavailable(self._failure.reason, delay=wait)
 
     def request(self) -> None:
         """Request a convergence without waiting (packet-in learning)."""
         with self._lock:
             self._wanted += 1
             self._work.notify()
-
-    def wait_ready(self, timeout: float) -> bool:
-        """True once the first convergence after connect is done."""
-        with self._lock:
-            return self._done.wait_for(lambda: self._applied >= 1 or self._closed, timeout)
 
     def seen(self, *, cookie: int, mac: str | None = None, ip: str | None = None) -> tuple[int, ...]:
         """The trusted ports where this switch saw `mac` as a source (or `ip` as an ARP sender)
@@ -141,21 +186,38 @@ class SwitchSession:
                 generation = self._wanted
             try:
                 self._converge_once()
-            except SwitchUnavailable as why:
-                LOG.warning("switch=%016x event=converge-failed reason=%r", self.dpid, str(why))
+            except Exception as error:  # a bug too: logged with the switch named, the others go on
                 self._in_sync = False  # unknown now: read it again next time
-                with self._lock:
-                    if self._closed:
-                        return
-                    self._work.wait(timeout=1.0)  # back off before retrying
+                self._failed(error)
                 continue
-            except Exception:  # a bug: log it with the switch named, keep serving the others
-                LOG.exception("switch=%016x event=converge-crashed", self.dpid)
-                self._in_sync = False
-                continue
-            with self._lock:
-                self._applied = max(self._applied, generation)
-                self._done.notify_all()
+            self._succeeded(generation)
+
+    def _failed(self, error: Exception) -> None:
+        """Fail every waiting caller now (also those who came during the attempt: they would get
+        the same), log the error if it is new, and wait out the backoff (only closing the session
+        ends the wait early)."""
+        reason = str(error) if isinstance(error, SwitchUnavailable) else \
+            f"switch {self.dpid:016x} cannot converge: {type(error).__name__}: {error}"
+        delay = self._backoff.next()
+        if reason != self._logged:
+            LOG.log(logging.WARNING if isinstance(error, SwitchUnavailable) else logging.ERROR,
+                    "switch=%016x event=converge-failed retry_in=%.1fs reason=%r", self.dpid, delay, reason,
+                    exc_info=not isinstance(error, SwitchUnavailable))
+            self._logged = reason
+        with self._lock:
+            self._failure = _Failure(self._wanted, reason, retry_at=self._clock() + delay)
+            self._done.notify_all()
+            self._work.wait_for(lambda: self._closed, timeout=delay)
+
+    def _succeeded(self, generation: int) -> None:
+        if self._logged is not None:
+            LOG.info("switch=%016x event=converge-recovered", self.dpid)
+        self._logged = None
+        self._backoff.reset()
+        with self._lock:
+            self._failure = None
+            self._applied = max(self._applied, generation)
+            self._done.notify_all()
 
     def _converge_once(self) -> None:
         state = self._state_of(self.dpid)
@@ -206,7 +268,8 @@ class SwitchSession:
             self._forget(watched)
             self._bundle_xids = (0, 0)
         if errors:
-            raise SwitchUnavailable(f"switch {self.dpid:016x} refused bundle {self._bundle_id}: {errors[0]}")
+            LOG.debug("switch=%016x event=bundle-refused bundle=%d errors=%r", self.dpid, self._bundle_id, errors)
+            raise SwitchUnavailable(f"switch {self.dpid:016x} refused a bundle: {errors[0]}")
 
     def _reserve_xids(self, count: int) -> int:
         """`count` consecutive xids, taken from the datapath's counter so none is reused soon."""

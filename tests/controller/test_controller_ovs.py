@@ -187,3 +187,49 @@ def _wait_for(probe, timeout: float = 5.0):
     while (value := probe()) is None and time.monotonic() < deadline:
         time.sleep(0.05)
     return value
+
+
+def test_a_state_that_cannot_become_flows_fails_adds_at_once_then_recovers(rig, bridge, segment):
+    """A store holding two pods with one MAC on two ports (a bug's leftover) makes every convergence
+    fail the same way. ADDs get a prompt 503 naming the switch and the error (not a timeout), the
+    controller logs it once however often it retries, and converges as soon as the clash is gone."""
+    from controller.store import Mode, Pod, SqliteStore
+
+    controller, n1, n2, _ = segment
+    first = place(controller, "n1", "web-0")
+    controller.stop()
+    store = SqliteStore(controller.workdir / "store.sqlite")
+    with store.transaction() as tx:
+        tx.put_pod(Pod(container_id="c-clash", ifname="eth0", node="n2", namespace="default", name="clash",
+                       pool="default", ip="198.18.0.250", mac=first["mac"], mode=Mode.MACVLAN))
+    store.sync()
+    store.close()
+    controller.start()
+    controller.wait_healthy(timeout=15, switches=1)
+    dpid = f"{_dpid(rig, bridge):016x}"
+
+    for attempt in range(5):
+        started = time.monotonic()
+        with pytest.raises(ApiError) as refused:
+            place(controller, "n1", f"web-{attempt + 1}")
+        assert time.monotonic() - started < 3, "a prompt answer, not the 5 s apply timeout"
+        assert refused.value.status == 503
+        assert f"switch {dpid} cannot converge: StateError: " in refused.value.body["error"]
+    failures = [line for line in controller.logfile.read_text().splitlines()
+                if "event=converge-failed" in line and "StateError" in line]
+    assert len(failures) == 1, failures
+
+    assert controller.request("DELETE", "/v1/nodes/n2/pods/c-clash/eth0", node="n2")["released"] is True
+    recovered = _wait_for(lambda: _placed_or_none(controller, "n1", "web-9"), timeout=15)
+    assert recovered is not None, "the worker converges once the clash is gone (at most one backoff later)"
+    assert recovered["ip"] in rig.ovs.ofctl("dump-flows", bridge)
+    assert "event=converge-recovered" in controller.logfile.read_text()
+
+
+def _placed_or_none(controller: Controller, node: str, name: str) -> dict | None:
+    try:
+        return place(controller, node, name)
+    except ApiError as err:
+        if err.status != 503:
+            raise
+        return None
