@@ -7,12 +7,21 @@ pipeline sends the first frames of registered nodes whose port is still unknown 
 learn the node's port from them (on the `Locator`'s thread: this one must never wait); everything
 else is dropped in the datapath. They are rate-limited per switch, so a flood cannot starve the
 controller.
+
+A handler that raises is a bug: `kill_on_exception` (faucet's recipe) logs it with the event and the
+switch named and ends the process with EX_SOFTWARE, for its supervisor to restart; a restart costs
+the data plane nothing (the switches keep their flows, the store is durable). Carrying on instead
+would leave a switch session half set up or a reply never routed, and ADDs timing out with no
+word of why. What a handler gets from outside is read so that it cannot raise: a packet-in's frame
+comes from a port a pod may share, so only its Ethernet source is read, by hand (`frame_source`),
+never through a full packet parser.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -21,7 +30,6 @@ from typing import Any
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
-from os_ken.lib.packet import ethernet, packet
 from os_ken.ofproto import ofproto_v1_3
 
 from controller.errors import SwitchUnavailable
@@ -31,20 +39,31 @@ from openflow.model import SwitchState
 
 LOG = logging.getLogger("underlay.ofapp")
 ANY_STATE = [CONFIG_DISPATCHER, MAIN_DISPATCHER]
+EX_SOFTWARE = 70  # sysexits.h: internal software error
 
 
-def logged(handler: Callable[..., None]) -> Callable[..., None]:
-    """A handler bug is logged with the event and datapath named; the event loop goes on."""
+def kill_on_exception(handler: Callable[..., None]) -> Callable[..., None]:
+    """A handler bug stops the process loudly (os-ken would log it and go on): the traceback, with
+    the handler, event and switch named, then exit EX_SOFTWARE. os._exit, not SystemExit: this runs
+    on os-ken's event thread, where an exception would only end that thread."""
 
     @functools.wraps(handler)
     def wrapper(self: Any, ev: Any) -> None:
         try:
             handler(self, ev)
         except Exception:
-            dpid = getattr(getattr(getattr(ev, "msg", None), "datapath", None), "id", None)
-            LOG.exception("handler=%s event=%s switch=%s", handler.__name__, type(ev).__name__, dpid)
+            datapath = getattr(ev, "datapath", None) or getattr(getattr(ev, "msg", None), "datapath", None)
+            LOG.critical("event=handler-bug handler=%s of=%s switch=%s: stopping the controller", handler.__name__,
+                         type(ev).__name__, getattr(datapath, "id", None), exc_info=True)
+            logging.shutdown()
+            os._exit(EX_SOFTWARE)
 
     return wrapper
+
+
+def frame_source(frame: bytes) -> str | None:
+    """The source MAC of an Ethernet frame, or None if it is too short to have one."""
+    return ":".join(f"{octet:02x}" for octet in frame[6:12]) if len(frame) >= 14 else None
 
 
 class TokenBucket:
@@ -111,7 +130,7 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     # connection lifecycle ------------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
-    @logged
+    @kill_on_exception
     def state_change(self, ev: Any) -> None:
         datapath = ev.datapath
         if datapath.id is None:
@@ -147,18 +166,18 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     # replies -------------------------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
-    @logged
+    @kill_on_exception
     def flow_stats_reply(self, ev: Any) -> None:
         msg = ev.msg
         self._route(msg, more=bool(msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE))
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
-    @logged
+    @kill_on_exception
     def barrier_reply(self, ev: Any) -> None:
         self._route(ev.msg)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, ANY_STATE)
-    @logged
+    @kill_on_exception
     def error(self, ev: Any) -> None:
         msg = ev.msg
         reason = f"OpenFlow error type={msg.type} code={msg.code}"
@@ -173,7 +192,7 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     # learning node ports -------------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
-    @logged
+    @kill_on_exception
     def packet_in(self, ev: Any) -> None:
         msg = ev.msg
         dpid = msg.datapath.id
@@ -185,10 +204,10 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
                 self.counters["packet_ins_dropped"] += 1
         if not allowed:
             return
-        eth = packet.Packet(msg.data).get_protocol(ethernet.ethernet)
-        if eth is None:
+        source = frame_source(bytes(msg.data))
+        if source is None:
             return
-        self._locator.submit(eth.src, dpid=dpid, port=msg.match["in_port"])
+        self._locator.submit(source, dpid=dpid, port=msg.match["in_port"])
 
     def _request_convergence(self, dpid: int) -> None:
         with self._lock:
