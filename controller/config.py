@@ -130,8 +130,10 @@ class Config:
         return {name: node.token for name, node in self.nodes.items()}
 
 
-def load(path: str | Path) -> Config:
-    """Read and validate a TOML config; relative token files are relative to the config file."""
+def load(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read and validate a TOML config; relative token files are relative to the config file.
+    `overrides` (the command line's) replace the file's keys, a table's keys one by one. Every
+    error names the file."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -139,7 +141,13 @@ def load(path: str | Path) -> Config:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: {err}") from err
-    return parse(data, base=path.parent)
+    for key, value in (overrides or {}).items():
+        table = data.get(key)
+        data[key] = {**table, **value} if isinstance(value, Mapping) and isinstance(table, dict) else value
+    try:
+        return parse(data, base=path.parent)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
 
 
 def parse(data: Mapping[str, Any], *, base: Path = Path(".")) -> Config:

@@ -71,16 +71,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def load_config(args: argparse.Namespace) -> configuration.Config:
-    import tomllib
-
-    data = tomllib.loads(args.config.read_text())
-    if args.store:
-        data["store"] = args.store
+    """The config file, with the command line's flags over it."""
+    overrides: dict[str, Any] = {"store": args.store} if args.store else {}
     for section, address in (("openflow", args.openflow), ("api", args.api)):
         if address:
             host, _, port = address.rpartition(":")
-            data.setdefault(section, {}).update(host=host, port=int(port))
-    return configuration.parse(data, base=args.config.parent)
+            if not port.isdigit():
+                raise configuration.ConfigError(f"--{section} {address}: expected HOST:PORT")
+            overrides[section] = {"host": host, "port": int(port)}
+    return configuration.load(args.config, overrides=overrides)
 
 
 def setup_logging(verbosity: int) -> None:
@@ -136,8 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         cfg = load_config(args)
-    except (OSError, ValueError) as err:  # ConfigError is a ValueError; tomllib's too
-        print(f"underlay-controller: {args.config}: {err}", file=sys.stderr)
+    except configuration.ConfigError as err:  # it names the file, or the flag
+        print(f"underlay-controller: {err}", file=sys.stderr)
         return 2
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

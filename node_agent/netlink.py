@@ -424,10 +424,3 @@ def garp_frame(*, ip: str, mac: str) -> bytes:
 def _write_sysctl(path: str, value: str) -> None:
     with open(path, "w") as f:
         f.write(value)
-
-
-def read_sysctl_in(netns: str, key: str) -> str:
-    """A sysctl as seen inside `netns` (for tests and CHECK)."""
-    with entered(netns_path(netns)):
-        with open("/proc/sys/" + key.replace(".", "/")) as f:
-            return f.read().strip()

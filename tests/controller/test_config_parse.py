@@ -144,3 +144,27 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("store = ")
     with pytest.raises(ConfigError, match="bad.toml: "):
         load(tmp_path / "bad.toml")
+
+
+def test_command_line_flags_override_the_file_key_by_key(tmp_path: Path) -> None:
+    """The controller's one loader: the file, then --store/--openflow/--api over it."""
+    from controller.main import load_config, parse_args
+
+    (tmp_path / "n1.token").write_text("one\n")
+    (tmp_path / "controller.toml").write_text(FULL)
+    args = parse_args(["--config", str(tmp_path / "controller.toml"), "--store", "/tmp/other.sqlite",
+                       "--api", "127.0.0.2:7001"])
+
+    config = load_config(args)
+
+    assert config.store == "/tmp/other.sqlite"
+    assert (config.api.host, config.api.port) == ("127.0.0.2", 7001)
+    assert (config.openflow.host, config.openflow.port, config.openflow.ca_certs) == ("0.0.0.0", 6633, "/etc/underlay/ca.crt")
+    with pytest.raises(ConfigError, match=r"^--api nonsense: expected HOST:PORT$"):
+        load_config(parse_args(["--config", str(tmp_path / "controller.toml"), "--api", "nonsense"]))
+
+
+def test_a_bad_value_in_a_file_names_the_file_and_the_key(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text('store = 5\n')
+    with pytest.raises(ConfigError, match=r"c\.toml: store: "):
+        load(tmp_path / "c.toml")
