@@ -123,7 +123,7 @@ def test_restart_after_sigkill_keeps_allocations_sends_no_flow_mods_and_loses_no
     assert ext.ping(pod["ip"])
     flows_before = _flow_table(rig, bridge)
 
-    ping = subprocess.Popen(netns.exec_argv(ext.netns, ["ping", "-n", "-q", "-i", "0.02", "-c", "200", pod["ip"]]),
+    ping = subprocess.Popen(netns.exec_argv(ext.netns, ["ping", "-n", "-q", "-i", "0.01", "-c", "400", pod["ip"]]),
                             stdout=subprocess.PIPE, text=True)
     controller.restart(kill=True)
     health = controller.wait_healthy(timeout=15, switches=1)
@@ -135,6 +135,20 @@ def test_restart_after_sigkill_keeps_allocations_sends_no_flow_mods_and_loses_no
     assert _flow_table(rig, bridge) == flows_before  # the same flows, not re-added (cookies, matches)
     pods = controller.request("GET", "/v1/nodes/n1/pods", node="n1")["pods"]
     assert [(p["name"], p["ip"]) for p in pods] == [("web-0", pod["ip"])]
+
+
+def test_a_killed_switch_gets_identical_flows_back_and_answers_again(rig, bridge, segment):
+    """ovs-vswitchd SIGKILLed and started again (its userspace datapath starts empty): on reconnect
+    the controller reads nothing of ours and installs the whole desired set, the same flows as before."""
+    controller, _, _, ext = segment
+    pods = [place(controller, node, f"sw-{i}") for i, node in enumerate(("n1", "n2", "n1"))]
+    before = _flow_table(rig, bridge)
+
+    rig.ovs.restart_switch(kill=True)
+
+    assert _wait_for(lambda: True if _flow_table(rig, bridge) == before else None, timeout=30), \
+        "the flows after the restart differ from those before"
+    assert [r.sha for r in who_has(ext, pods[0]["ip"])] == [pods[0]["mac"]]
 
 
 def _flow_table(rig, bridge: str) -> list[str]:
