@@ -52,7 +52,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, *, retry_after: float | None, jitter: float) -> float:
         """Seconds to wait after failed attempt number `attempt` (1 is the first); `jitter` in [0, 1)."""
-        backoff = min(self.max_delay, self.first_delay * 2 ** min(attempt - 1, 32))
+        backoff = min(self.max_delay, self.first_delay * 2.0 ** min(attempt - 1, 32))
         return max(backoff * (0.5 + jitter / 2), retry_after or 0.0)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from cni.spec import CniError
 from node_agent.agent import Agent
@@ -45,7 +46,7 @@ class Syncer:
         log.info("event=registered node=%s mac=%s ip=%s epoch=%s", self.client.node, uplink.mac, uplink.ip,
                  self.client.epoch)
 
-    def sync_once(self) -> dict:
+    def sync_once(self) -> dict[str, Any]:
         """Register if the controller is new to us (or forgot us), then report the full state."""
         with self._syncing:
             answer = self._sync()
@@ -62,7 +63,7 @@ class Syncer:
             self._sync()
             self.synced_epoch = self.client.epoch
 
-    def _sync(self) -> dict:
+    def _sync(self) -> dict[str, Any]:
         if self.registered_epoch is None or self.client.epoch != self.registered_epoch:
             self.register()
         try:
@@ -78,7 +79,7 @@ class Syncer:
         self._readd(answer.get("unknown", []))
         return answer
 
-    def _readd(self, unknown: list[dict]) -> None:
+    def _readd(self, unknown: list[dict[str, Any]]) -> None:
         """Attachments the controller lost: ask for the same address and MAC again."""
         for item in unknown:
             record = self.agent.store.get(item["container_id"], item["ifname"])

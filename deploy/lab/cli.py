@@ -110,7 +110,7 @@ def print_table(lab: Lab, state: LabState) -> None:
               f"(the controller's store: {state.kubernetes['store']})")
 
 
-def print_rows(rows: list[tuple[str, ...]]) -> None:
+def print_rows(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())

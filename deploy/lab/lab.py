@@ -504,7 +504,7 @@ class Lab:
     def demo_across(self) -> list[tuple[str, str, transfer.Transfer]]:
         """A TCP transfer from the first pod of each node to the first pod of the next node."""
         state = self.state
-        first = {}
+        first: dict[str, PodInfo] = {}
         for pod in self.pods(state).values():
             first.setdefault(pod.node, pod)
         pods = [first[node] for node in state.nodes if node in first]
