@@ -109,6 +109,18 @@ class StoreError(RuntimeError):
     """The store refused a write (a constraint) or could not be read."""
 
 
+class AddressTaken(StoreError):
+    """`put_pod` found its address held by someone the service does not know of: another
+    controller's allocation (the Kubernetes store, where creating an address's object is what
+    takes it). Nothing was written for that pod; the block goes on, and the service marks the
+    address held by `owner` and picks another."""
+
+    def __init__(self, ip: str, *, owner: str, container_id: str = "", ifname: str = "", pool: str = "") -> None:
+        super().__init__(f"{ip} is held by {owner}")
+        self.ip, self.owner, self.pool = ip, owner, pool
+        self.container_id, self.ifname = container_id, ifname
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
     name TEXT PRIMARY KEY, mac TEXT NOT NULL, ip TEXT NOT NULL, dpid TEXT, port INTEGER);
