@@ -18,6 +18,7 @@ from controller.service import PodRequest
 from controller.store import Mode, SqliteStore
 
 TOKENS = {"n1": "token-one", "n2": "token-two", "n3": "token-three"}
+STORE_KINDS = ("sqlite", "kubernetes")  # what `store_kind` is parametrised over where both apply
 
 
 def make_config(**overrides: Any) -> Config:

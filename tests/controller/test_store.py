@@ -1,16 +1,27 @@
-"""The SQLite store on a real file: writes, transactions, and a reopen that reloads everything."""
+"""Both stores behind the `Store` protocol: the SQLite store on a real file and the Kubernetes store
+on the session's real API server pass the same behavioural tests (writes, transactions, a reopen
+that reloads everything); what only one of them has is tested on its own below, and the Kubernetes
+store's own behaviour (races, conflicts, watches) in tests/controller/kube/test_store.py."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from controller.store import Mode, Node, Pod, SqliteStore, StoreError
-from ctlfakes import break_commits
+from controller.store import Mode, Node, Pod, SqliteStore, Store, StoreError
+from ctlfakes import STORE_KINDS, break_commits
+
+NODE_NAMES = ("n1", "n2")
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def pod(cid: str, ip: str, **fields: object) -> Pod:
@@ -22,30 +33,31 @@ def pod(cid: str, ip: str, **fields: object) -> Pod:
     return Pod(**values)  # type: ignore[arg-type]
 
 
-def test_reopen_reloads_everything(store_path: Path) -> None:
-    store = SqliteStore(store_path)
+def test_reopen_reloads_everything(open_store: Callable[[], Store]) -> None:
+    n1, n2 = NODE_NAMES
+    store = open_store()
     with store.transaction() as tx:
-        tx.put_node(Node("n1", "02:00:00:00:01:01", "198.18.0.11", dpid=2**64 - 1, port=7))
-        tx.put_node(Node("n2", "02:00:00:00:01:02", "198.18.0.12"))
+        tx.put_node(Node(n1, "02:00:00:00:01:01", "198.18.0.11", dpid=2**64 - 1, port=7))
+        tx.put_node(Node(n2, "02:00:00:00:01:02", "198.18.0.12"))
         tx.put_pod(pod("a", "198.18.0.100", sticky="default/web-0"))
         tx.put_pod(pod("b", "198.18.0.101", mode=Mode.IPVLAN))
         tx.reserve("default/web-0", "198.18.0.100")
-        tx.mark_released("198.18.0.150", 99.5)
+        tx.mark_released("198.18.0.150", 999.5)
     store.close()
 
-    snapshot = SqliteStore(store_path).load()
+    snapshot = open_store().load()
     assert snapshot.nodes == (
-        Node("n1", "02:00:00:00:01:01", "198.18.0.11", dpid=2**64 - 1, port=7),
-        Node("n2", "02:00:00:00:01:02", "198.18.0.12"),
+        Node(n1, "02:00:00:00:01:01", "198.18.0.11", dpid=2**64 - 1, port=7),
+        Node(n2, "02:00:00:00:01:02", "198.18.0.12"),
     )
     assert snapshot.pods == (pod("a", "198.18.0.100", sticky="default/web-0"), pod("b", "198.18.0.101", mode=Mode.IPVLAN))
     assert snapshot.pods[0].created_at == 12.5
     assert snapshot.sticky == {"default/web-0": "198.18.0.100"}
-    assert snapshot.released == {"198.18.0.150": 99.5}
+    assert snapshot.released == {"198.18.0.150": 999.5}
 
 
-def test_a_failed_transaction_leaves_nothing(store_path: Path) -> None:
-    store = SqliteStore(store_path)
+def test_a_failed_transaction_leaves_nothing(open_store: Callable[[], Store]) -> None:
+    store = open_store()
     with pytest.raises(RuntimeError):
         with store.transaction() as tx:
             tx.put_pod(pod("a", "198.18.0.100"))
@@ -53,40 +65,49 @@ def test_a_failed_transaction_leaves_nothing(store_path: Path) -> None:
             raise RuntimeError("the switch said no")
     assert store.load().pods == ()
     assert store.load().sticky == {}
+    assert open_store().load().pods == ()
 
 
-def test_the_database_refuses_one_address_twice(store_path: Path) -> None:
-    store = SqliteStore(store_path)
+def test_the_store_refuses_one_address_twice(open_store: Callable[[], Store]) -> None:
+    store = open_store()
     with store.transaction() as tx:
         tx.put_pod(pod("a", "198.18.0.100"))
-    with pytest.raises(StoreError, match="store refused insert"):
+    with pytest.raises(StoreError, match="store refused"):
         with store.transaction() as tx:
             tx.put_pod(pod("b", "198.18.0.101"))
             tx.put_pod(pod("c", "198.18.0.100"))
     assert [p.container_id for p in store.load().pods] == ["a"]
+    store.sync()
+    assert [p.container_id for p in open_store().load().pods] == ["a"]
 
 
-def test_updates_and_deletes(store_path: Path) -> None:
-    store = SqliteStore(store_path)
+def test_updates_and_deletes(open_store: Callable[[], Store]) -> None:
+    n1 = NODE_NAMES[0]
+    store = open_store()
     with store.transaction() as tx:
-        tx.put_node(Node("n1", "02:00:00:00:01:01", "198.18.0.11"))
+        tx.put_node(Node(n1, "02:00:00:00:01:01", "198.18.0.11"))
         tx.put_pod(pod("a", "198.18.0.100"))
         tx.reserve("default/web-0", "198.18.0.100")
     with store.transaction() as tx:
-        tx.put_node(Node("n1", "02:00:00:00:01:01", "198.18.0.11", dpid=1, port=4))
+        tx.put_node(Node(n1, "02:00:00:00:01:01", "198.18.0.11", dpid=1, port=4))
         tx.delete_pod("a", "eth0")
         tx.delete_pod("never", "eth0")
         tx.reserve("default/web-0", "198.18.0.120")
-        tx.mark_released("198.18.0.100", 5.0)
-        tx.mark_released("198.18.0.100", 6.0)
+        tx.mark_released("198.18.0.100", 995.0)
+        tx.mark_released("198.18.0.100", 996.0)
     snapshot = store.load()
-    assert snapshot.nodes == (Node("n1", "02:00:00:00:01:01", "198.18.0.11", dpid=1, port=4),)
+    assert snapshot.nodes == (Node(n1, "02:00:00:00:01:01", "198.18.0.11", dpid=1, port=4),)
     assert snapshot.pods == ()
     assert snapshot.sticky == {"default/web-0": "198.18.0.120"}
-    assert snapshot.released == {"198.18.0.100": 6.0}
+    assert snapshot.released == {"198.18.0.100": 996.0}
     with store.transaction() as tx:
         tx.unreserve("default/web-0")
     assert store.load().sticky == {}
+    store.sync()
+    assert open_store().load().sticky == {}
+
+
+# -- the SQLite store's own -------------------------------------------------------------------------
 
 
 def test_file_is_in_wal_mode(store_path: Path) -> None:
