@@ -100,8 +100,9 @@ def judge(pools: Iterable[PoolObject]) -> dict[str, Verdict]:
         if clash is not None:
             other, shared = clash
             first = next(iter(shared.iter_ipranges()))
+            where = str(first) if first.size > 1 else str(netaddr.IPAddress(first.first))
             verdicts[pool.name] = Verdict(False, "OverlapsPool",
-                                          f"its addresses overlap pool {other} ({first}); it serves none until fixed")  # fmt: skip
+                                          f"its addresses overlap pool {other} ({where}); it serves none until fixed")  # fmt: skip
             continue
         serving.append((pool.name, addresses))
         verdicts[pool.name] = Verdict(False, "Disabled", "spec.disabled is true") if pool.disabled \

@@ -58,6 +58,7 @@ class Reflector(Generic[T]):
         self.page_size, self.watch_timeout = page_size, watch_timeout
         self.resource_version: str | None = None
         self.relists = 0  # how many times it listed (1 after start; more after 410 Gone)
+        self.watches = 0  # how many watches it started (the server ends each after `watch_timeout`)
         self._items: dict[str, T] = {}
         self._changed = threading.Condition()
         self._synced = threading.Event()
@@ -82,7 +83,7 @@ class Reflector(Generic[T]):
         return self._synced.wait(timeout)
 
     def wait_for(self, predicate: Callable[[Mapping[str, T]], bool], *, timeout: float) -> bool:
-        """Wait until `predicate(cache)` holds (it is evaluated after every change)."""
+        """Wait until `predicate(cache)` holds (evaluated after every change and every new watch)."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while not predicate(self._items):
@@ -165,6 +166,9 @@ class Reflector(Generic[T]):
                                       timeout_seconds=self.watch_timeout, query=self.query)  # fmt: skip
         if self._stop.is_set():  # stop() ran before the watch existed to be closed
             self._watch.close()
+        with self._changed:
+            self.watches += 1
+            self._changed.notify_all()
         try:
             for event in self._watch:
                 self._apply(event)

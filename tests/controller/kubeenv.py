@@ -7,6 +7,7 @@ IPAllocations) around a test, since every test of the session shares them. Impor
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +16,12 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.kube.client import IPALLOCATIONS, IPPOOLS, NODES, AlreadyExists, Kube, Missing, Resource
+from controller.kube.client import IPALLOCATIONS, IPPOOLS, NAMESPACES, NODES, AlreadyExists, Kube, Missing, Resource
 from controller.kube.store import UPLINK_ANNOTATION
 
 CRDS = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "crds"
 CRD = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+SERVICEACCOUNTS = Resource("", "v1", "serviceaccounts")
 
 
 def install_crds(kube: Kube, *, timeout: float = 30.0) -> None:
@@ -68,6 +70,19 @@ def ensure_node(kube: Kube, name: str, *, labels: dict[str, str] | None = None) 
         kube.create(NODES.path(), {"metadata": {"name": name, "labels": labels or {}}})
     except AlreadyExists:
         pass
+
+
+@pytest.fixture
+def kube_namespace(kube: Kube) -> Iterator[str]:
+    """A fresh namespace that admits pods (its `default` ServiceAccount exists), deleted afterwards."""
+    name = f"t-{secrets.token_hex(3)}"
+    kube.create(NAMESPACES.path(), {"metadata": {"name": name}})
+    try:
+        kube.create(SERVICEACCOUNTS.path(namespace=name), {"metadata": {"name": "default"}})
+    except AlreadyExists:  # the controller-manager was faster
+        pass
+    yield name
+    kube.delete(NAMESPACES.path(name=name))
 
 
 @pytest.fixture(scope="session")
