@@ -17,7 +17,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 from controller.errors import ControllerError, TemporaryError
@@ -99,7 +99,7 @@ class Reflector(Generic[T]):
         """Start listing and watching. `initial` (resourceVersion, objects) is a list the caller
         already made: the watch starts from it instead of listing again."""
         if initial is not None:
-            self._replace(initial[1], initial[0])
+            self._replace(self._cut(initial[1]), initial[0])
         self._thread = threading.Thread(target=self._run, name=f"watch-{self.resource.plural}", daemon=True)
         self._thread.start()
         return self
@@ -134,21 +134,25 @@ class Reflector(Generic[T]):
                 self._stop.wait(5.0)
 
     def _list(self) -> None:
-        objects: list[Object] = []
+        """List page by page, each page cut down before the next is read: the whole list of a big
+        cluster as JSON objects is hundreds of MB, and freed memory is not all given back."""
+        fresh: dict[str, T] = {}
         version = ""
-        path = self.resource.path()
-        for page in self.kube.list_pages(path, query=self.query, limit=self.page_size):
-            objects += page.get("items", ())
+        for page in self.kube.list_pages(self.resource.path(), query=self.query, limit=self.page_size):
+            fresh.update(self._cut(page.get("items", ())))
             version = page["metadata"].get("resourceVersion", version)
-        self._replace(objects, version)
+        self._replace(fresh, version)
         self.relists += 1
 
-    def _replace(self, objects: list[Object], version: str) -> None:
-        fresh: dict[str, T] = {}
+    def _cut(self, objects: Iterable[Object]) -> dict[str, T]:
+        cut = {}
         for obj in objects:
             value = self.transform(obj)
             if value is not None:
-                fresh[object_key(obj)] = value
+                cut[object_key(obj)] = value
+        return cut
+
+    def _replace(self, fresh: dict[str, T], version: str) -> None:
         with self._changed:
             old, self._items = self._items, fresh
             self.resource_version = version
