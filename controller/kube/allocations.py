@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import Any
 
 from controller.kube.client import IPALLOCATIONS, Object
@@ -41,6 +42,7 @@ class Slot:
     pod: Pod | None = None
     sticky: str | None = None
     released_at: float | None = None
+    reason: str | None = None  # why it was released, when not by its pod's own DEL
 
     @property
     def holder(self) -> tuple[str, str] | None:
@@ -66,6 +68,8 @@ def to_object(ip: str, slot: Slot, *, resource_version: str | None = None) -> Ob
         spec["stickyKey"] = slot.sticky
     if slot.released_at is not None:
         status["releasedAt"] = timestamp(slot.released_at)
+    if slot.reason is not None:
+        status["reason"] = slot.reason
     metadata: dict[str, Any] = {"name": name_for(ip), "labels": {POOL_LABEL: slot.pool}}
     if resource_version is not None:
         metadata["resourceVersion"] = resource_version
@@ -86,10 +90,26 @@ def from_object(obj: Object) -> tuple[str, Slot]:
             container_id=str(spec["containerID"]), ifname=str(spec.get("interface", "eth0")),
             node=str(spec.get("node", "")), namespace=str(owner.get("namespace", "")), name=str(owner.get("name", "")),
             pool=pool, ip=ip, mac=str(spec.get("mac", "")), mode=Mode(spec.get("mode", Mode.MACVLAN.value)),
-            sticky=spec.get("stickyKey"), created_at=seconds(status.get("boundAt")) or 0.0,
+            sticky=spec.get("stickyKey"),
+            created_at=seconds(status.get("boundAt")) or seconds(obj["metadata"].get("creationTimestamp")) or 0.0,
         )  # fmt: skip
-    released = seconds(status.get("releasedAt"))
-    return ip, Slot(Phase(status.get("phase") or Phase.BOUND.value), pool, pod, spec.get("stickyKey"), released)
+    phase = Phase(status.get("phase") or Phase.BOUND.value)
+    return ip, Slot(phase, pool, pod, spec.get("stickyKey"), seconds(status.get("releasedAt")), status.get("reason"))
+
+
+def same_spec(one: Object, other: Object) -> bool:
+    """Whether two IPAllocations differ only in status (a write of the status subresource will do)."""
+    return one.get("spec") == other.get("spec") and one["metadata"].get("labels") == other["metadata"].get("labels")
+
+
+def same_meaning(status: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+    """Whether two statuses say the same about who may take the address; `boundAt` aside, which
+    only tells when. A created object has no status yet (the API server drops the status of a
+    create when the kind has a status subresource): that reads as Bound."""
+    def meaning(found: Mapping[str, Any]) -> tuple[Any, ...]:
+        return found.get("phase") or Phase.BOUND.value, found.get("releasedAt"), found.get("reason")
+
+    return meaning(status) == meaning(other)
 
 
 def timestamp(at: float) -> str:

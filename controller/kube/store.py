@@ -35,14 +35,15 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from controller.errors import ControllerError, TemporaryError
-from controller.kube.allocations import Phase, Slot, from_object, name_for, to_object
+from controller.kube.allocations import Phase, Slot, from_object, name_for, same_meaning, same_spec, to_object
 from controller.kube.client import IPALLOCATIONS, NODES, AlreadyExists, Kube, Missing, Object, Outdated
+from controller.kube.tables import Tables, TableWrites
 from controller.logs import kv
 from controller.store import AddressTaken, Node, Pod, Snapshot, StoreError, Writes
 
@@ -50,7 +51,14 @@ LOG = logging.getLogger("underlay.store")
 UPLINK_ANNOTATION = "underlay.io/uplink"
 CLAIM_TIMEOUT = 2.0  # seconds put_pod retries a transient API error (it runs under the service's lock)
 ATTEMPTS = 5  # reads after a conflict before giving up on one address
-Known = tuple[str, Slot]  # (resourceVersion, what we wrote or read there)
+
+
+class Known(NamedTuple):
+    """An address's object as this store last wrote or read it."""
+
+    version: str  # its resourceVersion: what a conditional write is based on
+    slot: Slot
+    status: Mapping[str, Any]  # as served (a status the store has not written yet differs)
 
 
 class KubeStore:
@@ -70,11 +78,12 @@ class KubeStore:
         self.kube, self.now = kube, now
         self.cooldown = cooldown if callable(cooldown) else (lambda _pool, seconds=float(cooldown): seconds)
         self.write_timeout, self.sweep_interval = write_timeout, sweep_interval
-        self._lock = threading.RLock()  # the tables, `_known` and `_pending`
-        self._tables = _Tables()
+        self._lock = threading.RLock()  # the tables, `_known`, `_pending`, `_late`
+        self._tables = Tables()
         self._known: dict[str, Known] = {}
         self._pending: dict[str, int] = {}  # address -> the block that changed it last
         self._pending_nodes: dict[str, int] = {}
+        self._late: set[str] = set()  # addresses whose status only lacks its boundAt (see _write)
         self._blocks = 0
         self._flush = threading.Lock()
         self._stripes = [threading.Lock() for _ in range(64)]  # one address is written by one thread at a time
@@ -90,24 +99,24 @@ class KubeStore:
         writing what is pending, so a reload sees this store's own writes)."""
         if self._pending or self._pending_nodes:
             self.sync()
-        objects = [obj for page in self.kube.list_pages(IPALLOCATIONS.path()) for obj in page.get("items", ())]
-        nodes = [node for page in self.kube.list_pages(NODES.path()) for node in page.get("items", ())]
-        tables = _Tables()
-        known: dict[str, Known] = {}
-        for obj in objects:
-            ip, slot = from_object(obj)
-            known[ip] = (obj["metadata"]["resourceVersion"], slot)
-            tables.restore(ip, slot)
-        for obj in nodes:
-            node = _node(obj)
-            if node is not None:
-                tables.nodes[node.name] = node
+        tables, known = Tables(), {}
+        for page in self.kube.list_pages(IPALLOCATIONS.path()):  # page by page: see Reflector._list
+            for obj in page.get("items", ()):
+                ip, slot = from_object(obj)
+                known[ip] = Known(obj["metadata"]["resourceVersion"], slot, obj.get("status") or {})
+                tables.restore(ip, slot)
+        for page in self.kube.list_pages(NODES.path()):
+            for obj in page.get("items", ()):
+                node = _node(obj)
+                if node is not None:
+                    tables.nodes[node.name] = node
         with self._lock:
             self._tables, self._known = tables, known
             self._pending.clear()
             self._pending_nodes.clear()
+            self._late = {ip for ip, entry in known.items() if not entry.status}  # created, status not written yet
         if self._sweeper is None:
-            self._sweeper = threading.Thread(target=self._sweep_forever, name="kube-store-sweep", daemon=True)
+            self._sweeper = threading.Thread(target=self._background, name="kube-store", daemon=True)
             self._sweeper.start()
         return tables.snapshot()
 
@@ -115,14 +124,14 @@ class KubeStore:
     def transaction(self) -> Iterator[Writes]:
         if self._failed:
             raise StoreError(f"store kubernetes: refusing writes after a write the API refused ({self._failed})")
-        writes = _KubeWrites(self)
+        writes = TableWrites(self._tables, lock=self._lock, claim=self.claim)
         try:
             yield writes
         except BaseException:
             with self._lock:
                 writes.undo()
                 self._mark(writes.addresses)
-            self._converge_all(writes.addresses)  # take back what put_pod created (or leave it pending)
+            self._converge_all(writes.addresses)  # take back what put_pod took (or leave it pending)
             raise
         with self._lock:
             self._mark(writes.addresses, writes.nodes)
@@ -166,10 +175,11 @@ class KubeStore:
         try:
             if not self._failed:
                 self.sync()
+                self.write_late()
         finally:
             self._executor.shutdown(wait=True)
 
-    # -- reading what the API holds --------------------------------------------------------------
+    # -- in the background -----------------------------------------------------------------------
 
     def sweep(self) -> None:
         """Delete the objects of addresses whose cooldown is over (and forget their release)."""
@@ -181,24 +191,37 @@ class KubeStore:
         if expired:
             self.sync()
 
-    def _sweep_forever(self) -> None:
-        while not self._stop.wait(self.sweep_interval):
+    def write_late(self) -> None:
+        """Write the statuses put off by `_write` (created objects' boundAt)."""
+        with self._lock:
+            late, self._late = self._late, set()
+        errors = [e for e in self._executor.map(lambda ip: self._converge(ip, exact=True), late) if e is not None]
+        if errors:
+            LOG.info(kv("statuses not written yet", count=len(errors), error=errors[0]))
+
+    def _background(self) -> None:
+        swept = time.monotonic()
+        while not self._stop.wait(1.0):
             try:
-                self.sweep()
+                if self._late:
+                    self.write_late()
+                if time.monotonic() - swept >= self.sweep_interval:
+                    swept = time.monotonic()
+                    self.sweep()
             except (ControllerError, StoreError) as err:
-                LOG.warning(kv("cooldown sweep failed", error=err))
+                LOG.warning(kv("store background writes failed", error=err))
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _stripe(self, ip: str) -> threading.Lock:
+        return self._stripes[zlib.crc32(ip.encode()) % len(self._stripes)]
 
     def _read(self, ip: str) -> Known | None:
         try:
             obj = self.kube.get(IPALLOCATIONS.path(name=name_for(ip)))
         except Missing:
             return None
-        return obj["metadata"]["resourceVersion"], from_object(obj)[1]
-
-    # -- writing ---------------------------------------------------------------------------------
-
-    def _stripe(self, ip: str) -> threading.Lock:
-        return self._stripes[zlib.crc32(ip.encode()) % len(self._stripes)]
+        return Known(obj["metadata"]["resourceVersion"], from_object(obj)[1], obj.get("status") or {})
 
     def claim(self, pod: Pod) -> None:
         """Take `pod.ip` for `pod` in the API now: create its object, or rebind ours (Reserved for
@@ -210,10 +233,9 @@ class KubeStore:
             for _ in range(ATTEMPTS):
                 try:
                     if basis is not None and not trusted:
-                        _check_free(pod, basis[1])
-                    if basis is not None and basis[1] == desired:
-                        return
-                    self._write(pod.ip, desired, basis)
+                        _check_free(pod, basis.slot)
+                    if basis is None or basis.slot != desired:
+                        self._write(pod.ip, desired, basis)
                     return
                 except (AlreadyExists, Outdated):
                     basis, trusted = self._read(pod.ip), False  # changed by someone else: look at it
@@ -227,38 +249,46 @@ class KubeStore:
                     self._stop.wait(0.1)
             raise TemporaryError(f"pod {pod.owner}: IPAllocation {pod.ip} keeps changing; retry", delay=1.0)
 
-    def _write(self, ip: str, desired: Slot | None, basis: Known | None) -> None:
-        """One conditional write from `basis` to `desired`; raises what the API answers."""
+    def _write(self, ip: str, desired: Slot | None, basis: Known | None, *, exact: bool = False) -> None:
+        """Conditional writes from `basis` to `desired`; raises what the API answers.
+
+        IPAllocation has a status subresource: the API server keeps the status of a create or an
+        update out, and the status takes a request of its own. One status is put off (unless
+        `exact`): a created object's, which only lacks its boundAt (a missing phase reads as
+        Bound), so an ADD costs one request; `write_late` writes it within a second or so."""
         path = IPALLOCATIONS.path(name=name_for(ip))
         if desired is None:
             if basis is not None:
-                self.kube.delete(path, resource_version=basis[0])
+                self.kube.delete(path, resource_version=basis.version)
             with self._lock:
                 self._known.pop(ip, None)
             return
+        wanted = to_object(ip, desired, resource_version=None if basis is None else basis.version)
         if basis is None:
-            obj = self.kube.create(IPALLOCATIONS.path(), to_object(ip, desired))
+            obj = self.kube.create(IPALLOCATIONS.path(), wanted)
+            version, status = obj["metadata"]["resourceVersion"], obj.get("status") or {}
+        elif not same_spec(to_object(ip, basis.slot), wanted):
+            obj = self.kube.replace(path, wanted)
+            version, status = obj["metadata"]["resourceVersion"], obj.get("status") or {}
         else:
-            obj = self.kube.replace(path, to_object(ip, desired, resource_version=basis[0]))
-        obj = self._status(ip, obj, desired)
+            version, status = basis.version, basis.status
+        if status != wanted["status"] and (exact or not same_meaning(status, wanted["status"])):
+            wanted["metadata"]["resourceVersion"] = version
+            obj = self.kube.replace(IPALLOCATIONS.path(name=name_for(ip), sub="status"), wanted)
+            version, status = obj["metadata"]["resourceVersion"], obj.get("status") or {}
         with self._lock:
-            self._known[ip] = (obj["metadata"]["resourceVersion"], desired)
-
-    def _status(self, ip: str, obj: Object, desired: Slot) -> Object:
-        """Write the status again if the API server dropped it (a CRD with a status subresource
-        ignores status on create and update: then the phase takes a second request)."""
-        wanted = to_object(ip, desired)["status"]
-        if obj.get("status") == wanted:
-            return obj
-        return self.kube.replace(IPALLOCATIONS.path(name=name_for(ip), sub="status"), dict(obj, status=wanted))
+            self._known[ip] = Known(version, desired, status)
+            if status != wanted["status"]:
+                self._late.add(ip)
 
     def _converge_all(self, addresses: Iterable[str], nodes: Iterable[str] = ()) -> list[Exception | None]:
         jobs = [self._executor.submit(self._converge, ip) for ip in addresses]
         jobs += [self._executor.submit(self._put_node, name) for name in nodes]
         return [job.result() for job in jobs]
 
-    def _converge(self, ip: str) -> Exception | None:
-        """Make one address's object what the tables say; None when done, else the error."""
+    def _converge(self, ip: str, *, exact: bool = False) -> Exception | None:
+        """Make one address's object what the tables say; None when done, else the error. Not
+        `exact`: a status that says the same (see `_write`) will do."""
         with self._stripe(ip):
             with self._lock:
                 block, desired = self._pending.get(ip), self._tables.slot(ip, now=self.now(), cooldown=self.cooldown)
@@ -266,13 +296,14 @@ class KubeStore:
             try:
                 for _ in range(ATTEMPTS):
                     try:
-                        if basis is None or basis[1] != desired:
-                            self._write(ip, desired, basis)
+                        if basis is None or basis.slot != desired or (exact and desired is not None and
+                                                                      basis.status != to_object(ip, desired)["status"]):  # fmt: skip
+                            self._write(ip, desired, basis, exact=exact)
                         break
                     except (AlreadyExists, Outdated):
                         basis = self._read(ip)
-                        if basis is not None and _foreign(basis[1], desired):
-                            LOG.warning(kv("allocation changed by someone else, left alone", ip=ip, now=_holder(basis[1])))
+                        if basis is not None and _foreign(basis.slot, desired):
+                            LOG.warning(kv("allocation changed by someone else, left alone", ip=ip, now=_holder(basis.slot)))
                             with self._lock:
                                 self._known[ip] = basis
                             break
@@ -287,7 +318,7 @@ class KubeStore:
             with self._lock:
                 if desired is None and self._tables.free(ip):
                     self._tables.forget(ip)
-                if self._pending.get(ip) == block:
+                if block is not None and self._pending.get(ip) == block:
                     del self._pending[ip]
         return None
 
@@ -307,148 +338,6 @@ class KubeStore:
             if self._pending_nodes.get(name) == block:
                 del self._pending_nodes[name]
         return None
-
-
-class _Tables:
-    """The store's state as the SQLite store has it, indexed by address (not thread-safe: the
-    store's lock guards it). `last` keeps who held a released address, for its object's spec."""
-
-    def __init__(self) -> None:
-        self.pods: dict[tuple[str, str], Pod] = {}
-        self.at: dict[str, Pod] = {}
-        self.sticky: dict[str, str] = {}
-        self.reserved_for: dict[str, str] = {}
-        self.released: dict[str, float] = {}
-        self.last: dict[str, Pod] = {}
-        self.pools: dict[str, str] = {}
-        self.nodes: dict[str, Node] = {}
-
-    def restore(self, ip: str, slot: Slot) -> None:
-        self.pools[ip] = slot.pool
-        if slot.phase is Phase.BOUND and slot.pod is not None:
-            self.pods[slot.pod.key] = self.at[ip] = slot.pod
-        elif slot.pod is not None:
-            self.last[ip] = slot.pod
-        if slot.sticky is not None and slot.phase is not Phase.COOLDOWN:
-            self.sticky[slot.sticky] = ip
-            self.reserved_for[ip] = slot.sticky
-        if slot.released_at is not None:
-            self.released[ip] = slot.released_at
-
-    def snapshot(self) -> Snapshot:
-        return Snapshot(
-            nodes=tuple(sorted(self.nodes.values(), key=lambda node: node.name)),
-            pods=tuple(sorted(self.pods.values(), key=lambda pod: pod.created_at)),
-            sticky=dict(self.sticky),
-            released=dict(self.released),
-        )
-
-    def pool(self, ip: str) -> str:
-        return self.pools.get(ip, "")
-
-    def free(self, ip: str) -> bool:
-        return ip not in self.at and ip not in self.reserved_for
-
-    def slot(self, ip: str, *, now: float, cooldown: Callable[[str], float]) -> Slot | None:
-        """What the address's object must be now (None: no object)."""
-        pool, pod, sticky = self.pool(ip), self.at.get(ip), self.reserved_for.get(ip)
-        if pod is not None:
-            return Slot(Phase.BOUND, pool, pod, pod.sticky)
-        released = self.released.get(ip)
-        if sticky is not None:
-            return Slot(Phase.RESERVED, pool, self.last.get(ip), sticky, released)
-        if released is not None and now < released + cooldown(pool):
-            return Slot(Phase.COOLDOWN, pool, self.last.get(ip), None, released)
-        return None
-
-    def forget(self, ip: str) -> None:
-        """The address has no object any more: drop what only its object needed."""
-        for table in (self.released, self.last, self.pools):
-            table.pop(ip, None)
-
-
-class _KubeWrites:
-    """One block's writes: applied to the tables at once, with an undo log for a block that raises."""
-
-    def __init__(self, store: KubeStore) -> None:
-        self.store, self.tables = store, store._tables
-        self.addresses: set[str] = set()
-        self.nodes: set[str] = set()
-        self._undo: list[tuple[dict[Any, Any], Any, Any]] = []
-
-    def _set(self, table: dict[Any, Any], key: Any, value: Any) -> None:
-        """Change one entry (value None: remove it), remembering what it was."""
-        self._undo.append((table, key, table.get(key)))
-        if value is None:
-            table.pop(key, None)
-        else:
-            table[key] = value
-
-    def undo(self) -> None:
-        for table, key, old in reversed(self._undo):
-            if old is None:
-                table.pop(key, None)
-            else:
-                table[key] = old
-        self._undo.clear()
-
-    def put_node(self, node: Node) -> None:
-        with self.store._lock:
-            self._set(self.tables.nodes, node.name, node)
-        self.nodes.add(node.name)
-
-    def put_pod(self, pod: Pod) -> None:
-        """Takes the address in the API before it returns (see the module docstring)."""
-        with self.store._lock:
-            before = self.tables.pods.get(pod.key)
-            if before is None or before.ip != pod.ip:
-                holder = self.tables.at.get(pod.ip)
-                if holder is not None and holder.key != pod.key:
-                    raise StoreError(f"store refused put_pod {pod.key}: {pod.ip} is held by {holder.owner}")
-        self.store.claim(pod)
-        with self.store._lock:
-            if before is not None and before.ip != pod.ip:
-                self._set(self.tables.at, before.ip, None)
-                self.addresses.add(before.ip)
-            self._set(self.tables.pods, pod.key, pod)
-            self._set(self.tables.at, pod.ip, pod)
-            self._set(self.tables.pools, pod.ip, pod.pool)
-            self._set(self.tables.released, pod.ip, None)
-        self.addresses.add(pod.ip)
-
-    def delete_pod(self, container_id: str, ifname: str) -> None:
-        with self.store._lock:
-            pod = self.tables.pods.get((container_id, ifname))
-            if pod is None:
-                return
-            self._set(self.tables.pods, pod.key, None)
-            self._set(self.tables.at, pod.ip, None)
-            self._set(self.tables.last, pod.ip, pod)
-        self.addresses.add(pod.ip)
-
-    def reserve(self, sticky: str, ip: str) -> None:
-        with self.store._lock:
-            previous = self.tables.sticky.get(sticky)
-            if previous is not None and previous != ip:
-                self._set(self.tables.reserved_for, previous, None)
-                self.addresses.add(previous)
-            self._set(self.tables.sticky, sticky, ip)
-            self._set(self.tables.reserved_for, ip, sticky)
-        self.addresses.add(ip)
-
-    def unreserve(self, sticky: str) -> None:
-        with self.store._lock:
-            ip = self.tables.sticky.get(sticky)
-            if ip is None:
-                return
-            self._set(self.tables.sticky, sticky, None)
-            self._set(self.tables.reserved_for, ip, None)
-        self.addresses.add(ip)
-
-    def mark_released(self, ip: str, at: float) -> None:
-        with self.store._lock:
-            self._set(self.tables.released, ip, at)
-        self.addresses.add(ip)
 
 
 def _check_free(pod: Pod, slot: Slot) -> None:

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from controller.errors import ControllerError
+from controller.kube.allocations import Phase, from_object
 from controller.kube.client import IPALLOCATIONS, NAMESPACES, Kube, Missing, Resource
 from controller.kube.store import KubeStore
 from controller.service import PodRequest, Service
@@ -139,7 +140,9 @@ def test_an_address_another_controller_holds_is_refused_naming_the_holder(
 def test_releases_wait_for_sync_then_cool_down_and_go(stores: Callable[..., KubeStore], kube_clean: Kube, clock: Clock) -> None:
     store = stores()
     put(store, pod("a", "198.18.0.100"))
-    assert allocation(kube_clean, "198.18.0.100")["status"]["phase"] == "Bound"  # taken before put_pod returned
+    assert from_object(allocation(kube_clean, "198.18.0.100"))[1].phase is Phase.BOUND  # taken before put_pod returned
+    store.write_late()  # the created object's status (its boundAt) is written after the ADD's answer
+    assert allocation(kube_clean, "198.18.0.100")["status"] == {"phase": "Bound", "boundAt": "1970-01-01T00:00:12.500000Z"}
     with store.transaction() as tx:
         tx.delete_pod("a", "eth0")
         tx.mark_released("198.18.0.100", clock())
@@ -186,7 +189,7 @@ def test_an_object_someone_else_changed_is_left_alone(stores: Callable[..., Kube
         tx.mark_released("198.18.0.100", clock())
     store.sync()
     left = allocation(kube_clean, "198.18.0.100")
-    assert (left["spec"]["containerID"], left["status"]["phase"]) == ("theirs", "Bound")
+    assert (left["spec"]["containerID"], from_object(left)[1].phase) == ("theirs", Phase.BOUND)
 
 
 @pytest.fixture
