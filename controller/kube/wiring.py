@@ -42,13 +42,17 @@ class Cluster:
         self.kube.close()
 
 
-def start(config: KubernetesConfig, *, with_pools: bool, timeout: float = 30.0) -> Cluster:
-    """Connect and start the watches; with `with_pools`, wait until the IPPools are listed."""
+def start(config: KubernetesConfig, *, with_pools: bool, timeout: float = 60.0) -> Cluster:
+    """Connect, start the watches and wait until each has listed (so the first requests are served
+    from the caches); with `with_pools`, the IPPools too."""
     kube = Kube.connect(kubeconfig=config.kubeconfig, in_cluster=config.in_cluster, context=config.context)
     cluster = Cluster(kube, KubeView(kube).start())
     if with_pools:
         cluster.pools = PoolManager(kube).start()
-        if not cluster.pools.wait_synced(timeout):
-            cluster.stop()
-            raise TemporaryError(f"kubernetes: IPPools not listed within {timeout:.0f}s from {kube.server}")
+    deadline = time.monotonic() + timeout
+    synced = cluster.view.wait_synced(timeout) and (
+        cluster.pools is None or cluster.pools.wait_synced(max(0.0, deadline - time.monotonic())))
+    if not synced:
+        cluster.stop()
+        raise TemporaryError(f"kubernetes: the watches did not list within {timeout:.0f}s from {kube.server}")
     return cluster
