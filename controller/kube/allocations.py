@@ -25,6 +25,8 @@ from controller.kube.client import IPALLOCATIONS, Object
 from controller.store import Mode, Pod
 
 POOL_LABEL = "underlay.io/pool"
+NO_POOL = "(none)"
+"""The pool of an address no pool holds (now): never an IPPool's name, and left out of the label."""
 
 
 class Phase(enum.Enum):
@@ -70,7 +72,7 @@ def to_object(ip: str, slot: Slot, *, resource_version: str | None = None) -> Ob
         status["releasedAt"] = timestamp(slot.released_at)
     if slot.reason is not None:
         status["reason"] = slot.reason
-    metadata: dict[str, Any] = {"name": name_for(ip), "labels": {POOL_LABEL: slot.pool}}
+    metadata: dict[str, Any] = {"name": name_for(ip), "labels": {} if slot.pool == NO_POOL else {POOL_LABEL: slot.pool}}
     if resource_version is not None:
         metadata["resourceVersion"] = resource_version
     return {"apiVersion": IPALLOCATIONS.api_version, "kind": "IPAllocation", "metadata": metadata,

@@ -190,6 +190,12 @@ class PoolManager:
         found = self.pools.get(pool)
         return None if found is None or found.config is None else found.config.cooldown
 
+    def pool_of(self, ip: str) -> str | None:
+        """The usable pool whose ranges hold `ip`."""
+        address = netaddr.IPAddress(ip)
+        return next((c.name for c in self.configs() if any(netaddr.IPAddress(a) <= address <= netaddr.IPAddress(b)
+                                                            for a, b in c.ranges)), None)  # fmt: skip
+
     def verdict(self, pool: str) -> Verdict | None:
         return self._verdicts.get(pool)
 

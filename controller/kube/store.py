@@ -73,13 +73,16 @@ class KubeStore:
         write_timeout: float = 10.0,
         sweep_interval: float = 10.0,
         workers: int = 8,
+        pool_of: Callable[[str], str | None] = lambda ip: None,
     ) -> None:
-        """`cooldown(pool)`: seconds a released address stays in Cooldown before its object goes."""
-        self.kube, self.now = kube, now
+        """`cooldown(pool)`: seconds a released address stays in Cooldown before its object goes;
+        `pool_of(ip)`: the pool an address belongs to, for one no pod held here (a reservation made
+        for an address alone)."""
+        self.kube, self.now, self.pool_of = kube, now, pool_of
         self.cooldown = cooldown if callable(cooldown) else (lambda _pool, seconds=float(cooldown): seconds)
         self.write_timeout, self.sweep_interval = write_timeout, sweep_interval
         self._lock = threading.RLock()  # the tables, `_known`, `_pending`, `_late`
-        self._tables = Tables()
+        self._tables = Tables(pool_of=pool_of)
         self._known: dict[str, Known] = {}
         self._pending: dict[str, int] = {}  # address -> the block that changed it last
         self._pending_nodes: dict[str, int] = {}
@@ -99,7 +102,7 @@ class KubeStore:
         writing what is pending, so a reload sees this store's own writes)."""
         if self._pending or self._pending_nodes:
             self.sync()
-        tables, known = Tables(), {}
+        tables, known = Tables(pool_of=self.pool_of), {}
         for page in self.kube.list_pages(IPALLOCATIONS.path()):  # page by page: see Reflector._list
             for obj in page.get("items", ()):
                 ip, slot = from_object(obj)
@@ -263,23 +266,34 @@ class KubeStore:
             with self._lock:
                 self._known.pop(ip, None)
             return
-        wanted = to_object(ip, desired, resource_version=None if basis is None else basis.version)
+        wanted = to_object(ip, desired)
         if basis is None:
             obj = self.kube.create(IPALLOCATIONS.path(), wanted)
             version, status = obj["metadata"]["resourceVersion"], obj.get("status") or {}
-        elif not same_spec(to_object(ip, basis.slot), wanted):
-            obj = self.kube.replace(path, wanted)
-            version, status = obj["metadata"]["resourceVersion"], obj.get("status") or {}
         else:
             version, status = basis.version, basis.status
-        if status != wanted["status"] and (exact or not same_meaning(status, wanted["status"])):
-            wanted["metadata"]["resourceVersion"] = version
-            obj = self.kube.replace(IPALLOCATIONS.path(name=name_for(ip), sub="status"), wanted)
-            version, status = obj["metadata"]["resourceVersion"], obj.get("status") or {}
+            spec_first = desired.phase is Phase.RESERVED  # the rule: a Reserved object has a stickyKey
+            for part in ("spec", "status") if spec_first else ("status", "spec"):
+                version, status = self._write_part(ip, part, wanted, version=version, status=status,
+                                                   old=to_object(ip, basis.slot), exact=exact)  # fmt: skip
         with self._lock:
             self._known[ip] = Known(version, desired, status)
             if status != wanted["status"]:
                 self._late.add(ip)
+
+    def _write_part(
+        self, ip: str, part: str, wanted: Object, *, version: str, status: Mapping[str, Any], old: Object, exact: bool
+    ) -> tuple[str, Mapping[str, Any]]:
+        """Write the spec (with labels) or the status of `wanted` if it differs; (resourceVersion,
+        status) after it. Status first unless the object becomes Reserved, so that each write
+        leaves an object its CEL rules accept."""
+        if part == "spec" and same_spec(old, wanted):
+            return version, status
+        if part == "status" and (status == wanted["status"] or (not exact and same_meaning(status, wanted["status"]))):
+            return version, status
+        body = dict(wanted, metadata=dict(wanted["metadata"], resourceVersion=version))
+        obj = self.kube.replace(IPALLOCATIONS.path(name=name_for(ip), sub="status" if part == "status" else None), body)
+        return obj["metadata"]["resourceVersion"], obj.get("status") or {}
 
     def _converge_all(self, addresses: Iterable[str], nodes: Iterable[str] = ()) -> list[Exception | None]:
         jobs = [self._executor.submit(self._converge, ip) for ip in addresses]

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from controller.kube.allocations import Phase, Slot
+from controller.kube.allocations import NO_POOL, Phase, Slot
 from controller.store import Node, Pod, Snapshot, StoreError
 
 
@@ -20,7 +20,8 @@ class Tables:
     """The store's state as the SQLite store has it, indexed by address (not thread-safe: the
     store's lock guards it). `last` keeps who held a released address, for its object's spec."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, pool_of: Callable[[str], str | None] = lambda ip: None) -> None:
+        self.pool_of = pool_of  # for an address no pod of these tables held: the pool that has it now
         self.pods: dict[tuple[str, str], Pod] = {}
         self.at: dict[str, Pod] = {}
         self.sticky: dict[str, str] = {}
@@ -54,7 +55,7 @@ class Tables:
         )
 
     def pool(self, ip: str) -> str:
-        return self.pools.get(ip, "")
+        return self.pools.get(ip) or self.pool_of(ip) or NO_POOL
 
     def free(self, ip: str) -> bool:
         return ip not in self.at and ip not in self.reserved_for

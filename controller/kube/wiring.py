@@ -33,7 +33,8 @@ class Cluster:
             own = None if pools is None else pools.cooldown(pool)
             return default if own is None else own
 
-        return KubeStore(self.kube, now=now, cooldown=cooldown)
+        pool_of = pools.pool_of if pools is not None else (lambda ip: None)
+        return KubeStore(self.kube, now=now, cooldown=cooldown, pool_of=pool_of)
 
     def stop(self) -> None:
         if self.pools is not None:

@@ -22,7 +22,9 @@ def recorder(kube: Kube, clock: Clock) -> Iterator[EventRecorder]:
 
 
 def events(kube: Kube, namespace: str) -> list[dict[str, Any]]:
-    return sorted(kube.get(EVENTS.path(namespace=namespace))["items"], key=lambda e: e["message"])
+    """Ours (the scheduler has its say about these pods too)."""
+    found = kube.get(EVENTS.path(namespace=namespace))["items"]
+    return sorted((e for e in found if e.get("reportingComponent") == COMPONENT), key=lambda e: e["message"])
 
 
 def a_pod(kube: Kube, namespace: str) -> dict[str, Any]:
