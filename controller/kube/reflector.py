@@ -125,7 +125,7 @@ class Reflector(Generic[T]):
                 self.resource_version = None
             except ControllerError as err:
                 failures += 1
-                delay = min(30.0, max(getattr(err, "delay", 1.0), 0.2 * 2 ** min(failures, 8)))
+                delay = min(10.0, max(getattr(err, "delay", 1.0), 0.2 * 2 ** min(failures, 6)))
                 level = logging.INFO if isinstance(err, TemporaryError) and failures < 3 else logging.WARNING
                 LOG.log(level, kv("watch failed", kind=self.resource.plural, error=err, retry_in=f"{delay:.1f}s"))
                 self._stop.wait(delay * random.uniform(0.8, 1.2))
