@@ -73,13 +73,17 @@ class Resource:
     plural: str
 
     def path(self, *, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
-        base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+        base = self.group_path()
         if namespace is not None:
             base += f"/namespaces/{quote(namespace, safe='')}"
         base += f"/{self.plural}"
         if name is not None:
             base += f"/{quote(name, safe='')}"
         return base + (f"/{sub}" if sub else "")
+
+    def group_path(self) -> str:
+        """The discovery document of the kind's group version (which resources it serves)."""
+        return f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
 
     @property
     def api_version(self) -> str:

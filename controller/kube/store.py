@@ -87,6 +87,7 @@ class KubeStore:
         self._pending: dict[str, int] = {}  # address -> the block that changed it last
         self._pending_nodes: dict[str, int] = {}
         self._late: set[str] = set()  # addresses whose status only lacks its boundAt (see _write)
+        self._status_apart = True  # IPAllocation has a status subresource (learned by `load`)
         self._blocks = 0
         self._flush = threading.Lock()
         self._stripes = [threading.Lock() for _ in range(64)]  # one address is written by one thread at a time
@@ -102,6 +103,8 @@ class KubeStore:
         writing what is pending, so a reload sees this store's own writes)."""
         if self._pending or self._pending_nodes:
             self.sync()
+        served = self.kube.get(IPALLOCATIONS.group_path())  # discovery: which parts of the kind are served
+        self._status_apart = any(r.get("name") == f"{IPALLOCATIONS.plural}/status" for r in served.get("resources", ()))
         tables, known = Tables(pool_of=self.pool_of), {}
         for page in self.kube.list_pages(IPALLOCATIONS.path()):  # page by page: see Reflector._list
             for obj in page.get("items", ()):
@@ -255,10 +258,11 @@ class KubeStore:
     def _write(self, ip: str, desired: Slot | None, basis: Known | None, *, exact: bool = False) -> None:
         """Conditional writes from `basis` to `desired`; raises what the API answers.
 
-        IPAllocation has a status subresource: the API server keeps the status of a create or an
-        update out, and the status takes a request of its own. One status is put off (unless
+        Without a status subresource one request writes the object, status included. With one
+        (deploy/kubernetes/crds has it), the API server keeps the status out of a create or an
+        update and the status takes a request of its own; then one status is put off (unless
         `exact`): a created object's, which only lacks its boundAt (a missing phase reads as
-        Bound), so an ADD costs one request; `write_late` writes it within a second or so."""
+        Bound), so an ADD still costs one request; `write_late` writes it within a second or so."""
         path = IPALLOCATIONS.path(name=name_for(ip))
         if desired is None:
             if basis is not None:
@@ -267,8 +271,11 @@ class KubeStore:
                 self._known.pop(ip, None)
             return
         wanted = to_object(ip, desired)
-        if basis is None:
-            obj = self.kube.create(IPALLOCATIONS.path(), wanted)
+        if basis is None or not self._status_apart:
+            if basis is None:
+                obj = self.kube.create(IPALLOCATIONS.path(), wanted)
+            else:
+                obj = self.kube.replace(path, to_object(ip, desired, resource_version=basis.version))
             version, status = obj["metadata"]["resourceVersion"], obj.get("status") or {}
         else:
             version, status = basis.version, basis.status
