@@ -87,7 +87,7 @@ class KubeStore:
         self._pending: dict[str, int] = {}  # address -> the block that changed it last
         self._pending_nodes: dict[str, int] = {}
         self._late: set[str] = set()  # addresses whose status only lacks its boundAt (see _write)
-        self._status_apart = True  # IPAllocation has a status subresource (learned by `load`)
+        self._status_apart: bool | None = None  # IPAllocation has a status subresource (see `_write`)
         self._blocks = 0
         self._flush = threading.Lock()
         self._stripes = [threading.Lock() for _ in range(64)]  # one address is written by one thread at a time
@@ -103,8 +103,6 @@ class KubeStore:
         writing what is pending, so a reload sees this store's own writes)."""
         if self._pending or self._pending_nodes:
             self.sync()
-        served = self.kube.get(IPALLOCATIONS.group_path())  # discovery: which parts of the kind are served
-        self._status_apart = any(r.get("name") == f"{IPALLOCATIONS.plural}/status" for r in served.get("resources", ()))
         tables, known = Tables(pool_of=self.pool_of), {}
         for page in self.kube.list_pages(IPALLOCATIONS.path()):  # page by page: see Reflector._list
             for obj in page.get("items", ()):
@@ -271,7 +269,7 @@ class KubeStore:
                 self._known.pop(ip, None)
             return
         wanted = to_object(ip, desired)
-        if basis is None or not self._status_apart:
+        if basis is None or not self._status_subresource():
             if basis is None:
                 obj = self.kube.create(IPALLOCATIONS.path(), wanted)
             else:
@@ -287,6 +285,13 @@ class KubeStore:
             self._known[ip] = Known(version, desired, status)
             if status != wanted["status"]:
                 self._late.add(ip)
+
+    def _status_subresource(self) -> bool:
+        """Whether IPAllocation's status is written apart (API discovery says, once)."""
+        if self._status_apart is None:
+            served = self.kube.get(IPALLOCATIONS.group_path())
+            self._status_apart = f"{IPALLOCATIONS.plural}/status" in {r.get("name") for r in served.get("resources", ())}
+        return self._status_apart
 
     def _write_part(
         self, ip: str, part: str, wanted: Object, *, version: str, status: Mapping[str, Any], old: Object, exact: bool
