@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import urllib3
+from urllib3.response import BaseHTTPResponse
 from kubernetes import config as kube_config
 from kubernetes.client import Configuration
 from kubernetes.client.rest import RESTClientObject
@@ -105,7 +106,7 @@ class Kube:
     def __init__(self, configuration: Configuration, *, pool_size: int = 32) -> None:
         configuration.connection_pool_maxsize = pool_size
         self._configuration = configuration
-        self._pool = RESTClientObject(configuration).pool_manager
+        self._pool: urllib3.PoolManager = RESTClientObject(configuration).pool_manager
         self.server = configuration.host.rstrip("/")
 
     @classmethod
@@ -114,9 +115,9 @@ class Kube:
         configuration = Configuration()
         try:
             if in_cluster:
-                kube_config.load_incluster_config(client_configuration=configuration)
+                kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             else:
-                kube_config.load_kube_config(
+                kube_config.load_kube_config(  # type: ignore[no-untyped-call]
                     config_file=kubeconfig, context=context, client_configuration=configuration, persist_config=False
                 )
         except (kube_config.ConfigException, OSError) as err:
@@ -200,11 +201,11 @@ class Kube:
     def _send(
         self, method: str, path: str, *, query: Mapping[str, Any] | None, body: Any, content_type: str,
         timeout: urllib3.Timeout,
-    ) -> urllib3.BaseHTTPResponse:  # fmt: skip
+    ) -> BaseHTTPResponse:  # fmt: skip
         url = self.server + path + ("?" + urlencode(query) if query else "")
         headers = {"Accept": "application/json", "Content-Type": content_type}
         for setting in self._configuration.auth_settings().values():
-            headers[setting["key"]] = setting["value"]
+            headers[str(setting["key"])] = str(setting["value"])  # type: ignore[index]
         try:
             return self._pool.request(
                 method, url, body=None if body is None else json.dumps(body), headers=headers,
@@ -218,7 +219,7 @@ class Watch:
     """One watch response: iterate its events (dicts with `type` and `object`); `close()` from
     another thread ends the iteration (a reflector being stopped)."""
 
-    def __init__(self, response: urllib3.BaseHTTPResponse, *, what: str) -> None:
+    def __init__(self, response: BaseHTTPResponse, *, what: str) -> None:
         self._response, self._what = response, what
         self._closed = threading.Event()
 

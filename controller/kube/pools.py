@@ -18,6 +18,7 @@ service whenever they change, and writes status through the status subresource a
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections import Counter
@@ -120,10 +121,9 @@ def status_of(pool: PoolObject, verdict: Verdict, counts: Mapping[str, int], *, 
     """The status to write; the condition's lastTransitionTime moves only when its status does."""
     condition = {"type": "Ready", "status": "True" if verdict.ready else "False", "reason": verdict.reason,
                  "message": verdict.message, "observedGeneration": pool.generation}  # fmt: skip
-    previous = next((c for c in pool.status.get("conditions") or () if c.get("type") == "Ready"), None)
-    same = previous is not None and previous.get("status") == condition["status"]
-    condition["lastTransitionTime"] = previous["lastTransitionTime"] if same and previous.get("lastTransitionTime") \
-        else timestamp(now)[:19] + "Z"  # fmt: skip
+    previous: Mapping[str, Any] = next((c for c in pool.status.get("conditions") or () if c.get("type") == "Ready"), {})
+    same = previous.get("status") == condition["status"] and previous.get("lastTransitionTime")
+    condition["lastTransitionTime"] = previous["lastTransitionTime"] if same else timestamp(now)[:19] + "Z"
     total = 0 if pool.config is None else Pool.from_config(pool.config).size
     return {
         "total": total,
@@ -134,8 +134,9 @@ def status_of(pool: PoolObject, verdict: Verdict, counts: Mapping[str, int], *, 
 
 
 def _allocation(obj: Object) -> tuple[str, str]:
-    """What the counts need of an IPAllocation: (pool, phase)."""
-    return str((obj.get("spec") or {}).get("pool", "")), str((obj.get("status") or {}).get("phase") or Phase.BOUND.value)
+    """What the counts need of an IPAllocation: (pool, phase), each string stored once."""
+    pool, phase = (obj.get("spec") or {}).get("pool", ""), (obj.get("status") or {}).get("phase") or Phase.BOUND.value
+    return sys.intern(str(pool)), sys.intern(str(phase))
 
 
 class PoolManager:
