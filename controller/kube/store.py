@@ -360,6 +360,8 @@ class KubeStore:
                 LOG.warning(kv("node uplink not kept: no Node object of that name", node=name))
             except TemporaryError as err:
                 return err
+            except ControllerError as err:  # RBAC: the uplink is relearned after a restart, the rest works
+                LOG.error(kv("node uplink not kept", node=name, error=err))
         with self._lock:
             if self._pending_nodes.get(name) == block:
                 del self._pending_nodes[name]

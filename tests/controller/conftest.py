@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from ctlfakes import TOKENS, Clock, RecordingFabric, make_config
-from kubeenv import ensure_node, kube, kube_clean, kube_namespace  # noqa: F401  (fixtures on the session's API server)
+from kubeenv import ensure_node, kube, kube_as, kube_clean, kube_namespace  # noqa: F401  (fixtures on the session's API server)
 
 from controller.config import Config
 from controller.kube.store import KubeStore

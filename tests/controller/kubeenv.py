@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,39 @@ def kube_namespace(kube: Kube) -> Iterator[str]:
         pass
     yield name
     kube.delete(NAMESPACES.path(name=name))
+
+
+@pytest.fixture
+def kube_as(kube: Kube, k8s: Any, tmp_path: Path) -> Iterator[Callable[[list[dict[str, Any]]], Path]]:
+    """Factory: the kubeconfig of a fresh ServiceAccount bound to a ClusterRole with these `rules`
+    (its token from the TokenRequest API, as a pod's would be)."""
+    name = f"as-{secrets.token_hex(3)}"
+    roles = Resource("rbac.authorization.k8s.io", "v1", "clusterroles")
+    bindings = Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings")
+
+    def make(rules: list[dict[str, Any]]) -> Path:
+        kube.create(NAMESPACES.path(), {"metadata": {"name": name}})
+        kube.create(SERVICEACCOUNTS.path(namespace=name), {"metadata": {"name": "ctl"}})
+        kube.create(roles.path(), {"metadata": {"name": name}, "rules": rules})
+        kube.create(bindings.path(), {
+            "metadata": {"name": name}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": "ctl", "namespace": name}]})  # fmt: skip
+        token = kube.create(SERVICEACCOUNTS.path(namespace=name, name="ctl", sub="token"),
+                            {"spec": {"expirationSeconds": 3600}})["status"]["token"]  # fmt: skip
+        config = yaml.safe_load(Path(k8s.kubeconfig).read_text())
+        config["users"] = [{"name": name, "user": {"token": token}}]
+        for context in config["contexts"]:
+            context["context"]["user"] = name
+        path = tmp_path / f"{name}.kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    yield make
+    for resource in (bindings, roles, NAMESPACES):
+        try:
+            kube.delete(resource.path(name=name))
+        except Missing:
+            pass
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ write the API refuses for good. (What both stores share is in tests/controller/t
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from controller.errors import ControllerError
 from controller.kube.allocations import Phase, from_object
-from controller.kube.client import IPALLOCATIONS, NAMESPACES, Kube, Missing, Resource
+from controller.kube.client import IPALLOCATIONS, Kube
 from controller.kube.store import KubeStore
 from controller.service import PodRequest, Service
 from controller.store import AddressTaken, Mode, Pod, StoreError
@@ -192,47 +190,14 @@ def test_an_object_someone_else_changed_is_left_alone(stores: Callable[..., Kube
     assert (left["spec"]["containerID"], from_object(left)[1].phase) == ("theirs", Phase.BOUND)
 
 
-@pytest.fixture
-def limited_kube(kube_clean: Kube, k8s: Any, tmp_path: Path) -> Iterator[Callable[[list[str]], Kube]]:
-    """Factory: a client as a ServiceAccount that may only `verbs` IPAllocations (and read nodes)."""
-    name = f"limited-{secrets.token_hex(3)}"
-    rbac = Resource("rbac.authorization.k8s.io", "v1", "clusterroles")
-    binding = Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings")
-    accounts = Resource("", "v1", "serviceaccounts")
-
-    def make(verbs: list[str]) -> Kube:
-        kube_clean.create(NAMESPACES.path(), {"metadata": {"name": name}})
-        kube_clean.create(accounts.path(namespace=name), {"metadata": {"name": "ctl"}})
-        kube_clean.create(rbac.path(), {"metadata": {"name": name}, "rules": [
-            {"apiGroups": ["underlay.io"], "resources": ["ipallocations", "ipallocations/status"], "verbs": verbs},
-            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]}]})  # fmt: skip
-        kube_clean.create(binding.path(), {
-            "metadata": {"name": name}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": "ctl", "namespace": name}]})  # fmt: skip
-        token = kube_clean.create(accounts.path(namespace=name, name="ctl", sub="token"),
-                                  {"spec": {"expirationSeconds": 3600}})["status"]["token"]  # fmt: skip
-        config = yaml.safe_load(Path(k8s.kubeconfig).read_text())
-        config["users"] = [{"name": "limited", "user": {"token": token}}]
-        for context in config["contexts"]:
-            context["context"]["user"] = "limited"
-        path = tmp_path / "limited.kubeconfig"
-        path.write_text(yaml.safe_dump(config))
-        return Kube.connect(kubeconfig=str(path))
-
-    yield make
-    for resource in (binding, rbac, NAMESPACES):
-        try:
-            kube_clean.delete(resource.path(name=name))
-        except Missing:
-            pass
-
-
 def test_a_write_refused_for_good_stops_the_store(
-    stores: Callable[..., KubeStore], limited_kube: Callable[[list[str]], Kube], clock: Clock
+    stores: Callable[..., KubeStore], kube_as: Callable[[list[dict[str, Any]]], Path], clock: Clock
 ) -> None:
     """Missing RBAC for deletes: allocating and releasing work, ending a cooldown cannot be written. The store then
     refuses writes and says so (health turns 503), and a restart reloads what the API holds."""
-    limited = limited_kube(["get", "list", "watch", "create", "update"])
+    limited = Kube.connect(kubeconfig=str(kube_as([{"apiGroups": ["underlay.io"], "resources": ["ipallocations", "ipallocations/status"],
+                        "verbs": ["get", "list", "watch", "create", "update"]},
+                       {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]}])))  # fmt: skip
     store = stores(limited)
     put(store, pod("a", "198.18.0.100"), pod("b", "198.18.0.101"))
     with store.transaction() as tx:
