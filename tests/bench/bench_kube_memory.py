@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import urllib3
+from kubernetes.config import new_client_from_config
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -38,7 +39,8 @@ sys.path.insert(0, str(ROOT / "tests" / "controller"))
 from controller.kube.allocations import Phase, Slot, to_object  # noqa: E402
 from controller.kube.client import IPALLOCATIONS, IPPOOLS, NAMESPACES, PODS, Kube  # noqa: E402
 from controller.store import Mode, Pod, SqliteStore  # noqa: E402
-from kubeenv import clean, install_crds  # noqa: E402
+from deploy.k8s import crds  # noqa: E402
+from kubeenv import clean  # noqa: E402
 
 NAMESPACE = f"bench-memory-{os.getpid()}"
 SUBNET = "198.18.0.0/17"
@@ -148,7 +150,8 @@ def main() -> None:
         args.kubeconfig = plane.kubeconfig
     kube = Kube.connect(kubeconfig=str(args.kubeconfig))
     try:
-        install_crds(kube)
+        with new_client_from_config(str(args.kubeconfig)) as api:
+            crds.install(api)
         clean(kube)
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)

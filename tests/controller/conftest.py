@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from ctlfakes import TOKENS, Clock, RecordingFabric, make_config
-from kubeenv import ensure_node, kube, kube_as, kube_clean, kube_namespace  # noqa: F401  (fixtures on the session's API server)
+from kubeenv import ensure_node, kube, kube_as, kube_clean  # noqa: F401  (fixtures on the session's API server)
 
 from controller.config import Config
 from controller.kube.store import KubeStore
@@ -72,5 +72,3 @@ def make_service(open_store: Callable[[], Store], clock: Clock, fabric: Recordin
 @pytest.fixture
 def service(make_service: Callable[..., Service]) -> Service:
     return make_service()
-
-from kubeenv import *  # noqa: E402,F401,F403  TEMPORARY (k8sstore): the `k8s` stand-in until testenv lands

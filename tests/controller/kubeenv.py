@@ -2,13 +2,15 @@
 
 `kube` is our own client (controller.kube.client) on it, with the CRDs of deploy/kubernetes/crds
 installed; `kube_clean` empties the cluster-scoped kinds the controller owns (IPPools,
-IPAllocations) around a test, since every test of the session shares them. Imported by conftest.py.
+IPAllocations) and the nodes' uplink annotations around a test, since every test of the session
+shares them; `kube_as` makes a client with only some rights (namespaces: the plugin's
+`k8s_namespace`).
+Imported by conftest.py.
 """
 
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,41 +20,9 @@ import yaml
 
 from controller.kube.client import IPALLOCATIONS, IPPOOLS, NAMESPACES, NODES, AlreadyExists, Kube, Missing, Resource
 from controller.kube.store import UPLINK_ANNOTATION
+from deploy.k8s import crds
 
-CRDS = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "crds"
-CRD = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 SERVICEACCOUNTS = Resource("", "v1", "serviceaccounts")
-
-
-def install_crds(kube: Kube, *, timeout: float = 30.0) -> None:
-    """Create (or update) every CRD of deploy/kubernetes/crds and wait until each is served."""
-    files = sorted(CRDS.glob("*.yaml"))
-    if not files:
-        pytest.fail(f"no CRDs in {CRDS}: the controller's kinds (IPPool, IPAllocation) are defined there",
-                    pytrace=False)  # fmt: skip
-    names = []
-    for path in files:
-        for crd in yaml.safe_load_all(path.read_text()):
-            if not crd:
-                continue
-            names.append(crd["metadata"]["name"])
-            try:
-                kube.create(CRD.path(), crd)
-            except AlreadyExists:
-                current = kube.get(CRD.path(name=crd["metadata"]["name"]))
-                crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-                kube.replace(CRD.path(name=crd["metadata"]["name"]), crd)
-    deadline = time.monotonic() + timeout
-    for name in names:
-        while not _established(kube.get(CRD.path(name=name))):
-            if time.monotonic() > deadline:
-                pytest.fail(f"CRD {name} not established within {timeout:.0f}s", pytrace=False)
-            time.sleep(0.05)
-
-
-def _established(crd: dict[str, Any]) -> bool:
-    conditions = (crd.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
 
 def delete_all(kube: Kube, resource: Resource) -> None:
@@ -70,19 +40,6 @@ def ensure_node(kube: Kube, name: str, *, labels: dict[str, str] | None = None) 
         kube.create(NODES.path(), {"metadata": {"name": name, "labels": labels or {}}})
     except AlreadyExists:
         pass
-
-
-@pytest.fixture
-def kube_namespace(kube: Kube) -> Iterator[str]:
-    """A fresh namespace that admits pods (its `default` ServiceAccount exists), deleted afterwards."""
-    name = f"t-{secrets.token_hex(3)}"
-    kube.create(NAMESPACES.path(), {"metadata": {"name": name}})
-    try:
-        kube.create(SERVICEACCOUNTS.path(namespace=name), {"metadata": {"name": "default"}})
-    except AlreadyExists:  # the controller-manager was faster
-        pass
-    yield name
-    kube.delete(NAMESPACES.path(name=name))
 
 
 @pytest.fixture
@@ -120,8 +77,8 @@ def kube_as(kube: Kube, k8s: Any, tmp_path: Path) -> Iterator[Callable[[list[dic
 
 @pytest.fixture(scope="session")
 def kube(k8s: Any) -> Iterator[Kube]:
+    crds.install(k8s.api)
     client = Kube.connect(kubeconfig=str(k8s.kubeconfig))
-    install_crds(client)
     yield client
     client.close()
 
@@ -143,18 +100,3 @@ def kube_clean(kube: Kube) -> Iterator[Kube]:
     yield kube
     clean(kube)
 
-
-# TEMPORARY (k8sstore): until deploy/k8s/pytest_plugin.py and the CRDs land on main.
-import os  # noqa: E402
-
-if os.environ.get("UNDERLAY_TEST_CRDS"):
-    CRDS = Path(os.environ["UNDERLAY_TEST_CRDS"])
-try:
-    import deploy.k8s.pytest_plugin  # noqa: F401
-except ImportError:
-    class _Plane:
-        kubeconfig = Path(os.environ.get("UNDERLAY_TEST_KUBECONFIG", "/nonexistent"))
-
-    @pytest.fixture(scope="session")
-    def k8s() -> Any:
-        return _Plane()

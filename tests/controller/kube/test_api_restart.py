@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes.config import new_client_from_config
 
 from controller.errors import TemporaryError
 from controller.kube.client import IPALLOCATIONS, Kube
@@ -18,7 +19,7 @@ from controller.kube.store import KubeStore
 from controller.store import Mode, Pod
 from deploy.k8s.testenv import APISERVER, ControlPlane, MissingBinary
 from deploy.lab.process import start_daemon, stop_pidfile
-from kubeenv import install_crds
+from deploy.k8s import crds
 
 WAIT = 60.0
 
@@ -58,8 +59,9 @@ def restart_apiserver(plane: ControlPlane, kube: Kube, *, while_down: object = N
 
 
 def test_writes_and_watches_survive_an_api_server_restart(plane: ControlPlane) -> None:
+    with new_client_from_config(str(plane.kubeconfig)) as api:
+        crds.install(api)
     kube = Kube.connect(kubeconfig=str(plane.kubeconfig))
-    install_crds(kube)
     cache = Reflector(kube, IPALLOCATIONS, transform=lambda obj: obj["spec"]["containerID"]).start()
     store = KubeStore(kube, write_timeout=1.0)
     store.load()

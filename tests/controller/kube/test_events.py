@@ -32,38 +32,38 @@ def a_pod(kube: Kube, namespace: str) -> dict[str, Any]:
     return trim_pod(kube.create(PODS.path(namespace=namespace), body))
 
 
-def test_a_repeated_event_is_one_object_with_a_count(kube: Kube, kube_namespace: str, recorder: EventRecorder, clock: Clock) -> None:
-    pod = a_pod(kube, kube_namespace)
+def test_a_repeated_event_is_one_object_with_a_count(kube: Kube, k8s_namespace: str, recorder: EventRecorder, clock: Clock) -> None:
+    pod = a_pod(kube, k8s_namespace)
     for _ in range(3):
         recorder.record(pod, reason="PoolExhausted", message="pool web: exhausted")
         clock.advance(60)
     recorder.record(pod, reason="AddressInUse", message="198.18.0.5 is held by default/db-1", type="Warning")
     recorder.wait_idle()
-    exhausted, held = events(kube, kube_namespace)[::-1]
+    exhausted, held = events(kube, k8s_namespace)[::-1]
     assert exhausted["count"] == 3 and held["count"] == 1
     assert (exhausted["firstTimestamp"], exhausted["lastTimestamp"]) == ("1970-01-01T00:16:40Z", "1970-01-01T00:18:40Z")
-    assert exhausted["involvedObject"] == {"kind": "Pod", "apiVersion": "v1", "namespace": kube_namespace,
+    assert exhausted["involvedObject"] == {"kind": "Pod", "apiVersion": "v1", "namespace": k8s_namespace,
                                            "name": "web-0", "uid": pod["metadata"]["uid"]}  # fmt: skip
     assert (held["reason"], held["type"], held["source"]) == ("AddressInUse", "Warning", {"component": COMPONENT})
 
 
-def test_recording_never_fails_the_caller(kube: Kube, kube_namespace: str, recorder: EventRecorder) -> None:
+def test_recording_never_fails_the_caller(kube: Kube, k8s_namespace: str, recorder: EventRecorder) -> None:
     gone = {"metadata": {"name": "web-0", "namespace": "no-such-namespace"}}
     recorder.record(gone, reason="PoolExhausted", message="refused by the API server")  # its namespace does not exist
     recorder.record({"no": "metadata"}, reason="Bad", message="not an object")
-    pod = a_pod(kube, kube_namespace)
+    pod = a_pod(kube, k8s_namespace)
     recorder.record(pod, reason="PoolExhausted", message="pool web: exhausted")
     recorder.wait_idle()
-    assert [e["message"] for e in events(kube, kube_namespace)] == ["pool web: exhausted"]
+    assert [e["message"] for e in events(kube, k8s_namespace)] == ["pool web: exhausted"]
 
 
-def test_an_expired_event_is_recorded_anew(kube: Kube, kube_namespace: str, recorder: EventRecorder) -> None:
-    pod = a_pod(kube, kube_namespace)
+def test_an_expired_event_is_recorded_anew(kube: Kube, k8s_namespace: str, recorder: EventRecorder) -> None:
+    pod = a_pod(kube, k8s_namespace)
     recorder.record(pod, reason="PoolExhausted", message="pool web: exhausted")
     recorder.wait_idle()
-    (first,) = events(kube, kube_namespace)
-    kube.delete(EVENTS.path(namespace=kube_namespace, name=first["metadata"]["name"]))  # events live an hour
+    (first,) = events(kube, k8s_namespace)
+    kube.delete(EVENTS.path(namespace=k8s_namespace, name=first["metadata"]["name"]))  # events live an hour
     recorder.record(pod, reason="PoolExhausted", message="pool web: exhausted")
     recorder.wait_idle()
-    (second,) = events(kube, kube_namespace)
+    (second,) = events(kube, k8s_namespace)
     assert second["count"] == 1  # created again, not counted on the one that is gone

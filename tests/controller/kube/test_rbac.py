@@ -26,7 +26,7 @@ ROLE = Path(__file__).resolve().parents[3] / "deploy" / "kubernetes" / "controll
 
 
 def test_the_controller_role_is_enough(
-    kube_clean: Kube, kube_as: Callable[[list[dict[str, Any]]], Path], kube_namespace: str,
+    kube_clean: Kube, kube_as: Callable[[list[dict[str, Any]]], Path], k8s_namespace: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     ensure_node(kube_clean, "n2")
@@ -42,15 +42,15 @@ def test_the_controller_role_is_enough(
         assert cluster.pools is not None
         cluster.pools.bind(service.set_pools)
         service.register_node("n2", mac="02:00:00:00:01:02", ip="198.18.0.12")
-        service.allocate_and_place("n2", PodRequest("a", "eth0", kube_namespace, "a", Mode.MACVLAN))
+        service.allocate_and_place("n2", PodRequest("a", "eth0", k8s_namespace, "a", Mode.MACVLAN))
         with pytest.raises(ControllerError, match="is held by"):
-            service.allocate_and_place("n2", PodRequest("b", "eth0", kube_namespace, "b", Mode.MACVLAN, ip="198.18.8.1"))
+            service.allocate_and_place("n2", PodRequest("b", "eth0", k8s_namespace, "b", Mode.MACVLAN, ip="198.18.8.1"))
         service.release("n2", "a", "eth0")
         store.write_late()
         store.sweep()
-        assert cluster.view.namespace(kube_namespace) is not None and cluster.view.node("n2") is not None
-        assert cluster.view.pod_live(kube_namespace, "nope") is None
-        cluster.view.event({"metadata": {"name": "a", "namespace": kube_namespace}}, reason="Test", message="hello")
+        assert cluster.view.namespace(k8s_namespace) is not None and cluster.view.node("n2") is not None
+        assert cluster.view.pod_live(k8s_namespace, "nope") is None
+        cluster.view.event({"metadata": {"name": "a", "namespace": k8s_namespace}}, reason="Test", message="hello")
         cluster.view.events.wait_idle()
         store.close()
     finally:
