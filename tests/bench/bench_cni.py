@@ -35,13 +35,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "controller"))
 
 from cni import install  # noqa: E402
-from controller.kube.client import NAMESPACES, NODES, PODS, AlreadyExists, Kube  # noqa: E402
+from controller.kube.client import NODES, PODS, Kube  # noqa: E402
 from deploy.lab import netns  # noqa: E402
 from deploy.lab.control import Controller, NodeSpec, PoolSpec  # noqa: E402
 from deploy.lab.kubelab import KubeSide  # noqa: E402
 from deploy.lab.rig import Rig  # noqa: E402
+from kubeenv import pod_namespace  # noqa: E402
 
 REFERENCE = Path("/usr/lib/cni")
 AGENT = [sys.executable, "-m", "node_agent.main"]
@@ -102,11 +104,7 @@ def start_kubernetes(rig: Rig, workdir: Path, *, pods: int) -> KubeSide:
     side.start(subnet="198.18.8.0/24", ranges=["198.18.8.100-198.18.8.199"], reach_from=rig.mgmt_ns)
     kube = Kube.connect(kubeconfig=str(side.kubeconfig))
     kube.create(NODES.path(), {"metadata": {"name": "node-k8s"}})
-    kube.create(NAMESPACES.path(), {"metadata": {"name": "bench"}})
-    try:
-        kube.create("/api/v1/namespaces/bench/serviceaccounts", {"metadata": {"name": "default"}})
-    except AlreadyExists:  # the controller-manager made it first
-        pass
+    pod_namespace(kube, "bench")
     for i in range(pods):
         kube.create(PODS.path(namespace="bench"), {"metadata": {"name": f"bench{i}"}, "spec": {
             "nodeName": "node-k8s", "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}})

@@ -29,7 +29,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import urllib3
 from kubernetes.config import new_client_from_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +39,7 @@ from controller.kube.allocations import Phase, Slot, to_object  # noqa: E402
 from controller.kube.client import IPALLOCATIONS, IPPOOLS, NAMESPACES, PODS, Kube  # noqa: E402
 from controller.store import Mode, Pod, SqliteStore  # noqa: E402
 from deploy.k8s import crds  # noqa: E402
-from kubeenv import clean  # noqa: E402
+from kubeenv import clean, pod_namespace  # noqa: E402
 
 NAMESPACE = f"bench-memory-{os.getpid()}"
 SUBNET = "198.18.0.0/17"
@@ -75,8 +74,7 @@ def pod_object(i: int, owner_uid: str) -> dict[str, Any]:
 
 
 def populate(kube: Kube, pods: int) -> None:
-    kube.create(NAMESPACES.path(), {"metadata": {"name": NAMESPACE}})
-    kube.create(f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts", {"metadata": {"name": "default"}})
+    pod_namespace(kube, NAMESPACE)
     owner = kube.create(f"/api/v1/namespaces/{NAMESPACE}/configmaps", {"metadata": {"name": "owner"}})
     kube.create(IPPOOLS.path(), {"apiVersion": "underlay.io/v1alpha1", "kind": "IPPool", "metadata": {"name": "bench"},
                                  "spec": {"subnet": SUBNET, "default": True}})  # fmt: skip
@@ -166,11 +164,9 @@ def main() -> None:
             measure(f"sqlite store, {args.pods} pods", config(str(workdir / "store.sqlite"), kubeconfig=None), workdir)
             measure(f"kubernetes store, {args.pods} pods", config("kubernetes", kubeconfig=args.kubeconfig), workdir)
     finally:
-        if not args.keep:
+        if not args.keep and plane is None:  # a control plane of our own goes whole
             clean(kube)
-            kube.request("DELETE", PODS.path(namespace=NAMESPACE), query={"gracePeriodSeconds": 0},
-                         timeout=urllib3.Timeout(connect=5, read=900))  # fmt: skip
-            kube.delete(NAMESPACES.path(name=NAMESPACE))
+            kube.delete(NAMESPACES.path(name=NAMESPACE))  # its pods go with it (the namespace controller)
         kube.close()
         if plane is not None:
             plane.stop()

@@ -34,6 +34,16 @@ def delete_all(kube: Kube, resource: Resource) -> None:
                 pass
 
 
+def pod_namespace(kube: Kube, name: str) -> None:
+    """A namespace that admits pods at once: its `default` ServiceAccount made here if the
+    controller-manager has not made it yet (the benchmarks' pods, by the thousand)."""
+    kube.create(NAMESPACES.path(), {"metadata": {"name": name}})
+    try:
+        kube.create(SERVICEACCOUNTS.path(namespace=name), {"metadata": {"name": "default"}})
+    except AlreadyExists:
+        pass
+
+
 def ensure_node(kube: Kube, name: str, *, labels: dict[str, str] | None = None) -> None:
     """A Node object (nothing runs behind it: the store only annotates it)."""
     try:
