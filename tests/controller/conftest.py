@@ -43,13 +43,13 @@ def open_store(request: pytest.FixtureRequest, store_kind: str, store_path: Path
     """Factory: the test's store (a SQLite file, or the session's API server with the Node objects
     of make_config's nodes); call again to reopen it, as a restarted controller does."""
     opened: list[Store] = []
-    kube = request.getfixturevalue("kube_clean") if store_kind == "kubernetes" else None
-    if kube is not None:
+    api = request.getfixturevalue("kube_clean") if store_kind == "kubernetes" else None
+    if api is not None:
         for name in TOKENS:
-            ensure_node(kube, name)
+            ensure_node(api, name)
 
     def make() -> Store:
-        store: Store = SqliteStore(store_path) if kube is None else KubeStore(kube, now=clock, cooldown=30)
+        store: Store = SqliteStore(store_path) if api is None else KubeStore(api, now=clock, cooldown=30)
         opened.append(store)
         return store
 

@@ -18,19 +18,10 @@ from controller.kube.client import IPALLOCATIONS, Kube
 from controller.kube.store import KubeStore
 from controller.service import PodRequest, Service
 from controller.store import AddressTaken, Mode, Pod, StoreError
-from ctlfakes import Clock, RecordingFabric, make_config
+from ctlfakes import Clock, RecordingFabric, make_config, store_pod
 from kubeenv import ensure_node
 
 N2_MAC = "02:00:00:00:01:02"
-
-
-def pod(cid: str, ip: str, **fields: object) -> Pod:
-    values: dict[str, object] = dict(
-        container_id=cid, ifname="eth0", node="n1", namespace="default", name=f"pod-{cid}", pool="default",
-        ip=ip, mac="02:55:c6:12:00:05", mode=Mode.MACVLAN, sticky=None, created_at=12.5,
-    )  # fmt: skip
-    values.update(fields)
-    return Pod(**values)  # type: ignore[arg-type]
 
 
 def allocation(kube: Kube, ip: str) -> dict[str, Any]:
@@ -73,7 +64,7 @@ def test_two_stores_racing_for_one_address_never_both_win(stores: Callable[..., 
         for ip in addresses:
             barrier.wait()
             try:
-                put(store, pod(f"{side}-{ip}", ip, name=f"{side}-{ip}"))
+                put(store, store_pod(f"{side}-{ip}", ip, name=f"{side}-{ip}"))
                 outcomes[(side, ip)] = "won"
             except AddressTaken as taken:
                 outcomes[(side, ip)] = taken.owner
@@ -137,7 +128,7 @@ def test_an_address_another_controller_holds_is_refused_naming_the_holder(
 
 def test_releases_wait_for_sync_then_cool_down_and_go(stores: Callable[..., KubeStore], kube_clean: Kube, clock: Clock) -> None:
     store = stores()
-    put(store, pod("a", "198.18.0.100"))
+    put(store, store_pod("a", "198.18.0.100"))
     assert from_object(allocation(kube_clean, "198.18.0.100"))[1].phase is Phase.BOUND  # taken before put_pod returned
     store.write_late()  # the created object's status (its boundAt) is written after the ADD's answer
     assert allocation(kube_clean, "198.18.0.100")["status"] == {"phase": "Bound", "boundAt": "1970-01-01T00:00:12.500000Z"}
@@ -172,13 +163,13 @@ def test_a_sticky_address_is_reserved_while_its_pod_is_away(
     assert again.pod.ip == ip
     assert allocation(kube_clean, ip)["spec"]["containerID"] == "b"
     with pytest.raises(AddressTaken, match=f"{ip} is held by default/web-0"):  # it rebinds at an old version
-        put(stale, pod("c", ip, sticky="default/web-0@u1"))
+        put(stale, store_pod("c", ip, sticky="default/web-0@u1"))
     assert one.forget_sticky("default/web-0@u1") == ip
 
 
 def test_an_object_someone_else_changed_is_left_alone(stores: Callable[..., KubeStore], kube_clean: Kube, clock: Clock) -> None:
     store = stores()
-    put(store, pod("a", "198.18.0.100"))
+    put(store, store_pod("a", "198.18.0.100"))
     theirs = allocation(kube_clean, "198.18.0.100")
     theirs["spec"].update(containerID="theirs", pod={"namespace": "other", "name": "theirs"})
     kube_clean.replace(IPALLOCATIONS.path(name="198.18.0.100"), theirs)
@@ -199,7 +190,7 @@ def test_a_write_refused_for_good_stops_the_store(
                         "verbs": ["get", "list", "watch", "create", "update"]},
                        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]}])))  # fmt: skip
     store = stores(limited)
-    put(store, pod("a", "198.18.0.100"), pod("b", "198.18.0.101"))
+    put(store, store_pod("a", "198.18.0.100"), store_pod("b", "198.18.0.101"))
     with store.transaction() as tx:
         tx.delete_pod("a", "eth0")
         tx.mark_released("198.18.0.100", clock())
