@@ -176,6 +176,8 @@ class KubeStore:
 
     def close(self) -> None:
         self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=self.write_timeout)  # it may be writing: let it finish first
         try:
             if not self._failed:
                 self.sync()
