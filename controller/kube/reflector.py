@@ -83,7 +83,7 @@ class Reflector(Generic[T]):
         return self._synced.wait(timeout)
 
     def wait_for(self, predicate: Callable[[Mapping[str, T]], bool], *, timeout: float) -> bool:
-        """Wait until `predicate(cache)` holds (evaluated after every change and every new watch)."""
+        """Wait until `predicate(cache)` holds (evaluated after every change, bookmark and new watch)."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while not predicate(self._items):
@@ -185,7 +185,9 @@ class Reflector(Generic[T]):
             raise watch_error(event, what=f"watch {self.resource.plural}")
         version = obj.get("metadata", {}).get("resourceVersion")
         if kind == "BOOKMARK":
-            self.resource_version = version or self.resource_version
+            with self._changed:
+                self.resource_version = version or self.resource_version
+                self._changed.notify_all()
             return
         key = object_key(obj)
         new = self.transform(obj) if kind != "DELETED" else None

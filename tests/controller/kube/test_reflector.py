@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from controller.kube.client import IPALLOCATIONS, Kube
+from controller.kube.client import IPALLOCATIONS, IPPOOLS, Kube
 from controller.kube.reflector import Reflector
 
 WAIT = 10.0
@@ -107,3 +107,18 @@ def test_a_reflector_started_from_a_recent_list_replays_what_happened_since(
     reflectors.append(cache.start(initial=(version, [first])))
     assert cache.wait_for(lambda items: "198.18.4.2" in items, timeout=WAIT)
     assert cache.relists == 0  # the watch replayed it: no list at all
+
+
+def test_bookmarks_move_the_resource_version_without_events(kube_clean: Kube, reflectors: list[Reflector[Any]]) -> None:
+    """Other kinds' writes move etcd's revision; a bookmark (the API server sends one before it ends
+    a watch) carries it to this reflector, so a resumed watch starts from a recent revision."""
+    cache = Reflector(kube_clean, IPALLOCATIONS, transform=pool, watch_timeout=3).start()
+    reflectors.append(cache)
+    assert cache.wait_synced(WAIT)
+    listed = int(cache.resource_version or 0)
+    other = kube_clean.create(IPPOOLS.path(), {"apiVersion": "underlay.io/v1alpha1", "kind": "IPPool",
+                                               "metadata": {"name": "elsewhere"}, "spec": {"subnet": "198.18.4.0/24"}})  # fmt: skip
+    later = int(other["metadata"]["resourceVersion"])
+    assert later > listed
+    assert cache.wait_for(lambda _: int(cache.resource_version or 0) >= later, timeout=WAIT)
+    assert len(cache) == 0 and cache.relists == 1
