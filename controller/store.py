@@ -5,7 +5,8 @@ everything with `load()`. Writes happen inside `transaction()`: all of a block o
 none of it. A block is durable only after `sync()`, which makes durable everything written before
 the call; concurrent callers share one commit (group commit), so many allocations cost one fsync.
 The service writes under its lock and syncs after releasing it. The interface is small on purpose:
-a Kubernetes-backed store (custom resources) is to implement the same six writes and `sync`.
+the Kubernetes store (controller/kube/store.py) implements the same six writes and `sync` with
+custom resources; its `put_pod` may find the address taken by another controller (`AddressTaken`).
 
 What is stored: nodes (uplink MAC and IP, learned switch location), pods (one row per interface:
 its lease and where it is placed, written and deleted together), sticky reservations, and the time
