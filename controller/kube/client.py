@@ -162,9 +162,9 @@ class Kube:
         """PUT: fails with `Outdated` if body's metadata.resourceVersion is not the current one."""
         return self.request("PUT", path, body=body)
 
-    def patch(self, path: str, body: Object) -> Object:
+    def patch(self, path: str, body: Object, *, timeout: urllib3.Timeout = REQUEST_TIMEOUT) -> Object:
         """A JSON merge patch (RFC 7386): only the keys in `body` change."""
-        return self.request("PATCH", path, body=body, content_type=MERGE_PATCH)
+        return self.request("PATCH", path, body=body, content_type=MERGE_PATCH, timeout=timeout)
 
     def delete(self, path: str, *, resource_version: str | None = None) -> Object:
         """Delete, only if still at `resource_version` when given (else `Outdated`)."""

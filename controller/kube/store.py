@@ -12,20 +12,25 @@ changed object means someone else holds the address, and `put_pod` raises `Addre
 them. Every other write only ever frees an address or keeps it taken (Bound -> Cooldown or
 Reserved, Cooldown -> deleted, a rollback's delete), so it can wait for `sync()`: while it is not
 written, the API shows the address as taken, never as free when the service holds it. `sync()`
-writes everything pending in parallel, and concurrent callers share that work (group commit).
-Those writes are conditional too: an object someone else changed since we wrote it is left alone.
+writes everything pending in parallel, and concurrent callers share that work (group commit), but
+each waits for its own blocks' writes only. Those writes are conditional too: an object someone
+else changed since we wrote it is left alone.
 
 A failed write is kept and tried again: `sync()` raises `TemporaryError` once the API has refused
-for `write_timeout` (the caller's request fails, what the service expects of a failed commit), and
-the next `sync()` tries again, so the API catches up once it is back. Only a write the API refuses
-for good (RBAC, a schema that does not fit) leaves the store refusing writes (`failure`): the
-controller must be restarted to reload what the API holds, as with a failed SQLite commit.
+its writes for `write_timeout` (the caller's request fails, what the service expects of a failed
+commit), and a background thread keeps trying every second, so the API catches up once it is back.
+Only a write the API refuses for good (RBAC, a schema that does not fit) leaves the store refusing
+writes (`failure`): the controller must be restarted to reload what the API holds, as with a
+failed SQLite commit.
 
 Where nodes' uplinks live: in an annotation on the node's own Node object (`underlay.io/uplink`).
 It is an observation about that node, read back on restart so the switch keeps its flows (0
 flow-mods); it goes away with the node; `kubectl describe node` shows it; and a JSON merge patch
 writes it without reading (no lost update with the kubelet, which writes status, not metadata).
-A node without a Node object (nothing to annotate) is logged and relearned after a restart.
+`sync()` tries it once, briefly, and leaves it to the background when the API server is away: a
+node is located from the OpenFlow event loop, which must not wait long, and an uplink lost in a
+crash is only learned again. A node without a Node object (nothing to annotate) is logged and
+relearned after a restart.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
+import urllib3
+
 from controller.errors import ControllerError, TemporaryError
 from controller.kube.allocations import Phase, Slot, from_object, name_for, same_meaning, same_spec, to_object
 from controller.kube.client import IPALLOCATIONS, NODES, AlreadyExists, Kube, Missing, Object, Outdated
@@ -51,6 +58,7 @@ LOG = logging.getLogger("underlay.store")
 UPLINK_ANNOTATION = "underlay.io/uplink"
 CLAIM_TIMEOUT = 2.0  # seconds put_pod retries a transient API error (it runs under the service's lock)
 ATTEMPTS = 5  # reads after a conflict before giving up on one address
+NODE_TIMEOUT = urllib3.Timeout(connect=1.0, read=2.0)  # a node uplink's try from sync (see there)
 
 
 class Known(NamedTuple):
@@ -89,6 +97,8 @@ class KubeStore:
         self._late: set[str] = set()  # addresses whose status only lacks its boundAt (see _write)
         self._status_apart: bool | None = None  # IPAllocation has a status subresource (see `_write`)
         self._blocks = 0
+        self._mine = threading.local()  # what each thread's blocks changed: see `sync`
+        self._last_error: Exception | None = None
         self._flush = threading.Lock()
         self._stripes = [threading.Lock() for _ in range(64)]  # one address is written by one thread at a time
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="kube-store")
@@ -101,8 +111,10 @@ class KubeStore:
     def load(self) -> Snapshot:
         """Everything from the API: every IPAllocation and every Node's uplink annotation (after
         writing what is pending, so a reload sees this store's own writes)."""
-        if self._pending or self._pending_nodes:
-            self.sync()
+        if self._pending:
+            with self._flush:
+                self._round()
+        self._write_nodes()
         tables, known = Tables(pool_of=self.pool_of), {}
         for page in self.kube.list_pages(IPALLOCATIONS.path()):  # page by page: see Reflector._list
             for obj in page.get("items", ()):
@@ -139,6 +151,9 @@ class KubeStore:
             raise
         with self._lock:
             self._mark(writes.addresses, writes.nodes)
+        addresses, nodes = self._touched()
+        addresses.update(writes.addresses)
+        nodes.update(writes.nodes)
 
     def _mark(self, addresses: Iterable[str], nodes: Iterable[str] = ()) -> None:
         """Record a block's changes as pending (under the lock)."""
@@ -146,33 +161,57 @@ class KubeStore:
         self._pending.update(dict.fromkeys(addresses, self._blocks))
         self._pending_nodes.update(dict.fromkeys(nodes, self._blocks))
 
+    def _touched(self) -> tuple[set[str], set[str]]:
+        """The addresses and nodes this thread's blocks changed since its last `sync`."""
+        if not hasattr(self._mine, "addresses"):
+            self._mine.addresses, self._mine.nodes = set(), set()
+        return self._mine.addresses, self._mine.nodes
+
     @property
     def failure(self) -> str | None:
         return None if self._failed is None else f"store kubernetes: a write was refused for good ({self._failed})"
 
     def sync(self) -> None:
-        """Write every block written before the call. A caller that waited while another thread
-        wrote finds its blocks written and returns at once: that is the group commit."""
-        with self._lock:
-            target = self._blocks
+        """Write what this thread's blocks changed. Each round writes every pending address, so
+        callers waiting at the same time share the work (the group commit), but each one waits for
+        its own writes only: another's that the API keeps refusing does not hold it up. A node's
+        uplink gets one short try and is otherwise left to the background: nodes are located from
+        the OpenFlow event loop, which must not wait for an API server that is away, and an uplink
+        lost in a crash is only learned again."""
+        mine, nodes = self._touched()
+        if nodes:
+            self._write_nodes(nodes)
+            nodes.clear()
         deadline = time.monotonic() + self.write_timeout
-        with self._flush:
-            while True:
-                if self._failed:
-                    raise StoreError(f"store kubernetes: a write was refused earlier ({self._failed})")
-                with self._lock:
-                    addresses = [ip for ip, block in self._pending.items() if block <= target]
-                    nodes = [name for name, block in self._pending_nodes.items() if block <= target]
-                if not addresses and not nodes:
-                    return
-                errors = [e for e in self._converge_all(addresses, nodes) if e is not None]
-                if errors and time.monotonic() > deadline:
-                    raise TemporaryError(
-                        f"store kubernetes: {len(errors)} writes not accepted by the API server: {errors[0]}",
-                        delay=1.0,
-                    )
-                if errors:
-                    self._stop.wait(min(0.5, max(0.05, getattr(errors[0], "delay", 0.1))))
+        while True:
+            if self._failed:
+                raise StoreError(f"store kubernetes: a write was refused earlier ({self._failed})")
+            if self._waiting(mine):
+                with self._flush:  # one round at a time; a waiter may find its writes done by it
+                    if self._waiting(mine):
+                        self._round()
+            left = self._waiting(mine)
+            if not left:
+                mine.clear()
+                return
+            if time.monotonic() > deadline:
+                raise TemporaryError(f"store kubernetes: {len(left)} writes not accepted by the API server "
+                                     f"({', '.join(sorted(left)[:3])}): {self._last_error}", delay=1.0)  # fmt: skip
+            time.sleep(0.1)
+
+    def _waiting(self, addresses: set[str]) -> set[str]:
+        with self._lock:
+            return {ip for ip in addresses if ip in self._pending}
+
+    def _round(self) -> None:
+        """Write every pending address once, in parallel; a permanent refusal fails the store."""
+        with self._lock:
+            pending = list(self._pending)
+        errors = [e for e in self._converge_all(pending) if e is not None]
+        if errors:
+            self._last_error = errors[0]
+        if self._failed:
+            raise StoreError(f"store kubernetes: a write was refused ({self._failed})")
 
     def close(self) -> None:
         self._stop.set()
@@ -181,7 +220,10 @@ class KubeStore:
         try:
             if not self._failed:
                 self.sync()
+                with self._flush:
+                    self._round()
                 self.write_late()
+                self._write_nodes()
         finally:
             self._executor.shutdown(wait=True)
 
@@ -195,7 +237,8 @@ class KubeStore:
                        if self._tables.free(ip) and now >= at + self.cooldown(self._tables.pool(ip))]  # fmt: skip
             self._mark(expired)
         if expired:
-            self.sync()
+            with self._flush:
+                self._round()
 
     def write_late(self) -> None:
         """Write the statuses put off by `_write` (created objects' boundAt)."""
@@ -205,12 +248,26 @@ class KubeStore:
         if errors:
             LOG.info(kv("statuses not written yet", count=len(errors), error=errors[0]))
 
+    def _write_nodes(self, only: Iterable[str] | None = None) -> None:
+        with self._lock:
+            nodes = [name for name in (self._pending_nodes if only is None else only) if name in self._pending_nodes]
+        errors = [e for e in self._executor.map(self._put_node, nodes) if e is not None]
+        if errors:
+            LOG.info(kv("node uplinks not written yet", count=len(errors), error=errors[0]))
+
     def _background(self) -> None:
+        """Every second: what nobody waits for (node uplinks, put-off statuses, writes whose sync
+        gave up), and now and then the end of cooldowns."""
         swept = time.monotonic()
         while not self._stop.wait(1.0):
             try:
+                if self._pending_nodes:
+                    self._write_nodes()
                 if self._late:
                     self.write_late()
+                if self._pending:
+                    with self._flush:
+                        self._round()
                 if time.monotonic() - swept >= self.sweep_interval:
                     swept = time.monotonic()
                     self.sweep()
@@ -252,7 +309,7 @@ class KubeStore:
                 except TemporaryError:
                     if time.monotonic() > deadline:
                         raise
-                    self._stop.wait(0.1)
+                    time.sleep(0.1)
             raise TemporaryError(f"pod {pod.owner}: IPAllocation {pod.ip} keeps changing; retry", delay=1.0)
 
     def _write(self, ip: str, desired: Slot | None, basis: Known | None, *, exact: bool = False) -> None:
@@ -309,10 +366,8 @@ class KubeStore:
         obj = self.kube.replace(IPALLOCATIONS.path(name=name_for(ip), sub="status" if part == "status" else None), body)
         return obj["metadata"]["resourceVersion"], obj.get("status") or {}
 
-    def _converge_all(self, addresses: Iterable[str], nodes: Iterable[str] = ()) -> list[Exception | None]:
-        jobs = [self._executor.submit(self._converge, ip) for ip in addresses]
-        jobs += [self._executor.submit(self._put_node, name) for name in nodes]
-        return [job.result() for job in jobs]
+    def _converge_all(self, addresses: Iterable[str]) -> list[Exception | None]:
+        return list(self._executor.map(self._converge, addresses))
 
     def _converge(self, ip: str, *, exact: bool = False) -> Exception | None:
         """Make one address's object what the tables say; None when done, else the error. Not
@@ -357,7 +412,8 @@ class KubeStore:
             value = json.dumps({"mac": node.mac, "ip": node.ip,
                                 "dpid": None if node.dpid is None else f"{node.dpid:#x}", "port": node.port})  # fmt: skip
             try:
-                self.kube.patch(NODES.path(name=name), {"metadata": {"annotations": {UPLINK_ANNOTATION: value}}})
+                self.kube.patch(NODES.path(name=name), {"metadata": {"annotations": {UPLINK_ANNOTATION: value}}},
+                                timeout=NODE_TIMEOUT)  # fmt: skip
             except Missing:
                 LOG.warning(kv("node uplink not kept: no Node object of that name", node=name))
             except TemporaryError as err:

@@ -1,22 +1,24 @@
 """An API server restart under a running store and watch, on a control plane of the test's own (the
 session's stays up for the other tests): writes fail while it is down, are kept, and land once it is
-back; the watch comes back by itself and catches up."""
+back; a thread whose own writes are only a node's port is not held up meanwhile; the watch comes
+back by itself and catches up."""
 
 from __future__ import annotations
 
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from kubernetes.config import new_client_from_config
 
 from controller.errors import TemporaryError
-from controller.kube.client import IPALLOCATIONS, Kube
+from controller.kube.client import IPALLOCATIONS, NODES, Kube
 from controller.kube.reflector import Reflector
 from controller.kube.store import KubeStore
-from controller.store import Mode, Pod
+from controller.store import Mode, Node, Pod
 from deploy.k8s.testenv import APISERVER, ControlPlane, MissingBinary
 from deploy.lab.process import start_daemon, stop_pidfile
 from deploy.k8s import crds
@@ -62,6 +64,7 @@ def test_writes_and_watches_survive_an_api_server_restart(plane: ControlPlane) -
     with new_client_from_config(str(plane.kubeconfig)) as api:
         crds.install(api)
     kube = Kube.connect(kubeconfig=str(plane.kubeconfig))
+    kube.create(NODES.path(), {"metadata": {"name": "n1"}})
     cache = Reflector(kube, IPALLOCATIONS, transform=lambda obj: obj["spec"]["containerID"]).start()
     store = KubeStore(kube, write_timeout=1.0)
     store.load()
@@ -78,6 +81,13 @@ def test_writes_and_watches_survive_an_api_server_restart(plane: ControlPlane) -
                 tx.mark_released("198.18.0.100", time.time())
             with pytest.raises(TemporaryError, match="writes not accepted by the API server"):
                 store.sync()  # the DEL fails: the runtime will ask again
+            with ThreadPoolExecutor(1) as other:  # another thread (the OpenFlow loop) learns a node's port:
+                other.submit(locate_node).result()  # its sync does not wait for the DEL's write, nor fails
+
+        def locate_node() -> None:
+            with store.transaction() as tx:
+                tx.put_node(Node("n1", "02:00:00:00:01:01", "198.18.0.11", dpid=1, port=4))
+            store.sync()
 
         restart_apiserver(plane, kube, while_down=release_while_down)
         store.sync()  # the write kept from before lands now
@@ -90,4 +100,5 @@ def test_writes_and_watches_survive_an_api_server_restart(plane: ControlPlane) -
     finally:
         cache.stop()
         store.close()
-        kube.close()
+    assert KubeStore(kube).load().nodes == (Node("n1", "02:00:00:00:01:01", "198.18.0.11", dpid=1, port=4),)
+    kube.close()
