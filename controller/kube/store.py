@@ -28,8 +28,8 @@ It is an observation about that node, read back on restart so the switch keeps i
 flow-mods); it goes away with the node; `kubectl describe node` shows it; and a JSON merge patch
 writes it without reading (no lost update with the kubelet, which writes status, not metadata).
 `sync()` tries it once, briefly, and leaves it to the background when the API server is away: a
-node is located from the OpenFlow event loop, which must not wait long, and an uplink lost in a
-crash is only learned again. A node without a Node object (nothing to annotate) is logged and
+node is located from the frames its switch sends up, by a thread that must keep up with them, and
+an uplink lost in a crash is only learned again. A node without a Node object (nothing to annotate) is logged and
 relearned after a restart.
 """
 
@@ -176,8 +176,8 @@ class KubeStore:
         callers waiting at the same time share the work (the group commit), but each one waits for
         its own writes only: another's that the API keeps refusing does not hold it up. A node's
         uplink gets one short try and is otherwise left to the background: nodes are located from
-        the OpenFlow event loop, which must not wait for an API server that is away, and an uplink
-        lost in a crash is only learned again."""
+        their frames by a thread that must keep up with them, not wait for an API server that is
+        away, and an uplink lost in a crash is only learned again."""
         mine, nodes = self._touched()
         if nodes:
             self._write_nodes(nodes)

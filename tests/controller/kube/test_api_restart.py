@@ -81,7 +81,7 @@ def test_writes_and_watches_survive_an_api_server_restart(plane: ControlPlane) -
                 tx.mark_released("198.18.0.100", time.time())
             with pytest.raises(TemporaryError, match="writes not accepted by the API server"):
                 store.sync()  # the DEL fails: the runtime will ask again
-            with ThreadPoolExecutor(1) as other:  # another thread (the OpenFlow loop) learns a node's port:
+            with ThreadPoolExecutor(1) as other:  # another thread (the node locator) learns a port:
                 other.submit(locate_node).result()  # its sync does not wait for the DEL's write, nor fails
 
         def locate_node() -> None:
