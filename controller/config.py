@@ -6,7 +6,7 @@ Every error names the key it is about (`pools.default.subnet: '10.0.0.0/33' is n
 a config is written by a person, and the message is all they see.
 
 ```toml
-store = "/var/lib/underlay/store.sqlite"
+store = "/var/lib/underlay/store.sqlite"   # or "kubernetes": IPAllocation objects (see [kubernetes])
 cookie = 0x55aa000000000000          # or a string "0x55aa..." (TOML integers are signed)
 unknown_destination = "normal"       # or "drop"
 release_cooldown = 30                # seconds before a released address is handed out again
@@ -19,6 +19,8 @@ allow_global_macs = false            # pods may ask for vendor (globally unique)
 token = "secret"                     # mac and ip (pinned identity: registering anything else is refused)
 [switches."0x1"]
 trusted_ports = [1]
+[kubernetes]                         # with store = "kubernetes" (pools are then IPPool objects)
+kubeconfig = "/etc/underlay/kubeconfig"  # or in_cluster = true; optionally context
 [pools.default]
 subnet = "198.18.0.0/24"
 ranges = ["198.18.0.100-198.18.0.199"]   # default: the whole subnet
@@ -71,6 +73,7 @@ class PoolConfig:
     routes: tuple[Route, ...] = ()
     exclude: tuple[str, ...] = ()
     default: bool = False
+    cooldown: float | None = None  # seconds a released address waits; None: `release_cooldown`
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,20 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class KubernetesConfig:
+    """How to reach the Kubernetes API: a kubeconfig (None: $KUBECONFIG, then ~/.kube/config) or
+    the service account of the pod the controller runs in."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    in_cluster: bool = False
+
+
+KUBERNETES_STORE = "kubernetes"
+"""`store = "kubernetes"`: the store is the API (IPAllocation objects), pools are IPPool objects."""
+
+
+@dataclass(frozen=True)
 class Config:
     store: str
     openflow: OpenFlowConfig = OpenFlowConfig()
@@ -120,6 +137,7 @@ class Config:
     nodes: Mapping[str, NodeConfig] = field(default_factory=dict)
     switches: Mapping[int, SwitchConfig] = field(default_factory=dict)
     pools: Mapping[str, PoolConfig] = field(default_factory=dict)
+    kubernetes: KubernetesConfig | None = None  # set by a [kubernetes] table or store = "kubernetes"
 
     @property
     def default_pool(self) -> PoolConfig:
@@ -165,6 +183,7 @@ def parse(data: Mapping[str, Any], *, base: Path = Path(".")) -> Config:
         nodes=top.each("nodes", lambda t, name: _node(t, name, base=base)),
         switches={sw.dpid: sw for sw in top.each("switches", _switch).values()},
         pools=_default_pool(top.each("pools", _pool)),
+        kubernetes=_kubernetes(top, base=base),
     )
     top.done()
     _check_nodes(config)
@@ -369,6 +388,23 @@ def _api(table: _Table) -> ApiConfig:
     return config
 
 
+def _kubernetes(top: _Table, *, base: Path) -> KubernetesConfig | None:
+    if "kubernetes" not in top.data and top.data.get("store") != KUBERNETES_STORE:
+        top.seen.add("kubernetes")
+        return None
+    table = top.table("kubernetes")
+    kubeconfig = table.get("kubeconfig", _str, None)
+    config = KubernetesConfig(
+        kubeconfig=None if kubeconfig is None else str(base / kubeconfig),
+        context=table.get("context", _str, None),
+        in_cluster=table.get("in_cluster", _bool, False),
+    )
+    if config.in_cluster and (config.kubeconfig or config.context):
+        raise ConfigError(f"{table.name}: in_cluster = true takes no kubeconfig or context")
+    table.done()
+    return config
+
+
 def _node(table: _Table, name: str, *, base: Path) -> NodeConfig:
     token = table.get("token", _str, None)
     token_file = table.get("token_file", _str, None)
@@ -433,6 +469,15 @@ def _pool(table: _Table, name: str) -> PoolConfig:
         exclude=tuple(str(cidr) for excluded in exclude for cidr in excluded.iter_cidrs()),
         default=table.get("default", _bool, False),
     )
+
+
+def parse_pool(name: str, data: Mapping[str, Any], *, where: str) -> PoolConfig:
+    """One pool from a plain dict of the keys of a `[pools.<name>]` table (what an IPPool object's
+    spec is translated to); error messages start with `where`."""
+    table = _Table(data, where)
+    pool = _pool(table, name)
+    table.done()
+    return pool
 
 
 def _default_pool(pools: dict[str, PoolConfig]) -> dict[str, PoolConfig]:

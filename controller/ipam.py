@@ -73,6 +73,7 @@ class Pool:
     blocks: tuple[tuple[int, int], ...]
     starts: tuple[int, ...] = field(repr=False)  # offset of each block's first address
     size: int
+    cooldown: float | None = None  # the pool's own, else the IPAM's
 
     @classmethod
     def from_config(cls, config: PoolConfig) -> Pool:
@@ -85,7 +86,7 @@ class Pool:
         for first, last in blocks:
             starts.append(size)
             size += last - first + 1
-        return cls(config.name, network, config.gateway, config.routes, blocks, tuple(starts), size)
+        return cls(config.name, network, config.gateway, config.routes, blocks, tuple(starts), size, config.cooldown)
 
     def address(self, offset: int) -> int:
         block = bisect.bisect_right(self.starts, offset) - 1
@@ -107,16 +108,22 @@ class Ipam:
     """The live leases, sticky reservations and release times of every pool, in memory."""
 
     def __init__(self, pools: Iterable[PoolConfig], *, cooldown: float) -> None:
-        configs = list(pools)
-        self.pools = {config.name: Pool.from_config(config) for config in configs}
-        self.default = next((config.name for config in configs if config.default), None)
         self.cooldown = cooldown
         self._leases: dict[Key, Lease] = {}
         self._holders: dict[int, Lease] = {}
         self._sticky: dict[str, int] = {}
         self._reserved_for: dict[int, str] = {}
         self._released_at: dict[int, float] = {}
-        self._cursor: dict[str, int] = dict.fromkeys(self.pools, 0)
+        self._cursor: dict[str, int] = {}
+        self.set_pools(pools)
+
+    def set_pools(self, pools: Iterable[PoolConfig]) -> None:
+        """Replace the pools (IPPool objects changed). Leases, reservations and release times stay
+        as they are: an address held in a pool that shrank or went away stays held until released."""
+        configs = list(pools)
+        self.pools = {config.name: Pool.from_config(config) for config in configs}
+        self.default = next((config.name for config in configs if config.default), None)
+        self._cursor = {name: self._cursor.get(name, 0) % max(pool.size, 1) for name, pool in self.pools.items()}
 
     # -- restoring state -------------------------------------------------------------------------
 
@@ -201,6 +208,12 @@ class Ipam:
         del self._reserved_for[address]
         return _str(address)
 
+    def mark_held(self, lease: Lease) -> None:
+        """Someone this IPAM does not serve holds `lease.ip` (another controller's pod, as the store
+        found when it tried to take it): no request gets it, and refusals name that holder. Until a
+        restart reloads who really holds what."""
+        self._holders[_int(lease.ip)] = lease
+
     def pool_of(self, ip: str) -> str | None:
         """The pool that may hand out `ip`, if any."""
         address = _int(ip)
@@ -265,13 +278,14 @@ class Ipam:
     def _pick(self, pool: Pool, *, now: float) -> int:
         """The first free address at or after the cursor, wrapping around once."""
         start, cooling_until = self._cursor[pool.name], float("inf")
+        cooldown = self.cooldown if pool.cooldown is None else pool.cooldown
         for step in range(pool.size):
             address = pool.address((start + step) % pool.size)
             if address in self._holders or address in self._reserved_for:
                 continue
             released_at = self._released_at.get(address)
-            if released_at is not None and now - released_at < self.cooldown:
-                cooling_until = min(cooling_until, released_at + self.cooldown)
+            if released_at is not None and now - released_at < cooldown:
+                cooling_until = min(cooling_until, released_at + cooldown)
                 continue
             return address
         if cooling_until != float("inf"):

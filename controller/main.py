@@ -20,15 +20,19 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller import config as configuration
 from controller.api import Api
-from controller.errors import SwitchUnavailable
+from controller.errors import ControllerError, SwitchUnavailable
 from controller.httpd import HttpServer
 from controller.service import Service
-from controller.store import SqliteStore
+from controller.store import SqliteStore, Store
+
+if TYPE_CHECKING:
+    from controller.kube.wiring import Cluster
 
 LOG = logging.getLogger("underlay.controller")
 ECHO_INTERVAL = 3.0
@@ -63,7 +67,7 @@ class LateFabric:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="underlay-controller", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True, help="TOML config file")
-    parser.add_argument("--store", help="SQLite file (overrides `store`)")
+    parser.add_argument("--store", help='SQLite file, or "kubernetes" (overrides `store`)')
     parser.add_argument("--openflow", metavar="HOST:PORT", help="OpenFlow listen address (overrides [openflow])")
     parser.add_argument("--api", metavar="HOST:PORT", help="REST listen address (overrides [api])")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: info, -vv: debug")
@@ -130,6 +134,22 @@ def serve_api(service: Service, cfg: configuration.Config) -> HttpServer:
     return server
 
 
+def open_store(cfg: configuration.Config) -> tuple[Cluster | None, Store, configuration.Config]:
+    """The store the config names, and the cluster connection when it has a [kubernetes] table.
+    With the Kubernetes store the pools are the IPPool objects, loaded before the service starts."""
+    if cfg.kubernetes is None:
+        return None, SqliteStore(cfg.store), cfg
+    from controller.kube import wiring  # imports the Kubernetes client (~20 MB): only when used
+
+    kubernetes_store = cfg.store == configuration.KUBERNETES_STORE
+    cluster = wiring.start(cfg.kubernetes, with_pools=kubernetes_store)
+    if not kubernetes_store:
+        return cluster, SqliteStore(cfg.store), cfg
+    assert cluster.pools is not None
+    cfg = replace(cfg, pools={pool.name: pool for pool in cluster.pools.configs()})
+    return cluster, cluster.store(cfg), cfg
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
@@ -143,7 +163,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
     fabric = LateFabric()
-    service = Service(SqliteStore(cfg.store), cfg, now=time.time, fabric=fabric)
+    try:
+        cluster, store, cfg = open_store(cfg)
+        service = Service(store, cfg, now=time.time, fabric=fabric)
+    except ControllerError as err:  # the API server cannot be reached, or refuses us
+        print(f"underlay-controller: {err}", file=sys.stderr)
+        return 1
+    if cluster is not None and cluster.pools is not None:
+        cluster.pools.bind(service.set_pools)
     try:
         api = serve_api(service, cfg)
     except OSError as err:
@@ -174,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     api.shutdown()
     fabric.app.close()
     service.store.close()
+    if cluster is not None:
+        cluster.stop()
     logging.shutdown()
     # os-ken's native hub cannot stop its threads (hub.kill is a no-op): leave without waiting
     # for them; the switches keep their flows (fail_mode=secure) and reconnect to the next run.

@@ -28,11 +28,11 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from controller import edge, ipam
-from controller.config import Config, Route
+from controller.config import Config, PoolConfig, Route
 from controller.errors import BadRequest, ConflictError, ControllerError, NotFound, TemporaryError
 from controller.identity import Identity
 from controller.logs import kv
-from controller.store import Mode, Node, Pod, Store, Writes
+from controller.store import AddressTaken, Mode, Node, Pod, Store, Writes
 from openflow.model import Placement, PortRole, SwitchPort, SwitchState
 
 LOG = logging.getLogger("underlay.service")
@@ -137,6 +137,11 @@ class Service(Identity):
             self._place_node(name)
         LOG.info(kv("restored", epoch=self.epoch, nodes=len(self._nodes), pods=len(self._pods)))
 
+    def set_pools(self, pools: Iterable[PoolConfig]) -> None:
+        """The pools changed (IPPool objects): requests from now on see the new ones; leases stay."""
+        with self._lock:
+            self._ipam.set_pools(pools)
+
     # -- pods ------------------------------------------------------------------------------------
 
     def allocate_and_place(self, node_name: str, request: PodRequest) -> Attachment:
@@ -189,7 +194,7 @@ class Service(Identity):
         pod = self._pods.get(request.key)
         created = pod is None
         if pod is None:
-            pod = self._allocate(node, request, tx)
+            pod = self._allocate_free(node, request, tx)
         elif request.key in self._pending:
             raise TemporaryError(f"container {_name(request.key)}: its ADD is still in progress", delay=1.0)
         elif pod.node != node.name:
@@ -198,6 +203,15 @@ class Service(Identity):
             self._ipam.plan(_ipam_request(request), now=self.now())  # same answer, or a conflict
         self._pending.add(request.key)
         return pod, created
+
+    def _allocate_free(self, node: Node, request: PodRequest, tx: Writes) -> Pod:
+        """`_allocate` until the store takes the address: with the Kubernetes store another
+        controller may hold the first ones the IPAM offers; each is marked held by its holder."""
+        while True:
+            try:
+                return self._allocate(node, request, tx)
+            except AddressTaken as taken:
+                self._ipam.mark_held(ipam.Lease(taken.container_id, taken.ifname, taken.owner, taken.pool, taken.ip))
 
     def _allocate(self, node: Node, request: PodRequest, tx: Writes) -> Pod:
         owner = f"{request.namespace}/{request.name}"

@@ -5,7 +5,8 @@ everything with `load()`. Writes happen inside `transaction()`: all of a block o
 none of it. A block is durable only after `sync()`, which makes durable everything written before
 the call; concurrent callers share one commit (group commit), so many allocations cost one fsync.
 The service writes under its lock and syncs after releasing it. The interface is small on purpose:
-a Kubernetes-backed store (custom resources) is to implement the same six writes and `sync`.
+the Kubernetes store (controller/kube/store.py) implements the same six writes and `sync` with
+custom resources; its `put_pod` may find the address taken by another controller (`AddressTaken`).
 
 What is stored: nodes (uplink MAC and IP, learned switch location), pods (one row per interface:
 its lease and where it is placed, written and deleted together), sticky reservations, and the time
@@ -107,6 +108,18 @@ class Store(Protocol):
 
 class StoreError(RuntimeError):
     """The store refused a write (a constraint) or could not be read."""
+
+
+class AddressTaken(StoreError):
+    """`put_pod` found its address held by someone the service does not know of: another
+    controller's allocation (the Kubernetes store, where creating an address's object is what
+    takes it). Nothing was written for that pod; the block goes on, and the service marks the
+    address held by `owner` and picks another."""
+
+    def __init__(self, ip: str, *, owner: str, container_id: str = "", ifname: str = "", pool: str = "") -> None:
+        super().__init__(f"{ip} is held by {owner}")
+        self.ip, self.owner, self.pool = ip, owner, pool
+        self.container_id, self.ifname = container_id, ifname
 
 
 _SCHEMA = """

@@ -1,6 +1,7 @@
 """ADD+DEL latency: our plugin vs Debian's reference macvlan + host-local, same rig, same run.
 
-Run by hand as root: `.venv/bin/python tests/bench/bench_cni.py [--runs 30]`. Not collected by pytest.
+Run by hand as root: `.venv/bin/python tests/bench/bench_cni.py [--runs 30] [--store kubernetes]`.
+Not collected by pytest.
 
 Both plugins run as a runtime runs them (env + stdin, a fresh process per call) inside the node's
 namespace (entered by setns in the child, so no `ip netns exec` cost on either side), on the same
@@ -9,6 +10,13 @@ the real controller (an `underlay-controller` process on the rig's switch, as in
 flows, barrier) and standalone with host-local (the same IPAM as the reference). Also: the plugin's
 start time alone (VERSION) and the agent's RSS. Agents run as `python -m node_agent.main` from this
 tree (PYTHONPATH), so a copy of this file in another checkout measures that checkout's plugin and agent.
+
+`--store kubernetes` adds a third run of ours, interleaved with the others: a second controller with
+`store = "kubernetes"` on a bridge and node of its own, against a real control plane (the lab's
+Kubernetes side, deploy/lab/kubelab.py: etcd on the same disk as the SQLite file, the lab's pool as
+an IPPool, the API server reached from the controller's namespace through deploy/lab/tcpforward.py),
+with a Pod object for each pod the plugin is called for, as a cluster has. Its ratio to the SQLite
+store's run is the issue's ADD latency budget (at most 1.3).
 """
 
 from __future__ import annotations
@@ -22,15 +30,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "controller"))
 
 from cni import install  # noqa: E402
+from controller.kube.client import NODES, PODS, Kube  # noqa: E402
 from deploy.lab import netns  # noqa: E402
 from deploy.lab.control import Controller, NodeSpec, PoolSpec  # noqa: E402
+from deploy.lab.kubelab import KubeSide  # noqa: E402
 from deploy.lab.rig import Rig  # noqa: E402
+from kubeenv import pod_namespace  # noqa: E402
 
 REFERENCE = Path("/usr/lib/cni")
 AGENT = [sys.executable, "-m", "node_agent.main"]
@@ -72,15 +85,31 @@ def start_agent(argv: list[str], sock: Path, *, ns: str, log: Path) -> subproces
     return proc
 
 
-def start_controller(rig: Rig, bridge: str, node, workdir: Path) -> Controller:  # noqa: ANN001
-    rig.ovs.vsctl("set-controller", bridge, "tcp:127.0.0.1:6653")
+def start_controller(rig: Rig, bridge: str, node, workdir: Path, *, name: str = "node",  # noqa: ANN001
+                     subnet: str = "198.18.7", offset: int = 0, kubeconfig: Path | None = None) -> Controller:
+    rig.ovs.vsctl("set-controller", bridge, f"tcp:127.0.0.1:{6653 + offset}")
     dpid = int(rig.ovs.vsctl("get", "bridge", bridge, "other-config:datapath-id").strip().strip('"'), 16)
     controller = Controller(workdir=workdir, ns=rig.mgmt_ns, verbose=False,
-                            nodes={"node": NodeSpec("node", dpid=dpid, port=node.ofport)}, trusted={},
-                            pool=PoolSpec("198.18.7.0/24", ranges=("198.18.7.100-198.18.7.199",)))
-    controller.start()
+                            nodes={name: NodeSpec(name, dpid=dpid, port=node.ofport)}, trusted={},
+                            pool=PoolSpec(f"{subnet}.0/24", ranges=(f"{subnet}.100-{subnet}.199",)),
+                            openflow_port=6653 + offset, api_port=6680 + offset, kubeconfig=kubeconfig)
+    controller.start(timeout=60)
     controller.wait_healthy(timeout=15, switches=1)
     return controller
+
+
+def start_kubernetes(rig: Rig, workdir: Path, *, pods: int) -> KubeSide:
+    """A control plane with the k8s controller's pool as an IPPool, the node and the pods as objects."""
+    side = KubeSide(workdir, rig.prefix)
+    side.start(subnet="198.18.8.0/24", ranges=["198.18.8.100-198.18.8.199"], reach_from=rig.mgmt_ns)
+    kube = Kube.connect(kubeconfig=str(side.kubeconfig))
+    kube.create(NODES.path(), {"metadata": {"name": "node-k8s"}})
+    pod_namespace(kube, "bench")
+    for i in range(pods):
+        kube.create(PODS.path(namespace="bench"), {"metadata": {"name": f"bench{i}"}, "spec": {
+            "nodeName": "node-k8s", "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}})
+    kube.close()
+    return side
 
 
 def rss_kib(pid: int) -> int:
@@ -93,12 +122,24 @@ def rss_kib(pid: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=30)
-    runs = parser.parse_args().runs
-    with Rig() as rig, tempfile.TemporaryDirectory() as tmp_dir:
+    parser.add_argument("--store", choices=["kubernetes"], action="append", default=[],
+                        help="also measure a controller with this store (beside SQLite's)")
+    args = parser.parse_args()
+    runs = args.runs
+    with Rig() as rig, tempfile.TemporaryDirectory() as tmp_dir, ExitStack() as cleanup:
         tmp = Path(tmp_dir)
         bridge = rig.add_bridge()
         node = rig.add_host("node", bridge, cidr="198.18.7.10/24")
         controller = start_controller(rig, bridge, node, rig.workdir / "controller")
+        cleanup.callback(controller.stop)
+        if "kubernetes" in args.store:
+            side = start_kubernetes(rig, rig.workdir / "kubernetes", pods=runs + 2)
+            cleanup.callback(side.stop)
+            k8s_bridge = rig.add_bridge()
+            k8s_node = rig.add_host("node-k8s", k8s_bridge, cidr="198.18.8.10/24")
+            k8s_controller = start_controller(rig, k8s_bridge, k8s_node, rig.workdir / "controller-k8s",
+                                              name="node-k8s", subnet="198.18.8", offset=1, kubeconfig=side.kubeconfig)
+            cleanup.callback(k8s_controller.stop)
         pod_ns = f"{rig.prefix}-pod"
         netns.create(pod_ns)
         pod = f"/run/netns/{pod_ns}"
@@ -106,10 +147,15 @@ def main() -> None:
         plugin = install.install_binary(bin_dir)
         (tmp / "token").write_text(controller.nodes["node"].token)
         agents = {}
-        for name, extra in (("ctl", ["--controller-url", controller.url, "--token-file", str(tmp / "token")]),
-                            ("alone", [])):
+        kinds = [("ctl", "node", node, ["--controller-url", controller.url, "--token-file", str(tmp / "token")]),
+                 ("alone", "node", node, [])]
+        if "kubernetes" in args.store:
+            (tmp / "token-k8s").write_text(k8s_controller.nodes["node-k8s"].token)
+            kinds.append(("k8s", "node-k8s", k8s_node,
+                          ["--controller-url", k8s_controller.url, "--token-file", str(tmp / "token-k8s")]))
+        for name, node_name, host, extra in kinds:
             sock = tmp / f"{name}.sock"
-            argv = [*AGENT, "--node", "node", "--netns", node.netns, "--master", "eth0", "--socket", str(sock),
+            argv = [*AGENT, "--node", node_name, "--netns", host.netns, "--master", "eth0", "--socket", str(sock),
                     "--state-dir", str(tmp / f"{name}-state"), "--resync-interval", "3600", *extra]
             agents[name] = (sock, start_agent(argv, sock, ns=rig.mgmt_ns, log=tmp / f"{name}.log"))
         host_local = {"type": "host-local", "dataDir": str(tmp / "ipam"),
@@ -123,27 +169,35 @@ def main() -> None:
             "underlay + host-local": (plugin, dict(base, type="underlay", master="eth0",
                                                    agentSocket=str(agents["alone"][0]), ipam=host_local)),
         }
+        namespaces = {name: node.netns for name in confs}
+        if "kubernetes" in args.store:
+            confs["underlay + controller, kubernetes store"] = (plugin, dict(
+                base, type="underlay", master="eth0", agentSocket=str(agents["k8s"][0])))
+            namespaces["underlay + controller, kubernetes store"] = k8s_node.netns
         samples: dict[str, list[tuple[float, float]]] = {name: [] for name in confs}
-        kw = {"node_ns": node.netns, "pod": pod, "bin_dir": bin_dir}
+        kw = {"pod": pod, "bin_dir": bin_dir}
         for i in range(runs + 2):  # two warm-up rounds
             for name, (path, conf) in confs.items():
-                times = add_del(path, conf, cid=f"bench{i}", **kw)
+                times = add_del(path, conf, cid=f"bench{i}", node_ns=namespaces[name], **kw)
                 if i >= 2:
                     samples[name].append(times)
-        starts = [call(plugin, "VERSION", {}, cid="", **kw) for _ in range(runs)]
-        ref_starts = [call(REFERENCE / "macvlan", "VERSION", {}, cid="", **kw) for _ in range(runs)]
+        starts = [call(plugin, "VERSION", {}, cid="", node_ns=node.netns, **kw) for _ in range(runs)]
+        ref_starts = [call(REFERENCE / "macvlan", "VERSION", {}, cid="", node_ns=node.netns, **kw) for _ in range(runs)]
         reference = statistics.median(sum(t) for t in samples["reference macvlan+host-local"])
         print(f"median of {runs} runs (ms):{'ADD+DEL':>31s} {'ADD':>7s} {'DEL':>7s}")
         for name, values in samples.items():
             total, adds, dels = (statistics.median(v) * 1000 for v in ([sum(t) for t in values], *zip(*values)))
             print(f"  {name:32s} {total:7.1f} {adds:7.1f} {dels:7.1f}   ratio to reference {total / reference * 1e-3:5.2f}")
+        if "kubernetes" in args.store:
+            ratio = (statistics.median(sum(t) for t in samples["underlay + controller, kubernetes store"])
+                     / statistics.median(sum(t) for t in samples["underlay + controller"]))
+            print(f"ADD+DEL median, kubernetes store / sqlite store: {ratio:.2f} (budget 1.3)")
         print(f"plugin start alone (VERSION): underlay {statistics.median(starts) * 1000:.1f} ms, "
               f"reference macvlan {statistics.median(ref_starts) * 1000:.1f} ms")
         for name, (_, proc) in agents.items():
             print(f"agent RSS ({name}): {rss_kib(proc.pid) / 1024:.1f} MiB")
             proc.terminate()
             proc.wait()
-        controller.stop()
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ from controller import config as config_module
 from controller.config import Config
 from controller.errors import SwitchUnavailable
 from controller.service import PodRequest
-from controller.store import Mode, SqliteStore
+from controller.store import Mode, Pod, SqliteStore
 
 TOKENS = {"n1": "token-one", "n2": "token-two", "n3": "token-three"}
+STORE_KINDS = ("sqlite", "kubernetes")  # what `store_kind` is parametrised over where both apply
 
 
 def make_config(**overrides: Any) -> Config:
@@ -52,6 +53,16 @@ def pod_request(cid: str, **fields: object) -> PodRequest:
                                      mode=Mode.MACVLAN)
     values.update(fields)
     return PodRequest(**values)  # type: ignore[arg-type]
+
+
+def store_pod(cid: str, ip: str, **fields: object) -> Pod:
+    """A store record of one pod interface, for the store tests; `fields` override the defaults."""
+    values: dict[str, object] = dict(
+        container_id=cid, ifname="eth0", node="n1", namespace="default", name=f"pod-{cid}", pool="default",
+        ip=ip, mac="02:55:c6:12:00:05", mode=Mode.MACVLAN, sticky=None, created_at=12.5,
+    )  # fmt: skip
+    values.update(fields)
+    return Pod(**values)  # type: ignore[arg-type]
 
 
 class Clock:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from controller.config import ConfigError, Route, load, parse
+from controller.config import ConfigError, KubernetesConfig, Route, load, parse
 from openflow.model import UnknownDestination
 
 FULL = """
@@ -82,6 +82,14 @@ def test_defaults() -> None:
     assert config.allow_global_macs is False
 
 
+def test_the_kubernetes_store_and_table(tmp_path: Path) -> None:
+    assert parse({"store": "s"}).kubernetes is None
+    assert parse({"store": "kubernetes"}).kubernetes == KubernetesConfig()  # $KUBECONFIG, ~/.kube/config
+    config = parse({"store": "kubernetes", "kubernetes": {"kubeconfig": "kc", "context": "lab"}}, base=tmp_path)
+    assert config.kubernetes == KubernetesConfig(kubeconfig=str(tmp_path / "kc"), context="lab")
+    assert parse({"store": "s", "kubernetes": {"in_cluster": True}}).kubernetes == KubernetesConfig(in_cluster=True)
+
+
 def test_whole_subnet_is_the_default_range() -> None:
     config = parse({"store": "s", "pools": {"p": {"subnet": "198.18.0.0/30"}}})
     assert config.pools["p"].ranges == (("198.18.0.0", "198.18.0.3"),)
@@ -130,6 +138,8 @@ def test_whole_subnet_is_the_default_range() -> None:
         ({"store": "s", "pools": {"a": {"subnet": "10.0.0.0/24"}, "b": {"subnet": "10.0.1.0/24"}}}, "pools: several pools and none has default = true"),
         ({"store": "s", "pools": {"a": {"subnet": "10.0.0.0/24", "default": True}, "b": {"subnet": "10.0.0.0/25", "default": True}}}, "pools: more than one default (a, b)"),
         ({"store": "s", "pools": {"a": {"subnet": "10.0.0.0/24", "default": True}, "b": {"subnet": "10.0.0.0/25"}}}, "pools.b.ranges: overlap pool a"),
+        ({"store": "kubernetes", "kubernetes": {"in_cluster": True, "kubeconfig": "k"}}, "kubernetes: in_cluster = true takes no kubeconfig or context"),
+        ({"store": "kubernetes", "kubernetes": {"kubeconfg": "k"}}, "kubernetes.kubeconfg: unknown key"),
     ],
 )  # fmt: skip
 def test_errors_name_their_key(data: dict[str, Any], error: str) -> None:
