@@ -106,7 +106,7 @@ def main() -> None:
         plugin = install.install_binary(bin_dir)
         (tmp / "token").write_text(controller.nodes["node"].token)
         agents = {}
-        for name, extra in (("ctl", ["--controller-url", controller.url, "--token-file", str(tmp / "token")]),
+        for name, extra in (("ctl", [*controller.agent_args(), "--token-file", str(tmp / "token")]),
                             ("alone", [])):
             sock = tmp / f"{name}.sock"
             argv = [*AGENT, "--node", "node", "--netns", node.netns, "--master", "eth0", "--socket", str(sock),

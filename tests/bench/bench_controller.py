@@ -50,7 +50,8 @@ def pod_request(i: int, run: str) -> dict:
 
 
 def agent_client(controller: Controller) -> Callable[[dict], None]:
-    client = ControllerClient(controller.url, "n1", token=controller.nodes["n1"].token, timeout=60)
+    client = ControllerClient(controller.url, "n1", token=controller.nodes["n1"].token, timeout=60,
+                              ca_file=str(controller.ca_file) if controller.ca_file else None)
     return lambda request: None if client.allocate(request)["ip"] else None
 
 
@@ -62,6 +63,7 @@ def per_pod_client(controller: Controller) -> Callable[[dict], None]:
     def place(request: dict) -> None:
         if not hasattr(local, "conn"):
             local.conn = http.client.HTTPConnection(controller.api_host, controller.api_port, timeout=60)
+            local.conn.sock = controller.connect(timeout=60)  # TLS too, as the controller speaks
         local.conn.request("POST", "/v1/nodes/n1/pods", body=json.dumps(request), headers=headers)
         response = local.conn.getresponse()
         if response.status != 200:
@@ -125,7 +127,7 @@ def run_ours(rig: Rig, bridge: str, node_port: int, pods: int, run: int, client:
     try:
         controller.wait_healthy(timeout=20, switches=1)
         controller.request("PUT", "/v1/nodes/n1", {"mac": "02:00:00:00:00:01", "ip": "198.18.0.11"}, node="n1")
-        before = controller.request("GET", "/v1/health")["stats"]["flow_mods"]
+        before = controller.health()["stats"]["flow_mods"]
         place = agent_client(controller) if client == "agent" else per_pod_client(controller)
         switch_pidfile = rig.ovs.workdir / "ovs-vswitchd.pid"
         cpu_before = [cpu_seconds(controller.pidfile), cpu_seconds(switch_pidfile), time.process_time()]
@@ -134,7 +136,7 @@ def run_ours(rig: Rig, bridge: str, node_port: int, pods: int, run: int, client:
         used = [(b - a) / pods * 1e6 for a, b in zip(cpu_before, cpu_after)]
         print(f"  {client}: CPU per pod: controller {used[0]:.0f} us, switch {used[1]:.0f} us, "
               f"clients {used[2]:.0f} us; wall {seconds / pods * 1e6:.0f} us", flush=True)
-        flow_mods = controller.request("GET", "/v1/health")["stats"]["flow_mods"] - before
+        flow_mods = controller.health()["stats"]["flow_mods"] - before
         return seconds, flow_mods, rss_mb(controller.pidfile), reconnect_rate(rig, bridge)
     finally:
         controller.stop()

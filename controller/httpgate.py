@@ -1,0 +1,353 @@
+"""The REST API's front door: no worker thread is spent on a client until its request head is in.
+
+cheroot (controller/httpd.py) runs each request on a pool thread, reading with blocking sockets.
+A pool thread waiting for a client that sends slowly, or not at all, is a thread taken from the
+node agents; 300 idle connections took every thread of the hand-written server before this one.
+So the Gate, one thread with a selector, stands between the listener and the pool:
+
+- accept: a connection over the per-peer limit or the total limit is closed at once (plain
+  HTTP gets a canned 503 first), before any thread or TLS work is spent on it;
+- TLS: the handshake runs here, non-blocking, step by step as the client's bytes arrive;
+- the head: the client's bytes are read here, non-blocking, into the connection's buffer until
+  the blank line that ends a request head (or the size limit) is in; only then does a pool thread
+  get the connection, and parsing it never waits for the network;
+- deadlines: a head must arrive within `header_timeout` of the connection or its first byte, an
+  idle keep-alive connection lives `idle_timeout`; both are enforced here, every TICK;
+- closing: a connection a pool thread is done with comes back here, half-closed, and its input is
+  read and dropped until the client closes too (or LINGER): closing with input unread would reset
+  the connection, and the reset can destroy the answer before the client read it (RFC 9112 §9.6).
+
+What a pool thread still waits for is a body (only once the application has read the token) and a
+client reading the answer; both have their own deadline (controller/httpd.py).
+
+cheroot's ConnectionManager interface (put, run, stop, close, can_add_keepalive_connection) is
+what the server calls; this class implements it in its stead.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import logging
+import selectors
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from controller.httpd import Connection, HttpServer
+
+LOG = logging.getLogger("underlay.http")
+TICK = 0.25  # seconds between deadline checks
+LINGER = 2.0  # seconds a closing connection may take to close its side
+ACCEPTS_PER_WAKE = 64
+WARN_EVERY = 10.0  # seconds between two warnings about one refused peer
+_WAKE = object()
+
+
+class Stage(enum.Enum):
+    HANDSHAKE = "handshake"  # TLS handshake in progress
+    HEAD = "head"  # waiting for the rest of a request head
+    IDLE = "idle"  # keep-alive, between requests
+    LINGER = "linger"  # half-closed, dropping input until the client closes
+    BUSY = "busy"  # on a pool thread
+
+
+def canned(status: str, reason: str) -> bytes:
+    """A whole response, JSON like the API's, that closes the connection: sent without blocking."""
+    body = ('{"error": "%s"}' % reason).encode()
+    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n").encode() + body
+
+
+BUSY_503 = canned("503 Service Unavailable", "too many connections, try again")
+TIMEOUT_408 = canned("408 Request Timeout", "request head not received in time")
+PLAIN_INTO_TLS = canned("400 Bad Request", "this port speaks TLS: use https://")
+
+
+class Gate:
+    """Owns every connection that is not on a pool thread; all of its state is its thread's alone,
+    except `_returns` (pool threads hand connections back through it) and the counts (under a lock)."""
+
+    def __init__(self, server: HttpServer, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.server = server
+        self.limits = server.limits
+        self.tls = server.tls
+        self.clock = clock
+        self._listener: socket.socket = server.socket
+        self._listener.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ, self._listener)
+        self._wake_in, self._wake_out = socket.socketpair()
+        self._wake_in.setblocking(False)
+        self._selector.register(self._wake_in, selectors.EVENT_READ, _WAKE)
+        self._returns: collections.deque[tuple[Connection, bool]] = collections.deque()
+        self._lock = threading.Lock()  # guards the counts and _closed
+        self._per_peer: collections.Counter[str] = collections.Counter()
+        self._total = 0
+        self._warned: dict[str, float] = {}
+        self._stopping = False
+        self._closed = False
+        self._stopped = threading.Event()
+        self._stopped.set()
+
+    @property
+    def open(self) -> int:
+        """Connections open now: parked here, on a pool thread, or closing."""
+        with self._lock:
+            return self._total
+
+    # -- cheroot's ConnectionManager interface ------------------------------------------------
+    @property
+    def can_add_keepalive_connection(self) -> bool:
+        return not self._stopping  # the limits apply at accept; a connection admitted may stay
+
+    def put(self, conn: Connection) -> None:
+        """A pool thread is done with a request and the connection stays open (any thread)."""
+        self._hand_back(conn, keep=True)
+
+    def retire(self, conn: Connection) -> None:
+        """A pool thread is done with the connection: close it after the client closes (any thread)."""
+        try:
+            conn.socket.shutdown(socket.SHUT_WR)  # our FIN goes right after the answer
+        except OSError:
+            pass
+        self._hand_back(conn, keep=False)
+
+    def run(self, expiration_interval: float) -> None:
+        self._stopped.clear()
+        next_check = self.clock() + TICK
+        try:
+            while not self._stopping:
+                for key, events in self._selector.select(timeout=TICK):
+                    if key.data is self._listener:
+                        self._accept()
+                    elif key.data is _WAKE:
+                        self._take_returns()
+                    else:
+                        self._serve(key.data, events)
+                if (now := self.clock()) >= next_check:
+                    self._expire(now)
+                    next_check = now + TICK
+        finally:
+            self._stopped.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake()
+        self._stopped.wait()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        for key in list(self._selector.get_map().values()):
+            if key.data not in (self._listener, _WAKE):
+                self._destroy(key.data)
+        while self._returns:
+            self._destroy(self._returns.popleft()[0])
+        self._selector.close()
+        self._wake_in.close()
+        self._wake_out.close()
+
+    # -- accepting -----------------------------------------------------------------------------
+    def _accept(self) -> None:
+        for _ in range(ACCEPTS_PER_WAKE):
+            try:
+                sock, address = self._listener.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as err:  # out of file descriptors: let the others finish first
+                LOG.warning("REST API: cannot accept a connection: %s", err)
+                time.sleep(0.1)
+                return
+            peer = str(address[0])
+            if not self._admit(peer):
+                self._refuse(sock, peer)
+                continue
+            try:
+                self._park(self._connection(sock, address), Stage.HANDSHAKE if self.tls else Stage.HEAD,
+                           self.limits.header_timeout)
+            except OSError as err:  # the client left already
+                LOG.debug("%s: connection ends at accept: %s", peer, err)
+                self._release(peer)
+                sock.close()
+
+    def _admit(self, peer: str) -> bool:
+        with self._lock:
+            if self._per_peer[peer] >= self.limits.max_connections_per_peer or self._total >= self.limits.max_connections:
+                return False
+            self._per_peer[peer] += 1
+            self._total += 1
+            return True
+
+    def _release(self, peer: str) -> None:
+        with self._lock:
+            self._total -= 1
+            self._per_peer[peer] -= 1
+            if not self._per_peer[peer]:
+                del self._per_peer[peer]
+
+    def _refuse(self, sock: socket.socket, peer: str) -> None:
+        """Close now. Plain HTTP gets a 503 first, best effort: what the client sent already is read
+        first, as closing with input unread would reset the connection (and maybe the 503 with it)."""
+        if not self.tls:
+            try:
+                sock.send(BUSY_503, socket.MSG_DONTWAIT)
+                sock.shutdown(socket.SHUT_WR)
+                sock.recv(65536, socket.MSG_DONTWAIT)
+            except OSError:
+                pass
+        sock.close()
+        now = self.clock()
+        if now - self._warned.get(peer, -WARN_EVERY) >= WARN_EVERY:
+            self._warned[peer] = now
+            LOG.warning("REST API: refusing connections from %s: %d open from it (limit %d), %d in all (limit %d)",
+                        peer, self._per_peer[peer], self.limits.max_connections_per_peer, self._total,
+                        self.limits.max_connections)
+
+    def _connection(self, sock: socket.socket, address: Any) -> Connection:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls:
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return self.server.ConnectionClass(self.server, sock, address)
+
+    # -- connections parked here ---------------------------------------------------------------
+    def _park(self, conn: Connection, stage: Stage, timeout: float) -> None:
+        conn.stage, conn.deadline = stage, self.clock() + timeout
+        conn.socket.setblocking(False)
+        self._selector.register(conn.socket, selectors.EVENT_READ, conn)
+
+    def _serve(self, conn: Connection, events: int) -> None:
+        try:
+            if conn.stage is Stage.LINGER:
+                if not conn.rfile.drop_input():
+                    self._close(conn)
+                return
+            if conn.stage is Stage.HANDSHAKE and not self._handshake(conn):
+                return
+            self._read_head(conn)
+        except (OSError, EOFError) as err:  # reset, EOF, TLS alert: nothing to answer
+            LOG.debug("%s:%s: connection ends (%s): %r", conn.remote_addr, conn.remote_port, conn.stage.value, err)
+            self._close(conn)
+
+    def _handshake(self, conn: Connection) -> bool:
+        """One step of the TLS handshake; True once it is done."""
+        assert isinstance(conn.socket, ssl.SSLSocket)
+        try:
+            conn.socket.do_handshake()
+        except ssl.SSLWantReadError:
+            self._selector.modify(conn.socket, selectors.EVENT_READ, conn)
+            return False
+        except ssl.SSLWantWriteError:
+            self._selector.modify(conn.socket, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+            return False
+        except ssl.SSLError as err:
+            if err.reason == "HTTP_REQUEST":
+                _send_raw(conn.socket, PLAIN_INTO_TLS)
+            raise
+        self._selector.modify(conn.socket, selectors.EVENT_READ, conn)
+        conn.stage = Stage.HEAD
+        return True
+
+    def _read_head(self, conn: Connection) -> None:
+        """Read what the client sent; hand the connection to the pool once a head is complete."""
+        had_input = conn.rfile.buffered()
+        conn.rfile.fill()
+        if conn.rfile.head_ready():  # also after the client's EOF: a request sent whole is answered
+            self._selector.unregister(conn.socket)
+            self._dispatch(conn)
+        elif conn.rfile.eof:
+            raise EOFError("closed by the client")
+        elif conn.stage is Stage.IDLE and not had_input and conn.rfile.buffered():
+            conn.stage, conn.deadline = Stage.HEAD, self.clock() + self.limits.header_timeout
+
+    def _dispatch(self, conn: Connection) -> None:
+        conn.stage = Stage.BUSY
+        conn.rfile.deadline = min(conn.deadline, self.clock() + self.limits.header_timeout)
+        self.server.process_conn(conn)
+
+    def _expire(self, now: float) -> None:
+        for key in list(self._selector.get_map().values()):
+            conn = key.data
+            if conn is self._listener or conn is _WAKE or conn.deadline > now:
+                continue
+            if conn.stage is Stage.HEAD:
+                LOG.debug("%s:%s: no complete request head within %gs", conn.remote_addr, conn.remote_port,
+                          self.limits.header_timeout)
+                if conn.rfile.buffered():  # a request begun gets an answer; silence gets none
+                    _farewell(conn.socket, TIMEOUT_408)
+            self._close(conn)
+
+    # -- connections coming back from the pool -------------------------------------------------
+    def _hand_back(self, conn: Connection, *, keep: bool) -> None:
+        with self._lock:
+            closed = self._closed
+        if closed:
+            self._destroy(conn)
+            return
+        self._returns.append((conn, keep))
+        self._wake()
+
+    def _take_returns(self) -> None:
+        try:
+            while self._wake_in.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self._returns:
+            conn, keep = self._returns.popleft()
+            try:
+                if not keep:
+                    self._park(conn, Stage.LINGER, LINGER)
+                elif conn.rfile.head_ready():
+                    self._dispatch(conn)  # pipelined: the next head is in already
+                elif conn.rfile.buffered():
+                    self._park(conn, Stage.HEAD, self.limits.header_timeout)
+                else:
+                    self._park(conn, Stage.IDLE, self.limits.idle_timeout)
+            except OSError:
+                self._destroy(conn)
+
+    def _wake(self) -> None:
+        try:
+            self._wake_out.send(b"\0")
+        except OSError:
+            pass  # closed (stopping), or full: a wake-up is pending anyway
+
+    # -- the end of a connection ---------------------------------------------------------------
+    def _close(self, conn: Connection) -> None:
+        try:
+            self._selector.unregister(conn.socket)
+        except (KeyError, ValueError):
+            pass
+        self._destroy(conn)
+
+    def _destroy(self, conn: Connection) -> None:
+        if conn.stage is None:
+            return  # closed already
+        conn.stage = None
+        try:
+            conn.socket.close()
+        except OSError:
+            pass
+        self._release(str(conn.remote_addr))
+
+
+def _send_raw(sock: socket.socket, data: bytes) -> None:
+    """Plain bytes past TLS, if any; best effort, never blocking (a socket buffer holds them whole)."""
+    try:
+        socket.socket.send(sock, data, socket.MSG_DONTWAIT)
+    except (OSError, ValueError):
+        pass
+
+
+def _farewell(sock: socket.socket, data: bytes) -> None:
+    """A small answer, through TLS if the connection has it; best effort on a non-blocking socket."""
+    try:
+        sock.send(data)
+    except (OSError, ValueError):
+        pass
