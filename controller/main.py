@@ -153,6 +153,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     fabric = LateFabric()
     service = Service(SqliteStore(cfg.store), cfg, now=time.time, fabric=fabric)
     try:
+        check_free(cfg.openflow.host, cfg.openflow.port)
+    except OSError as err:
+        print(f"underlay-controller: cannot listen on {cfg.openflow.host}:{cfg.openflow.port} (OpenFlow): {err}",
+              file=sys.stderr)
+        return 1
+    try:
         api = serve_api(service, cfg)
     except ssl.SSLError as err:
         print(f"underlay-controller: api.tls_cert {cfg.api.tls_cert}, api.tls_key {cfg.api.tls_key}: {err}",
@@ -163,13 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     try:
-        check_free(cfg.openflow.host, cfg.openflow.port)
-    except OSError as err:
-        print(f"underlay-controller: cannot listen on {cfg.openflow.host}:{cfg.openflow.port} (OpenFlow): {err}",
-              file=sys.stderr)
-        return 1
-    configure_os_ken(cfg.openflow)
-    start_openflow(service, fabric)
+        configure_os_ken(cfg.openflow)
+        start_openflow(service, fabric)
+    except BaseException:
+        api.shutdown()  # its pool's threads would keep the process from exiting
+        raise
     # Everything loaded so far (modules, os-ken, the restored state) lives as long as the process:
     # keep the cyclic collector from scanning it again on every full collection. And collect young
     # objects less often: a batch of placements allocates tens of thousands of tracked objects, and
