@@ -27,10 +27,13 @@ import json
 import logging
 import math
 import re
+import select
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Callable, Iterable
+from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 
@@ -49,6 +52,7 @@ RECV_SIZE = 65536
 HOLD_LIMIT = 65536  # an answer up to this size leaves in one send
 BACKLOG = 256  # a node's burst of pod ADDs must queue, not be reset
 SHUTDOWN_GRACE = 5.0  # seconds a request in progress gets to finish at shutdown
+HOVER = 0.01  # seconds a pool thread waits for a connection's next request before the Gate takes it
 TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 LENGTH = re.compile(rb"[0-9]{1,18}")
 UNIQUE = (b"Host", b"Content-Length", b"Transfer-Encoding")
@@ -115,6 +119,8 @@ class Reader:
 
     # the Gate's side: never blocks
     def fill(self) -> None:
+        """Take what has arrived. A short read means the kernel had no more (what comes later wakes
+        the epoll again), unless TLS holds more in its own buffer, where no epoll sees it."""
         while not self.eof and self.buffered() < HEAD_BUFFER:
             try:
                 data = self.sock.recv(RECV_SIZE)
@@ -122,6 +128,8 @@ class Reader:
                 return
             self.eof = not data
             self._buf += data
+            if len(data) < RECV_SIZE and not (isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()):
+                return
 
     def drop_input(self) -> bool:
         """Read and forget what has arrived; False once the client closed."""
@@ -132,6 +140,16 @@ class Reader:
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 return True
         return True
+
+    def head_within(self, timeout: float) -> bool:
+        """Whether a whole request head is in, or comes within `timeout` seconds (a pool thread's wait)."""
+        if self.head_ready():
+            return True
+        if timeout <= 0 or self.buffered() or not select.select([self.sock], [], [], timeout)[0]:
+            return False
+        self.sock.setblocking(False)
+        self.fill()
+        return self.head_ready()
 
     def buffered(self) -> int:
         return len(self._buf) - self._pos
@@ -307,6 +325,7 @@ class Request(HTTPRequest):
     def send_headers(self) -> None:
         if getattr(self.rfile, "remaining", 0) > 0:  # a body the application did not read: never drained
             self.close_connection = True
+        self.outheaders.append((b"Date", _http_date()))  # cheroot formats one for every answer
         super().send_headers()
 
     def simple_response(self, status: Any, msg: Any = "") -> None:
@@ -324,12 +343,34 @@ class Request(HTTPRequest):
             LOG.debug("%s: cannot send %d: %r", self.conn.remote_addr, code, err)
 
 
+class Gateway(wsgi.Gateway_10):  # type: ignore[misc]
+    """cheroot's WSGI gateway with the environ built in fewer steps (it showed in a profile): the
+    part that never changes is made once per server."""
+
+    def get_environ(self) -> dict[str, Any]:
+        req, conn = self.req, self.req.conn
+        env = {**req.server.environ, "PATH_INFO": req.path.decode("latin-1"), "QUERY_STRING": req.qs.decode("latin-1"),
+               "REQUEST_METHOD": req.method.decode("latin-1"), "REQUEST_URI": req.uri.decode("latin-1"),
+               "SERVER_PROTOCOL": req.request_protocol.decode("latin-1"), "REMOTE_ADDR": conn.remote_addr,
+               "REMOTE_PORT": str(conn.remote_port), "wsgi.input": req.rfile}  # fmt: skip
+        for name, value in req.inheaders.items():
+            env["HTTP_" + name.decode("latin-1").upper().replace("-", "_")] = value.decode("latin-1")
+        if "HTTP_CONTENT_TYPE" in env:
+            env["CONTENT_TYPE"] = env.pop("HTTP_CONTENT_TYPE")
+        if "HTTP_CONTENT_LENGTH" in env:
+            env["CONTENT_LENGTH"] = env.pop("HTTP_CONTENT_LENGTH")
+        if conn.ssl_env:
+            env.update(conn.ssl_env)
+        return env
+
+
 class Connection(HTTPConnection):  # type: ignore[misc]
     """A client's connection: its buffer and deadlines, and where the Gate keeps it between requests."""
 
     RequestHandlerClass = Request
     stage: Stage | None = None
     deadline = math.inf
+    wants_write = False  # a TLS handshake waits to send
 
     def __init__(self, server: HttpServer, sock: socket.socket, address: Any) -> None:
         def files(sock: socket.socket, mode: str, size: int) -> Reader | Writer:
@@ -338,9 +379,26 @@ class Connection(HTTPConnection):  # type: ignore[misc]
             return Writer(sock, timeout=server.limits.body_timeout, clock=server.clock)
 
         super().__init__(server, sock, makefile=files)
+        self.fd = sock.fileno()
         self.remote_addr, self.remote_port = address[0], address[1]
         if server.tls is not None:
             self.ssl_env = {"wsgi.url_scheme": "https", "HTTPS": "on"}
+
+    def communicate(self) -> bool:
+        """Serve requests for as long as each next one follows its answer within HOVER seconds, and
+        no other connection waits for a pool thread: a client that keeps its connection busy (an
+        agent's burst of ADDs) is then served without a hand-over to the Gate and back each time."""
+        while super().communicate():
+            if not self._next_head():
+                return True
+            self.rfile.deadline = self.server.clock() + self.server.limits.header_timeout
+        return False
+
+    def _next_head(self) -> bool:
+        """Whether the next request's head is in, or comes within HOVER while no other connection
+        waits for a pool thread (one that comes to wait then waits HOVER at most)."""
+        waiting = self.server.requests._queue.queue  # the pool's queue, peeked at without its lock
+        return self.rfile.head_within(0 if waiting else HOVER)
 
     def close(self) -> None:
         self.server.gate.retire(self)
@@ -357,7 +415,13 @@ class HttpServer(wsgi.Server):  # type: ignore[misc]
         super().__init__((host, port), app, numthreads=limits.threads, server_name="underlay",
                          request_queue_size=BACKLOG, timeout=limits.idle_timeout, shutdown_timeout=SHUTDOWN_GRACE)
         self.limits, self.tls, self.clock = limits, tls, clock
+        self.gateway = Gateway
         self.prepare()
+        self.environ = {"ACTUAL_SERVER_PROTOCOL": self.protocol, "SCRIPT_NAME": "", "SERVER_NAME": self.server_name,
+                        "SERVER_PORT": str(self.bind_addr[1]), "SERVER_SOFTWARE": self.software,
+                        "wsgi.errors": sys.stderr, "wsgi.input_terminated": False, "wsgi.multiprocess": False,
+                        "wsgi.multithread": True, "wsgi.run_once": False, "wsgi.url_scheme": "http",
+                        "wsgi.version": (1, 0)}  # fmt: skip
 
     def prepare(self) -> None:
         super().prepare()
@@ -393,6 +457,19 @@ class HttpServer(wsgi.Server):  # type: ignore[misc]
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # "::" is not also every IPv4 address
         return sock
+
+
+_dates: list[tuple[int, bytes]] = [(0, b"")]
+
+
+def _http_date() -> bytes:
+    """The Date header's value, formatted once a second."""
+    now = int(time.time())
+    second, text = _dates[-1]
+    if second != now:
+        text = formatdate(now, usegmt=True).encode("ascii")
+        _dates[-1] = (now, text)
+    return text
 
 
 def tls_context(*, cert: str, key: str, client_ca: str | None = None) -> ssl.SSLContext:

@@ -3,7 +3,7 @@
 cheroot (controller/httpd.py) runs each request on a pool thread, reading with blocking sockets.
 A pool thread waiting for a client that sends slowly, or not at all, is a thread taken from the
 node agents; 300 idle connections took every thread of the hand-written server before this one.
-So the Gate, one thread with a selector, stands between the listener and the pool:
+So the Gate, one thread with an epoll, stands between the listener and the pool:
 
 - accept: a connection over the per-peer limit or the total limit is closed at once (plain
   HTTP gets a canned 503 first), before any thread or TLS work is spent on it;
@@ -17,8 +17,11 @@ So the Gate, one thread with a selector, stands between the listener and the poo
   read and dropped until the client closes too (or LINGER): closing with input unread would reset
   the connection, and the reset can destroy the answer before the client read it (RFC 9112 §9.6).
 
-What a pool thread still waits for is a body (only once the application has read the token) and a
-client reading the answer; both have their own deadline (controller/httpd.py).
+Each connection is armed one-shot (EPOLLONESHOT): an event disarms it, so whoever holds it next,
+the Gate or a pool thread, owns it alone until it is armed again; a pool thread done with a
+request arms it itself, with no hand-over to this thread. What a pool thread still waits for is a
+body (only once the application has read the token) and a client reading the answer; both have
+their own deadline (controller/httpd.py).
 
 cheroot's ConnectionManager interface (put, run, stop, close, can_add_keepalive_connection) is
 what the server calls; this class implements it in its stead.
@@ -29,7 +32,7 @@ from __future__ import annotations
 import collections
 import enum
 import logging
-import selectors
+import select
 import socket
 import ssl
 import threading
@@ -45,7 +48,7 @@ TICK = 0.25  # seconds between deadline checks
 LINGER = 2.0  # seconds a closing connection may take to close its side
 ACCEPTS_PER_WAKE = 64
 WARN_EVERY = 10.0  # seconds between two warnings about one refused peer
-_WAKE = object()
+READ, WRITE = select.EPOLLIN | select.EPOLLONESHOT, select.EPOLLOUT | select.EPOLLONESHOT
 
 
 class Stage(enum.Enum):
@@ -54,6 +57,7 @@ class Stage(enum.Enum):
     IDLE = "idle"  # keep-alive, between requests
     LINGER = "linger"  # half-closed, dropping input until the client closes
     BUSY = "busy"  # on a pool thread
+    CLOSED = "closed"
 
 
 def canned(status: str, reason: str) -> bytes:
@@ -69,8 +73,8 @@ PLAIN_INTO_TLS = canned("400 Bad Request", "this port speaks TLS: use https://")
 
 
 class Gate:
-    """Owns every connection that is not on a pool thread; all of its state is its thread's alone,
-    except `_returns` (pool threads hand connections back through it) and the counts (under a lock)."""
+    """Owns every connection that is not on a pool thread. `_conns` and the epoll registrations
+    change on its thread only; pool threads only re-arm what they hold (and the counts, under a lock)."""
 
     def __init__(self, server: HttpServer, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.server = server
@@ -79,12 +83,11 @@ class Gate:
         self.clock = clock
         self._listener: socket.socket = server.socket
         self._listener.setblocking(False)
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self._listener, selectors.EVENT_READ, self._listener)
         self._wake_in, self._wake_out = socket.socketpair()
-        self._wake_in.setblocking(False)
-        self._selector.register(self._wake_in, selectors.EVENT_READ, _WAKE)
-        self._returns: collections.deque[tuple[Connection, bool]] = collections.deque()
+        self._epoll = select.epoll()
+        self._epoll.register(self._listener.fileno(), select.EPOLLIN)
+        self._epoll.register(self._wake_in.fileno(), select.EPOLLIN)
+        self._conns: dict[int, Connection] = {}
         self._lock = threading.Lock()  # guards the counts and _closed
         self._per_peer: collections.Counter[str] = collections.Counter()
         self._total = 0
@@ -106,29 +109,33 @@ class Gate:
         return not self._stopping  # the limits apply at accept; a connection admitted may stay
 
     def put(self, conn: Connection) -> None:
-        """A pool thread is done with a request and the connection stays open (any thread)."""
-        self._hand_back(conn, keep=True)
+        """A pool thread is done with a request and the connection stays open (a pool thread)."""
+        if conn.rfile.head_ready():
+            self._dispatch(conn)  # pipelined: the next head is in already
+        elif conn.rfile.buffered():
+            self._arm(conn, Stage.HEAD, self.limits.header_timeout)
+        else:
+            self._arm(conn, Stage.IDLE, self.limits.idle_timeout)
 
     def retire(self, conn: Connection) -> None:
-        """A pool thread is done with the connection: close it after the client closes (any thread)."""
+        """A pool thread is done with the connection: close it after the client closes (a pool thread)."""
         try:
             conn.socket.shutdown(socket.SHUT_WR)  # our FIN goes right after the answer
         except OSError:
             pass
-        self._hand_back(conn, keep=False)
+        self._arm(conn, Stage.LINGER, LINGER)
 
     def run(self, expiration_interval: float) -> None:
         self._stopped.clear()
         next_check = self.clock() + TICK
+        listener, wake = self._listener.fileno(), self._wake_in.fileno()
         try:
             while not self._stopping:
-                for key, events in self._selector.select(timeout=TICK):
-                    if key.data is self._listener:
+                for fd, _ in self._epoll.poll(TICK):
+                    if fd == listener:
                         self._accept()
-                    elif key.data is _WAKE:
-                        self._take_returns()
-                    else:
-                        self._serve(key.data, events)
+                    elif fd != wake and (conn := self._conns.get(fd)) is not None:
+                        self._serve(conn)
                 if (now := self.clock()) >= next_check:
                     self._expire(now)
                     next_check = now + TICK
@@ -137,18 +144,19 @@ class Gate:
 
     def stop(self) -> None:
         self._stopping = True
-        self._wake()
+        try:
+            self._wake_out.send(b"\0")
+        except OSError:
+            pass
         self._stopped.wait()
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-        for key in list(self._selector.get_map().values()):
-            if key.data not in (self._listener, _WAKE):
-                self._destroy(key.data)
-        while self._returns:
-            self._destroy(self._returns.popleft()[0])
-        self._selector.close()
+        for conn in list(self._conns.values()):
+            if conn.stage is not Stage.BUSY:  # a pool thread's: closed when it is done (see _arm)
+                self._close(conn)
+        self._epoll.close()
         self._wake_in.close()
         self._wake_out.close()
 
@@ -168,12 +176,15 @@ class Gate:
                 self._refuse(sock, peer)
                 continue
             try:
-                self._park(self._connection(sock, address), Stage.HANDSHAKE if self.tls else Stage.HEAD,
-                           self.limits.header_timeout)
+                conn = self._connection(sock, address)
             except OSError as err:  # the client left already
                 LOG.debug("%s: connection ends at accept: %s", peer, err)
                 self._release(peer)
                 sock.close()
+                continue
+            self._conns[conn.fd] = conn
+            conn.stage, conn.deadline = Stage.HANDSHAKE if self.tls else Stage.HEAD, self.clock() + self.limits.header_timeout
+            self._epoll.register(conn.fd, READ)
 
     def _admit(self, peer: str) -> bool:
         with self._lock:
@@ -215,16 +226,27 @@ class Gate:
             sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return self.server.ConnectionClass(self.server, sock, address)
 
-    # -- connections parked here ---------------------------------------------------------------
-    def _park(self, conn: Connection, stage: Stage, timeout: float) -> None:
-        conn.stage, conn.deadline = stage, self.clock() + timeout
+    # -- connections held here -----------------------------------------------------------------
+    def _arm(self, conn: Connection, stage: Stage, timeout: float) -> None:
+        """Hand `conn` to this thread for its next event (any thread; the caller lets go of it)."""
+        conn.deadline, conn.stage = self.clock() + timeout, stage
         conn.socket.setblocking(False)
-        self._selector.register(conn.socket, selectors.EVENT_READ, conn)
+        with self._lock:
+            closed = self._closed
+        if closed:  # shutting down: nobody is left to wait for its events
+            self._close(conn)
+            return
+        try:
+            self._epoll.modify(conn.fd, WRITE if stage is Stage.HANDSHAKE and conn.wants_write else READ)
+        except (OSError, ValueError):  # the epoll closed in between: shutdown
+            self._close(conn)
 
-    def _serve(self, conn: Connection, events: int) -> None:
+    def _serve(self, conn: Connection) -> None:
         try:
             if conn.stage is Stage.LINGER:
-                if not conn.rfile.drop_input():
+                if conn.rfile.drop_input():
+                    self._arm(conn, Stage.LINGER, max(conn.deadline - self.clock(), 0))
+                else:
                     self._close(conn)
                 return
             if conn.stage is Stage.HANDSHAKE and not self._handshake(conn):
@@ -239,18 +261,15 @@ class Gate:
         assert isinstance(conn.socket, ssl.SSLSocket)
         try:
             conn.socket.do_handshake()
-        except ssl.SSLWantReadError:
-            self._selector.modify(conn.socket, selectors.EVENT_READ, conn)
-            return False
-        except ssl.SSLWantWriteError:
-            self._selector.modify(conn.socket, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as want:
+            conn.wants_write = isinstance(want, ssl.SSLWantWriteError)
+            self._rearm(conn)
             return False
         except ssl.SSLError as err:
             if err.reason == "HTTP_REQUEST":
                 _send_raw(conn.socket, PLAIN_INTO_TLS)
             raise
-        self._selector.modify(conn.socket, selectors.EVENT_READ, conn)
-        conn.stage = Stage.HEAD
+        conn.stage, conn.wants_write = Stage.HEAD, False
         return True
 
     def _read_head(self, conn: Connection) -> None:
@@ -258,12 +277,17 @@ class Gate:
         had_input = conn.rfile.buffered()
         conn.rfile.fill()
         if conn.rfile.head_ready():  # also after the client's EOF: a request sent whole is answered
-            self._selector.unregister(conn.socket)
             self._dispatch(conn)
-        elif conn.rfile.eof:
+            return
+        if conn.rfile.eof:
             raise EOFError("closed by the client")
-        elif conn.stage is Stage.IDLE and not had_input and conn.rfile.buffered():
+        if conn.stage is Stage.IDLE and not had_input and conn.rfile.buffered():
             conn.stage, conn.deadline = Stage.HEAD, self.clock() + self.limits.header_timeout
+        self._rearm(conn)
+
+    def _rearm(self, conn: Connection) -> None:
+        """Wait for `conn`'s next event in the same stage, with the same deadline (this thread)."""
+        self._epoll.modify(conn.fd, WRITE if conn.wants_write else READ)
 
     def _dispatch(self, conn: Connection) -> None:
         conn.stage = Stage.BUSY
@@ -271,9 +295,8 @@ class Gate:
         self.server.process_conn(conn)
 
     def _expire(self, now: float) -> None:
-        for key in list(self._selector.get_map().values()):
-            conn = key.data
-            if conn is self._listener or conn is _WAKE or conn.deadline > now:
+        for conn in list(self._conns.values()):
+            if conn.stage is Stage.BUSY or conn.deadline > now:
                 continue
             if conn.stage is Stage.HEAD:
                 LOG.debug("%s:%s: no complete request head within %gs", conn.remote_addr, conn.remote_port,
@@ -282,56 +305,15 @@ class Gate:
                     _farewell(conn.socket, TIMEOUT_408)
             self._close(conn)
 
-    # -- connections coming back from the pool -------------------------------------------------
-    def _hand_back(self, conn: Connection, *, keep: bool) -> None:
-        with self._lock:
-            closed = self._closed
-        if closed:
-            self._destroy(conn)
-            return
-        self._returns.append((conn, keep))
-        self._wake()
-
-    def _take_returns(self) -> None:
-        try:
-            while self._wake_in.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
-        while self._returns:
-            conn, keep = self._returns.popleft()
-            try:
-                if not keep:
-                    self._park(conn, Stage.LINGER, LINGER)
-                elif conn.rfile.head_ready():
-                    self._dispatch(conn)  # pipelined: the next head is in already
-                elif conn.rfile.buffered():
-                    self._park(conn, Stage.HEAD, self.limits.header_timeout)
-                else:
-                    self._park(conn, Stage.IDLE, self.limits.idle_timeout)
-            except OSError:
-                self._destroy(conn)
-
-    def _wake(self) -> None:
-        try:
-            self._wake_out.send(b"\0")
-        except OSError:
-            pass  # closed (stopping), or full: a wake-up is pending anyway
-
     # -- the end of a connection ---------------------------------------------------------------
     def _close(self, conn: Connection) -> None:
+        with self._lock:
+            if conn.stage is Stage.CLOSED:
+                return
+            conn.stage = Stage.CLOSED
+        self._conns.pop(conn.fd, None)
         try:
-            self._selector.unregister(conn.socket)
-        except (KeyError, ValueError):
-            pass
-        self._destroy(conn)
-
-    def _destroy(self, conn: Connection) -> None:
-        if conn.stage is None:
-            return  # closed already
-        conn.stage = None
-        try:
-            conn.socket.close()
+            conn.socket.close()  # also takes it out of the epoll
         except OSError:
             pass
         self._release(str(conn.remote_addr))

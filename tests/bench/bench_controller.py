@@ -3,7 +3,8 @@
 Run by hand as root: `.venv/bin/python tests/bench/bench_controller.py [--pods 1000 10000] [--runs 3]`.
 Not collected by pytest.
 
-Ours: the real controller process; N pods placed through the REST API by 32 concurrent callers,
+Ours: the real controller process (its API over TLS, as agents use it; `--plain-http`: without);
+N pods placed through the REST API by 32 concurrent callers,
 timed from the first request to the last answer (each answer comes after the switch's barrier), two
 ways: "agent" = the node agent's own client (node_agent/controller_client.py), which coalesces
 allocations that arrive while one is in flight into batch requests, as it does when kubelet starts
@@ -117,12 +118,14 @@ def reconnect_rate(rig: Rig, bridge: str) -> float:
     return expected / (time.perf_counter() - started)
 
 
-def run_ours(rig: Rig, bridge: str, node_port: int, pods: int, run: int, client: str) -> tuple[float, int, float, float]:
+def run_ours(rig: Rig, bridge: str, node_port: int, pods: int, run: int, client: str,
+             tls: bool) -> tuple[float, int, float, float]:  # fmt: skip
     rig.ovs.ofctl("del-flows", bridge)
     rig.ovs.vsctl("set-controller", bridge, "tcp:127.0.0.1:6653")
     controller = Controller(workdir=rig.workdir / f"bench-{client}-{pods}-{run}", ns=rig.mgmt_ns,
                             nodes={"n1": NodeSpec("n1", dpid=1, port=node_port)}, trusted={},
-                            pool=PoolSpec("198.18.0.0/16", ranges=("198.18.1.0-198.18.254.254",)), verbose=False)
+                            pool=PoolSpec("198.18.0.0/16", ranges=("198.18.1.0-198.18.254.254",)), verbose=False,
+                            tls=tls)
     controller.start()
     try:
         controller.wait_healthy(timeout=20, switches=1)
@@ -214,6 +217,7 @@ def main() -> None:
     parser.add_argument("--pods", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--clients", nargs="+", choices=CLIENT_KINDS, default=CLIENT_KINDS)
+    parser.add_argument("--plain-http", action="store_true", help="the API without TLS (on loopback)")
     parser.add_argument("--naive-app", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_app:
@@ -228,7 +232,8 @@ def main() -> None:
             for run in range(args.runs):
                 line = [f"pods={pods} run={run + 1}:"]
                 for client in args.clients:
-                    seconds, flow_mods, memory, bulk_rate = run_ours(rig, bridge, node.ofport, pods, run, client)
+                    seconds, flow_mods, memory, bulk_rate = run_ours(rig, bridge, node.ofport, pods, run, client,
+                                                                     tls=not args.plain_http)
                     rates[client].append(flow_mods / seconds)
                     line.append(f"{client} {flow_mods} flow-mods in {seconds:.2f}s ({flow_mods / seconds:,.0f}/s);")
                     if client == args.clients[0]:  # RSS and the bulk rate: once per run
