@@ -419,14 +419,14 @@ def _openflow(table: _Table) -> OpenFlowConfig:
 
 
 def _api(table: _Table, *, base: Path) -> ApiConfig:
-    defaults, limits = ApiConfig(), ApiLimits()
+    defaults = ApiConfig()
     files = {key: table.get(key, _str, None) for key in ("tls_cert", "tls_key", "tls_client_ca")}
+    limits: dict[str, Any] = {key: table.get(key, _count if isinstance(value, int) else _positive, value)
+                              for key, value in ApiLimits().__dict__.items()}  # an int default wants an int
     config = ApiConfig(
         host=table.get("host", _ip, defaults.host), port=table.get("port", _port, defaults.port),
         **{key: None if name is None else _readable(base / name, key=table.key(key)) for key, name in files.items()},
-        plaintext=table.get("plaintext", _bool, False),
-        limits=ApiLimits(**{key: table.get(key, _count if isinstance(value, int) else _positive, value)
-                            for key, value in limits.__dict__.items()}),
+        plaintext=table.get("plaintext", _bool, False), limits=ApiLimits(**limits),
     )
     table.done()
     return config
