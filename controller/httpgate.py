@@ -213,6 +213,8 @@ class Gate:
                 pass
         sock.close()
         now = self.clock()
+        if len(self._warned) > 4096:  # many peers: forget when each was warned about, not the memory
+            self._warned.clear()
         if now - self._warned.get(peer, -WARN_EVERY) >= WARN_EVERY:
             self._warned[peer] = now
             LOG.warning("REST API: refusing connections from %s: %d open from it (limit %d), %d in all (limit %d)",
@@ -229,16 +231,15 @@ class Gate:
     # -- connections held here -----------------------------------------------------------------
     def _arm(self, conn: Connection, stage: Stage, timeout: float) -> None:
         """Hand `conn` to this thread for its next event (any thread; the caller lets go of it)."""
-        conn.deadline, conn.stage = self.clock() + timeout, stage
-        conn.socket.setblocking(False)
-        with self._lock:
-            closed = self._closed
-        if closed:  # shutting down: nobody is left to wait for its events
-            self._close(conn)
-            return
+        conn.deadline = self.clock() + timeout
         try:
-            self._epoll.modify(conn.fd, WRITE if stage is Stage.HANDSHAKE and conn.wants_write else READ)
-        except (OSError, ValueError):  # the epoll closed in between: shutdown
+            conn.socket.setblocking(False)
+            with self._lock:
+                if self._closed:
+                    raise ValueError("the Gate is closed")
+                conn.stage = stage
+            self._epoll.modify(conn.fd, READ)
+        except (OSError, ValueError):  # shutting down (here, or close() took it meanwhile): nobody waits for it
             self._close(conn)
 
     def _serve(self, conn: Connection) -> None:
