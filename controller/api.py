@@ -100,6 +100,11 @@ class Api:
         self.max_body = max_body
         self._decoy = secrets.token_bytes(32)  # compared against when a node has no token
 
+    @property
+    def epoch(self) -> str:
+        """The controller's epoch: the HTTP server puts it in its own answers too (controller/httpd.py)."""
+        return str(self.service.epoch)
+
     def __call__(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
         started = time.monotonic()
         method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "")

@@ -17,8 +17,9 @@ where pods can reach it (on the segment, in ipvlan mode), so we add what a hosti
   answer. `Expect: 100-continue` is answered when the application starts reading, not before;
 - a deadline on a body (`body_timeout` from the end of its head) and on the client taking an
   answer (`body_timeout` again), so a pool thread waits for no client longer than that;
-- the server's own answers are JSON `{"error": ...}` like the API's; an application error is
-  logged with its traceback and answered 500 without it.
+- the server's own answers are JSON `{"error": ...}` like the API's (with the application's
+  `epoch` if it has one, as the API does); an application error is logged with its traceback and
+  answered 500 without it.
 
 Cost: a request handed from the Gate to a pool thread costs two thread wake-ups where a thread per
 connection cost one, and under the GIL that hand-over cost as much as parsing the request. So a pool
@@ -337,7 +338,8 @@ class Request(HTTPRequest):
         """The server's own answer (cheroot calls this too): JSON, and the connection closes."""
         code = int(str(status)[:3])
         reason = "internal error" if code == 500 else str(msg) or HTTPStatus(code).phrase.lower()
-        body = json.dumps({"error": reason}).encode()
+        epoch = getattr(self.server.wsgi_app, "epoch", None)  # the API's, in every answer (API.md)
+        body = json.dumps({"error": reason, **({"epoch": epoch} if epoch is not None else {})}).encode()
         self.close_connection = True
         head = (f"HTTP/1.1 {code} {HTTPStatus(code).phrase}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")

@@ -73,6 +73,11 @@ def test_health_without_a_token_is_liveness_only_and_every_answer_has_the_epoch(
         assert served(method, path, token=None)[1]["epoch"] == service.epoch
 
 
+def test_the_http_servers_own_answers_carry_the_epoch_too(served: Client, service: Service) -> None:
+    assert served("GET", "/v1/health#fragment")[:2] == (400, {"error": "Illegal #fragment in Request-URI.",
+                                                               "epoch": service.epoch})
+
+
 def test_register_node(served: Client) -> None:
     assert served("PUT", "/v1/nodes/n1", N1)[:2] == (200, {"node": "n1", "port": None, "epoch": served("GET", "/v1/health")[1]["epoch"]})
     assert served("PUT", "/v1/nodes/n2", {"mac": "02:00:00:00:01:02", "ip": "198.18.0.12"}, token=TOKENS["n2"])[1]["port"] == 3
