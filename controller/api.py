@@ -1,9 +1,11 @@
 """The REST API for node agents (controller/API.md) as a plain WSGI application.
 
 Framework-free on purpose: seven routes, JSON in and out, served by any WSGI server (the controller
-uses its own HTTP/1.1 keep-alive server, controller/httpd.py). This module only translates: HTTP
-and JSON to `Service` calls, and the two error kinds to status codes. Each request is checked in
-this order: route (404/405), token (401), body size (413), body (400), then the service. What a
+serves it with cheroot, controller/httpd.py). This module only translates: HTTP and JSON to
+`Service` calls, and the two error kinds to status codes. Each request is checked in this order:
+route (404/405), token (401), body size (413), body (400), then the service. The body is read
+only after the token checked out: the server reads no body ahead of us, so a request without a
+valid token is answered 401 with its body never awaited (and its connection closed). What a
 body and its fields may hold is `controller.fields`' to say: a malformed one is a 400 naming the
 field, whatever the bytes (too deep, not UTF-8, NaN, a NUL in a name), never a 500.
 
@@ -40,7 +42,7 @@ Environ = Mapping[str, Any]
 Json = dict[str, Any]
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-            409: "Conflict", 413: "Content Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}  # fmt: skip
+            408: "Request Timeout", 409: "Conflict", 413: "Content Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}  # fmt: skip
 
 
 class HttpError(Exception):
@@ -50,7 +52,7 @@ class HttpError(Exception):
 
 
 class Auth(enum.Enum):
-    NONE = "none"  # health
+    OPTIONAL = "optional"  # health: liveness to anyone, the full answer to any node's token
     NODE = "node"  # the token of the node named in the path
     ANY = "any"  # any node's token
 
@@ -61,6 +63,7 @@ class Request:
     path: str
     params: dict[str, str]
     body: Json
+    authenticated: bool = True  # False only for an Auth.OPTIONAL route asked without a token
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ def _route(method: str, path: str, handler: str, auth: Auth = Auth.NODE) -> Rout
 
 
 ROUTES = (
-    _route("GET", "/v1/health", "health", Auth.NONE),
+    _route("GET", "/v1/health", "health", Auth.OPTIONAL),
     _route("PUT", "/v1/nodes/<node>", "put_node"),
     _route("POST", "/v1/nodes/<node>/pods", "add_pod"),
     _route("POST", "/v1/nodes/<node>/pods:batch", "add_pods"),
@@ -96,6 +99,11 @@ class Api:
         self.tokens = {node: token.encode() for node, token in tokens.items()}
         self.max_body = max_body
         self._decoy = secrets.token_bytes(32)  # compared against when a node has no token
+
+    @property
+    def epoch(self) -> str:
+        """The controller's epoch: the HTTP server puts it in its own answers too (controller/httpd.py)."""
+        return str(self.service.epoch)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
         started = time.monotonic()
@@ -124,16 +132,18 @@ class Api:
         handler: Callable[[Request], Json] = getattr(self, route.handler)
         try:  # a field's BadRequest (path, body) and the service's errors alike become their status
             params = fields.path_params(params)
-            self._authorize(route.auth, params.get("node"), environ.get("HTTP_AUTHORIZATION", ""))
-            request = Request(method, path, params, self._body(environ) if method in ("POST", "PUT") else {})
+            header = environ.get("HTTP_AUTHORIZATION", "")
+            authenticated = bool(header) or route.auth is not Auth.OPTIONAL
+            if authenticated:
+                self._authorize(route.auth, params.get("node"), header)
+            body = self._body(environ) if method in ("POST", "PUT") else {}  # only now: see the module's docstring
+            request = Request(method, path, params, body, authenticated=authenticated)
             return 200, handler(request)
         except ControllerError as err:
             raise _http_error(err) from err
 
     def _authorize(self, auth: Auth, node: str | None, header: str) -> None:
         """Constant-time token check: a wrong token, or another node's, learns nothing."""
-        if auth is Auth.NONE:
-            return
         scheme, _, token = header.partition(" ")
         given = token.strip().encode() if scheme.lower() == "bearer" else b""
         if auth is Auth.NODE:
@@ -151,17 +161,24 @@ class Api:
             raise HttpError(400, "Content-Length: not a number") from err
         if length > self.max_body:
             raise HttpError(413, f"body: {length} bytes is more than the limit of {self.max_body}")
-        raw = environ["wsgi.input"].read(length) if length > 0 else b""
+        try:
+            raw = environ["wsgi.input"].read(length) if length > 0 else b""
+        except OSError as err:  # the client is too slow (the server's body deadline) or gone
+            raise HttpError(408, f"body: not received ({err})") from err
         return fields.decode_body(raw)
 
     # -- handlers --------------------------------------------------------------------------------
 
     def health(self, request: Request) -> Json:
         """503 once the store refuses writes: a liveness probe then restarts the controller, which
-        reloads what is durable."""
+        reloads what is durable. Without a token, liveness is all it tells: the switches, their
+        counters and the store's error are for nodes."""
         failure = self.service.store.failure
         if failure is not None:
-            raise HttpError(503, f"{failure}; restart the controller")
+            raise HttpError(503, f"{failure}; restart the controller" if request.authenticated else
+                            "the store failed: restart the controller")
+        if not request.authenticated:
+            return {"status": "ok"}
         fabric = self.service.fabric
         return {
             "status": "ok",

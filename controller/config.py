@@ -14,7 +14,9 @@ resync_grace = 60                    # seconds a new allocation is safe from an 
 allow_global_macs = false            # pods may ask for vendor (globally unique) MACs, not only 02:...
 
 [openflow]                           # host, port, and optionally ctl_privkey, ctl_cert, ca_certs
-[api]                                # host, port
+[api]                                # see API_KEYS below: host, port, TLS, connection limits, deadlines
+tls_cert = "/etc/underlay/api.crt"
+tls_key = "/etc/underlay/api.key"
 [nodes.n1]                           # token or token_file; optionally dpid and port (pinned uplink),
 token = "secret"                     # mac and ip (pinned identity: registering anything else is refused)
 [switches."0x1"]
@@ -35,6 +37,7 @@ Pools are IPv4 only: the datapath answers ARP, not neighbor discovery.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -105,9 +108,50 @@ class OpenFlowConfig:
 
 
 @dataclass(frozen=True)
+class ApiLimits:
+    """What one client, and all of them, may take of the REST API (controller/httpgate.py)."""
+
+    max_connections: int = 1024
+    max_connections_per_peer: int = 64
+    threads: int = 32
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    idle_timeout: float = 30.0
+    max_body: int = 1 << 20
+
+
+@dataclass(frozen=True)
 class ApiConfig:
     host: str = "127.0.0.1"
     port: int = 6680
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    plaintext: bool = False
+    limits: ApiLimits = ApiLimits()
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.plaintext else "https"
+
+
+API_KEYS = """\
+[api] keys of the config file:
+  host = "127.0.0.1"       the one address the REST API listens on (an IP address)
+  port = 6680
+  tls_cert, tls_key        PEM files: the API speaks HTTPS (agents check the certificate with --ca-file)
+  tls_client_ca            optional PEM file: agents must then present a certificate it signed
+  plaintext = false        true: plain HTTP instead of TLS, allowed only on a loopback host
+  max_connections = 1024   connections open at once, from all clients
+  max_connections_per_peer = 64
+                           connections open at once from one client address; more are closed at accept
+  threads = 32             requests served at once (a connection takes a thread only once its
+                           request head is complete)
+  header_timeout = 10      seconds for a request head to arrive (a new connection, or a request's first byte)
+  body_timeout = 10        seconds for a body to arrive once the head is in, and for a client to take an answer
+  idle_timeout = 30        seconds a keep-alive connection may wait between requests
+  max_body = 1048576       bytes; a larger body is refused (413) before it is read
+"""
 
 
 @dataclass(frozen=True)
@@ -174,7 +218,7 @@ def parse(data: Mapping[str, Any], *, base: Path = Path(".")) -> Config:
     config = Config(
         store=top.get("store", _str),
         openflow=_openflow(top.table("openflow")),
-        api=_api(top.table("api")),
+        api=_api(top.table("api"), base=base),
         cookie=top.get("cookie", _cookie, DEFAULT_COOKIE),
         unknown_destination=top.get("unknown_destination", _unknown_destination, UnknownDestination.NORMAL),
         release_cooldown=top.get("release_cooldown", _seconds, 30.0),
@@ -188,6 +232,7 @@ def parse(data: Mapping[str, Any], *, base: Path = Path(".")) -> Config:
     top.done()
     _check_nodes(config)
     _check_pools_disjoint(config.pools.values())
+    _check_api_tls(config.api)  # last: a config wrong elsewhere says so first
     return config
 
 
@@ -286,6 +331,25 @@ def _seconds(value: Any) -> float:
     return float(value)
 
 
+def _count(value: Any) -> int:
+    """a positive integer"""
+    if _int(value) < 1:
+        raise ValueError(value)
+    return int(value)
+
+
+def _positive(value: Any) -> float:
+    """a number of seconds (> 0)"""
+    if _seconds(value) <= 0:
+        raise ValueError(value)
+    return float(value)
+
+
+def _ip(value: Any) -> str:
+    """an IP address"""
+    return str(ipaddress.ip_address(_str(value)))
+
+
 def _port(value: Any) -> int:
     """a port number (1-65535)"""
     if not 0 < _int(value) < 65536:
@@ -381,9 +445,16 @@ def _openflow(table: _Table) -> OpenFlowConfig:
     return config
 
 
-def _api(table: _Table) -> ApiConfig:
+def _api(table: _Table, *, base: Path) -> ApiConfig:
     defaults = ApiConfig()
-    config = ApiConfig(host=table.get("host", _str, defaults.host), port=table.get("port", _port, defaults.port))
+    files = {key: table.get(key, _str, None) for key in ("tls_cert", "tls_key", "tls_client_ca")}
+    limits: dict[str, Any] = {key: table.get(key, _count if isinstance(value, int) else _positive, value)
+                              for key, value in ApiLimits().__dict__.items()}  # an int default wants an int
+    config = ApiConfig(
+        host=table.get("host", _ip, defaults.host), port=table.get("port", _port, defaults.port),
+        **{key: None if name is None else _readable(base / name, key=table.key(key)) for key, name in files.items()},
+        plaintext=table.get("plaintext", _bool, False), limits=ApiLimits(**limits),
+    )
     table.done()
     return config
 
@@ -403,6 +474,36 @@ def _kubernetes(top: _Table, *, base: Path) -> KubernetesConfig | None:
         raise ConfigError(f"{table.name}: in_cluster = true takes no kubeconfig or context")
     table.done()
     return config
+
+
+def _check_api_tls(api: ApiConfig) -> None:
+    """TLS unless plain HTTP is asked for, and plain HTTP only on loopback: a token sent in clear
+    on the segment is a token any pod can read."""
+    if (api.tls_cert is None) != (api.tls_key is None):
+        raise ConfigError("api: tls_cert and tls_key go together")
+    if api.plaintext and api.tls_cert is not None:
+        raise ConfigError("api.plaintext: true, but tls_cert is set too: choose TLS or plain HTTP")
+    if api.plaintext and not ipaddress.ip_address(api.host).is_loopback:
+        raise ConfigError(f"api.plaintext: plain HTTP is allowed only on a loopback address, and api.host is "
+                          f"{api.host}: set tls_cert and tls_key instead")
+    if api.tls_client_ca is not None and api.plaintext:
+        raise ConfigError("api.tls_client_ca: needs TLS, and plaintext is true")
+
+
+def check_servable(config: Config) -> None:
+    """What the controller needs beyond what `parse` checks (a config for the IPAM alone needs no
+    [api]): an API with either TLS or, on loopback, plain HTTP asked for by name."""
+    if not config.api.plaintext and config.api.tls_cert is None:
+        raise ConfigError("api: set tls_cert and tls_key (the API speaks HTTPS), or plaintext = true for plain HTTP "
+                          "on a loopback address")
+
+
+def _readable(path: Path, *, key: str) -> str:
+    try:
+        path.open("rb").close()
+    except OSError as err:
+        raise ConfigError(f"{key}: cannot read {path}: {err.strerror}") from err
+    return str(path)
 
 
 def _node(table: _Table, name: str, *, base: Path) -> NodeConfig:

@@ -1,54 +1,72 @@
-"""HTTP/1.1 with persistent connections for one WSGI application: the agents' REST API.
+"""The REST API's HTTP/1.1 server: cheroot's worker pool and WSGI gateway, behind our Gate.
 
-Why not wsgiref: it speaks HTTP/1.0, closes every connection and parses header fields with
-email.parser; profiling put ~35% of the controller's CPU per pod placement there. Node agents keep
-a few http.client connections open and share them, so a persistent connection saves them a TCP
-handshake and us a thread start per request.
+cheroot (the CherryPy project's server) serves keep-alive connections from a pool of threads,
+parses request lines, runs the WSGI application and writes its answers. The agents' API sits
+where pods can reach it (on the segment, in ipvlan mode), so we add what a hostile client needs:
 
-One thread per connection, at most `max_connections` at once (one more is answered 503 and
-closed), each closed after `idle_timeout` seconds without a request. Requests are parsed by hand
-from a buffered reader, within limits (8 KiB lines, 100 header fields). Bodies come only with
-Content-Length; those up to 64 KiB are read before the application runs, so whatever it leaves
-unread cannot be taken for the next request. A request that cannot be framed is answered and its
-connection closed. The server's own answers are JSON `{"error": ...}` like the API's; an
-application error is logged and answered 500, never with its traceback.
+- controller/httpgate.py, in front of the pool: connection limits per peer and in all (checked at
+  accept), TLS handshakes and request heads read without a thread, deadlines on idle connections
+  and on heads;
+- limits on a head (414 for a request line over 8 KiB, 431 for header fields over 16 KiB or 100)
+  and on a body (413 over `max_body`, before reading it); bodies only with Content-Length (411
+  for chunked: our agents never send it); header lines strict (no folding, one Host, one
+  Content-Length), so two parsers never disagree on where a request ends;
+- a body is read by the application, never ahead of it: the API reads it only once the token
+  checked out, so a request without a valid token is answered 401 without its body being awaited.
+  What the application leaves unread is not drained either: the connection closes after the
+  answer. `Expect: 100-continue` is answered when the application starts reading, not before;
+- a deadline on a body (`body_timeout` from the end of its head) and on the client taking an
+  answer (`body_timeout` again), so a pool thread waits for no client longer than that;
+- the server's own answers are JSON `{"error": ...}` like the API's (with the application's
+  `epoch` if it has one, as the API does); an application error is logged with its traceback and
+  answered 500 without it.
+
+Cost: a request handed from the Gate to a pool thread costs two thread wake-ups where a thread per
+connection cost one, and under the GIL that hand-over cost as much as parsing the request. So a pool
+thread done with a request waits up to HOVER for the connection's next one while no other waits
+(an agent's burst of ADDs then stays on one thread); only a quiet connection goes back to the Gate.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
+import math
 import re
-import selectors
+import select
 import socket
+import ssl
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, BinaryIO
-from urllib.parse import unquote_to_bytes
+from typing import Any
+
+from cheroot import errors, wsgi
+from cheroot.server import HTTPConnection, HTTPRequest, KnownLengthRFile, SizeCheckWrapper
+
+from controller.config import ApiLimits
+from controller.httpgate import Gate, Stage
 
 LOG = logging.getLogger("underlay.http")
-MAX_LINE = 8192  # request line and each header line, CRLF included
+MAX_LINE = 8192  # the request line, CRLF included
+MAX_FIELDS_SIZE = 16384  # the header fields and the blank line after them
 MAX_FIELDS = 100
-BUFFERED_BODY = 64 * 1024  # read before the app runs; a larger body is streamed and its connection closed after
+HEAD_BUFFER = MAX_LINE + MAX_FIELDS_SIZE + 512  # past this, a head is over a limit (cheroot reads 256 at a time)
+RECV_SIZE = 65536
+HOLD_LIMIT = 65536  # an answer up to this size leaves in one send
 BACKLOG = 256  # a node's burst of pod ADDs must queue, not be reset
-LINGER = 1.0  # seconds to wait for the client's close after ours
-
+SHUTDOWN_GRACE = 5  # seconds a request in progress gets to finish at shutdown
+HOVER = 0.01  # seconds a pool thread waits for a connection's next request before the Gate takes it
 TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-TARGET = re.compile(rb"(?:https?://[!-.0-~]*)?(/[!-~]*)", re.IGNORECASE)  # origin- or absolute-form (RFC 9112 §3.2)
-VERSION = re.compile(rb"HTTP/1\.[0-9]")  # 1.2 and later minors are served as 1.1 (RFC 9112 §2.3)
-LENGTH = re.compile(r"[0-9]{1,18}")
+LENGTH = re.compile(rb"[0-9]{1,18}")
+UNIQUE = (b"Host", b"Content-Length", b"Transfer-Encoding")
 
-StartResponse = Callable[..., Callable[[bytes], None]]
-WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-class BadMessage(Exception):
+class Refused(Exception):
     """A request the server answers itself with `status`, then closes the connection."""
 
     def __init__(self, status: int, reason: str) -> None:
@@ -56,376 +74,419 @@ class BadMessage(Exception):
         self.status, self.reason = status, reason
 
 
-class ClientGone(Exception):
-    """The client closed, reset or stalled: nothing to answer, nothing worth more than a debug line."""
-
-
-@dataclass(frozen=True)
-class Head:
-    method: str
-    path: bytes  # still percent-encoded
-    query: bytes
-    version: str
-    fields: dict[str, str]  # lower-case name -> value; repeated fields joined by ", "
-    length: int
-    keep_alive: bool
-
-
-def read_head(rfile: BinaryIO) -> Head | None:
-    """The next request's line and header fields; None if the client closed between requests."""
-    line = rfile.readline(MAX_LINE + 1)
-    if line in (b"\r\n", b"\n"):  # RFC 9112 §2.2: at least one empty line before a request is ignored
-        line = rfile.readline(MAX_LINE + 1)
-    if not line:
-        return None
-    parts = _line(line, 414, "request line").split(b" ")
-    if len(parts) != 3 or not TOKEN.fullmatch(parts[0]) or not VERSION.fullmatch(parts[2]):
-        raise BadMessage(400, "malformed request line")
-    target = TARGET.fullmatch(parts[1])
-    if target is None:
-        raise BadMessage(400, "request target: not a path")
-    version = parts[2].decode()
-    fields = _fields(rfile)
-    if version != "HTTP/1.0" and "host" not in fields:
-        raise BadMessage(400, "Host: missing")  # RFC 9112 §3.2: a MUST
-    connection = {token.strip().lower() for token in fields.get("connection", "").split(",")}
-    keep_alive = "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
-    path, _, query = target.group(1).partition(b"?")
-    return Head(parts[0].decode(), path, query, version, fields, _body_length(fields), keep_alive)
-
-
-def _line(raw: bytes, status: int, what: str) -> bytes:
-    if len(raw) > MAX_LINE:
-        raise BadMessage(status, f"{what} longer than {MAX_LINE} bytes")
-    if not raw.endswith(b"\n"):
-        raise ClientGone("closed in the middle of a request")
-    return raw.rstrip(b"\r\n")
-
-
-def _fields(rfile: BinaryIO) -> dict[str, str]:
-    fields: dict[str, str] = {}
+def read_fields(rfile: Any) -> dict[bytes, bytes]:
+    """The header fields up to the blank line, by title-cased name; repeated ones joined by ", ".
+    A name must be a token: that also refuses a space before the colon and obs-fold (RFC 9112 §5).
+    Names with "_" are dropped: X_Token would pose as X-Token in the WSGI environ (nginx does so too)."""
+    fields: dict[bytes, bytes] = {}
     for _ in range(MAX_FIELDS + 1):
-        line = _line(rfile.readline(MAX_LINE + 1), 431, "header line")
-        if not line:
+        line = rfile.readline()
+        if line == b"\r\n":
             return fields
-        name, colon, value = line.partition(b":")
-        # A name must be a token: this also refuses space before the colon and obs-fold (RFC 9112 §5)
-        if not colon or not TOKEN.fullmatch(name) or b"\r" in value or b"\0" in value:
-            raise BadMessage(400, "malformed header line")
-        key, text = name.decode().lower(), value.strip(b" \t").decode("latin-1")
-        if key == "host" and key in fields:
-            raise BadMessage(400, "Host: more than one")
-        fields[key] = f"{fields[key]}, {text}" if key in fields else text
-    raise BadMessage(431, f"more than {MAX_FIELDS} header fields")
+        if not line.endswith(b"\r\n"):
+            raise Refused(400, "header line: not ended by CRLF")
+        name, colon, value = line[:-2].partition(b":")
+        if not colon or not TOKEN.fullmatch(name) or b"\r" in value or b"\n" in value or b"\0" in value:
+            raise Refused(400, "malformed header line")
+        if b"_" in name:
+            continue
+        key, value = name.title(), value.strip(b" \t")
+        if key in fields and key in UNIQUE:
+            raise Refused(400, f"{key.decode()}: more than one")
+        fields[key] = fields[key] + b", " + value if key in fields else value
+    raise Refused(431, f"more than {MAX_FIELDS} header fields")
 
 
-def _body_length(fields: dict[str, str]) -> int:
-    coding = fields.get("transfer-encoding")
+def body_length(fields: dict[bytes, bytes]) -> int:
+    coding = fields.get(b"Transfer-Encoding")
     if coding is not None:
-        if coding.rpartition(",")[2].strip().lower() != "chunked":
-            raise BadMessage(400, "Transfer-Encoding: the body length cannot be known")  # RFC 9112 §6.3: a MUST
-        # We do not read chunked bodies (our agents send Content-Length). RFC 9112 §6.3 lets a server
-        # refuse a body without Content-Length with 411, which names the fix; its 501 (§6.1) is for a
-        # coding the server does not know, and chunked is one every HTTP/1.1 server must know.
-        raise BadMessage(411, "Transfer-Encoding is not supported: send Content-Length")
-    values = {value.strip() for value in fields.get("content-length", "0").split(",")}
-    if len(values) != 1 or not LENGTH.fullmatch(value := values.pop()):
-        raise BadMessage(400, "Content-Length: not one non-negative integer")
+        if coding.rpartition(b",")[2].strip().lower() != b"chunked":
+            raise Refused(400, "Transfer-Encoding: the body length cannot be known")  # RFC 9112 §6.3: a MUST
+        # RFC 9112 §6.3 lets a server refuse a body without Content-Length with 411, which names the fix
+        raise Refused(411, "Transfer-Encoding is not supported: send Content-Length")
+    value = fields.get(b"Content-Length", b"0")
+    if not LENGTH.fullmatch(value):
+        raise Refused(400, "Content-Length: not one non-negative integer")
     return int(value)
 
 
-class Body:
-    """wsgi.input for a streamed body: reads stop at Content-Length, so none reaches the next request."""
+class Reader:
+    """conn.rfile: one buffer, filled without blocking by the Gate (`fill`) and read by a pool
+    thread (`read`, `readline`) with `deadline`, a time by `clock`, for the whole of what it waits for."""
 
-    def __init__(self, source: BinaryIO, length: int) -> None:
-        self._source, self.remaining = source, length
+    def __init__(self, sock: socket.socket, *, clock: Callable[[], float]) -> None:
+        self.sock, self.clock = sock, clock
+        self.deadline = math.inf
+        self.eof = False
+        self.closed = False
+        self.bytes_read = 0  # cheroot's statistics
+        self._buf = bytearray()
+        self._pos = 0
 
-    def read(self, size: int | None = -1) -> bytes:
-        wanted = self._wanted(size)
-        data = self._take(self._source.read, wanted)
-        if len(data) < wanted:
-            raise ClientGone("closed in the middle of a request body")
-        return data
+    # the Gate's side: never blocks
+    def fill(self) -> None:
+        """Take what has arrived. A short read means the kernel had no more (what comes later wakes
+        the epoll again), unless TLS holds more in its own buffer, where no epoll sees it."""
+        while not self.eof and self.buffered() < HEAD_BUFFER:
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            self.eof = not data
+            self._buf += data
+            if len(data) < RECV_SIZE and not (isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()):
+                return
+
+    def drop_input(self) -> bool:
+        """Read and forget what has arrived; False once the client closed."""
+        for _ in range(16):
+            try:
+                if not self.sock.recv(RECV_SIZE):
+                    return False
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return True
+        return True
+
+    def head_within(self, timeout: float) -> bool:
+        """Whether a whole request head is in, or comes within `timeout` seconds (a pool thread's wait)."""
+        if self.head_ready():
+            return True
+        if timeout <= 0 or self.buffered() or not select.select([self.sock], [], [], timeout)[0]:
+            return False
+        self.sock.setblocking(False)
+        self.fill()
+        return self.head_ready()
+
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos
+
+    def head_ready(self) -> bool:
+        return self._buf.find(b"\r\n\r\n", self._pos) >= 0 or self.buffered() >= HEAD_BUFFER
+
+    # cheroot's side
+    def has_data(self) -> bool:
+        return self.buffered() > 0
 
     def readline(self, size: int | None = -1) -> bytes:
-        wanted = self._wanted(size)
-        data = self._take(self._source.readline, wanted)
-        if wanted and not data:
-            raise ClientGone("closed in the middle of a request body")
+        size = -1 if size is None else size
+        while True:
+            end = self._buf.find(b"\n", self._pos, self._pos + size if size >= 0 else len(self._buf))
+            if end >= 0:
+                return self._take(end + 1 - self._pos)
+            if 0 <= size <= self.buffered() or not self._recv():
+                return self._take(self.buffered() if size < 0 else min(size, self.buffered()))
+
+    def read(self, size: int | None = -1) -> bytes:
+        size = -1 if size is None else size
+        while (size < 0 or self.buffered() < size) and self._recv():
+            pass
+        return self._take(self.buffered() if size < 0 else min(size, self.buffered()))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def _recv(self) -> bool:
+        if self.eof:
+            return False
+        left = self.deadline - self.clock()
+        if left <= 0:
+            raise TimeoutError("timed out")  # cheroot answers 408 if a request was started
+        self.sock.settimeout(left)
+        data = self.sock.recv(RECV_SIZE)
+        self.eof = not data
+        self._buf += data
+        return bool(data)
+
+    def _take(self, size: int) -> bytes:
+        data = bytes(self._buf[self._pos : self._pos + size])
+        self._pos += size
+        self.bytes_read += size
+        if self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        elif self._pos > RECV_SIZE:
+            del self._buf[: self._pos]
+            self._pos = 0
         return data
 
-    def readlines(self, hint: int = -1) -> list[bytes]:
-        return list(self)
 
-    def __iter__(self) -> Iterator[bytes]:
-        while line := self.readline():
-            yield line
+class Writer:
+    """conn.wfile: sends within `timeout` seconds a write, or the client is gone. While held (one
+    answer), writes wait in a buffer: an answer's head and body leave in one send."""
 
-    def _wanted(self, size: int | None) -> int:
-        return self.remaining if size is None or size < 0 else min(size, self.remaining)
+    def __init__(self, sock: socket.socket, *, timeout: float, clock: Callable[[], float]) -> None:
+        self.sock, self.timeout, self.clock = sock, timeout, clock
+        self.bytes_written = 0  # cheroot's statistics
+        self._held: bytearray | None = None
 
-    def _take(self, read: Callable[[int], bytes], wanted: int) -> bytes:
-        if not wanted:
-            return b""
+    def hold(self) -> None:
+        self._held = bytearray()
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        if held:
+            self.send_now(held)
+
+    def write(self, data: bytes) -> int:
+        if self._held is None:
+            self.send_now(data)
+        else:
+            self._held += data
+            if len(self._held) > HOLD_LIMIT:
+                self.release()
+                self.hold()
+        return len(data)
+
+    def send_now(self, data: bytes | bytearray) -> None:
+        deadline = self.clock() + self.timeout
+        view = memoryview(data)
+        while view:
+            left = deadline - self.clock()
+            if left <= 0:
+                raise TimeoutError("timed out")
+            self.sock.settimeout(left)
+            view = view[self.sock.send(view) :]
+        self.bytes_written += len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class ContinueFirst:
+    """wsgi.input that answers `Expect: 100-continue` when the application first reads."""
+
+    def __init__(self, rfile: KnownLengthRFile, wfile: Writer) -> None:
+        self.rfile, self.wfile, self.sent = rfile, wfile, False
+
+    @property
+    def remaining(self) -> int:
+        return int(self.rfile.remaining)
+
+    def read(self, size: int | None = None) -> bytes:
+        self._go_on()
+        return bytes(self.rfile.read(size))
+
+    def readline(self, size: int | None = None) -> bytes:
+        self._go_on()
+        return bytes(self.rfile.readline(size))
+
+    def _go_on(self) -> None:
+        if not self.sent:
+            self.sent = True
+            self.wfile.send_now(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+class Request(HTTPRequest):
+    """One request: cheroot parses the request line; the header fields, the limits, the body's
+    framing and the server's own (JSON) answers are ours."""
+
+    expect_continue = False
+
+    def parse_request(self) -> None:
+        self.rfile = SizeCheckWrapper(self.conn.rfile, MAX_LINE)
         try:
-            data = read(wanted)
-        except OSError as err:  # idle timeout or reset while the body trickles in
-            raise ClientGone(str(err)) from err
-        self.remaining -= len(data)
-        return data
-
-
-class Response:
-    """start_response and write() of one exchange; the head leaves with the first body bytes."""
-
-    def __init__(self, conn: socket.socket, *, keep_alive: bool, send_body: bool) -> None:
-        self.conn = conn
-        self.keep_alive = keep_alive
-        self.send_body = send_body  # not for HEAD
-        self.status = ""
-        self.headers: list[tuple[str, str]] = []
-        self.length: int | None = None
-        self.head_sent = False
-        self.sent = 0
-
-    def start_response(
-        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
-    ) -> Callable[[bytes], None]:
-        if exc_info is not None:
-            try:
-                if self.head_sent:
-                    raise exc_info[1].with_traceback(exc_info[2])
-            finally:
-                exc_info = None  # PEP 3333: no cycle through the traceback
-        elif self.status:
-            raise RuntimeError("start_response called twice without exc_info")
-        self.status, self.headers, self.length = status, [], None
-        for name, value in headers:
-            key = name.lower()
-            if key == "content-length":
-                self.length = int(value) if LENGTH.fullmatch(value) else None
-            if key == "connection":  # ours to say; the app may only ask for close
-                self.keep_alive = self.keep_alive and "close" not in value.lower()
-            else:
-                self.headers.append((name, value))
-        return self.write
-
-    def write(self, data: bytes) -> None:
-        if not self.status:
-            raise RuntimeError("the application wrote before start_response")
-        if not self.send_body:
-            data = b""
-        elif self.length is not None:
-            data = data[: self.length - self.sent]  # more than announced would be read as the next response
-        if self.head_sent and not data:
+            if not self.read_request_line():  # type: ignore[no-untyped-call]
+                return
+        except errors.MaxSizeExceeded:
+            self.simple_response("414", f"request line longer than {MAX_LINE} bytes")
             return
+        self.rfile = SizeCheckWrapper(self.conn.rfile, MAX_FIELDS_SIZE)
         try:
-            self.conn.sendall(data if self.head_sent else self._head() + data)
+            self.ready = self.read_request_headers()
+        except errors.MaxSizeExceeded:
+            self.simple_response("431", f"header fields longer than {MAX_FIELDS_SIZE} bytes")
+        except Refused as refused:
+            self.simple_response(str(refused.status), refused.reason)
+
+    def read_request_headers(self) -> bool:
+        self.inheaders = read_fields(self.rfile)
+        length = body_length(self.inheaders)
+        limits: ApiLimits = self.server.limits
+        if length > limits.max_body:
+            raise Refused(413, f"body: {length} bytes is more than the limit of {limits.max_body}")
+        tokens = {token.strip().lower() for token in self.inheaders.get(b"Connection", b"").split(b",")}
+        http11 = self.response_protocol == "HTTP/1.1"
+        self.close_connection = b"close" in tokens if http11 else b"keep-alive" not in tokens
+        self.chunked_read = False
+        self.expect_continue = http11 and length > 0 and self.inheaders.get(b"Expect", b"").lower() == b"100-continue"
+        self.conn.rfile.deadline = self.conn.rfile.clock() + limits.body_timeout
+        return True
+
+    def respond(self) -> None:
+        body = KnownLengthRFile(self.conn.rfile, int(self.inheaders.get(b"Content-Length", 0)))
+        self.rfile = ContinueFirst(body, self.conn.wfile) if self.expect_continue else body
+        self.conn.wfile.hold()
+        try:
+            self.server.gateway(self).respond()
+            if self.ready:
+                self.ensure_headers_sent()
+            if self.chunked_write:
+                self.conn.wfile.write(b"0\r\n\r\n")
+        finally:
+            self.conn.wfile.release()
+
+    def send_headers(self) -> None:
+        if getattr(self.rfile, "remaining", 0) > 0:  # a body the application did not read: never drained
+            self.close_connection = True
+        self.outheaders.append((b"Date", _http_date()))  # cheroot formats one for every answer
+        super().send_headers()
+
+    def simple_response(self, status: Any, msg: Any = "") -> None:
+        """The server's own answer (cheroot calls this too): JSON, and the connection closes."""
+        code = int(str(status)[:3])
+        reason = "internal error" if code == 500 else str(msg) or HTTPStatus(code).phrase.lower()
+        epoch = getattr(self.server.wsgi_app, "epoch", None)  # the API's, in every answer (API.md)
+        body = json.dumps({"error": reason, **({"epoch": epoch} if epoch is not None else {})}).encode()
+        self.close_connection = True
+        head = (f"HTTP/1.1 {code} {HTTPStatus(code).phrase}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+        self.sent_headers = True
+        try:
+            self.conn.wfile.send_now(head.encode("latin-1") + body)
         except OSError as err:
-            raise ClientGone(str(err)) from err
-        self.head_sent = True
-        self.sent += len(data)
-
-    def finish(self) -> bool:
-        """Send the head if no body bytes did; True if the connection may carry another request."""
-        if not self.head_sent:
-            self.write(b"")
-        return self.keep_alive and (not self.send_body or self.sent == self.length)
-
-    def _head(self) -> bytes:
-        if self.send_body and self.length is None:
-            self.keep_alive = False  # the end of the body is where the connection ends
-        lines = [f"HTTP/1.1 {self.status}", f"Date: {formatdate(usegmt=True)}",
-                 *(f"{name}: {value}" for name, value in self.headers),
-                 "Connection: keep-alive" if self.keep_alive else "Connection: close"]  # fmt: skip
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            LOG.debug("%s: cannot send %d: %r", self.conn.remote_addr, code, err)
 
 
-def send_error(conn: socket.socket, status: int, reason: str) -> None:
-    """The server's own answer, JSON like the API's, announcing the close that follows."""
-    body = json.dumps({"error": reason}).encode()
-    response = Response(conn, keep_alive=False, send_body=True)
-    response.start_response(f"{status} {HTTPStatus(status).phrase}",
-                            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-    response.write(body)
+class Gateway(wsgi.Gateway_10):
+    """cheroot's WSGI gateway with the environ built in fewer steps (it showed in a profile): the
+    part that never changes is made once per server."""
+
+    def get_environ(self) -> dict[str, Any]:  # type: ignore[override]  # cheroot's stub says None
+        req, conn = self.req, self.req.conn
+        env = {**req.server.environ, "PATH_INFO": req.path.decode("latin-1"), "QUERY_STRING": req.qs.decode("latin-1"),
+               "REQUEST_METHOD": req.method.decode("latin-1"), "REQUEST_URI": req.uri.decode("latin-1"),
+               "SERVER_PROTOCOL": req.request_protocol.decode("latin-1"), "REMOTE_ADDR": conn.remote_addr,
+               "REMOTE_PORT": str(conn.remote_port), "wsgi.input": req.rfile}  # fmt: skip
+        for name, value in req.inheaders.items():
+            env["HTTP_" + name.decode("latin-1").upper().replace("-", "_")] = value.decode("latin-1")
+        if "HTTP_CONTENT_TYPE" in env:
+            env["CONTENT_TYPE"] = env.pop("HTTP_CONTENT_TYPE")
+        if "HTTP_CONTENT_LENGTH" in env:
+            env["CONTENT_LENGTH"] = env.pop("HTTP_CONTENT_LENGTH")
+        if conn.ssl_env:
+            env.update(conn.ssl_env)
+        return env
 
 
-def close(conn: socket.socket) -> None:
-    """Half-close, read until the client closes too, then close (RFC 9112 §9.6): closing with input
-    unread resets the connection, and the reset can destroy a response the client has not read."""
-    try:
-        conn.shutdown(socket.SHUT_WR)
-        deadline = time.monotonic() + LINGER
-        while (left := deadline - time.monotonic()) > 0:
-            conn.settimeout(left)
-            if not conn.recv(65536):
-                break
-    except OSError:
-        pass  # timed out, reset or already shut: closing is all that is left
-    finally:
-        conn.close()
+class Connection(HTTPConnection):
+    """A client's connection: its buffer and deadlines, and where the Gate keeps it between requests."""
+
+    RequestHandlerClass = Request
+    stage = Stage.HEAD  # the Gate's to set
+    deadline = math.inf
+    wants_write = False  # a TLS handshake waits to send
+
+    def __init__(self, server: HttpServer, sock: socket.socket, address: Any) -> None:
+        def files(sock: socket.socket, mode: str, size: int) -> Reader | Writer:
+            if "r" in mode:
+                return Reader(sock, clock=server.clock)
+            return Writer(sock, timeout=server.limits.body_timeout, clock=server.clock)
+
+        super().__init__(server, sock, makefile=files)
+        self.fd = sock.fileno()
+        self.remote_addr, self.remote_port = address[0], address[1]
+        if server.tls is not None:
+            self.ssl_env = {"wsgi.url_scheme": "https", "HTTPS": "on"}
+
+    def communicate(self) -> bool:
+        """Serve requests for as long as each next one follows its answer within HOVER seconds, and
+        no other connection waits for a pool thread: a client that keeps its connection busy (an
+        agent's burst of ADDs) is then served without a hand-over to the Gate and back each time."""
+        while super().communicate():  # type: ignore[no-untyped-call]
+            if not self._next_head():
+                return True
+            self.rfile.deadline = self.server.clock() + self.server.limits.header_timeout
+        return False
+
+    def _next_head(self) -> bool:
+        """Whether the next request's head is in, or comes within HOVER while no other connection
+        waits for a pool thread (one that comes to wait then waits HOVER at most)."""
+        waiting = self.server.requests._queue.queue  # the pool's queue, peeked at without its lock
+        return bool(self.rfile.head_within(0 if waiting else HOVER))
+
+    def close(self) -> None:
+        self.server.gate.retire(self)
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart must not wait out TIME_WAIT
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # "::" is not also every IPv4 address
-        sock.bind((host, port))
-        sock.listen(BACKLOG)
-        sock.setblocking(False)  # accept() after a select must not block on a client that left
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-class HttpServer:
+class HttpServer(wsgi.Server):
     """Serves `app` on host:port from serve_forever() until shutdown(). It binds here, so a taken
-    address raises OSError before any thread starts."""
+    address raises OSError before anything is served."""
 
-    def __init__(self, app: WsgiApp, host: str, port: int, *, max_connections: int = 256,
-                 idle_timeout: float = 30.0) -> None:  # fmt: skip
-        self.app = app
-        self.max_connections = max_connections
-        self.idle_timeout = idle_timeout
-        self._listener = _listen(host, port)
-        self.server_address: tuple[str, int] = self._listener.getsockname()[:2]
-        self._base = {"SCRIPT_NAME": "", "SERVER_NAME": host, "SERVER_PORT": str(self.server_address[1]),
-                      "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
-                      "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False}  # fmt: skip
-        self._wake_in, self._wake_out = socket.socketpair()  # shutdown() wakes the accept loop through it
-        self._lock = threading.Lock()  # guards the three below
-        self._connections: set[socket.socket] = set()
-        self._stopping = False
-        self._serving = False
-        self._stopped = threading.Event()
+    ConnectionClass = Connection
+
+    def __init__(self, app: WsgiApp, host: str, port: int, *, limits: ApiLimits = ApiLimits(),
+                 tls: ssl.SSLContext | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__((host, port), app, numthreads=limits.threads, server_name="underlay",
+                         request_queue_size=BACKLOG, timeout=math.ceil(limits.idle_timeout),
+                         shutdown_timeout=SHUTDOWN_GRACE)
+        self.limits, self.tls, self.clock = limits, tls, clock
+        self.gateway = Gateway
+        self.prepare()
+        self.environ = {"ACTUAL_SERVER_PROTOCOL": self.protocol, "SCRIPT_NAME": "", "SERVER_NAME": self.server_name,
+                        "SERVER_PORT": str(self.bind_addr[1]), "SERVER_SOFTWARE": self.software,
+                        "wsgi.errors": sys.stderr, "wsgi.input_terminated": False, "wsgi.multiprocess": False,
+                        "wsgi.multithread": True, "wsgi.run_once": False, "wsgi.url_scheme": "http",
+                        "wsgi.version": (1, 0)}  # fmt: skip
+
+    def prepare(self) -> None:
+        super().prepare()
+        theirs, self._connections = self._connections, Gate(self, clock=self.clock)  # type: ignore[has-type]
+        theirs.close()
+
+    @property
+    def gate(self) -> Gate:
+        gate: Gate = self._connections
+        return gate
+
+    @property
+    def server_address(self) -> tuple[str, int]:
+        return self.bind_addr[0], self.bind_addr[1]
 
     def serve_forever(self) -> None:
-        with self._lock:
-            if self._stopping:
-                return
-            self._serving = True
-        try:
-            with selectors.DefaultSelector() as selector:
-                selector.register(self._listener, selectors.EVENT_READ)
-                selector.register(self._wake_in, selectors.EVENT_READ)
-                while not self._stopping:
-                    if any(key.fileobj is self._listener for key, _ in selector.select()):
-                        self._accept()
-        finally:
-            self._stopped.set()
+        self.serve()
 
     def shutdown(self) -> None:
-        """Stop accepting and close every connection now; a request in progress is still answered."""
-        with self._lock:
-            if self._stopping:
-                return
-            self._stopping = True
-            for conn in self._connections:
-                try:
-                    conn.shutdown(socket.SHUT_RD)  # wakes a thread waiting for a request; sending still works
-                except OSError:
-                    pass
-            serving = self._serving
-        self._wake_out.send(b"\0")
-        if serving:
-            self._stopped.wait()
-        for sock in (self._listener, self._wake_in, self._wake_out):
-            sock.close()
+        """Stop accepting, close every connection not in a request, and wait (up to SHUTDOWN_GRACE)
+        for the requests in progress to be answered."""
+        self.stop()
 
-    def _accept(self) -> None:
-        try:
-            conn, peer = self._listener.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return
-        except OSError as err:  # out of file descriptors: back off rather than spin on a ready listener
-            LOG.warning("REST API: cannot accept a connection: %s", err)
-            time.sleep(0.1)
-            return
-        with self._lock:
-            if self._stopping:
-                conn.close()
-                return
-            admitted = len(self._connections) < self.max_connections
-            if admitted:
-                self._connections.add(conn)
-        serve = self._serve if admitted else self._refuse
-        threading.Thread(target=serve, args=(conn, peer), name=f"http {peer[0]}:{peer[1]}", daemon=True).start()
+    def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
+        """cheroot's log lines: its errors (an application's exception) as errors, the rest (clients
+        that left or sent nonsense) at debug."""
+        LOG.log(level if level >= logging.ERROR else logging.DEBUG, "%s", msg, exc_info=traceback)
 
-    def _refuse(self, conn: socket.socket, peer: tuple[Any, ...]) -> None:
-        LOG.warning("REST API: refused %s:%d: %d connections are open", peer[0], peer[1], self.max_connections)
-        try:
-            conn.settimeout(LINGER)
-            send_error(conn, 503, f"more than {self.max_connections} connections open, try again")
-        except (ClientGone, OSError):
-            pass
-        close(conn)
+    @classmethod
+    def prepare_socket(cls, bind_addr: Any, family: int, type: int, proto: int, nodelay: bool, ssl_adapter: Any,
+                       reuse_port: bool = False) -> socket.socket:  # fmt: skip
+        sock: socket.socket = super().prepare_socket(bind_addr, family, type, proto, nodelay, ssl_adapter, reuse_port)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # "::" is not also every IPv4 address
+        return sock
 
-    def _serve(self, conn: socket.socket, peer: tuple[Any, ...]) -> None:
-        try:
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a multi-part body must not wait for ACKs
-            conn.settimeout(self.idle_timeout)
-            with conn.makefile("rb") as rfile:
-                while not self._stopping and self._exchange(conn, rfile, peer):
-                    pass
-        except (ClientGone, OSError) as err:  # the idle timeout too
-            LOG.debug("%s:%d: connection ends: %r", peer[0], peer[1], err)
-        finally:
-            close(conn)
-            with self._lock:
-                self._connections.discard(conn)
 
-    def _exchange(self, conn: socket.socket, rfile: BinaryIO, peer: tuple[Any, ...]) -> bool:
-        """Serve one request; True if the connection stays open for the next."""
-        try:
-            head = read_head(rfile)
-        except BadMessage as err:
-            LOG.debug("%s:%d: %d %s", peer[0], peer[1], err.status, err.reason)
-            send_error(conn, err.status, err.reason)
-            return False
-        if head is None:
-            return False
-        if head.length and head.version != "HTTP/1.0" and head.fields.get("expect", "").lower() == "100-continue":
-            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-        buffered = head.length <= BUFFERED_BODY
-        body = Body(rfile, head.length)
-        environ = self._environ(head, io.BytesIO(body.read()) if buffered else body, peer)
-        response = Response(conn, keep_alive=head.keep_alive and buffered and not self._stopping,
-                            send_body=head.method != "HEAD")  # fmt: skip
-        try:
-            reusable = self._run(environ, response)
-        except ClientGone:
-            raise
-        except Exception:
-            LOG.exception("%s %s from %s: the application failed", head.method, environ["PATH_INFO"], peer[0])
-            if not response.head_sent:
-                send_error(conn, 500, "internal error")
-            return False
-        LOG.debug("%s:%d: %s %s %s", peer[0], peer[1], head.method, environ["PATH_INFO"], response.status)
-        return reusable
+_dates: list[tuple[int, bytes]] = [(0, b"")]
 
-    def _run(self, environ: dict[str, Any], response: Response) -> bool:
-        result = self.app(environ, response.start_response)
-        try:
-            for chunk in result:
-                if chunk:  # PEP 3333: the head waits for the first non-empty chunk
-                    response.write(chunk)
-            return response.finish()
-        finally:
-            if hasattr(result, "close"):
-                result.close()
 
-    def _environ(self, head: Head, body: BinaryIO | Body, peer: tuple[Any, ...]) -> dict[str, Any]:
-        environ = {**self._base, "REQUEST_METHOD": head.method, "QUERY_STRING": head.query.decode("latin-1"),
-                   "PATH_INFO": unquote_to_bytes(head.path).decode("latin-1"), "SERVER_PROTOCOL": head.version,
-                   "REMOTE_ADDR": peer[0], "REMOTE_PORT": str(peer[1]), "wsgi.input": body}  # fmt: skip
-        for name, value in head.fields.items():
-            if "_" not in name:  # X_Token would pose as X-Token in HTTP_X_TOKEN: dropped, as nginx does
-                environ["HTTP_" + name.upper().replace("-", "_")] = value
-        environ["CONTENT_TYPE"] = environ.pop("HTTP_CONTENT_TYPE", "")
-        environ.pop("HTTP_CONTENT_LENGTH", None)
-        environ["CONTENT_LENGTH"] = str(head.length)
-        return environ
+def _http_date() -> bytes:
+    """The Date header's value, formatted once a second."""
+    now = int(time.time())
+    second, text = _dates[-1]
+    if second != now:
+        text = formatdate(now, usegmt=True).encode("ascii")
+        _dates[-1] = (now, text)
+    return text
+
+
+def tls_context(*, cert: str, key: str, client_ca: str | None = None) -> ssl.SSLContext:
+    """The server's TLS: its certificate, and the CA its clients' certificates must come from, if any."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    context.num_tickets = 0  # agents keep their connections; nobody resumes a session
+    if client_ca is not None:
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context

@@ -2,10 +2,10 @@
 
 Start-up order matters: the store is loaded (and so the desired state known) before os-ken listens,
 so the first switch to connect is reconciled against the real state, never against an empty one.
-os-ken 4.x runs on native threads and has no WSGI server; the REST API is our own HTTP/1.1
-keep-alive server (controller/httpd.py, a thread per connection), its accept loop in a thread of its
-own. Only the configured addresses are listened on (os-ken would also open the legacy 6633 when no
-port is set: we always set it).
+os-ken 4.x runs on native threads and has no WSGI server; the REST API is served by cheroot behind
+our Gate (controller/httpd.py: a pool of threads for requests, one thread for connections), over
+TLS unless the config asks for plain HTTP on loopback. Only the configured addresses are listened
+on (os-ken would also open the legacy 6633 when no port is set: we always set it).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from controller import config as configuration
 from controller.api import Api
 from controller.errors import ControllerError, SwitchUnavailable
-from controller.httpd import HttpServer
+from controller.httpd import HttpServer, tls_context
 from controller.service import Service
 from controller.store import SqliteStore, Store
 
@@ -65,7 +66,8 @@ class LateFabric:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="underlay-controller", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="underlay-controller", description=__doc__.splitlines()[0],
+                                     epilog=configuration.API_KEYS, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, required=True, help="TOML config file")
     parser.add_argument("--store", help='SQLite file, or "kubernetes" (overrides `store`)')
     parser.add_argument("--openflow", metavar="HOST:PORT", help="OpenFlow listen address (overrides [openflow])")
@@ -83,7 +85,9 @@ def load_config(args: argparse.Namespace) -> configuration.Config:
             if not port.isdigit():
                 raise configuration.ConfigError(f"--{section} {address}: expected HOST:PORT")
             overrides[section] = {"host": host, "port": int(port)}
-    return configuration.load(args.config, overrides=overrides)
+    config = configuration.load(args.config, overrides=overrides)
+    configuration.check_servable(config)
+    return config
 
 
 def setup_logging(verbosity: int) -> None:
@@ -128,8 +132,11 @@ def check_free(host: str, port: int) -> None:
 
 
 def serve_api(service: Service, cfg: configuration.Config) -> HttpServer:
-    tokens = {name: node.token for name, node in cfg.nodes.items()}
-    server = HttpServer(Api(service, tokens=tokens), cfg.api.host, cfg.api.port)
+    api = cfg.api
+    tls = None if api.tls_cert is None or api.tls_key is None else tls_context(
+        cert=api.tls_cert, key=api.tls_key, client_ca=api.tls_client_ca)
+    app = Api(service, tokens=cfg.tokens, max_body=api.limits.max_body)
+    server = HttpServer(app, api.host, api.port, limits=api.limits, tls=tls)
     threading.Thread(target=server.serve_forever, name="rest-api", daemon=True).start()
     return server
 
@@ -172,19 +179,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cluster is not None and cluster.pools is not None:
         cluster.pools.bind(service.set_pools)
     try:
-        api = serve_api(service, cfg)
-    except OSError as err:
-        print(f"underlay-controller: cannot listen on {cfg.api.host}:{cfg.api.port} (REST API): {err}",
-              file=sys.stderr)
-        return 1
-    try:
         check_free(cfg.openflow.host, cfg.openflow.port)
     except OSError as err:
         print(f"underlay-controller: cannot listen on {cfg.openflow.host}:{cfg.openflow.port} (OpenFlow): {err}",
               file=sys.stderr)
         return 1
-    configure_os_ken(cfg.openflow)
-    start_openflow(service, fabric)
+    try:
+        api = serve_api(service, cfg)
+    except ssl.SSLError as err:
+        print(f"underlay-controller: api.tls_cert {cfg.api.tls_cert}, api.tls_key {cfg.api.tls_key}: {err}",
+              file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"underlay-controller: cannot listen on {cfg.api.host}:{cfg.api.port} (REST API): {err}",
+              file=sys.stderr)
+        return 1
+    try:
+        configure_os_ken(cfg.openflow)
+        start_openflow(service, fabric)
+    except BaseException:
+        api.shutdown()  # its pool's threads would keep the process from exiting
+        raise
     # Everything loaded so far (modules, os-ken, the restored state) lives as long as the process:
     # keep the cyclic collector from scanning it again on every full collection. And collect young
     # objects less often: a batch of placements allocates tens of thousands of tracked objects, and
@@ -193,8 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    LOG.info("started epoch=%s openflow=%s:%d api=%s:%d store=%s", service.epoch, cfg.openflow.host,
-             cfg.openflow.port, cfg.api.host, cfg.api.port, cfg.store)
+    LOG.info("started epoch=%s openflow=%s:%d api=%s://%s:%d store=%s", service.epoch, cfg.openflow.host,
+             cfg.openflow.port, cfg.api.scheme, cfg.api.host, cfg.api.port, cfg.store)
     while not stop.wait(1.0):
         pass
     LOG.info("stopping epoch=%s", service.epoch)

@@ -7,6 +7,11 @@ rides on the error. When and how long to retry is the caller's (`node_agent.retr
 carries the controller's epoch; the client remembers the last one and calls `on_new_epoch` when it
 changes, so the agent notices a restart.
 
+Over https (the controller's default), the controller's certificate is checked against the CA file
+the agent is given (`--ca-file`; the system's CAs without one); plain http is refused unless the
+controller is on loopback, where the token never crosses a wire. A certificate that does not check
+out is a PermanentError: no retry makes it trusted.
+
 Allocations are coalesced: while one is on its way to the controller, the next ones queue and then
 go together in one batch request (`POST .../pods:batch`), each still getting its own answer. One pod
 alone costs one round trip as before; when kubelet starts many pods at once, they share requests,
@@ -16,7 +21,9 @@ the controller's store commits and the switch's bundles.
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,15 +51,21 @@ class PermanentError(ControllerError):
 
 
 class ControllerClient:
-    def __init__(self, url: str, node: str, *, token: str | None, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, node: str, *, token: str | None, ca_file: str | None = None,
+                 client_cert: str | None = None, client_key: str | None = None, timeout: float = 10.0) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"controller URL {url!r} must be http(s)://host[:port]")
+        if parts.scheme == "http" and not _loopback(parts.hostname):
+            raise ValueError(f"controller URL {url!r}: plain http only to a loopback address (the token would "
+                             "cross the network in clear); use https:// and a CA file")
         self.url = url.rstrip("/")
         self.node = node
         self._parts = parts
         self._token = token
         self._timeout = timeout
+        self._ca_file = ca_file
+        self._tls = _tls_context(ca_file, client_cert, client_key) if parts.scheme == "https" else None
         self._idle: list[http.client.HTTPConnection] = []  # keep-alive connections, shared: CNI calls are short threads
         self._idle_lock = threading.Lock()
         self._allocations = Coalescer(self._allocate_batch, max_batch=MAX_BATCH)
@@ -99,6 +112,9 @@ class ControllerClient:
             headers["Content-Type"] = "application/json"
         try:
             status, data, retry_after = self._send(method, path, payload, headers)
+        except ssl.SSLCertVerificationError as exc:
+            raise PermanentError(f"controller {self.url}: its certificate is not trusted (CA file: "
+                                 f"{self._ca_file or 'the system CAs'}): {exc.verify_message}") from None
         except (OSError, http.client.HTTPException) as exc:
             raise TemporaryError(f"controller {self.url} unreachable: {exc}") from None
         try:
@@ -128,7 +144,7 @@ class ControllerClient:
                 conn.request(method, self._parts.path.rstrip("/") + path, body=payload, headers=headers)
                 response = conn.getresponse()
                 data = response.read()
-            except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+            except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected, ssl.SSLEOFError):
                 conn.close()
                 if fresh:
                     raise
@@ -144,8 +160,10 @@ class ControllerClient:
         with self._idle_lock:
             if self._idle and not fresh:
                 return self._idle.pop()
-        kind = http.client.HTTPSConnection if self._parts.scheme == "https" else http.client.HTTPConnection
-        return kind(self._parts.hostname, self._parts.port, timeout=self._timeout)
+        if self._tls is not None:
+            return http.client.HTTPSConnection(self._parts.hostname, self._parts.port, timeout=self._timeout,
+                                               context=self._tls)
+        return http.client.HTTPConnection(self._parts.hostname, self._parts.port, timeout=self._timeout)
 
     def _give_back(self, conn: http.client.HTTPConnection) -> None:
         if conn.sock is not None:  # still open: the answer did not say `Connection: close`
@@ -161,6 +179,22 @@ def parse_retry_after(value: str | None) -> float | None:
     if value is None or not value.strip().isdigit():
         return None
     return float(value.strip())
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _tls_context(ca_file: str | None, client_cert: str | None, client_key: str | None) -> ssl.SSLContext:
+    """Checks the controller's certificate and its name (an IP address in the URL: the certificate's
+    IP address); made once, shared by every connection of the pool."""
+    context = ssl.create_default_context(cafile=ca_file)
+    if client_cert:
+        context.load_cert_chain(client_cert, client_key)
+    return context
 
 
 def _error(status: int, answer: dict, *, retry_after: float | None = None) -> ControllerError:

@@ -4,8 +4,11 @@ Configuration: a TOML file (`--config`, default /etc/underlay/agent.toml when it
 overridable by a flag of the same name:
 
     node = "node-1"                            # default: the host name
-    controller_url = "http://198.18.0.2:8080"  # unset: standalone (pods need an ipam section)
+    controller_url = "https://198.18.0.2:6680" # unset: standalone (pods need an ipam section)
     token_file = "/etc/underlay/token"
+    ca_file = "/etc/underlay/ca.pem"           # what the controller's certificate must come from
+    client_cert = ""                           # and key: when the controller asks agents for one
+    client_key = ""                            # (its [api] tls_client_ca)
     socket = "/run/underlay/agent.sock"
     master = "eth0"                            # default: the interface of the default route
     netns = ""                                 # the node's namespace; unset in production (hostNetwork)
@@ -45,6 +48,9 @@ class AgentConfig:
     node: str
     controller_url: str | None = None
     token_file: str | None = None
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
     socket: str = DEFAULT_SOCKET
     master: str | None = None
     netns: str | None = None
@@ -70,15 +76,20 @@ def load_config(argv: list[str] | None = None) -> AgentConfig:
         parser.error(f"{path}: unknown keys {', '.join(sorted(unknown))}")
     values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
     values.setdefault("node", socket.gethostname())
-    return AgentConfig(**{k: (v or None) if k in ("netns", "master", "controller_url") else v
-                          for k, v in values.items()})
+    optional = ("netns", "master", "controller_url", "ca_file", "client_cert", "client_key")
+    return AgentConfig(**{k: (v or None) if k in optional else v for k, v in values.items()})
 
 
 def build(config: AgentConfig) -> tuple[Agent, AgentServer, Syncer | None]:
     client = None
     if config.controller_url:
         token = Path(config.token_file).read_text().strip() if config.token_file else None
-        client = ControllerClient(config.controller_url, config.node, token=token)
+        try:
+            client = ControllerClient(config.controller_url, config.node, token=token, ca_file=config.ca_file,
+                                      client_cert=config.client_cert, client_key=config.client_key)
+        except (ValueError, OSError) as err:  # a URL we refuse, a CA or certificate file we cannot load
+            raise SystemExit(f"underlay-agent: controller_url {config.controller_url}, ca_file {config.ca_file}: "
+                             f"{err}") from None
     agent = Agent(node=NodeNetlink(config.netns), controller=client, store=AttachmentStore(Path(config.state_dir)),
                   master=config.master, shim_ifname=config.shim_ifname,
                   retry=RetryPolicy(deadline=config.controller_retry_deadline))

@@ -14,7 +14,7 @@ from deploy.k8s.testenv import MissingBinary, StartFailed
 from deploy.lab.control import ApiError, ControllerDied
 from deploy.lab import kubedemo, netns
 from deploy.lab.kubelab import KubeLabError
-from deploy.lab.lab import API_PORT, DEFAULT_STATE_DIR, SUBNET, Lab, LabError, LabState
+from deploy.lab.lab import DEFAULT_STATE_DIR, SUBNET, Lab, LabError, LabState
 from deploy.lab.umlnode import NodeFailed
 from deploy.uml.channel import ChannelError
 from deploy.lab.rig import MissingPrerequisite
@@ -83,10 +83,11 @@ def cmd_status(lab: Lab, args: argparse.Namespace) -> int:
 
 
 def status_json(lab: Lab, state: LabState) -> dict[str, Any]:
+    controller = lab.controller(state)
     return {
         "switch": {"bridge": state.bridge, "dpid": f"{state.dpid:016x}", "netns": lab.rig.mgmt_ns,
                    "ovs_rundir": str(lab.rig.ovs.workdir), "controller": f"tcp:127.0.0.1:{6653}",
-                   "api": f"http://{state.api_host}:{API_PORT}"},
+                   "api": controller.url, "api_ca_file": str(controller.ca_file)},
         "mode": state.mode,
         "nodes": [{"name": n.name, "kernel": "uml" if n.spool else "host", "netns": n.netns, "ip": n.ip,
                    "mac": n.mac, "port": n.port, "cni_conf": n.cni_conf, "agent_socket": n.agent_socket,

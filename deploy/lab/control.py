@@ -2,7 +2,9 @@
 
 The controller runs in the rig's management namespace, where the switch reaches it at
 127.0.0.1:<openflow port>; callers in other namespaces reach its REST API through a socket made
-inside that namespace (`netns.connect_tcp`), so nothing listens in the host's namespace.
+inside that namespace (`netns.connect_tcp`), so nothing listens in the host's namespace. Its API
+speaks TLS with a certificate from a CA of its own (deploy/lab/pki.py, made with the config), as
+in production; `tls=False` asks for plain HTTP (on loopback only).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import http.client
 import json
 import secrets
 import signal
+import socket
+import ssl
 import sys
 import time
 from collections.abc import Mapping
@@ -18,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploy.lab import netns
+from deploy.lab import netns, pki
 from deploy.lab.process import start_daemon, stop_pidfile
 
 
@@ -39,6 +43,7 @@ class PoolSpec:
 
 def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mapping[int, tuple[int, ...]],
                   pool: PoolSpec, openflow_port: int, api_port: int, api_host: str = "127.0.0.1",
+                  api_tls: pki.ServerFiles | None = None, api_limits: Mapping[str, float] | None = None,
                   cooldown: float = 0, resync_grace: float = 60, kubeconfig: Path | None = None) -> str:
     """The controller's TOML config for a rig (see controller/config.py for every key). With a
     `kubeconfig` the store is the Kubernetes API (pools are then IPPool objects; the [pools] table
@@ -47,6 +52,8 @@ def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mappin
              f"resync_grace = {resync_grace}",
              "[openflow]", 'host = "127.0.0.1"', f"port = {openflow_port}",
              "[api]", f'host = "{api_host}"', f"port = {api_port}"]
+    lines += [f'tls_cert = "{api_tls.cert}"', f'tls_key = "{api_tls.key}"'] if api_tls else ["plaintext = true"]
+    lines += [f"{key} = {value}" for key, value in (api_limits or {}).items()]
     for node in nodes.values():
         lines += [f"[nodes.{node.name}]", f'token = "{node.token}"']
         lines += [f"dpid = {node.dpid}"] if node.dpid is not None else []
@@ -84,6 +91,8 @@ class Controller:
     resync_grace: float = 60  # seconds a fresh allocation is safe from an agent's full sync
     verbose: bool = True
     kubeconfig: Path | None = None  # set: the store is the Kubernetes API this kubeconfig reaches
+    tls: bool = True  # the API over TLS with the controller's own CA; False: plain HTTP (loopback only)
+    api_limits: dict[str, float] = field(default_factory=dict)  # [api] limits (controller/config.py)
 
     @property
     def pidfile(self) -> Path:
@@ -97,12 +106,19 @@ class Controller:
     def config_path(self) -> Path:
         return self.workdir / "controller.toml"
 
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA the API's certificate comes from: what its clients trust (None without TLS)."""
+        return self.workdir / "pki" / "ca.pem" if self.tls else None
+
     def write_config(self) -> None:
+        """The config, and with TLS a new CA and server certificate for `api_host`."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        api_tls = pki.server_files(self.workdir / "pki", ip=self.api_host) if self.tls else None
         self.config_path.write_text(render_config(
             store=self.workdir / "store.sqlite", nodes=self.nodes, trusted=self.trusted, pool=self.pool,
             openflow_port=self.openflow_port, api_port=self.api_port, api_host=self.api_host,
-            resync_grace=self.resync_grace, kubeconfig=self.kubeconfig))
+            api_tls=api_tls, api_limits=self.api_limits, resync_grace=self.resync_grace, kubeconfig=self.kubeconfig))
         self.config_path.chmod(0o600)  # it holds the node tokens
 
     def start(self, *, timeout: float = 20) -> None:
@@ -128,8 +144,8 @@ class Controller:
             if not self.running():
                 raise ControllerDied(f"the controller exited: {self.last_log_line()} (log: {self.logfile})")
             try:
-                health = self.request("GET", "/v1/health")
-                if len(health.get("connected", health.get("switches", []))) >= switches:
+                health = self.health()
+                if len(health["connected"]) >= switches:
                     return health
             except (OSError, ApiError) as err:
                 last = err
@@ -156,10 +172,14 @@ class Controller:
             raise ApiError(status, answer)
         return answer
 
+    def health(self) -> dict[str, Any]:
+        """`GET /v1/health` with a node's token: the full answer (switches, counters)."""
+        return self.request("GET", "/v1/health", node=next(iter(self.nodes)))
+
     def raw_request(self, method: str, path: str, body: Any = None, *,
                     token: str | None = None) -> tuple[int, dict[str, Any]]:
         conn = http.client.HTTPConnection(self.api_host, self.api_port, timeout=30)
-        conn.sock = netns.connect_tcp(self.ns, self.api_host, self.api_port)
+        conn.sock = self.connect()
         headers = {"Content-Type": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -170,7 +190,22 @@ class Controller:
         finally:
             conn.close()
 
+    def connect(self, *, timeout: float = 30) -> socket.socket:
+        """A connection to the API from inside the management namespace, TLS checked with `ca_file`."""
+        sock = netns.connect_tcp(self.ns, self.api_host, self.api_port, timeout=timeout)
+        if self.ca_file is None:
+            return sock
+        try:
+            return ssl.create_default_context(cafile=str(self.ca_file)).wrap_socket(sock, server_hostname=self.api_host)
+        except BaseException:
+            sock.close()
+            raise
+
     @property
     def url(self) -> str:
         """The API as seen from inside the management namespace (where agents run in the lab)."""
-        return f"http://{self.api_host}:{self.api_port}"
+        return f"{'https' if self.tls else 'http'}://{self.api_host}:{self.api_port}"
+
+    def agent_args(self) -> list[str]:
+        """`underlay-agent` flags that point it at this controller (its token file is the caller's)."""
+        return ["--controller-url", self.url, *(["--ca-file", str(self.ca_file)] if self.ca_file else [])]

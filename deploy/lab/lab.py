@@ -308,7 +308,7 @@ class Lab:
     def _agent_argv(self, node: NodeInfo, state: LabState) -> list[str]:
         directory = self._node_dir(node.name)
         return [sys.executable, "-m", "node_agent.main", "--node", node.name,
-                "--controller-url", f"http://{state.api_host}:{API_PORT}", "--token-file", str(directory / "token"),
+                *self.controller(state).agent_args(), "--token-file", str(directory / "token"),
                 "--socket", node.agent_socket, "--master", "eth0", "--state-dir", str(directory / "state"),
                 *(["--netns", node.netns] if node.netns else [])]
 
@@ -483,12 +483,12 @@ class Lab:
         rows = []
         for pod in self.pods(state).values():
             before_flow = self._responder_packets(state, pod.ip)
-            before_packet_ins = controller.request("GET", "/v1/health")["stats"].get("packet_ins", 0)
+            before_packet_ins = controller.health()["stats"].get("packet_ins", 0)
             request = frames.Arp(op=1, sha=ext["mac"], spa=ext["ip"], tha="00:00:00:00:00:00", tpa=pod.ip,
                                  eth_src=ext["mac"], eth_dst=frames.BROADCAST)
             replies = frames.arp_exchange(ext["netns"], "eth0", request, timeout=1.0)
             flow_hits = self._responder_packets(state, pod.ip) - before_flow
-            packet_ins = controller.request("GET", "/v1/health")["stats"].get("packet_ins", 0) - before_packet_ins
+            packet_ins = controller.health()["stats"].get("packet_ins", 0) - before_packet_ins
             ping = netns.run(ext["netns"], ["ping", "-n", "-c", "1", "-W", "2", pod.ip], check=False)
             rows.append({
                 "pod": pod.name, "node": pod.node, "ip": pod.ip, "mac": pod.mac,

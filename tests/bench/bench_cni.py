@@ -147,12 +147,12 @@ def main() -> None:
         plugin = install.install_binary(bin_dir)
         (tmp / "token").write_text(controller.nodes["node"].token)
         agents = {}
-        kinds = [("ctl", "node", node, ["--controller-url", controller.url, "--token-file", str(tmp / "token")]),
+        kinds = [("ctl", "node", node, [*controller.agent_args(), "--token-file", str(tmp / "token")]),
                  ("alone", "node", node, [])]
         if "kubernetes" in args.store:
             (tmp / "token-k8s").write_text(k8s_controller.nodes["node-k8s"].token)
             kinds.append(("k8s", "node-k8s", k8s_node,
-                          ["--controller-url", k8s_controller.url, "--token-file", str(tmp / "token-k8s")]))
+                          [*k8s_controller.agent_args(), "--token-file", str(tmp / "token-k8s")]))
         for name, node_name, host, extra in kinds:
             sock = tmp / f"{name}.sock"
             argv = [*AGENT, "--node", node_name, "--netns", host.netns, "--master", "eth0", "--socket", str(sock),

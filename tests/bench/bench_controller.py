@@ -3,7 +3,8 @@
 Run by hand as root: `.venv/bin/python tests/bench/bench_controller.py [--pods 1000 10000] [--runs 3]`.
 Not collected by pytest.
 
-Ours: the real controller process; N pods placed through the REST API by 32 concurrent callers,
+Ours: the real controller process (its API over TLS, as agents use it; `--plain-http`: without);
+N pods placed through the REST API by 32 concurrent callers,
 timed from the first request to the last answer (each answer comes after the switch's barrier), two
 ways: "agent" = the node agent's own client (node_agent/controller_client.py), which coalesces
 allocations that arrive while one is in flight into batch requests, as it does when kubelet starts
@@ -50,7 +51,8 @@ def pod_request(i: int, run: str) -> dict:
 
 
 def agent_client(controller: Controller) -> Callable[[dict], None]:
-    client = ControllerClient(controller.url, "n1", token=controller.nodes["n1"].token, timeout=60)
+    client = ControllerClient(controller.url, "n1", token=controller.nodes["n1"].token, timeout=60,
+                              ca_file=str(controller.ca_file) if controller.ca_file else None)
     return lambda request: None if client.allocate(request)["ip"] else None
 
 
@@ -62,6 +64,7 @@ def per_pod_client(controller: Controller) -> Callable[[dict], None]:
     def place(request: dict) -> None:
         if not hasattr(local, "conn"):
             local.conn = http.client.HTTPConnection(controller.api_host, controller.api_port, timeout=60)
+            local.conn.sock = controller.connect(timeout=60)  # TLS too, as the controller speaks
         local.conn.request("POST", "/v1/nodes/n1/pods", body=json.dumps(request), headers=headers)
         response = local.conn.getresponse()
         if response.status != 200:
@@ -115,17 +118,19 @@ def reconnect_rate(rig: Rig, bridge: str) -> float:
     return expected / (time.perf_counter() - started)
 
 
-def run_ours(rig: Rig, bridge: str, node_port: int, pods: int, run: int, client: str) -> tuple[float, int, float, float]:
+def run_ours(rig: Rig, bridge: str, node_port: int, pods: int, run: int, client: str,
+             tls: bool) -> tuple[float, int, float, float]:  # fmt: skip
     rig.ovs.ofctl("del-flows", bridge)
     rig.ovs.vsctl("set-controller", bridge, "tcp:127.0.0.1:6653")
     controller = Controller(workdir=rig.workdir / f"bench-{client}-{pods}-{run}", ns=rig.mgmt_ns,
                             nodes={"n1": NodeSpec("n1", dpid=1, port=node_port)}, trusted={},
-                            pool=PoolSpec("198.18.0.0/16", ranges=("198.18.1.0-198.18.254.254",)), verbose=False)
+                            pool=PoolSpec("198.18.0.0/16", ranges=("198.18.1.0-198.18.254.254",)), verbose=False,
+                            tls=tls)
     controller.start()
     try:
         controller.wait_healthy(timeout=20, switches=1)
         controller.request("PUT", "/v1/nodes/n1", {"mac": "02:00:00:00:00:01", "ip": "198.18.0.11"}, node="n1")
-        before = controller.request("GET", "/v1/health")["stats"]["flow_mods"]
+        before = controller.health()["stats"]["flow_mods"]
         place = agent_client(controller) if client == "agent" else per_pod_client(controller)
         switch_pidfile = rig.ovs.workdir / "ovs-vswitchd.pid"
         cpu_before = [cpu_seconds(controller.pidfile), cpu_seconds(switch_pidfile), time.process_time()]
@@ -134,7 +139,7 @@ def run_ours(rig: Rig, bridge: str, node_port: int, pods: int, run: int, client:
         used = [(b - a) / pods * 1e6 for a, b in zip(cpu_before, cpu_after)]
         print(f"  {client}: CPU per pod: controller {used[0]:.0f} us, switch {used[1]:.0f} us, "
               f"clients {used[2]:.0f} us; wall {seconds / pods * 1e6:.0f} us", flush=True)
-        flow_mods = controller.request("GET", "/v1/health")["stats"]["flow_mods"] - before
+        flow_mods = controller.health()["stats"]["flow_mods"] - before
         return seconds, flow_mods, rss_mb(controller.pidfile), reconnect_rate(rig, bridge)
     finally:
         controller.stop()
@@ -212,6 +217,7 @@ def main() -> None:
     parser.add_argument("--pods", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--clients", nargs="+", choices=CLIENT_KINDS, default=CLIENT_KINDS)
+    parser.add_argument("--plain-http", action="store_true", help="the API without TLS (on loopback)")
     parser.add_argument("--naive-app", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_app:
@@ -226,7 +232,8 @@ def main() -> None:
             for run in range(args.runs):
                 line = [f"pods={pods} run={run + 1}:"]
                 for client in args.clients:
-                    seconds, flow_mods, memory, bulk_rate = run_ours(rig, bridge, node.ofport, pods, run, client)
+                    seconds, flow_mods, memory, bulk_rate = run_ours(rig, bridge, node.ofport, pods, run, client,
+                                                                     tls=not args.plain_http)
                     rates[client].append(flow_mods / seconds)
                     line.append(f"{client} {flow_mods} flow-mods in {seconds:.2f}s ({flow_mods / seconds:,.0f}/s);")
                     if client == args.clients[0]:  # RSS and the bulk rate: once per run

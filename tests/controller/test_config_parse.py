@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from controller.config import ConfigError, KubernetesConfig, Route, load, parse
+from controller.config import ApiLimits, ConfigError, KubernetesConfig, Route, check_servable, load, parse
 from openflow.model import UnknownDestination
 
 FULL = """
@@ -27,6 +27,10 @@ ca_certs = "/etc/underlay/ca.crt"
 
 [api]
 port = 7000
+tls_cert = "api.crt"
+tls_key = "/etc/underlay/api.key"
+max_connections_per_peer = 8
+header_timeout = 2.5
 
 [nodes.n1]
 token_file = "n1.token"
@@ -52,13 +56,16 @@ exclude = ["198.18.0.150", "198.18.0.160-198.18.0.163", "198.18.0.208/30"]
 
 def test_full_file(tmp_path: Path) -> None:
     (tmp_path / "n1.token").write_text("one\n")
-    (tmp_path / "controller.toml").write_text(FULL)
+    (tmp_path / "api.crt").write_text("")
+    (tmp_path / "controller.toml").write_text(FULL.replace("/etc/underlay/api.key", str(tmp_path / "api.crt")))
     config = load(tmp_path / "controller.toml")
     assert config.cookie == 0x55AA_0000_0000_0001
     assert config.unknown_destination is UnknownDestination.DROP
     assert (config.release_cooldown, config.resync_grace) == (5.0, 90.0)
     assert (config.openflow.host, config.openflow.port, config.openflow.ca_certs) == ("0.0.0.0", 6633, "/etc/underlay/ca.crt")
-    assert (config.api.host, config.api.port) == ("127.0.0.1", 7000)
+    assert (config.api.host, config.api.port, config.api.scheme) == ("127.0.0.1", 7000, "https")
+    assert (config.api.tls_cert, config.api.tls_key) == (str(tmp_path / "api.crt"),) * 2  # relative to the file
+    assert config.api.limits == ApiLimits(max_connections_per_peer=8, header_timeout=2.5)
     assert config.tokens == {"n1": "one", "n2": "two"}
     assert (config.nodes["n2"].dpid, config.nodes["n2"].port) == (16, 3)
     assert (config.nodes["n2"].mac, config.nodes["n2"].ip, config.nodes["n1"].mac) == ("02:00:00:00:01:0a", "198.18.0.12", None)
@@ -74,7 +81,8 @@ def test_full_file(tmp_path: Path) -> None:
 def test_defaults() -> None:
     config = parse({"store": "s.sqlite"})
     assert (config.openflow.host, config.openflow.port) == ("127.0.0.1", 6653)
-    assert (config.api.host, config.api.port) == ("127.0.0.1", 6680)
+    assert (config.api.host, config.api.port, config.api.tls_cert, config.api.plaintext) == ("127.0.0.1", 6680, None, False)
+    assert config.api.limits == ApiLimits()
     assert config.cookie == 0x55AA_0000_0000_0000
     assert config.unknown_destination is UnknownDestination.NORMAL
     assert config.release_cooldown == 30.0
@@ -88,6 +96,12 @@ def test_the_kubernetes_store_and_table(tmp_path: Path) -> None:
     config = parse({"store": "kubernetes", "kubernetes": {"kubeconfig": "kc", "context": "lab"}}, base=tmp_path)
     assert config.kubernetes == KubernetesConfig(kubeconfig=str(tmp_path / "kc"), context="lab")
     assert parse({"store": "s", "kubernetes": {"in_cluster": True}}).kubernetes == KubernetesConfig(in_cluster=True)
+
+
+def test_the_controller_needs_tls_or_plain_http_asked_for() -> None:
+    with pytest.raises(ConfigError, match=r"^api: set tls_cert and tls_key \(the API speaks HTTPS\), or plaintext = "):
+        check_servable(parse({"store": "s"}))
+    check_servable(parse({"store": "s", "api": {"plaintext": True}}))
 
 
 def test_whole_subnet_is_the_default_range() -> None:
@@ -107,6 +121,21 @@ def test_whole_subnet_is_the_default_range() -> None:
         ({"store": "s", "release_cooldown": -1}, "release_cooldown: -1 is not a number of seconds"),
         ({"store": "s", "api": {"port": 70000}}, "api.port: 70000 is not a port number"),
         ({"store": "s", "api": {"prot": 1}}, "api.prot: unknown key"),
+        ({"store": "s", "api": {"plaintext": True, "host": "198.18.0.1"}},
+         "api.plaintext: plain HTTP is allowed only on a loopback address, and api.host is 198.18.0.1: set tls_cert "
+         "and tls_key instead"),
+        ({"store": "s", "api": {"plaintext": True, "host": "0.0.0.0"}}, "api.plaintext: plain HTTP is allowed only"),
+        ({"store": "s", "api": {"plaintext": True, "host": "localhost"}}, "api.host: 'localhost' is not an IP address"),
+        ({"store": "s", "api": {"tls_cert": "/dev/null"}}, "api: tls_cert and tls_key go together"),
+        ({"store": "s", "api": {"tls_cert": "/nonexistent/c", "tls_key": "/dev/null"}},
+         "api.tls_cert: cannot read /nonexistent/c"),
+        ({"store": "s", "api": {"tls_cert": "/dev/null", "tls_key": "/dev/null", "plaintext": True}},
+         "api.plaintext: true, but tls_cert is set too"),
+        ({"store": "s", "api": {"plaintext": True, "max_connections_per_peer": 0}},
+         "api.max_connections_per_peer: 0 is not a positive integer"),
+        ({"store": "s", "api": {"plaintext": True, "threads": 1.5}}, "api.threads: 1.5 is not a positive integer"),
+        ({"store": "s", "api": {"plaintext": True, "header_timeout": 0}},
+         "api.header_timeout: 0 is not a number of seconds (> 0)"),
         ({"store": "s", "openflow": {"ctl_cert": "c"}}, "openflow: ctl_privkey and ctl_cert go together"),
         ({"store": "s", "nodes": {"n1": {}}}, "nodes.n1: needs exactly one of token, token_file"),
         ({"store": "s", "nodes": {"n1": {"token": "t", "port": 3}}}, "nodes.n1.port: needs nodes.n1.dpid too"),

@@ -77,14 +77,14 @@ def responder_packets(rig, bridge: str, ip: str) -> int:
 def test_switch_answers_arp_for_every_pod_without_the_controller(rig, bridge, segment):
     controller, n1, n2, ext = segment
     pods = [place(controller, node.name, f"web-{i}-{node.name}") for node in (n1, n2) for i in range(2)]
-    before = controller.request("GET", "/v1/health")["stats"]["packet_ins"]
+    before = controller.health()["stats"]["packet_ins"]
 
     for pod in pods:
         replies = who_has(ext, pod["ip"])
         assert [r.sha for r in replies] == [pod["mac"]], pod
         assert responder_packets(rig, bridge, pod["ip"]) == 1
 
-    assert controller.request("GET", "/v1/health")["stats"]["packet_ins"] == before
+    assert controller.health()["stats"]["packet_ins"] == before
 
 
 def test_spoofed_arp_from_node1_claiming_node2_pod_reaches_nobody(rig, bridge, segment):
@@ -193,7 +193,7 @@ def test_node_port_is_learned_from_the_nodes_first_frame_never_from_a_pods(rig, 
     assert port == n1.ofport
     pod = place(controller, "n1", "web-0")
     assert [r.sha for r in who_has(ext, pod["ip"])] == [pod["mac"]]
-    assert controller.request("GET", "/v1/health")["stats"]["packet_ins"] >= 1
+    assert controller.health()["stats"]["packet_ins"] >= 1
 
 
 def _wait_for(probe, timeout: float = 5.0):

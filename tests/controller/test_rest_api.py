@@ -62,12 +62,20 @@ def call(served: Client, service: Service) -> Client:
     return served
 
 
-def test_health_needs_no_token_and_every_answer_has_the_epoch(served: Client, service: Service) -> None:
-    status, body, _ = served("GET", "/v1/health", token=None)
+def test_health_without_a_token_is_liveness_only_and_every_answer_has_the_epoch(served: Client, service: Service) -> None:
+    assert served("GET", "/v1/health", token=None)[:2] == (200, {"status": "ok", "epoch": service.epoch})
+    status, body, _ = served("GET", "/v1/health", token=TOKENS["n2"])  # any node's token: the full answer
     assert status == 200
     assert (body["status"], body["switches"], body["epoch"]) == ("ok", [1, 2], service.epoch)
+    assert {"connected", "stats"} <= set(body)
+    assert served("GET", "/v1/health", token="wrong")[0] == 401
     for method, path in [("GET", "/nope"), ("DELETE", "/v1/health"), ("GET", "/v1/placements")]:
         assert served(method, path, token=None)[1]["epoch"] == service.epoch
+
+
+def test_the_http_servers_own_answers_carry_the_epoch_too(served: Client, service: Service) -> None:
+    assert served("GET", "/v1/health#fragment")[:2] == (400, {"error": "Illegal #fragment in Request-URI.",
+                                                               "epoch": service.epoch})
 
 
 def test_register_node(served: Client) -> None:
@@ -146,8 +154,10 @@ def test_after_a_failed_commit_changes_are_500_and_health_is_503(call: Client, s
     break_commits(service.store)  # type: ignore[arg-type]
     status, body, _ = call("POST", "/v1/nodes/n1/pods", POD)
     assert status == 500 and body["error"] == "internal error"
-    status, body, _ = call("GET", "/v1/health", token=None)
+    status, body, _ = call("GET", "/v1/health")
     assert status == 503 and body["error"].endswith("a commit failed (FOREIGN KEY constraint failed); restart the controller")
+    assert call("GET", "/v1/health", token=None)[:2] == (503, {"error": "the store failed: restart the controller",
+                                                              "epoch": service.epoch})  # what, only to nodes
     assert call("POST", "/v1/nodes/n1/pods", POD)[:2][0] == 500  # and it stays so: nothing half-written is trusted
 
 

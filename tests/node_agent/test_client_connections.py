@@ -7,10 +7,13 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from controller.httpd import HttpServer
+from controller.config import ApiLimits
+from controller.httpd import HttpServer, tls_context
+from deploy.lab.pki import server_files
 from node_agent.controller_client import ControllerClient
 
 
@@ -27,13 +30,18 @@ class PeerPorts:
         return [body]
 
 
-@pytest.fixture
-def served() -> Iterator[tuple[PeerPorts, ControllerClient]]:
-    app = PeerPorts()
-    server = HttpServer(app, "127.0.0.1", 0, idle_timeout=0.3)
+@pytest.fixture(params=["https", "http"])
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[PeerPorts, ControllerClient]]:
+    """Over TLS (as agents talk to the controller) and plain HTTP (allowed on loopback)."""
+    app, tls, ca_file = PeerPorts(), None, None
+    if request.param == "https":
+        files = server_files(tmp_path, ip="127.0.0.1")
+        tls, ca_file = tls_context(cert=str(files.cert), key=str(files.key)), str(files.ca)
+    server = HttpServer(app, "127.0.0.1", 0, limits=ApiLimits(idle_timeout=0.3), tls=tls)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield app, ControllerClient(f"http://127.0.0.1:{server.server_address[1]}", "n1", token="t", timeout=5)
+        yield app, ControllerClient(f"{request.param}://127.0.0.1:{server.server_address[1]}", "n1", token="t",
+                                    ca_file=ca_file, timeout=5)
     finally:
         server.shutdown()
 

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.rig
 
 
 def client_of(segment, node: str = "n1", *, token: str | None = None) -> ControllerClient:
-    return ControllerClient(segment.controller.url, node, token=token or segment.controller.nodes[node].token)
+    return ControllerClient(segment.controller.url, node, token=token or segment.controller.nodes[node].token,
+                            ca_file=str(segment.controller.ca_file))
 
 
 def register(client: ControllerClient, segment) -> None:

@@ -111,7 +111,7 @@ HELD = "198.18.5.150"
 FAILURES = {
     "controller refuses (409)": (101, f"controller: pod default/c1: {HELD} is held by default/holder"),
     "switch disconnected (503)": (11, "pod default/c1: controller: switch"),
-    "controller down": (11, "pod default/c1: controller http://127.0.0.1:6680 unreachable: [Errno 111]"),
+    "controller down": (11, "pod default/c1: controller https://127.0.0.1:6680 unreachable: [Errno 111]"),
     "host shim gone": (100, "pod default/c1: host shim ulshim0 is missing from netns"),
 }
 

@@ -108,7 +108,7 @@ class Segment:
         return {(p["container_id"], p["ifname"]): p for p in pods}
 
     def health(self) -> dict:
-        return self.controller.request("GET", "/v1/health")
+        return self.controller.health()
 
     def disconnect_switch(self) -> None:
         """Take the switch away from the controller (its flows stay: fail_mode=secure)."""
@@ -165,7 +165,7 @@ def make_node(request: pytest.FixtureRequest, rig: Rig, make_host: Callable[...,
             host = segment.hosts[name]
             token = tmp_path / f"{name}.token"
             token.write_text(segment.controller.nodes[name].token)
-            argv += ["--controller-url", segment.controller.url, "--token-file", str(token)]
+            argv += [*segment.controller.agent_args(), "--token-file", str(token)]
         argv += ["--netns", host.netns]
         for key, value in flags.items():
             argv += [f"--{key.replace('_', '-')}", value]
