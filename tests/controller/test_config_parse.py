@@ -190,7 +190,8 @@ def test_command_line_flags_override_the_file_key_by_key(tmp_path: Path) -> None
     from controller.main import load_config, parse_args
 
     (tmp_path / "n1.token").write_text("one\n")
-    (tmp_path / "controller.toml").write_text(FULL)
+    (tmp_path / "api.crt").write_text("")
+    (tmp_path / "controller.toml").write_text(FULL.replace("/etc/underlay/api.key", str(tmp_path / "api.crt")))
     args = parse_args(["--config", str(tmp_path / "controller.toml"), "--store", "/tmp/other.sqlite",
                        "--api", "127.0.0.2:7001"])
 
