@@ -38,7 +38,7 @@ def plugin_source(python: str) -> str:
     """The plugin as one file: our shebang, and cni/spec.py's source embedded for its fallback."""
     source = Path(plugin.__file__).read_text()
     body = source.split("\n", 1)[1] if source.startswith("#!") else source
-    placeholder = "SPEC_SOURCE = None"
+    placeholder = "SPEC_SOURCE: str | None = None"
     if body.count(placeholder) != 1:
         raise RuntimeError(f"{plugin.__file__} must contain {placeholder!r} exactly once")
     return SHEBANG.format(python=python) + body.replace(placeholder, f"SPEC_SOURCE = {Path(spec.__file__).read_text()!r}")
@@ -80,16 +80,16 @@ def _write_atomically(target: Path, content: bytes) -> None:
 
 
 def example_conflist(*, name: str = "underlay", master: str | None = None,
-                     agent_socket: str = plugin.DEFAULT_SOCKET, cni_version: str = EXAMPLE_CNI_VERSION) -> dict:
+                     agent_socket: str = plugin.DEFAULT_SOCKET, cni_version: str = EXAMPLE_CNI_VERSION) -> spec.JsonObject:
     """A conflist with our plugin first and the reference `tuning` plugin chained after it."""
-    ours: dict = {"type": PLUGIN_NAME, "mode": "macvlan", "macvlanMode": "bridge", "agentSocket": agent_socket,
+    ours: spec.JsonObject = {"type": PLUGIN_NAME, "mode": "macvlan", "macvlanMode": "bridge", "agentSocket": agent_socket,
                   "capabilities": {"mac": True, "ips": True}}
     if master:
         ours["master"] = master
     return {"cniVersion": cni_version, "name": name, "plugins": [ours, {"type": "tuning"}]}
 
 
-def install_conflist(conf_dir: Path, conflist: dict, *, filename: str = CONFLIST_NAME) -> Path | None:
+def install_conflist(conf_dir: Path, conflist: spec.JsonObject, *, filename: str = CONFLIST_NAME) -> Path | None:
     """Write `conflist` unless the file exists; return its path when written."""
     conf_dir.mkdir(parents=True, exist_ok=True)
     target = conf_dir / filename

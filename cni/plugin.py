@@ -26,13 +26,17 @@ import _socket
 import posix  # what `os` wraps, loaded at start; importing os costs ~2 ms (stat, posixpath, abc)
 import sys
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from typing import Any
+
 DEFAULT_SOCKET = "/run/underlay/agent.sock"
 AGENT_TIMEOUT = 120.0
 MAX_STDIN = (16 << 20) + 1  # read no more than one byte past cni.spec.MAX_CONFIG: enough to refuse it
 MAX_REQUEST = MAX_STDIN + (4 << 20)  # and the CNI_* environment (the kernel caps each string at 128 KiB)
 # As the reference plugins do, VERSION names the latest version whatever the config asks.
 VERSION_ANSWER = b'{"cniVersion": "1.1.0", "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]}\n'
-SPEC_SOURCE = None  # cni/spec.py's source, put here by cni.install; None when run from the package
+SPEC_SOURCE: str | None = None  # cni/spec.py's source, put here by cni.install; None when run from the package
 
 
 def agent_socket(raw: bytes) -> str:
@@ -48,13 +52,13 @@ def agent_socket(raw: bytes) -> str:
     return path if isinstance(path, str) else DEFAULT_SOCKET
 
 
-def encode_request(environ: dict, stdin: bytes) -> bytes:
+def encode_request(environ: dict[bytes, bytes], stdin: bytes) -> bytes:
     """The CNI_* variables of `environ` (bytes to bytes, as posix.environ) and stdin, as one message."""
     env = b"\0".join(k + b"=" + v for k, v in environ.items() if k.startswith(b"CNI_"))
     return len(env).to_bytes(4, "big") + env + stdin
 
 
-def decode_request(data: bytes) -> tuple[dict, bytes]:
+def decode_request(data: bytes) -> tuple[dict[str, str], bytes]:
     """The agent's side of `encode_request`: the environment as text, and stdin."""
     size = int.from_bytes(data[:4], "big")
     entries = data[4:4 + size].decode(errors="surrogateescape").split("\0")
@@ -83,19 +87,25 @@ def forward(raw: bytes) -> tuple[int, bytes]:
     try:
         answer = exchange(path, encode_request(posix.environ, raw))
     except (OSError, ValueError) as exc:  # ValueError: a path that is no file name (a lone surrogate)
-        return spec()["answer_without_agent"](raw, path, exc)
+        return answer_without_agent(raw, path, exc)
     if not answer:
-        return spec()["answer_without_agent"](raw, path, None)
+        return answer_without_agent(raw, path, None)
     return answer[0], answer[1:]
 
 
-def spec() -> dict:
+def answer_without_agent(raw: bytes, path: str, cause: Exception | None) -> tuple[int, bytes]:
+    """cni.spec.answer_without_agent, its source compiled only on this rare path."""
+    answered: tuple[int, bytes] = spec()["answer_without_agent"](raw, path, cause)
+    return answered
+
+
+def spec() -> "dict[str, Any]":
     """The names of cni/spec.py, compiled only on this rare path."""
     if SPEC_SOURCE is None:
         from cni import spec as module
 
         return vars(module)
-    namespace = {"__name__": "cni.spec"}
+    namespace: dict[str, Any] = {"__name__": "cni.spec"}
     exec(compile(SPEC_SOURCE, "cni/spec.py", "exec"), namespace)
     return namespace
 

@@ -18,7 +18,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
@@ -56,8 +56,10 @@ REQUIRED_ENV = {
     "STATUS": (),
 }
 
-Agent = Callable[[dict], "dict | None"]  # carries out a verb, or raises CniError
-Ipam = Callable[[dict, str, dict, bytes], dict]  # runs the delegated IPAM plugin: its neutral result
+JsonObject = dict[str, Any]  # a decoded JSON object: configs, results and requests carry others' keys too
+Env = Mapping[str, str]  # the call's environment (CNI_COMMAND, CNI_ARGS, ...)
+Agent = Callable[[JsonObject], "JsonObject | None"]  # carries out a verb, or raises CniError
+Ipam = Callable[[JsonObject, str, Env, bytes], JsonObject]  # runs the delegated IPAM plugin: its neutral result
 
 
 class CniError(Exception):
@@ -69,7 +71,7 @@ class CniError(Exception):
         self.msg = msg
         self.details = details
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> JsonObject:
         return {"code": self.code, "msg": self.msg, "details": self.details}
 
 
@@ -79,9 +81,9 @@ class AgentUnreachable(CniError):
 
 
 # --- results in each spec version ---------------------------------------------------------------
-def to_version(result: dict, version: str) -> dict:
+def to_version(result: JsonObject, version: str) -> JsonObject:
     """A version-neutral result (1.0.0 shape) in the format of spec `version`."""
-    out = {"cniVersion": version}
+    out: JsonObject = {"cniVersion": version}
     for key in ("interfaces", "ips", "routes", "dns"):
         if result.get(key):
             out[key] = [dict(item) for item in result[key]] if key != "dns" else dict(result[key])
@@ -91,7 +93,7 @@ def to_version(result: dict, version: str) -> dict:
     return out
 
 
-def neutral(result: dict | None) -> dict:
+def neutral(result: JsonObject | None) -> JsonObject:
     """Any supported version's result as the version-neutral shape (drops 0.4.0's ip versions)."""
     result = result or {}
     out = {key: result[key] for key in ("interfaces", "ips", "routes", "dns") if result.get(key)}
@@ -99,7 +101,7 @@ def neutral(result: dict | None) -> dict:
     return out
 
 
-def merge(prev: dict, ours: dict) -> dict:
+def merge(prev: JsonObject, ours: JsonObject) -> JsonObject:
     """Our result appended to a previous plugin's: interface indexes in `ours` shift past prev's."""
     prev, ours = neutral(prev), neutral(ours)
     shift = len(prev.get("interfaces", []))
@@ -207,7 +209,7 @@ def valid_pod_name(value: str) -> bool:
 
 
 # --- request parsing ----------------------------------------------------------------------------
-def parse_config(raw: bytes) -> dict:
+def parse_config(raw: bytes) -> JsonObject:
     if not raw.strip():
         raise CniError(DECODE_FAILURE, "no network configuration on stdin",
                        "the runtime must pass the network configuration as JSON on stdin")
@@ -224,7 +226,7 @@ def parse_config(raw: bytes) -> dict:
     return config
 
 
-def validate_config(config: dict, command: str = "ADD") -> None:
+def validate_config(config: JsonObject, command: str = "ADD") -> None:
     """The plugin's own keys, and the shape of what the agent reads for this command; the agent
     checks what needs the kernel (master, its MTU)."""
     name = config.get("name")
@@ -286,7 +288,7 @@ def _validate_shape(value: Any, shape: Any, path: str) -> None:
         raise CniError(INVALID_CONFIG, f"{path} must be a {'string' if shape is str else 'number'}, not {shown(value)}")
 
 
-def _require(config: dict, key: str, kind: type) -> None:
+def _require(config: JsonObject, key: str, kind: type) -> None:
     if not isinstance(config.get(key), kind):
         raise CniError(INVALID_CONFIG, f"network configuration lacks a valid {key!r}")
 
@@ -309,7 +311,7 @@ def cut(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 8] + "...(cut)"
 
 
-def parse_args(raw: str) -> dict:
+def parse_args(raw: str) -> dict[str, str]:
     """CNI_ARGS `K=V;K=V`; unknown keys are an error unless IgnoreUnknown is true."""
     args: dict[str, str] = {}
     for pair in filter(None, raw.split(";")):
@@ -329,7 +331,7 @@ def parse_args(raw: str) -> dict:
     return args
 
 
-def parse_env(env: dict, command: str) -> dict:
+def parse_env(env: Env, command: str) -> JsonObject:
     for name in REQUIRED_ENV[command]:
         if not env.get(name):
             raise CniError(BAD_ENV, f"required environment variable {name} is missing")
@@ -346,7 +348,7 @@ def parse_env(env: dict, command: str) -> dict:
 
 
 # --- the verbs ------------------------------------------------------------------------------------
-def respond(env: dict, raw: bytes, *, agent: Agent, ipam: Ipam) -> tuple[int, bytes]:
+def respond(env: Env, raw: bytes, *, agent: Agent, ipam: Ipam) -> tuple[int, bytes]:
     """Exit status and stdout for one call: the result JSON, nothing, or the error JSON. Never
     raises: whatever goes wrong becomes an error JSON, never a traceback on a runtime's stdout."""
     try:
@@ -364,7 +366,7 @@ def error_answer(error: CniError, raw: bytes) -> bytes:
     return (json.dumps({"cniVersion": _version_of(raw), **error.as_dict()}) + "\n").encode()
 
 
-def handle(env: dict, raw: bytes, *, agent: Agent, ipam: Ipam) -> dict | None:
+def handle(env: Env, raw: bytes, *, agent: Agent, ipam: Ipam) -> JsonObject | None:
     """The JSON to print for a successful call, or None (DEL, GC, CHECK print nothing)."""
     command = env.get("CNI_COMMAND", "")
     if command == "VERSION":
@@ -378,7 +380,8 @@ def handle(env: dict, raw: bytes, *, agent: Agent, ipam: Ipam) -> dict | None:
     validate_config(config, command)
     request = dict(parse_env(env, command), command=command, config=config)
     if command == "STATUS":
-        return status(agent, request)
+        status(agent, request)
+        return None
     delegated = command in ("ADD", "DEL", "CHECK") and bool((config.get("ipam") or {}).get("type"))
     if command == "ADD":
         return add(request, env, raw, agent=agent, ipam=ipam if delegated else None)
@@ -390,7 +393,7 @@ def handle(env: dict, raw: bytes, *, agent: Agent, ipam: Ipam) -> dict | None:
     return None
 
 
-def add(request: dict, env: dict, raw: bytes, *, agent: Agent, ipam: Ipam | None) -> dict:
+def add(request: JsonObject, env: Env, raw: bytes, *, agent: Agent, ipam: Ipam | None) -> JsonObject:
     """ADD; a delegated IPAM plugin's addresses go to the agent and are released again on failure."""
     config = request["config"]
     if ipam is not None:
@@ -404,12 +407,14 @@ def add(request: dict, env: dict, raw: bytes, *, agent: Agent, ipam: Ipam | None
             except CniError:
                 pass  # the original error is the one to report
         raise
+    if result is None:  # an agent answers every ADD with its result; say so rather than crash below
+        raise CniError(INTERNAL, "the node agent returned no result for ADD")
     if config.get("prevResult"):
         result = merge(config["prevResult"], result)
     return to_version(result, config["cniVersion"])
 
 
-def status(agent: Agent, request: dict) -> None:
+def status(agent: Agent, request: JsonObject) -> None:
     """STATUS: 50 when the agent or the controller cannot serve an ADD."""
     try:
         agent(request)
@@ -440,7 +445,7 @@ def answer_without_agent(raw: bytes, path: str, cause: Exception | None) -> tupl
     else:
         failure = CniError(TRY_AGAIN_LATER, f"node agent at {path} closed the connection without an answer")
 
-    def fail(*_: object) -> dict:
+    def fail(*_: object) -> JsonObject:
         raise failure
 
     return respond(dict(os.environ), raw, agent=fail, ipam=fail)

@@ -86,3 +86,16 @@ def test_request_round_trip_keeps_only_the_cni_environment():
     env, stdin = decode_request(encode_request(environ, b'{"x": 1}'))
     assert env == {"CNI_COMMAND": "ADD", "CNI_ARGS": "", "CNI_NETNS": "/run/netns/p\udcff"}
     assert stdin == b'{"x": 1}'
+
+
+def test_an_add_the_agent_answers_with_nothing_is_an_internal_error_that_says_so(tmp_path):
+    """Found by mypy: a None result went on into to_version and surfaced as an AttributeError."""
+    from cni import spec
+
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": str(tmp_path), "CNI_IFNAME": "eth0",
+           "CNI_PATH": "/opt/cni/bin"}
+    config = b'{"cniVersion": "1.0.0", "name": "net", "type": "underlay"}'
+    status, stdout = spec.respond(env, config, agent=lambda request: None, ipam=print)
+    assert status == 1
+    assert json.loads(stdout) == {"cniVersion": "1.0.0", "code": spec.INTERNAL, "details": "",
+                                  "msg": "the node agent returned no result for ADD"}
