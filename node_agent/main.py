@@ -29,6 +29,7 @@ import threading
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from cni.plugin import DEFAULT_SOCKET
 from node_agent.agent import Agent
@@ -70,14 +71,15 @@ def load_config(argv: list[str] | None = None) -> AgentConfig:
                             type=float if f.type in (float, "float") else str)
     args = parser.parse_args(argv)
     path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
-    values: dict = tomllib.loads(path.read_text()) if path else {}
+    values: dict[str, Any] = tomllib.loads(path.read_text()) if path else {}
     unknown = set(values) - {f.name for f in fields(AgentConfig)}
     if unknown:
         parser.error(f"{path}: unknown keys {', '.join(sorted(unknown))}")
     values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
     values.setdefault("node", socket.gethostname())
     optional = ("netns", "master", "controller_url", "ca_file", "client_cert", "client_key")
-    return AgentConfig(**{k: (v or None) if k in optional else v for k, v in values.items()})
+    options: dict[str, Any] = {k: (v or None) if k in optional else v for k, v in values.items()}
+    return AgentConfig(**options)
 
 
 def build(config: AgentConfig) -> tuple[Agent, AgentServer, Syncer | None]:

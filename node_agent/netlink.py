@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2 import config as pyroute2_config
@@ -156,7 +156,7 @@ def _index(ipr: IPRoute, ifname: str) -> int | None:
     return found[0] if found else None
 
 
-def _kind_data(link: object) -> tuple[str, dict]:
+def _kind_data(link: object) -> tuple[str, dict[str, Any]]:
     info = link.get_attr("IFLA_LINKINFO")  # type: ignore[attr-defined]
     if info is None:
         return "", {}

@@ -170,7 +170,7 @@ class Rtnl:
         self._seq += 1
         seq = self._seq
         self.sock.send(_HEADER.pack(_HEADER.size + len(body), kind, flags | NLM_F_REQUEST, seq, 0) + body)
-        bodies = []
+        bodies: list[bytes] = []
         while True:
             data = self.sock.recv(1 << 16)
             offset = 0

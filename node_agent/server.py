@@ -24,7 +24,8 @@ import threading
 from pathlib import Path
 
 from cni.plugin import MAX_REQUEST, decode_request
-from cni.spec import DECODE_FAILURE, INTERNAL, INVALID_CONFIG, CniError, error_answer, neutral, respond
+from cni.spec import (DECODE_FAILURE, INTERNAL, INVALID_CONFIG, CniError, Env, JsonObject, error_answer, neutral,
+                      respond)
 from node_agent.agent import Agent
 
 log = logging.getLogger("underlay.server")
@@ -90,7 +91,7 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         default prints it to stderr), and the server goes on serving."""
         log.exception("event=handler-crash")
 
-    def carry_out(self, request: dict) -> dict | None:
+    def carry_out(self, request: JsonObject) -> JsonObject | None:
         """The verb, with an unexpected failure logged here and reported as CNI error 100."""
         try:
             return self.agent.handle(request)
@@ -102,7 +103,7 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             log.exception("event=crash command=%s container=%s", request.get("command"), request.get("container_id"))
             raise CniError(INTERNAL, f"node agent failed: {type(exc).__name__}: {exc}") from None
 
-    def run_ipam(self, config: dict, command: str, env: dict, stdin: bytes) -> dict:
+    def run_ipam(self, config: JsonObject, command: str, env: Env, stdin: bytes) -> JsonObject:
         """The IPAM plugin named by `ipam.type`, run in the node's namespace as the runtime would run it."""
         return self.agent.node.call(lambda: run_ipam(config, command, env, stdin))
 
@@ -117,7 +118,7 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.path.unlink(missing_ok=True)
 
 
-def run_ipam(config: dict, command: str, env: dict, stdin: bytes) -> dict:
+def run_ipam(config: JsonObject, command: str, env: Env, stdin: bytes) -> JsonObject:
     """Exec the IPAM plugin found in CNI_PATH with the call's env and stdin; its result, neutral."""
     ipam_type = config["ipam"]["type"]
     for directory in env.get("CNI_PATH", "").split(os.pathsep):

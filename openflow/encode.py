@@ -144,7 +144,8 @@ def _learn(action: Learn) -> bytes:
 
 def _oxm_header(name: str) -> int:
     number, width = _oxm_field(name)
-    return ofp.OFPXMC_OPENFLOW_BASIC << 16 | number << 9 | width
+    oxm_class: int = ofp.OFPXMC_OPENFLOW_BASIC  # os-ken is untyped: its constants are Any to mypy
+    return oxm_class << 16 | number << 9 | width
 
 
 def _pad8(length: int) -> int:

@@ -129,8 +129,7 @@ def cmd_exec(lab: Lab, args: argparse.Namespace) -> int:
         sys.stderr.buffer.write(inside.stderr)
         return inside.returncode
     namespace = lab.namespace_of(args.name)
-    os.execvp("ip", ["ip", "netns", "exec", namespace, *argv])
-    return 127  # not reached
+    os.execvp("ip", ["ip", "netns", "exec", namespace, *argv])  # replaces this process: no return
 
 
 def cmd_pod(lab: Lab, args: argparse.Namespace) -> int:

@@ -67,7 +67,7 @@ def ipv4_udp(*, src: str, dst: str, payload: bytes, sport: int = 40000, dport: i
 
 
 def _checksum(data: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
