@@ -79,11 +79,11 @@ def _write_atomically(target: Path, content: bytes) -> None:
     os.replace(tmp.name, target)
 
 
-def example_conflist(*, name: str = "underlay", master: str | None = None,
-                     agent_socket: str = plugin.DEFAULT_SOCKET, cni_version: str = EXAMPLE_CNI_VERSION) -> spec.JsonObject:
+def example_conflist(*, name: str = "underlay", master: str | None = None, agent_socket: str = plugin.DEFAULT_SOCKET,
+                     cni_version: str = EXAMPLE_CNI_VERSION) -> spec.JsonObject:
     """A conflist with our plugin first and the reference `tuning` plugin chained after it."""
-    ours: spec.JsonObject = {"type": PLUGIN_NAME, "mode": "macvlan", "macvlanMode": "bridge", "agentSocket": agent_socket,
-                  "capabilities": {"mac": True, "ips": True}}
+    ours: spec.JsonObject = {"type": PLUGIN_NAME, "mode": "macvlan", "macvlanMode": "bridge",
+                             "agentSocket": agent_socket, "capabilities": {"mac": True, "ips": True}}
     if master:
         ours["master"] = master
     return {"cniVersion": cni_version, "name": name, "plugins": [ours, {"type": "tuning"}]}

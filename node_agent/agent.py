@@ -19,10 +19,10 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cni.spec import (BAD_ENV, INTERFACE_EXISTS, INTERNAL, INVALID_CONFIG, REFUSED,
-                        TRY_AGAIN_LATER, UNAVAILABLE, UNKNOWN_CONTAINER, CniError)
+                        TRY_AGAIN_LATER, UNAVAILABLE, UNKNOWN_CONTAINER, CniError, JsonObject)
 from node_agent.controller_client import ControllerClient, ControllerError, PermanentError, TemporaryError
 from node_agent.retry import RetryPolicy, retrying
 from node_agent.netlink import (IPVLAN_MODES, LinkSpec, NetlinkFailure, NetnsGone, NodeNetlink, PodLink, PodNetns,
@@ -42,7 +42,15 @@ class Lease:
     gateway: str | None
     routes: tuple[Route, ...]
     mac: str | None
-    dns: dict
+    dns: JsonObject
+
+
+@dataclass
+class _ContainerLock:
+    """One container's request lock, and how many requests hold or wait for it."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
 
 
 class Agent:
@@ -54,7 +62,7 @@ class Agent:
         self.store = store
         self.master = master
         self.shim_ifname = shim_ifname
-        self._locks: dict[str, list] = {}  # container -> [lock, users]
+        self._locks: dict[str, _ContainerLock] = {}
         self._locks_guard = threading.Lock()
         self._adding: set[tuple[str, str]] = set()
         # set by the syncer: registers this node and reports its attachments, for a controller that forgot it
@@ -65,7 +73,7 @@ class Agent:
         self._aside = ThreadPoolExecutor(32, thread_name_prefix="aside")
 
     # dispatch and per-container serialisation -------------------------------------------------
-    def handle(self, request: dict) -> dict | None:
+    def handle(self, request: JsonObject) -> JsonObject | None:
         verb = {"ADD": self.add, "DEL": self.delete, "CHECK": self.check, "GC": self.gc,
                 "STATUS": self.status}.get(request.get("command", ""))
         if verb is None:
@@ -83,15 +91,15 @@ class Agent:
         A lock lives while someone holds or waits for it, so the table does not grow with churn.
         """
         with self._locks_guard:
-            entry = self._locks.setdefault(container_id, [threading.Lock(), 0])
-            entry[1] += 1
+            entry = self._locks.setdefault(container_id, _ContainerLock())
+            entry.users += 1
         try:
-            with entry[0]:
+            with entry.lock:
                 yield
         finally:
             with self._locks_guard:
-                entry[1] -= 1
-                if not entry[1]:
+                entry.users -= 1
+                if not entry.users:
                     del self._locks[container_id]
 
     @contextlib.contextmanager
@@ -113,7 +121,7 @@ class Agent:
             return set(self._adding)
 
     # ADD --------------------------------------------------------------------------------------
-    def add(self, req: dict) -> dict:
+    def add(self, req: JsonObject) -> JsonObject:
         """The controller's allocation (a round trip through the switch's barrier) runs alongside the
         kernel work that does not need its answer: the link is made first, under its temporary name."""
         config, cid, ifname = req["config"], req["container_id"], req["ifname"]
@@ -150,7 +158,7 @@ class Agent:
         log.info("event=add pod=%s container=%s ifname=%s ip=%s mac=%s", pod, cid[:12], ifname, lease.ip, mac)
         return cni_result(attachment, lease)
 
-    def _lease(self, pod: str, req: dict, *, kind: str, ip: str | None, mac: str | None,
+    def _lease(self, pod: str, req: JsonObject, *, kind: str, ip: str | None, mac: str | None,
                undo: contextlib.ExitStack) -> Future[Lease]:
         """Addresses from the delegated IPAM result, or being allocated (and placed) by the controller;
         an allocation is released on rollback, also one still under way."""
@@ -185,7 +193,7 @@ class Agent:
         undo.callback(remove)
         return routing
 
-    def _allocate(self, body: dict) -> dict:
+    def _allocate(self, body: JsonObject) -> JsonObject:
         """Allocate; a controller that does not know this node (new, or restarted without its store)
         first hears of it and of its pods, so it cannot hand out an address a pod here still has."""
         assert self.controller is not None
@@ -202,7 +210,7 @@ class Agent:
         self._controller(pod, self.controller.release, container_id, ifname)
 
     # DEL --------------------------------------------------------------------------------------
-    def delete(self, req: dict) -> None:
+    def delete(self, req: JsonObject) -> None:
         """The release at the controller and the host route go alongside the link's deletion, the
         slow step (the kernel waits out RCU readers of the device)."""
         cid, ifname = req["container_id"], req["ifname"]
@@ -233,7 +241,7 @@ class Agent:
             pass
 
     # CHECK ------------------------------------------------------------------------------------
-    def check(self, req: dict) -> None:
+    def check(self, req: JsonObject) -> None:
         cid, ifname, config = req["container_id"], req["ifname"], req["config"]
         record = self.store.get(cid, ifname)
         if record is None:
@@ -260,7 +268,7 @@ class Agent:
         return []
 
     # GC and STATUS ----------------------------------------------------------------------------
-    def gc(self, req: dict) -> None:
+    def gc(self, req: JsonObject) -> None:
         """Tear down and release every attachment of this node that the runtime no longer lists."""
         config = req["config"]
         listed = config.get("cni.dev/valid-attachments", config.get("cni.dev/attachments", []))
@@ -274,7 +282,7 @@ class Agent:
         if self.controller:
             self._controller("node", self.controller.sync, self.attachments(keep=valid))
 
-    def attachments(self, *, keep: set[tuple[str, str]] | None = None) -> list[dict]:
+    def attachments(self, *, keep: set[tuple[str, str]] | None = None) -> list[JsonObject]:
         """This node's attachments as the controller's full-state sync lists them.
 
         In-flight ADDs count: their allocation exists before their record does.
@@ -282,7 +290,7 @@ class Agent:
         records = {r.key for r in self.store.all() if not r.standalone and (keep is None or r.key in keep)}
         return [{"container_id": c, "ifname": i} for c, i in sorted(records | self.in_flight())]
 
-    def status(self, req: dict) -> None:
+    def status(self, req: JsonObject) -> None:
         if self.controller is None:
             return
         try:
@@ -336,14 +344,14 @@ class Agent:
                                                        LinkSpec(kind=pods_link.kind, mode=mode, mtu=uplink.mtu))
             return self._shim_mac
 
-    def _uplink(self, pod: str, config: dict) -> Uplink:
+    def _uplink(self, pod: str, config: JsonObject) -> Uplink:
         try:
             return self.node.uplink(config.get("master") or self.master)
         except NetlinkFailure as exc:
             raise CniError(INVALID_CONFIG, f"pod {pod}: {exc}") from None
 
     @staticmethod
-    def _mtu(pod: str, config: dict, uplink: Uplink) -> int:
+    def _mtu(pod: str, config: JsonObject, uplink: Uplink) -> int:
         mtu = int(config.get("mtu") or uplink.mtu)
         if mtu > uplink.mtu:
             raise CniError(INVALID_CONFIG, f"pod {pod}: mtu {mtu} is above master {uplink.name}'s {uplink.mtu}")
@@ -394,7 +402,7 @@ class Agent:
         threading.Thread(target=send, name="garp", daemon=True).start()
 
 
-def requested_address(pod: str, req: dict) -> tuple[str | None, str | None]:
+def requested_address(pod: str, req: JsonObject) -> tuple[str | None, str | None]:
     """IP and MAC asked for by CNI_ARGS (IP=, MAC=) or runtimeConfig capabilities (ips, mac)."""
     runtime = req["config"].get("runtimeConfig") or {}
     ips = runtime.get("ips") or []
@@ -410,7 +418,7 @@ def requested_address(pod: str, req: dict) -> tuple[str | None, str | None]:
     return ip, mac.lower() if mac else None
 
 
-def link_mode(pod: str, config: dict) -> str:
+def link_mode(pod: str, config: JsonObject) -> str:
     """The child's mode: `macvlanMode` (default bridge) or `ipvlanMode` (default l2; in l3 and l3s the
     pods do no ARP at all, which the switch's responder makes up for: it answers at the node's MAC)."""
     if config.get("mode", "macvlan") == "macvlan":
@@ -428,13 +436,13 @@ def derived_mac(container_id: str, ifname: str) -> str:
     return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
-def lease_from_controller(answer: dict) -> Lease:
+def lease_from_controller(answer: JsonObject) -> Lease:
     return Lease(ip=answer["ip"], prefix=int(answer["prefix"]), gateway=answer.get("gateway"),
                  routes=tuple(Route(dst=r["dst"], gw=r.get("gw")) for r in answer.get("routes", [])),
                  mac=answer.get("mac"), dns={})
 
 
-def lease_from_ipam(pod: str, result: dict, mac: str) -> Lease:
+def lease_from_ipam(pod: str, result: JsonObject, mac: str) -> Lease:
     ips = [ip for ip in result.get("ips", []) if ":" not in ip["address"]]
     if not ips:
         raise CniError(INVALID_CONFIG, f"pod {pod}: the IPAM plugin returned no IPv4 address")
@@ -445,18 +453,19 @@ def lease_from_ipam(pod: str, result: dict, mac: str) -> Lease:
                  mac=mac, dns=result.get("dns") or {})
 
 
-def cni_result(attachment: Attachment, lease: Lease) -> dict:
-    ip: dict = {"address": f"{lease.ip}/{lease.prefix}", "interface": 0}
+def cni_result(attachment: Attachment, lease: Lease) -> JsonObject:
+    ip: JsonObject = {"address": f"{lease.ip}/{lease.prefix}", "interface": 0}
     if lease.gateway:
         ip["gateway"] = lease.gateway
-    result: dict = {"interfaces": [{"name": attachment.ifname, "mac": attachment.mac, "sandbox": attachment.netns}],
-                    "ips": [ip], "routes": [{"dst": r.dst, **({"gw": r.gw} if r.gw else {})} for r in lease.routes]}
+    interface = {"name": attachment.ifname, "mac": attachment.mac, "sandbox": attachment.netns}
+    routes = [{"dst": r.dst, **({"gw": r.gw} if r.gw else {})} for r in lease.routes]
+    result: JsonObject = {"interfaces": [interface], "ips": [ip], "routes": routes}
     if lease.dns:
         result["dns"] = lease.dns
     return result
 
 
-def link_problems(record: Attachment, link: PodLink | None, config: dict, prev: dict) -> list[str]:
+def link_problems(record: Attachment, link: PodLink | None, config: JsonObject, prev: JsonObject) -> list[str]:
     """What differs between the kernel's link and what ADD made (prevResult, config, record)."""
     if link is None:
         return [f"interface {record.ifname} is missing from netns {record.netns}"]
