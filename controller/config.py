@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -606,11 +606,11 @@ def _check_nodes(config: Config) -> None:
             if value is not None and seen.setdefault(value, node.name) != node.name:
                 raise ConfigError(f"nodes.{node.name}.{key}: {value} is pinned to node {seen[value]} too")
         if node.ip is not None:
-            _check_pinned_ip(node, config.pools.values())
+            _check_pinned_ip(node, node.ip, config.pools.values())
 
 
-def _check_pinned_ip(node: NodeConfig, pools: Any) -> None:
-    address = netaddr.IPAddress(node.ip)
+def _check_pinned_ip(node: NodeConfig, ip: str, pools: Iterable[PoolConfig]) -> None:
+    address = netaddr.IPAddress(ip)
     for pool in pools:
         if node.ip == pool.gateway or any(route.gw == node.ip for route in pool.routes):
             raise ConfigError(f"nodes.{node.name}.ip: {node.ip} is a gateway of pool {pool.name}")
@@ -620,7 +620,7 @@ def _check_pinned_ip(node: NodeConfig, pools: Any) -> None:
             raise ConfigError(f"nodes.{node.name}.ip: {node.ip} is in pool {pool.name}'s ranges; exclude it there")
 
 
-def _check_pools_disjoint(pools: Any) -> None:
+def _check_pools_disjoint(pools: Iterable[PoolConfig]) -> None:
     """Two pools sharing an address could hand it out twice."""
     seen: list[tuple[str, netaddr.IPSet]] = []
     for pool in pools:

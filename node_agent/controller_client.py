@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+Json = dict[str, Any]  # a JSON object of controller/API.md, as decoded
 MAX_BATCH = 128  # pod requests per batch request (the controller takes up to 512)
 MAX_IDLE = 8  # idle keep-alive connections kept
 
@@ -62,6 +63,7 @@ class ControllerClient:
         self.url = url.rstrip("/")
         self.node = node
         self._parts = parts
+        self._host: str = parts.hostname
         self._token = token
         self._timeout = timeout
         self._ca_file = ca_file
@@ -73,17 +75,17 @@ class ControllerClient:
         self.on_new_epoch: Callable[[str], None] | None = None  # called when an answer's epoch is not the last one
 
     # API.md endpoints ------------------------------------------------------------------------
-    def health(self) -> dict:
+    def health(self) -> Json:
         return self._call("GET", "/v1/health")
 
-    def register(self, *, mac: str, ip: str | None) -> dict:
+    def register(self, *, mac: str, ip: str | None) -> Json:
         return self._call("PUT", self._node_path(), {"mac": mac, "ip": ip})
 
-    def allocate(self, request: dict) -> dict:
+    def allocate(self, request: Json) -> Json:
         """Allocate and place one pod: `POST .../pods`, or one entry of a batch if others wait too."""
         return self._allocations.submit(request)
 
-    def _allocate_batch(self, requests: list[dict]) -> list[dict | ControllerError]:
+    def _allocate_batch(self, requests: list[Json]) -> list[Json | ControllerError]:
         if len(requests) == 1:
             return [self._call("POST", self._node_path("pods"), requests[0])]
         answers = self._call("POST", self._node_path("pods:batch"), {"pods": requests})["results"]
@@ -93,17 +95,17 @@ class ControllerClient:
         path = self._node_path("pods", container_id, ifname)
         return bool(self._call("DELETE", path).get("released"))
 
-    def pods(self) -> list[dict]:
+    def pods(self) -> list[Json]:
         return list(self._call("GET", self._node_path("pods"))["pods"])
 
-    def sync(self, attachments: list[dict]) -> dict:
+    def sync(self, attachments: list[Json]) -> Json:
         return self._call("PUT", self._node_path("pods"), {"pods": attachments})
 
     # transport -------------------------------------------------------------------------------
     def _node_path(self, *parts: str) -> str:
         return "/".join(["/v1/nodes", quote(self.node, safe=""), *(quote(p, safe="") for p in parts)])
 
-    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+    def _call(self, method: str, path: str, body: Json | None = None) -> Json:
         headers = {"Accept": "application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
@@ -118,7 +120,7 @@ class ControllerClient:
         except (OSError, http.client.HTTPException) as exc:
             raise TemporaryError(f"controller {self.url} unreachable: {exc}") from None
         try:
-            answer: dict[str, Any] = json.loads(data or b"{}")
+            answer: Json = json.loads(data or b"{}")
         except ValueError:
             answer = {"error": data[:200].decode(errors="replace")}
         self._saw_epoch(answer.get("epoch"))
@@ -134,7 +136,7 @@ class ControllerClient:
         if previous is not None and self.on_new_epoch is not None:
             self.on_new_epoch(epoch)
 
-    def _send(self, method: str, path: str, payload: bytes | None, headers: dict) -> tuple[int, bytes, str | None]:
+    def _send(self, method: str, path: str, payload: bytes | None, headers: dict[str, str]) -> tuple[int, bytes, str | None]:
         """One request on an idle keep-alive connection, or a new one. A connection the controller
         closed while it was idle fails at once: the request is retried once on a new connection
         (the controller never saw it; and allocations are idempotent anyway)."""
@@ -161,9 +163,9 @@ class ControllerClient:
             if self._idle and not fresh:
                 return self._idle.pop()
         if self._tls is not None:
-            return http.client.HTTPSConnection(self._parts.hostname, self._parts.port, timeout=self._timeout,
+            return http.client.HTTPSConnection(self._host, self._parts.port, timeout=self._timeout,
                                                context=self._tls)
-        return http.client.HTTPConnection(self._parts.hostname, self._parts.port, timeout=self._timeout)
+        return http.client.HTTPConnection(self._host, self._parts.port, timeout=self._timeout)
 
     def _give_back(self, conn: http.client.HTTPConnection) -> None:
         if conn.sock is not None:  # still open: the answer did not say `Connection: close`
@@ -197,7 +199,7 @@ def _tls_context(ca_file: str | None, client_cert: str | None, client_key: str |
     return context
 
 
-def _error(status: int, answer: dict, *, retry_after: float | None = None) -> ControllerError:
+def _error(status: int, answer: Json, *, retry_after: float | None = None) -> ControllerError:
     reason = f"controller: {answer.get('error') or f'HTTP {status}'}"
     kind = TemporaryError if status in (502, 503, 504) else PermanentError
     return kind(reason, status=status, retry_after=retry_after)
@@ -205,9 +207,9 @@ def _error(status: int, answer: dict, *, retry_after: float | None = None) -> Co
 
 @dataclass(eq=False)
 class _Entry:
-    item: dict
+    item: Json
     woken: threading.Event = field(default_factory=threading.Event)  # answered, or asked to lead
-    answer: dict | BaseException | None = None
+    answer: Json | BaseException | None = None
 
 
 class Coalescer:
@@ -220,14 +222,14 @@ class Coalescer:
     `send` returns one answer per item, in order: a dict, or the exception for that item; if it
     raises, every item of its batch gets that exception."""
 
-    def __init__(self, send: Callable[[list[dict]], list[dict | ControllerError]], *, max_batch: int) -> None:
+    def __init__(self, send: Callable[[list[Json]], list[Json | ControllerError]], *, max_batch: int) -> None:
         self._send = send
         self._max = max_batch
         self._queue: list[_Entry] = []
         self._leading = False
         self._lock = threading.Lock()
 
-    def submit(self, item: dict) -> dict:
+    def submit(self, item: Json) -> Json:
         entry = _Entry(item)
         with self._lock:
             self._queue.append(entry)
@@ -236,9 +238,11 @@ class Coalescer:
             entry.woken.wait()
         if entry.answer is None:  # leading: from the start, or handed the lead
             self._lead(entry)
-        if isinstance(entry.answer, BaseException):
-            raise entry.answer
-        return entry.answer
+        answer = entry.answer
+        assert answer is not None, "_lead returns only once this entry is answered"
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
 
     def _lead(self, entry: _Entry) -> None:
         while entry.answer is None:
@@ -253,7 +257,7 @@ class Coalescer:
 
     def _run(self, batch: list[_Entry]) -> None:
         try:
-            answers: list[dict | ControllerError] | BaseException = self._send([entry.item for entry in batch])
+            answers: list[Json | ControllerError] | BaseException = self._send([entry.item for entry in batch])
         except BaseException as err:  # every waiter must wake up with an answer
             answers = err
         if not isinstance(answers, BaseException) and len(answers) != len(batch):
