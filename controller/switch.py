@@ -274,7 +274,7 @@ class SwitchSession:
     def _reserve_xids(self, count: int) -> int:
         """`count` consecutive xids, taken from the datapath's counter so none is reused soon."""
         with self._xid_lock:
-            first = (self.datapath.xid + 1) & self.datapath.ofproto.MAX_XID
+            first: int = (self.datapath.xid + 1) & self.datapath.ofproto.MAX_XID
             self.datapath.xid = (self.datapath.xid + count) & self.datapath.ofproto.MAX_XID
         return first
 
