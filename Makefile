@@ -26,6 +26,7 @@ k8s: setup
 	$(VENV)/bin/python -m deploy.k8s.build $(K8S_COMPONENTS)
 
 test: setup k8s
+	$(VENV)/bin/mypy  # --strict on the package, configured in pyproject.toml
 	$(VENV)/bin/python -m pytest tests
 
 lab: setup
