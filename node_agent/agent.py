@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 from cni.spec import (BAD_ENV, INTERFACE_EXISTS, INTERNAL, INVALID_CONFIG, REFUSED,
                         TRY_AGAIN_LATER, UNAVAILABLE, UNKNOWN_CONTAINER, CniError, JsonObject)
@@ -30,6 +31,8 @@ from node_agent.netlink import (IPVLAN_MODES, LinkSpec, NetlinkFailure, NetnsGon
 from node_agent.state import Attachment, AttachmentStore, owner, pod_label
 
 log = logging.getLogger("underlay.agent")
+P = ParamSpec("P")
+T = TypeVar("T")
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 
@@ -367,7 +370,7 @@ class Agent:
             yield pod_ns
 
     @staticmethod
-    def _kernel(pod: str, call, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _kernel(pod: str, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """A netlink step; its failure becomes a CNI error naming the pod."""
         try:
             return call(*args, **kwargs)
@@ -378,12 +381,12 @@ class Agent:
         except Exception as exc:  # pyroute2's NetlinkError and friends
             raise CniError(INTERNAL, f"pod {pod}: netlink: {exc}") from None
 
-    def _controller(self, pod: str, call, *args):  # type: ignore[no-untyped-def]
+    def _controller(self, pod: str, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """A controller call, asked again while the controller is away (restarting, its switch not
         back) within the retry policy's deadline; its failure becomes a CNI error naming the pod
         (once: the controller's own messages often name it already)."""
         try:
-            return retrying(lambda: call(*args), self.retry)
+            return retrying(lambda: call(*args, **kwargs), self.retry)
         except ControllerError as exc:
             message = exc.reason if f"pod {pod}:" in exc.reason else f"pod {pod}: {exc.reason}"
             if isinstance(exc, TemporaryError):
