@@ -293,5 +293,8 @@ def _check_vlan(placement: Placement) -> None:
 
 
 def _clash(placement: Placement, other: Placement, what: str) -> StateError:
+    """The same message whichever of the two the walk met first (set order varies from call to call):
+    the switch worker logs a failure once per distinct message."""
+    placement, other = sorted((placement, other), key=lambda p: (p.owner or p.ip, p.ip, p.port))
     return StateError(f"{placement.owner or placement.ip}: {what} is already placed by "
                       f"{other.owner or other.ip} at {other.mac} on port {other.port}")

@@ -11,6 +11,7 @@ Imported by conftest.py.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ def kube_as(kube: Kube, k8s: Any, tmp_path: Path) -> Iterator[Callable[[list[dic
         kube.create(bindings.path(), {
             "metadata": {"name": name}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
             "subjects": [{"kind": "ServiceAccount", "name": "ctl", "namespace": name}]})  # fmt: skip
+        _wait_authorized(kube, name, rules)
         token = kube.create(SERVICEACCOUNTS.path(namespace=name, name="ctl", sub="token"),
                             {"spec": {"expirationSeconds": 3600}})["status"]["token"]  # fmt: skip
         config = yaml.safe_load(Path(k8s.kubeconfig).read_text())
@@ -83,6 +85,24 @@ def kube_as(kube: Kube, k8s: Any, tmp_path: Path) -> Iterator[Callable[[list[dic
             kube.delete(resource.path(name=name))
         except Missing:
             pass
+
+
+def _wait_authorized(kube: Kube, namespace: str, rules: list[dict[str, Any]], *, timeout: float = 15.0) -> None:
+    """A new binding takes effect once the apiserver's RBAC caches hold it, not when its create returns:
+    wait until a SubjectAccessReview allows every verb of `rules` to the ServiceAccount."""
+    reviews = Resource("authorization.k8s.io", "v1", "subjectaccessreviews")
+    user = {"user": f"system:serviceaccount:{namespace}:ctl",
+            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"]}
+    deadline = time.monotonic() + timeout
+    for rule in rules:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                plural, _, sub = resource.partition("/")
+                for verb in rule["verbs"]:
+                    attributes = {"group": group, "resource": plural, "subresource": sub, "verb": verb}
+                    while not kube.create(reviews.path(), {"spec": {**user, "resourceAttributes": attributes}})["status"].get("allowed"):
+                        assert time.monotonic() < deadline, f"RBAC never allowed {attributes} to {user['user']}"
+                        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
