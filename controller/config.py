@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 
 import netaddr
 
+from controller.selectors import PoolRules
 from openflow.model import UnknownDestination
 
 DEFAULT_COOKIE = 0x55AA_0000_0000_0000
@@ -77,6 +78,7 @@ class PoolConfig:
     exclude: tuple[str, ...] = ()
     default: bool = False
     cooldown: float | None = None  # seconds a released address waits; None: `release_cooldown`
+    rules: PoolRules = PoolRules()  # who may use it; IPPool objects set them, the TOML does not
 
 
 @dataclass(frozen=True)
