@@ -103,7 +103,7 @@ def why_stale(member: StatefulSetPod, statefulset: Mapping[str, Any] | None) -> 
         return f"{member.owner} is being deleted"
     first, count = ordinals(statefulset)
     if not first <= member.ordinal < first + count:
-        return f"{member.owner} has {count} replicas (ordinals {_span(first, count)}): ordinal {member.ordinal} is gone"
+        return f"{member.owner} keeps ordinals {_span(first, count)} (replicas: {count}): ordinal {member.ordinal} is gone"
     return None
 
 
