@@ -7,6 +7,8 @@ dicts); the same rules on a real API server are in tests/controller/test_intent_
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -16,6 +18,7 @@ from controller.config import PoolConfig
 from controller.errors import (AddressInUse, ConflictError, Contradiction, NoPoolMatches, PoolExhausted,
                                TemporaryError)
 from controller.leaks import LeakCollector
+from controller.main import start_leak_collector
 from controller.selectors import pool_rules
 from controller.service import PodRequest, Service
 from controller.store import Mode
@@ -311,3 +314,21 @@ def test_a_statefulset_pod_s_address_stays_reserved_until_scale_down_is_seen_twi
     forgotten = collector.run_pass().forgotten
     assert forgotten == ((f"default/db-1@{STS_UID}", f"StatefulSet default/db keeps ordinals 0 (replicas: 1): ordinal 1 is gone"),)
     assert svc.reservations() == {f"default/db-0@{STS_UID}": ips[0]}
+
+
+def test_the_controller_runs_the_collector_only_with_a_cluster(svc: Service, view: DictCluster,
+                                                               make_service: Callable[..., Service]) -> None:
+    stop = threading.Event()
+    config = replace(make_config(), gc_interval=0.01, gc_grace=0.0)
+    assert start_leak_collector(make_service(config), config, stop) is None
+    view.add_pod("gone")
+    place(svc, view, "gone")
+    del view.pods[("default", "gone")]
+    try:
+        assert start_leak_collector(svc, config, stop) is not None
+        deadline = time.monotonic() + 10
+        while svc.allocations() and time.monotonic() < deadline:
+            stop.wait(0.01)
+        assert svc.allocations() == []
+    finally:
+        stop.set()
