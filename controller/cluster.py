@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller import intent
-from controller.errors import ConflictError, ControllerError
+from controller.errors import ConflictError, Contradiction, ControllerError
 from controller.logs import kv
 from controller.selectors import Subject, labels_of
 from controller.sticky import StatefulSetPod, identity
@@ -68,12 +68,10 @@ def resolve(cluster: intent.ClusterView, ask: Ask, *, pools: Iterable[intent.Poo
     pod = _pod(cluster, ask)
     member = identity(pod) if pod is not None else None
     if ask.sticky is not None and member is not None and ask.sticky != member.key:
-        raise intent.Contradiction(
+        raise Contradiction(
             f"{ask.who}: the request's sticky key {ask.sticky} is not its StatefulSet identity {member.key}"
         )
-    workload = None if member is None else cluster.statefulset(member.namespace, member.statefulset)
-    if workload is not None and (workload.get("metadata") or {}).get("uid") != member.uid:
-        workload = None  # another incarnation of the name: its annotations are not this pod's
+    workload = None if member is None else _workload(cluster, member)
     namespace = cluster.namespace(ask.namespace)
     wanted = intent.read(ask.request, pod=pod, namespace=namespace, workload=workload, member=member, who=ask.who)
     subject = Subject(ask.namespace, ask.node, pod_labels=labels_of(pod), namespace_labels=labels_of(namespace),
@@ -81,6 +79,12 @@ def resolve(cluster: intent.ClusterView, ask: Ask, *, pools: Iterable[intent.Poo
     chosen = intent.choose_pools(wanted, subject=subject, pools=pools, who=ask.who)
     return Resolved(chosen, None if wanted.ip is None else wanted.ip.value,
                     None if wanted.mac is None else wanted.mac.value, member, involved(ask, pod))
+
+
+def _workload(cluster: intent.ClusterView, member: StatefulSetPod) -> Json | None:
+    """The pod's StatefulSet; another incarnation of its name (a lagging cache) has nothing to say."""
+    found = cluster.statefulset(member.namespace, member.statefulset)
+    return found if found is not None and (found.get("metadata") or {}).get("uid") == member.uid else None
 
 
 def _pod(cluster: intent.ClusterView, ask: Ask) -> Json | None:

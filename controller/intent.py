@@ -153,11 +153,11 @@ def read(
     at_pod, at_sts = f"{who} annotation", f"{member.owner if member else 'workload'} annotation"
     at_ns = f"namespace {(namespace or {}).get('metadata', {}).get('name', '?')} annotation"
     said = "the CNI request's"
-    pools = [
+    pools: list[Said[tuple[str, ...]]] = [
         *_pools(pod_notes, request.ifname, Level.POD, at_pod),
         *_pools(sts_notes, request.ifname, Level.WORKLOAD, at_sts, aliases=False),
         *_default_pools(ns_notes, at_ns),
-        *([Said((request.pool,), Source(Level.NETWORK, "the network config's pool"))] if request.pool else []),
+        *_network_pool(request),
     ]
     ips = [
         *_addresses(pod_notes, Level.POD, at_pod, member=member, who=who),
@@ -171,6 +171,12 @@ def read(
           if request.mac else []),
     ]
     return Intent(pools=_winner(pools, who), ip=_winner(ips, who), mac=_winner(macs, who))
+
+
+def _network_pool(request: Request) -> list[Said[tuple[str, ...]]]:
+    if request.pool is None:
+        return []
+    return [Said((_pool_name(request.pool, "the network config's pool"),), Source(Level.NETWORK, "the network config's pool"))]
 
 
 def _winner(said: Sequence[Said[T]], who: str) -> Said[T] | None:
