@@ -124,7 +124,7 @@ class PoolView(Protocol):
     def default(self) -> bool: ...
     @property
     def rules(self) -> PoolRules: ...
-    def holds(self, ip: str) -> bool: ...
+    def holds(self, address: int) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -369,15 +369,16 @@ def choose_pools(intent: Intent, *, subject: Subject, pools: Iterable[PoolView],
 def _candidates(intent: Intent, views: Mapping[str, PoolView], who: str) -> tuple[list[str], str]:
     if intent.ip is not None:
         ip, named = intent.ip, intent.pools
+        address = int(ipaddress.IPv4Address(ip.value))
         if named is not None and named.source.level >= ip.source.level:
-            inside = [name for name in named.value if name in views and views[name].holds(ip.value)]
+            inside = [name for name in named.value if name in views and views[name].holds(address)]
             if not inside:
                 raise Contradiction(
                     f"{who}: {ip.value} ({ip.source}) is not in pool {_show(named.value)} ({named.source}); "
                     "make them agree or remove one"
                 )
             return inside, f"{ip.source}, {named.source}"
-        holding = sorted(name for name, view in views.items() if view.holds(ip.value))
+        holding = sorted(name for name, view in views.items() if view.holds(address))
         if not holding:
             raise NoPoolMatches(f"{who}: {ip.value} ({ip.source}) is in no pool's ranges")
         return holding, f"pools holding {ip.value} ({ip.source})"

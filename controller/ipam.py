@@ -103,9 +103,9 @@ class Pool:
             return None
         return self.starts[block] + address - self.blocks[block][0]
 
-    def holds(self, ip: str) -> bool:
-        """Whether the pool may hand out `ip`."""
-        return self.offset(_int(ip)) is not None
+    def holds(self, address: int) -> bool:
+        """Whether the pool may hand out `address` (an int: asked of every pool in turn)."""
+        return self.offset(address) is not None
 
     @property
     def prefix(self) -> int:

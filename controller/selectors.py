@@ -174,17 +174,22 @@ def _flag(data: Any, *, path: str) -> bool:
     return data
 
 
-def labels_of(obj: Mapping[str, Any] | None) -> dict[str, str]:
+def labels_of(obj: Mapping[str, Any] | None) -> Labels:
     """An API object's `metadata.labels` (empty for a missing object)."""
     return _metadata_map(obj, "labels")
 
 
-def annotations_of(obj: Mapping[str, Any] | None) -> dict[str, str]:
+def annotations_of(obj: Mapping[str, Any] | None) -> Labels:
     """An API object's `metadata.annotations` (empty for a missing object)."""
     return _metadata_map(obj, "annotations")
 
 
-def _metadata_map(obj: Mapping[str, Any] | None, name: str) -> dict[str, str]:
-    metadata = (obj or {}).get("metadata") or {}
-    found = metadata.get(name) or {}
-    return {str(k): str(v) for k, v in found.items()} if isinstance(found, Mapping) else {}
+_NONE: Labels = {}
+
+
+def _metadata_map(obj: Mapping[str, Any] | None, name: str) -> Labels:
+    """As served (the API's schema makes keys and values strings), not copied: this runs per ADD."""
+    if obj is None:
+        return _NONE
+    found = (obj.get("metadata") or _NONE).get(name)
+    return found if isinstance(found, Mapping) else _NONE

@@ -213,11 +213,10 @@ class Service(Identity):
         for index, request in enumerate(requests):
             ask = cluster.Ask(request.namespace, request.name, request.uid, node_name,
                               intent.Request(request.ifname, request.pool, request.ip, request.mac), request.sticky)
-            involved[index] = cluster.involved(ask)
             try:
                 found = cluster.resolve(self.cluster, ask, pools=pools)
             except ControllerError as err:
-                answers[index] = err
+                answers[index], involved[index] = err, cluster.involved(ask)
                 continue
             involved[index] = found.involved
             requests[index] = replace(request, pool=found.pools[0], pools=found.pools, ip=found.ip, mac=found.mac,
@@ -277,7 +276,7 @@ class Service(Identity):
         names = request.pools or (request.pool,)
         for name in names:
             try:
-                return self._plan_in(replace(request, pool=name), tx)
+                return self._plan_in(request if name == request.pool else replace(request, pool=name), tx)
             except PoolExhausted as err:
                 if len(names) == 1:
                     raise PoolExhausted(f"pod {request.namespace}/{request.name}: {err}") from None
