@@ -6,14 +6,13 @@ out; no client objects, no I/O, no clock. The service reads the objects through 
 
 Where intent comes from, highest precedence first (controller/INTENT.md for users):
 
-| level     | read from                                  | pool                  | address            | MAC |
-|-----------|--------------------------------------------|-----------------------|--------------------|-----|
-| pod       | the pod's annotations (which carry its     | underlay.io/ippool,   | underlay.io/ip,    | underlay.io/mac, |
-|           | template's) and the CNI request itself     | ipam.spidernet.io/... | ...ip-list[N], aliases, CNI_ARGS IP | alias, CNI_ARGS MAC |
-| workload  | the StatefulSet object's own annotations   | underlay.io/ippool    | underlay.io/ip-list[N] | |
-| namespace | the namespace's annotations                | underlay.io/default-ippool | | |
-| network   | the CNI network config                     | `pool`                | | |
-| pool      | IPPool objects                             | `default: true`       | | |
+1. pod: the pod's annotations (its template's among them) `underlay.io/ippool`, `underlay.io/ip`,
+   `underlay.io/mac`, `underlay.io/ip-list` (entry N for StatefulSet pod N) and their aliases, and
+   the CNI request's own IP= and MAC=;
+2. workload: the StatefulSet object's own `underlay.io/ippool` and `underlay.io/ip-list`;
+3. namespace: `underlay.io/default-ippool`;
+4. network: the CNI network config's `pool`;
+5. pool: the IPPools marked `default: true`.
 
 Per field the highest level that says something wins; two sources of that level that disagree are
 refused, naming both (`underlay.io/ip says 198.18.0.5, ovn.kubernetes.io/ip_address says
@@ -148,9 +147,21 @@ def read(
 ) -> Intent:
     """The intent of one pod interface. `workload` is the pod's StatefulSet (the one `member` names,
     with the same UID); `who` names the pod in errors (`pod default/web-0`)."""
+    try:
+        return _read(request, pod=pod, namespace=namespace, workload=workload, member=member, who=who)
+    except Contradiction:
+        raise
+    except InvalidIntent as err:  # about one value: say whose
+        raise InvalidIntent(f"{who}: {err}") from None
+
+
+def _read(
+    request: Request, *, pod: Mapping[str, Any] | None, namespace: Mapping[str, Any] | None,
+    workload: Mapping[str, Any] | None, member: StatefulSetPod | None, who: str,
+) -> Intent:  # fmt: skip
     pod_notes, ns_notes = annotations_of(pod), annotations_of(namespace)
     sts_notes = annotations_of(workload)
-    at_pod, at_sts = f"{who} annotation", f"{member.owner if member else 'workload'} annotation"
+    at_pod, at_sts = "annotation", f"{member.owner if member else 'workload'} annotation"
     at_ns = f"namespace {(namespace or {}).get('metadata', {}).get('name', '?')} annotation"
     said = "the CNI request's"
     pools: list[Said[tuple[str, ...]]] = [
@@ -160,8 +171,8 @@ def read(
         *_network_pool(request),
     ]
     ips = [
-        *_addresses(pod_notes, Level.POD, at_pod, member=member, who=who),
-        *_ip_list(sts_notes, Level.WORKLOAD, at_sts, member=member, who=who),
+        *_addresses(pod_notes, Level.POD, at_pod, member=member),
+        *_ip_list(sts_notes, Level.WORKLOAD, at_sts, member=member),
         *([Said(_ip(request.ip, f"{said} ip"), Source(Level.POD, f"{said} ip (CNI_ARGS IP)"))] if request.ip else []),
     ]
     macs = [
@@ -270,7 +281,7 @@ def _default_pools(notes: Mapping[str, str], at: str) -> list[Said[tuple[str, ..
     return found
 
 
-def _addresses(notes: Mapping[str, str], level: Level, at: str, *, member: StatefulSetPod | None, who: str) -> list[Said[str]]:
+def _addresses(notes: Mapping[str, str], level: Level, at: str, *, member: StatefulSetPod | None) -> list[Said[str]]:
     found = []
     if IP in notes:
         found.append(Said(_ip(notes[IP].strip(), f"{at} {IP}"), Source(level, f"{at} {IP}")))
@@ -283,7 +294,7 @@ def _addresses(notes: Mapping[str, str], level: Level, at: str, *, member: State
     if OVN_IP in notes:
         where = f"{at} {OVN_IP}"
         found += _one_ipv4([part.strip() for part in notes[OVN_IP].split(",") if part.strip()], where, level)
-    return found + _ip_list(notes, level, at, member=member, who=who)
+    return found + _ip_list(notes, level, at, member=member)
 
 
 def _one_ipv4(texts: Iterable[str], where: str, level: Level) -> list[Said[str]]:
@@ -294,7 +305,7 @@ def _one_ipv4(texts: Iterable[str], where: str, level: Level) -> list[Said[str]]
     return [Said(v4[0], Source(level, where))] if v4 else []
 
 
-def _ip_list(notes: Mapping[str, str], level: Level, at: str, *, member: StatefulSetPod | None, who: str) -> list[Said[str]]:
+def _ip_list(notes: Mapping[str, str], level: Level, at: str, *, member: StatefulSetPod | None) -> list[Said[str]]:
     """Entry N of a StatefulSet's address list for its pod N: `["198.18.0.40", ...]` or
     `198.18.0.40,198.18.0.41` (Kube-OVN's ip_pool form)."""
     if IP_LIST not in notes:
@@ -309,9 +320,9 @@ def _ip_list(notes: Mapping[str, str], level: Level, at: str, *, member: Statefu
     if twice:
         raise InvalidIntent(f"{where}: {', '.join(twice)} listed more than once")
     if member is None:
-        raise InvalidIntent(f"{where}: {who} is not a StatefulSet's pod, and the list is indexed by a StatefulSet pod's ordinal")
+        raise InvalidIntent(f"{where}: the pod is not a StatefulSet's, and the list is indexed by a StatefulSet pod's ordinal")
     if member.ordinal >= len(listed):
-        raise InvalidIntent(f"{where}: {len(listed)} addresses, no entry for ordinal {member.ordinal} ({who})")
+        raise InvalidIntent(f"{where}: {len(listed)} addresses, no entry for ordinal {member.ordinal}")
     return [Said(listed[member.ordinal], Source(level, f"{where}[{member.ordinal}]"))]
 
 

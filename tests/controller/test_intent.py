@@ -140,16 +140,17 @@ def test_namespace_defaults_and_their_alias() -> None:
     ("annotations", "request_fields", "message"),
     [
         ({"underlay.io/ip": "198.18.0.40", "ovn.kubernetes.io/ip_address": "198.18.0.41"}, {},
-         "pod default/db-2: pod default/db-2 annotation underlay.io/ip says 198.18.0.40, "
-         "pod default/db-2 annotation ovn.kubernetes.io/ip_address says 198.18.0.41"),
+         "pod default/db-2: annotation underlay.io/ip says 198.18.0.40, "
+         "annotation ovn.kubernetes.io/ip_address says 198.18.0.41; make them agree or remove one"),
         ({"underlay.io/ip": "198.18.0.40"}, {"ip": "198.18.0.41"},
          "annotation underlay.io/ip says 198.18.0.40, the CNI request's ip (CNI_ARGS IP) says 198.18.0.41"),
         ({"cni.projectcalico.org/ipAddrs": '["198.18.0.40"]', "underlay.io/ip-list": "198.18.0.1,198.18.0.2,198.18.0.3"}, {},
-         "ipAddrs says 198.18.0.40, pod default/db-2 annotation underlay.io/ip-list[2] says 198.18.0.3"),
+         "pod default/db-2: annotation cni.projectcalico.org/ipAddrs says 198.18.0.40, "
+         "annotation underlay.io/ip-list[2] says 198.18.0.3"),
         ({"underlay.io/mac": "02:00:00:00:00:01"}, {"mac": "02:00:00:00:00:02"},
          "underlay.io/mac says 02:00:00:00:00:01, the CNI request's mac (CNI_ARGS MAC) says 02:00:00:00:00:02"),
         ({"underlay.io/ippool": "a", "ipam.spidernet.io/ippool": '{"ipv4": ["b"]}'}, {},
-         "underlay.io/ippool says a, pod default/db-2 annotation ipam.spidernet.io/ippool says b"),
+         "pod default/db-2: annotation underlay.io/ippool says a, annotation ipam.spidernet.io/ippool says b"),
     ],
 )
 def test_contradictions_name_both_sources(annotations: dict[str, str], request_fields: dict[str, str], message: str) -> None:
@@ -172,7 +173,7 @@ def test_lower_levels_do_not_contradict_higher_ones() -> None:
 @pytest.mark.parametrize(
     ("annotations", "message"),
     [
-        ({"underlay.io/ip": "198.18.0.400"}, "annotation underlay.io/ip: '198.18.0.400' is not an IPv4 address"),
+        ({"underlay.io/ip": "198.18.0.400"}, "pod default/db-2: annotation underlay.io/ip: '198.18.0.400' is not an IPv4 address"),
         ({"underlay.io/ip": "fd00::1"}, "is not an IPv4 address"),
         ({"underlay.io/mac": "01:00:5e:00:00:01"}, "annotation underlay.io/mac: 01:00:5e:00:00:01 is a multicast address"),
         ({"cni.projectcalico.org/ipAddrs": "198.18.0.40"}, "ipAddrs: not valid JSON"),
@@ -183,7 +184,7 @@ def test_lower_levels_do_not_contradict_higher_ones() -> None:
          "interface eth0 is listed 2 times"),
         ({"ipam.spidernet.io/ippool": '["a"]'}, "ipam.spidernet.io/ippool: expected a JSON object"),
         ({"underlay.io/ip-list": "198.18.0.1,198.18.0.1,198.18.0.2"}, "198.18.0.1 listed more than once"),
-        ({"underlay.io/ip-list": "198.18.0.1,198.18.0.2"}, "2 addresses, no entry for ordinal 2 (pod default/db-2)"),
+        ({"underlay.io/ip-list": "198.18.0.1,198.18.0.2"}, "pod default/db-2: annotation underlay.io/ip-list: 2 addresses, no entry for ordinal 2"),
     ],
 )
 def test_bad_values_name_the_object_and_key(annotations: dict[str, str], message: str) -> None:
@@ -192,7 +193,7 @@ def test_bad_values_name_the_object_and_key(annotations: dict[str, str], message
 
 
 def test_an_ip_list_needs_a_statefulset_pod() -> None:
-    with pytest.raises(InvalidIntent, match="pod default/db-2 is not a StatefulSet's pod"):
+    with pytest.raises(InvalidIntent, match="pod default/db-2: annotation underlay.io/ip-list: the pod is not a StatefulSet's"):
         resolve(obj(**{"underlay.io/ip-list": "198.18.0.1"}))
 
 
@@ -236,9 +237,9 @@ def test_named_pools_in_order_minus_those_that_refuse() -> None:
 
 
 def test_no_pool_matches_says_why_for_each() -> None:
-    found = Intent(pools=said(Level.POD, ("gpu", "off", "nope"), "pod default/db-2 annotation underlay.io/ippool"))
+    found = Intent(pools=said(Level.POD, ("gpu", "off", "nope"), "annotation underlay.io/ippool"))
     with pytest.raises(NoPoolMatches, match=_literal(
-        "pod default/db-2: no pool matches (asked by pod default/db-2 annotation underlay.io/ippool): "
+        "pod default/db-2: no pool matches (asked by annotation underlay.io/ippool): "
         "gpu: node n1 does not match nodeSelector (wants gpu In (yes), has no label gpu); off: disabled; nope: no such pool"
     )):
         choose(found)
