@@ -79,3 +79,9 @@ class PoolExhausted(ConflictError):
     """Every address of the pool is held or reserved."""
 
     event = "PoolExhausted"
+
+
+class PoolCoolingDown(TemporaryError):
+    """Every free address of the pool was released a moment ago and waits out its cooldown."""
+
+    event = "PoolCoolingDown"

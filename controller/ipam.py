@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 import netaddr
 
 from controller.config import PoolConfig, Route
-from controller.errors import AddressInUse, BadRequest, ConflictError, PoolExhausted, TemporaryError
+from controller.errors import AddressInUse, BadRequest, ConflictError, PoolCoolingDown, PoolExhausted, TemporaryError
 from controller.selectors import PoolRules
 
 Key = tuple[str, str]
@@ -298,7 +298,7 @@ class Ipam:
                 continue
             return address
         if cooling_until != float("inf"):
-            raise TemporaryError(
+            raise PoolCoolingDown(
                 f"pool {pool.name}: every free address is cooling down after release; retry in "
                 f"{cooling_until - now:.0f}s",
                 delay=cooling_until - now,

@@ -29,8 +29,8 @@ from typing import Any, Protocol
 
 from controller import cluster, edge, intent, ipam, sticky
 from controller.config import Config, PoolConfig, Route
-from controller.errors import (AddressInUse, BadRequest, ConflictError, ControllerError, NotFound, PoolExhausted,
-                               TemporaryError)
+from controller.errors import (AddressInUse, BadRequest, ConflictError, ControllerError, NotFound, PoolCoolingDown,
+                               PoolExhausted, TemporaryError)
 from controller.identity import Identity
 from controller.logs import kv
 from controller.store import AddressTaken, Mode, Node, Pod, Store, Writes
@@ -272,15 +272,21 @@ class Service(Identity):
         return pod
 
     def _plan(self, request: PodRequest, tx: Writes) -> ipam.Lease:
-        """The lease from the first of the request's pools with a free address."""
-        names = request.pools or (request.pool,)
+        """The lease from the first of the request's pools with a free address (one cooling down
+        counts as full: the next pool has room now)."""
+        names, who = request.pools or (request.pool,), f"pod {request.namespace}/{request.name}"
+        cooling: list[PoolCoolingDown] = []
         for name in names:
             try:
                 return self._plan_in(request if name == request.pool else replace(request, pool=name), tx)
+            except PoolCoolingDown as err:
+                cooling.append(err)
             except PoolExhausted as err:
                 if len(names) == 1:
-                    raise PoolExhausted(f"pod {request.namespace}/{request.name}: {err}") from None
-        raise PoolExhausted(f"pod {request.namespace}/{request.name}: pools {', '.join(map(str, names))} are exhausted")
+                    raise PoolExhausted(f"{who}: {err}") from None
+        if cooling:
+            raise PoolCoolingDown(f"{who}: {'; '.join(map(str, cooling))}", delay=min(e.delay for e in cooling))
+        raise PoolExhausted(f"{who}: pools {', '.join(map(str, names))} are exhausted")
 
     def _plan_in(self, request: PodRequest, tx: Writes) -> ipam.Lease:
         """A fixed address reserved for this StatefulSet pod's namesake in a deleted StatefulSet

@@ -15,8 +15,8 @@ from dataclasses import replace
 import pytest
 
 from controller.config import PoolConfig
-from controller.errors import (AddressInUse, ConflictError, Contradiction, NoPoolMatches, PoolExhausted,
-                               TemporaryError)
+from controller.errors import (AddressInUse, ConflictError, Contradiction, NoPoolMatches, PoolCoolingDown,
+                               PoolExhausted, TemporaryError)
 from controller.leaks import LeakCollector
 from controller.main import start_leak_collector
 from controller.selectors import pool_rules
@@ -141,6 +141,18 @@ def test_a_full_pool_moves_on_to_the_next_one_named_then_tells_the_pod(svc: Serv
     with pytest.raises(PoolExhausted, match="pod default/s3: pool tiny: exhausted"):
         place(svc, view, "s3")
     assert view.events[-1][2] == "PoolExhausted"
+
+
+def test_a_pool_cooling_down_counts_as_full_and_the_pod_is_told_when_to_expect_room(svc: Service, view: DictCluster) -> None:
+    for name, pools_ in (("first", '["tiny"]'), ("only-tiny", '["tiny"]'), ("either", '["tiny", "web"]')):
+        view.add_pod(name, labels={"size": "tiny"}, annotations={"ipam.spidernet.io/ippool": f'{{"ipv4": {pools_}}}'})
+    assert place(svc, view, "first", cid="c1") == "198.18.2.10"
+    svc.release("n1", "c1", "eth0")
+    with pytest.raises(PoolCoolingDown, match=r"pod default/only-tiny: pool tiny: every free address is cooling down .* retry in 30s") as cooling:
+        place(svc, view, "only-tiny")
+    assert cooling.value.delay == 30
+    assert place(svc, view, "either").startswith("198.18.0.")
+    assert [e[1:3] for e in view.events] == [("Warning", "PoolCoolingDown")]
 
 
 def test_an_unknown_pod_without_uid_gets_the_defaults_and_a_deleted_uid_is_refused(svc: Service, view: DictCluster) -> None:
