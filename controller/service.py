@@ -203,14 +203,19 @@ class Service(Identity):
         self, node_name: str, requests: Sequence[PodRequest], answers: list[Attachment | ControllerError | None]
     ) -> tuple[list[PodRequest], dict[int, Mapping[str, Any]]]:
         """With a cluster, each request as its pod's intent completes it (a failure is its answer),
-        and the pod each one is about, for Events. Runs without the lock: reads may reach the API."""
+        and the pod each one is about, for Events. Runs without the lock: reads may reach the API.
+        An interface already allocated is answered as it is (ADD is idempotent, even after its pool
+        was disabled or its annotations changed)."""
         requests = list(requests)
         if self.cluster is None:
             return requests, {}
         with self._lock:
             pools = list(self._ipam.pools.values())
+            known = {request.key for request in requests if request.key in self._pods}
         involved: dict[int, Mapping[str, Any]] = {}
         for index, request in enumerate(requests):
+            if request.key in known:
+                continue
             ask = cluster.Ask(request.namespace, request.name, request.uid, node_name,
                               intent.Request(request.ifname, request.pool, request.ip, request.mac), request.sticky)
             try:

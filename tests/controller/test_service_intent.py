@@ -165,6 +165,16 @@ def test_an_unknown_pod_without_uid_gets_the_defaults_and_a_deleted_uid_is_refus
     assert place(svc, view, "late") == "198.18.0.190"
 
 
+def test_adding_again_is_answered_as_allocated_whatever_changed_since(svc: Service, view: DictCluster) -> None:
+    view.add_pod("a", annotations={"underlay.io/ippool": "db"})
+    first = place(svc, view, "a")
+    view.pods[("default", "a")]["metadata"]["annotations"]["underlay.io/ippool"] = "gone"
+    assert place(svc, view, "a") == first  # the runtime retried the same ADD
+    view.down = True
+    assert place(svc, view, "a") == first
+    assert view.events == []
+
+
 def test_an_api_outage_is_a_temporary_error_without_event(svc: Service, view: DictCluster) -> None:
     view.add_pod("a")
     view.down = True
