@@ -21,9 +21,8 @@ from controller.leaks import LeakCollector
 from controller.main import start_leak_collector
 from controller.selectors import pool_rules
 from controller.service import PodRequest, Service
-from controller.store import Mode
 
-from ctlfakes import Clock, DictCluster, make_config
+from ctlfakes import Clock, DictCluster, make_config, pod_request
 
 N1_MAC = "02:00:00:00:01:01"
 STS_UID = "5f0c7a4e-0000-4000-8000-0000000000aa"
@@ -60,12 +59,10 @@ def svc(make_service: Callable[..., Service], view: DictCluster) -> Service:
 
 def add(service: Service, view: DictCluster, name: str, *, cid: str | None = None, namespace: str = "default",
         **fields: object) -> PodRequest:
+    """The request the agent makes for pod `name` as the cluster has it (its UID, when it exists)."""
     pod = view.pods.get((namespace, name))
-    uid = None if pod is None else pod["metadata"]["uid"]
-    values: dict[str, object] = dict(container_id=cid or f"c-{name}", ifname="eth0", namespace=namespace, name=name,
-                                     mode=Mode.MACVLAN, uid=uid)
-    values.update(fields)
-    return PodRequest(**values)  # type: ignore[arg-type]
+    fields.setdefault("uid", None if pod is None else pod["metadata"]["uid"])
+    return pod_request(cid or f"c-{name}", namespace=namespace, name=name, **fields)
 
 
 def place(service: Service, view: DictCluster, name: str, **fields: object) -> str:
