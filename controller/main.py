@@ -183,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     fabric = LateFabric()
     try:
         cluster, store, cfg = open_store(cfg)
-        service = Service(store, cfg, now=time.time, fabric=fabric)
+        view = None if cluster is None else cluster.view  # with it, pods get what the cluster's objects say
+        service = Service(store, cfg, now=time.time, fabric=fabric, cluster=view)
     except ControllerError as err:  # the API server cannot be reached, or refuses us
         print(f"underlay-controller: {err}", file=sys.stderr)
         return 1
