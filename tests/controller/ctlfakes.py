@@ -125,8 +125,9 @@ def break_commits(store: SqliteStore) -> None:
 
 class DictCluster:
     """A `ClusterView` over plain dicts, at our own protocol boundary (the real one, over watch
-    caches of a real API server, is tested in tests/controller/kube/). `cache` overrides what the
-    cached reads see, to play a cache that lags; `down` makes every read fail like an API outage."""
+    caches of a real API server, is in kube/test_view.py and test_intent_apiserver.py). `cache`
+    overrides what the cached reads see, to play a cache that lags; `down` makes every read fail
+    like an API outage."""
 
     def __init__(self) -> None:
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}

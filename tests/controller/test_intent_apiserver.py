@@ -15,7 +15,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -306,4 +306,4 @@ def test_the_collector_releases_a_leaked_address_and_keeps_a_live_one_when_the_a
         found = kube.get(IPALLOCATIONS.path(name=leaked))
         assert (found["status"]["phase"], found["status"]["reason"]) == ("Cooldown", f"pod {ns}/leaked is gone")
         bound = kube.get(IPALLOCATIONS.path(name=alive))
-        assert bound["spec"]["pod"] == {"namespace": ns, "name": "alive", "uid": cluster.pod(ns, "alive")["metadata"]["uid"]}
+        assert bound["spec"]["pod"] == {"namespace": ns, "name": "alive", "uid": _uid(cluster.pod(ns, "alive"))}

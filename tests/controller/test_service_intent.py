@@ -331,7 +331,7 @@ def test_a_statefulset_pod_s_address_stays_reserved_until_scale_down_is_seen_twi
     view.statefulsets[("default", "db")]["spec"]["replicas"] = 1
     assert collector.run_pass().forgotten == ()
     forgotten = collector.run_pass().forgotten
-    assert forgotten == ((f"default/db-1@{STS_UID}", f"StatefulSet default/db keeps ordinals 0 (replicas: 1): ordinal 1 is gone"),)
+    assert forgotten == ((f"default/db-1@{STS_UID}", "StatefulSet default/db keeps ordinals 0 (replicas: 1): ordinal 1 is gone"),)
     assert svc.reservations() == {f"default/db-0@{STS_UID}": ips[0]}
 
 
