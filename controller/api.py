@@ -267,7 +267,7 @@ def _match(method: str, path: str) -> tuple[Route, dict[str, str]]:
 def _pod(pod: Pod) -> Json:
     return {
         "container_id": pod.container_id, "ifname": pod.ifname, "namespace": pod.namespace, "name": pod.name,
-        "ip": pod.ip, "mac": pod.mac, "mode": pod.mode.value, "pool": pod.pool,
+        "ip": pod.ip, "mac": pod.mac, "mode": pod.mode.value, "pool": pod.pool, "uid": pod.uid,
     }  # fmt: skip
 
 

@@ -12,6 +12,8 @@ unknown_destination = "normal"       # or "drop"
 release_cooldown = 30                # seconds before a released address is handed out again
 resync_grace = 60                    # seconds a new allocation is safe from an agent's full sync
 allow_global_macs = false            # pods may ask for vendor (globally unique) MACs, not only 02:...
+gc_interval = 300                    # with a cluster: seconds between the leak collector's passes
+gc_grace = 120                       # with a cluster: seconds a new allocation is safe from it
 
 [openflow]                           # host, port, and optionally ctl_privkey, ctl_cert, ca_certs
 [api]                                # see API_KEYS below: host, port, TLS, connection limits, deadlines
@@ -46,6 +48,7 @@ from typing import Any, TypeVar
 
 import netaddr
 
+from controller.selectors import PoolRules
 from openflow.model import UnknownDestination
 
 DEFAULT_COOKIE = 0x55AA_0000_0000_0000
@@ -77,6 +80,7 @@ class PoolConfig:
     exclude: tuple[str, ...] = ()
     default: bool = False
     cooldown: float | None = None  # seconds a released address waits; None: `release_cooldown`
+    rules: PoolRules = PoolRules()  # who may use it; IPPool objects set them, the TOML does not
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,8 @@ class Config:
     release_cooldown: float = 30.0
     resync_grace: float = 60.0
     allow_global_macs: bool = False
+    gc_interval: float = 300.0
+    gc_grace: float = 120.0
     nodes: Mapping[str, NodeConfig] = field(default_factory=dict)
     switches: Mapping[int, SwitchConfig] = field(default_factory=dict)
     pools: Mapping[str, PoolConfig] = field(default_factory=dict)
@@ -224,6 +230,8 @@ def parse(data: Mapping[str, Any], *, base: Path = Path(".")) -> Config:
         release_cooldown=top.get("release_cooldown", _seconds, 30.0),
         resync_grace=top.get("resync_grace", _seconds, 60.0),
         allow_global_macs=top.get("allow_global_macs", _bool, False),
+        gc_interval=top.get("gc_interval", _seconds, 300.0),
+        gc_grace=top.get("gc_grace", _seconds, 120.0),
         nodes=top.each("nodes", lambda t, name: _node(t, name, base=base)),
         switches={sw.dpid: sw for sw in top.each("switches", _switch).values()},
         pools=_default_pool(top.each("pools", _pool)),

@@ -92,6 +92,7 @@ def pod_request(body: Any, *, at: str = "") -> PodRequest:
         name=pod_name(text(body, "name", at=at), f"{at}name"),
         mode=Mode(mode), pool=optional(body, "pool", at=at), ip=optional(body, "ip", at=at),
         mac=optional(body, "mac", at=at), sticky=optional(body, "sticky", at=at),
+        uid=optional(body, "uid", at=at),
     )  # fmt: skip
 
 

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field, replace
 import netaddr
 
 from controller.config import PoolConfig, Route
-from controller.errors import BadRequest, ConflictError, TemporaryError
+from controller.errors import AddressInUse, BadRequest, ConflictError, PoolCoolingDown, PoolExhausted, TemporaryError
+from controller.selectors import PoolRules
 
 Key = tuple[str, str]
 """(container id, ifname): one pod interface."""
@@ -74,6 +75,8 @@ class Pool:
     starts: tuple[int, ...] = field(repr=False)  # offset of each block's first address
     size: int
     cooldown: float | None = None  # the pool's own, else the IPAM's
+    default: bool = False
+    rules: PoolRules = PoolRules()  # who may use it (intent's pool selection asks)
 
     @classmethod
     def from_config(cls, config: PoolConfig) -> Pool:
@@ -86,7 +89,8 @@ class Pool:
         for first, last in blocks:
             starts.append(size)
             size += last - first + 1
-        return cls(config.name, network, config.gateway, config.routes, blocks, tuple(starts), size, config.cooldown)
+        return cls(config.name, network, config.gateway, config.routes, blocks, tuple(starts), size,
+                   config.cooldown, config.default, config.rules)
 
     def address(self, offset: int) -> int:
         block = bisect.bisect_right(self.starts, offset) - 1
@@ -98,6 +102,10 @@ class Pool:
         if block < 0 or address > self.blocks[block][1]:
             return None
         return self.starts[block] + address - self.blocks[block][0]
+
+    def holds(self, address: int) -> bool:
+        """Whether the pool may hand out `address` (an int: asked of every pool in turn)."""
+        return self.offset(address) is not None
 
     @property
     def prefix(self) -> int:
@@ -270,10 +278,11 @@ class Ipam:
     def _check_free(self, address: int, request: Request) -> None:
         holder = self._holders.get(address)
         if holder is not None:
-            raise ConflictError(f"pod {request.owner}: {_str(address)} is held by {holder.owner}")
+            raise AddressInUse(f"pod {request.owner}: {_str(address)} is held by {holder.owner}")
         reserved_for = self._reserved_for.get(address)
         if reserved_for is not None and reserved_for != request.sticky:
-            raise ConflictError(f"pod {request.owner}: {_str(address)} is reserved for sticky key {reserved_for}")
+            raise AddressInUse(f"pod {request.owner}: {_str(address)} is reserved for sticky key {reserved_for}",
+                               reserved_for=reserved_for)
 
     def _pick(self, pool: Pool, *, now: float) -> int:
         """The first free address at or after the cursor, wrapping around once."""
@@ -289,12 +298,12 @@ class Ipam:
                 continue
             return address
         if cooling_until != float("inf"):
-            raise TemporaryError(
+            raise PoolCoolingDown(
                 f"pool {pool.name}: every free address is cooling down after release; retry in "
                 f"{cooling_until - now:.0f}s",
                 delay=cooling_until - now,
             )
-        raise ConflictError(f"pool {pool.name}: exhausted (all {pool.size} addresses are held or reserved)")
+        raise PoolExhausted(f"pool {pool.name}: exhausted (all {pool.size} addresses are held or reserved)")
 
     def _reserve(self, sticky: str, address: int) -> None:
         previous = self._sticky.get(sticky)

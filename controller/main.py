@@ -29,6 +29,7 @@ from controller import config as configuration
 from controller.api import Api
 from controller.errors import ControllerError, SwitchUnavailable
 from controller.httpd import HttpServer, tls_context
+from controller.leaks import LeakCollector
 from controller.service import Service
 from controller.store import SqliteStore, Store
 
@@ -157,6 +158,16 @@ def open_store(cfg: configuration.Config) -> tuple[Cluster | None, Store, config
     return cluster, cluster.store(cfg), cfg
 
 
+def start_leak_collector(service: Service, cfg: configuration.Config, stop: threading.Event) -> LeakCollector | None:
+    """With a cluster view, the leak collector's passes run in a thread of their own until `stop`."""
+    if service.cluster is None:
+        return None
+    collector = LeakCollector(service, service.cluster, now=time.time, grace=cfg.gc_grace)
+    threading.Thread(target=collector.run, args=(stop,), kwargs={"interval": cfg.gc_interval}, name="leak-collector",
+                     daemon=True).start()
+    return collector
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
@@ -172,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     fabric = LateFabric()
     try:
         cluster, store, cfg = open_store(cfg)
-        service = Service(store, cfg, now=time.time, fabric=fabric)
+        view = None if cluster is None else cluster.view  # with it, pods get what the cluster's objects say
+        service = Service(store, cfg, now=time.time, fabric=fabric, cluster=view)
     except ControllerError as err:  # the API server cannot be reached, or refuses us
         print(f"underlay-controller: {err}", file=sys.stderr)
         return 1
@@ -200,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseException:
         api.shutdown()  # its pool's threads would keep the process from exiting
         raise
+    start_leak_collector(service, cfg, stop)
     # Everything loaded so far (modules, os-ken, the restored state) lives as long as the process:
     # keep the cyclic collector from scanning it again on every full collection. And collect young
     # objects less often: a batch of placements allocates tens of thousands of tracked objects, and

@@ -22,14 +22,15 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
-from controller import edge, ipam
+from controller import cluster, edge, intent, ipam, sticky
 from controller.config import Config, PoolConfig, Route
-from controller.errors import BadRequest, ConflictError, ControllerError, NotFound, TemporaryError
+from controller.errors import (AddressInUse, BadRequest, ConflictError, ControllerError, NotFound, PoolCoolingDown,
+                               PoolExhausted, TemporaryError)
 from controller.identity import Identity
 from controller.logs import kv
 from controller.store import AddressTaken, Mode, Node, Pod, Store, Writes
@@ -61,6 +62,8 @@ class PodRequest:
     ip: str | None = None
     mac: str | None = None
     sticky: str | None = None
+    uid: str | None = None  # the pod's (K8S_POD_UID): the leak collector tells pods apart by it
+    pools: tuple[str, ...] = ()  # set by intent resolution: the pools to try in order (else `pool`)
 
     @property
     def key(self) -> Key:
@@ -111,8 +114,11 @@ class Service(Identity):
         fabric: Fabric,
         apply_timeout: float = 5.0,
         epoch: str | None = None,
+        cluster: intent.ClusterView | None = None,
     ) -> None:
-        self.store, self.config, self.fabric = store, config, fabric
+        """With a `cluster`, a pod's pool, address, MAC and StatefulSet identity come from the
+        cluster's objects (controller/intent.py); without one, from the request alone."""
+        self.store, self.config, self.fabric, self.cluster = store, config, fabric, cluster
         self.now, self.apply_timeout = now, apply_timeout
         self.epoch = epoch or secrets.token_hex(8)
         self._lock = threading.RLock()
@@ -158,8 +164,9 @@ class Service(Identity):
         its own answer, an attachment or the error about it; errors about the node (not registered,
         port unknown) and a switch that does not acknowledge are raised for all of them."""
         answers: list[Attachment | ControllerError | None] = [None] * len(requests)
+        requests, involved = self._resolve(node_name, requests, answers)  # the MAC may come from intent
         for index, refusal in self._screen_macs(requests).items():
-            answers[index] = refusal
+            answers[index] = answers[index] or refusal
         claims: dict[int, tuple[Pod, bool]] = {}  # request index -> (pod, created by this call)
         try:
             with self._change():
@@ -172,7 +179,7 @@ class Service(Identity):
                 with self.store.transaction() as tx:  # the batch's writes: all, or none if the store refuses
                     for index, request in enumerate(requests):
                         if answers[index] is not None:
-                            continue  # refused by _screen_macs
+                            continue  # refused by intent or _screen_macs
                         try:
                             claims[index] = self._claim(node, request, tx)
                         except ControllerError as err:  # raised before its pod wrote anything
@@ -187,7 +194,39 @@ class Service(Identity):
                 self._pending.difference_update(pod.key for pod, _ in claims.values())
         for index, (pod, _) in claims.items():
             answers[index] = self._attachment(pod)
+        for index, about in involved.items():
+            if isinstance(answers[index], ControllerError) and self.cluster is not None:
+                cluster.tell(self.cluster, about, answers[index])  # type: ignore[arg-type]
         return answers  # type: ignore[return-value]  # every index is answered
+
+    def _resolve(
+        self, node_name: str, requests: Sequence[PodRequest], answers: list[Attachment | ControllerError | None]
+    ) -> tuple[list[PodRequest], dict[int, Mapping[str, Any]]]:
+        """With a cluster, each request as its pod's intent completes it (a failure is its answer),
+        and the pod each one is about, for Events. Runs without the lock: reads may reach the API.
+        An interface already allocated is answered as it is (ADD is idempotent, even after its pool
+        was disabled or its annotations changed)."""
+        requests = list(requests)
+        if self.cluster is None:
+            return requests, {}
+        with self._lock:
+            pools = list(self._ipam.pools.values())
+            known = {request.key for request in requests if request.key in self._pods}
+        involved: dict[int, Mapping[str, Any]] = {}
+        for index, request in enumerate(requests):
+            if request.key in known:
+                continue
+            ask = cluster.Ask(request.namespace, request.name, request.uid, node_name,
+                              intent.Request(request.ifname, request.pool, request.ip, request.mac), request.sticky)
+            try:
+                found = cluster.resolve(self.cluster, ask, pools=pools)
+            except ControllerError as err:
+                answers[index], involved[index] = err, cluster.involved(ask)
+                continue
+            involved[index] = found.involved
+            requests[index] = replace(request, pool=found.pools[0], pools=found.pools, ip=found.ip, mac=found.mac,
+                                      sticky=found.sticky or request.sticky)
+        return requests, involved
 
     def _claim(self, node: Node, request: PodRequest, tx: Writes) -> tuple[Pod, bool]:
         """The pod for this request, allocated if new, and marked pending until its flows are in."""
@@ -218,7 +257,7 @@ class Service(Identity):
         if request.mac is not None and request.mode is not Mode.MACVLAN:
             raise BadRequest(f"mac: pod {owner}: only macvlan pods choose their MAC")
         mac = None if request.mac is None else ipam.parse_mac(request.mac)
-        lease = self._ipam.plan(_ipam_request(request), now=self.now())
+        lease = self._plan(request, tx)
         if request.mode is Mode.IPVLAN:
             mac = node.mac
         elif mac is None:
@@ -226,7 +265,7 @@ class Service(Identity):
         self._check_pod_mac(mac, owner=owner, mode=request.mode)
         pod = Pod(
             request.container_id, request.ifname, node.name, request.namespace, request.name,
-            lease.pool, lease.ip, mac, request.mode, request.sticky, created_at=self.now(),
+            lease.pool, lease.ip, mac, request.mode, request.sticky, created_at=self.now(), uid=request.uid,
         )  # fmt: skip
         tx.put_pod(pod)
         if pod.sticky is not None:
@@ -236,6 +275,38 @@ class Service(Identity):
         if LOG.isEnabledFor(logging.DEBUG):  # per pod: thousands a minute on a busy segment
             LOG.debug(kv("allocated", pod=owner, container=_name(pod.key), ip=pod.ip, mac=mac, node=node.name))
         return pod
+
+    def _plan(self, request: PodRequest, tx: Writes) -> ipam.Lease:
+        """The lease from the first of the request's pools with a free address (one cooling down
+        counts as full: the next pool has room now)."""
+        names, who = request.pools or (request.pool,), f"pod {request.namespace}/{request.name}"
+        cooling: list[PoolCoolingDown] = []
+        for name in names:
+            try:
+                return self._plan_in(request if name == request.pool else replace(request, pool=name), tx)
+            except PoolCoolingDown as err:
+                cooling.append(err)
+            except PoolExhausted as err:
+                if len(names) == 1:
+                    raise PoolExhausted(f"{who}: {err}") from None
+        if cooling:
+            raise PoolCoolingDown(f"{who}: {'; '.join(map(str, cooling))}", delay=min(e.delay for e in cooling))
+        raise PoolExhausted(f"{who}: pools {', '.join(map(str, names))} are exhausted")
+
+    def _plan_in(self, request: PodRequest, tx: Writes) -> ipam.Lease:
+        """A fixed address reserved for this StatefulSet pod's namesake in a deleted StatefulSet
+        (same name and ordinal, another UID) is taken over: that reservation can never be used."""
+        try:
+            return self._ipam.plan(_ipam_request(request), now=self.now())
+        except AddressInUse as err:
+            old = None if err.reserved_for is None else sticky.parse_key(err.reserved_for)
+            new = None if request.sticky is None else sticky.parse_key(request.sticky)
+            if old is None or new is None or not new.supersedes(old):
+                raise
+            tx.unreserve(old.key)
+            self._ipam.unreserve(old.key)
+            LOG.info(kv("sticky reservation superseded", old=old.key, new=new.key, ip=request.ip))
+            return self._ipam.plan(_ipam_request(request), now=self.now())
 
     def _undo(self, pods: list[Pod]) -> None:
         """Take back allocations whose flows were never acknowledged, sticky reservations included:
@@ -268,7 +339,7 @@ class Service(Identity):
         self._converge_best_effort({dpid}, why=f"pod {pod.owner} released")
         return True
 
-    def forget_sticky(self, sticky: str) -> str | None:
+    def forget_sticky(self, sticky: str, *, reason: str | None = None) -> str | None:
         """Drop a sticky reservation for good (its StatefulSet pod will not come back); the address
         then cools down like any released one. Returns the address, or None if there was none."""
         with self._change():
@@ -277,7 +348,30 @@ class Service(Identity):
                 return None
             with self.store.transaction() as tx:
                 tx.unreserve(sticky)
+            LOG.info(kv("sticky reservation dropped", key=sticky, ip=address, reason=reason))
             return self._ipam.unreserve(sticky)
+
+    def release_leaked(self, pod: Pod, *, reason: str) -> bool:
+        """Release an allocation the leak collector found abandoned, if it is still exactly that
+        one (not re-added, not in the middle of an ADD); the reason goes to the store."""
+        with self._change():
+            current = self._pods.get(pod.key)
+            if current is None or (current.ip, current.uid) != (pod.ip, pod.uid) or pod.key in self._pending:
+                return False
+            self._release([current], reason=reason)
+            dpid = self._location(current.node)[0]
+        self._converge_best_effort({dpid}, why=f"pod {pod.owner}'s leaked address released")
+        return True
+
+    def allocations(self) -> list[Pod]:
+        """Every pod interface holding an address (for the leak collector)."""
+        with self._lock:
+            return list(self._pods.values())
+
+    def reservations(self) -> dict[str, str]:
+        """Sticky key -> address, for every reservation."""
+        with self._lock:
+            return self._ipam.reserved()
 
     def sync(self, node_name: str, present: Iterable[Key]) -> SyncResult:
         """Converge on an agent's full list of attachments: release what it no longer has.
@@ -298,14 +392,14 @@ class Service(Identity):
             self._converge_best_effort({dpid}, why=f"node {node_name} synced")
         return SyncResult(pods=kept, released=tuple(stale), unknown=unknown)
 
-    def _release(self, pods: list[Pod]) -> None:
+    def _release(self, pods: list[Pod], *, reason: str | None = None) -> None:
         if not pods:
             return
         now = self.now()
         with self.store.transaction() as tx:
             for pod in pods:
                 tx.delete_pod(*pod.key)
-                tx.mark_released(pod.ip, now)
+                tx.mark_released(pod.ip, now, reason=reason)
         for pod in pods:
             self._ipam.release(pod.key, now=now)
             self._remove_pod(pod)

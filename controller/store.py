@@ -66,6 +66,8 @@ class Pod:
     mode: Mode
     sticky: str | None = None
     created_at: float = field(default=0.0, compare=False)
+    uid: str | None = None  # the Kubernetes pod's, when the CNI request named it
+
 
     @property
     def key(self) -> tuple[str, str]:
@@ -92,7 +94,9 @@ class Writes(Protocol):
     def delete_pod(self, container_id: str, ifname: str) -> None: ...
     def reserve(self, sticky: str, ip: str) -> None: ...
     def unreserve(self, sticky: str) -> None: ...
-    def mark_released(self, ip: str, at: float) -> None: ...
+    def mark_released(self, ip: str, at: float, *, reason: str | None = None) -> None:
+        """`ip` was released at `at`; `reason` says why when it was not the pod's own DEL (the
+        leak collector's finding), for the store to show beside the address."""
 
 
 class Store(Protocol):
@@ -129,7 +133,7 @@ CREATE TABLE IF NOT EXISTS pods (
     container_id TEXT NOT NULL, ifname TEXT NOT NULL, node TEXT NOT NULL,
     namespace TEXT NOT NULL, name TEXT NOT NULL, pool TEXT NOT NULL,
     ip TEXT NOT NULL UNIQUE, mac TEXT NOT NULL, mode TEXT NOT NULL, sticky TEXT,
-    created_at REAL NOT NULL,
+    created_at REAL NOT NULL, uid TEXT,
     PRIMARY KEY (container_id, ifname));
 CREATE TABLE IF NOT EXISTS sticky (key TEXT PRIMARY KEY, ip TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS released (ip TEXT PRIMARY KEY, at REAL NOT NULL);
@@ -159,8 +163,15 @@ class SqliteStore:
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._migrate()
         self._open = False  # a transaction holds blocks not yet committed
         self._failed: str | None = None
+
+    def _migrate(self) -> None:
+        """Columns added since a file was made (a store outlives controller upgrades)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(pods)")}
+        if "uid" not in columns:
+            self._db.execute("ALTER TABLE pods ADD COLUMN uid TEXT")
 
     def load(self) -> Snapshot:
         with self._lock:
@@ -255,5 +266,6 @@ class _SqliteWrites:
     def unreserve(self, sticky: str) -> None:
         self._run("DELETE FROM sticky WHERE key = ?", sticky)
 
-    def mark_released(self, ip: str, at: float) -> None:
+    def mark_released(self, ip: str, at: float, *, reason: str | None = None) -> None:
+        """The reason is the log's here (the collector logs it); a cluster store keeps it."""
         self._run("INSERT OR REPLACE INTO released VALUES (?, ?)", ip, at)

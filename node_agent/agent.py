@@ -174,6 +174,7 @@ class Agent:
         args = req["args"]
         body = {"container_id": req["container_id"], "ifname": req["ifname"], "mode": kind,
                 "pool": req["config"].get("pool"), "ip": ip, "mac": mac, "sticky": None,
+                "uid": args.get("K8S_POD_UID") or None,
                 **owner(args.get("K8S_POD_NAMESPACE"), args.get("K8S_POD_NAME"), req["container_id"])}
         leasing = self._aside.submit(lambda: lease_from_controller(self._controller(pod, self._allocate, body)))
         undo.callback(self._release_once_allocated, leasing, pod, req["container_id"], req["ifname"])

@@ -62,7 +62,7 @@ def to_object(ip: str, slot: Slot, *, resource_version: str | None = None) -> Ob
     pod = slot.pod
     if pod is not None:
         spec.update(
-            pod={"namespace": pod.namespace, "name": pod.name}, node=pod.node, containerID=pod.container_id,
+            pod={"namespace": pod.namespace, "name": pod.name, **({"uid": pod.uid} if pod.uid else {})}, node=pod.node, containerID=pod.container_id,
             interface=pod.ifname, mac=pod.mac, mode=pod.mode.value,
         )  # fmt: skip
         status["boundAt"] = timestamp(pod.created_at)
@@ -94,6 +94,7 @@ def from_object(obj: Object) -> tuple[str, Slot]:
             pool=pool, ip=ip, mac=str(spec.get("mac", "")), mode=Mode(spec.get("mode", Mode.MACVLAN.value)),
             sticky=spec.get("stickyKey"),
             created_at=seconds(status.get("boundAt")) or seconds(obj["metadata"].get("creationTimestamp")) or 0.0,
+            uid=owner.get("uid"),
         )  # fmt: skip
     phase = Phase(status.get("phase") or Phase.BOUND.value)
     return ip, Slot(phase, pool, pod, spec.get("stickyKey"), seconds(status.get("releasedAt")), status.get("reason"))

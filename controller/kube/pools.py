@@ -35,6 +35,7 @@ from controller.kube.allocations import Phase, timestamp
 from controller.kube.client import IPALLOCATIONS, IPPOOLS, Kube, Missing, Object
 from controller.kube.reflector import Reflector
 from controller.logs import kv
+from controller.selectors import SelectorError, pool_rules
 
 LOG = logging.getLogger("underlay.pools")
 _SPEC_KEYS = {"ranges": "ips", "exclude": "excludeIPs"}  # the TOML's names -> the IPPool's, for messages
@@ -79,12 +80,13 @@ def read_pool(obj: Object) -> PoolObject:
         config = parse_pool(name, data, where=where)
         if cooldown is not None and (isinstance(cooldown, bool) or not isinstance(cooldown, int | float) or cooldown < 0):
             raise ConfigError(f"{where}.reuseCooldownSeconds: {cooldown!r} is not a number of seconds (>= 0)")
-    except ConfigError as err:
+        rules = pool_rules(spec, path=where)
+    except (ConfigError, SelectorError) as err:
         message = str(err)
         for ours, theirs in _SPEC_KEYS.items():
             message = message.replace(f"{where}.{ours}", f"{where}.{theirs}")
         return replace(base, error=message)
-    return replace(base, config=replace(config, default=config.default and not base.disabled,
+    return replace(base, config=replace(config, default=config.default and not base.disabled, rules=rules,
                                         cooldown=None if cooldown is None else float(cooldown)))  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""Test doubles and builders for the controller tests: a config, a hand-turned clock, a fabric.
+"""Test doubles and builders for the controller tests: a config, a hand-turned clock, a fabric, a
+cluster view.
 
 `RecordingFabric` stands in for the OpenFlow app at our own protocol boundary (`service.Fabric`):
 it records which switches were asked to converge, and can be told to fail like a switch that is
@@ -8,12 +9,12 @@ down. Everything else in these tests is real: the SQLite store writes a file in 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from controller import config as config_module
 from controller.config import Config
-from controller.errors import SwitchUnavailable
+from controller.errors import SwitchUnavailable, TemporaryError
 from controller.service import PodRequest
 from controller.store import Mode, Pod, SqliteStore
 
@@ -120,3 +121,72 @@ def break_commits(store: SqliteStore) -> None:
         CREATE TABLE child (id INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);
         CREATE TRIGGER breaks_commit AFTER INSERT ON pods BEGIN INSERT INTO child VALUES (42); END;
     """)
+
+
+class DictCluster:
+    """A `ClusterView` over plain dicts, at our own protocol boundary (the real one, over watch
+    caches of a real API server, is in kube/test_view.py and test_intent_apiserver.py). `cache`
+    overrides what the cached reads see, to play a cache that lags; `down` makes every read fail
+    like an API outage."""
+
+    def __init__(self) -> None:
+        self.pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self.cache: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self.namespaces: dict[str, dict[str, Any]] = {}
+        self.statefulsets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.events: list[tuple[str, str, str, str]] = []  # (namespace/name, type, reason, message)
+        self.down = False
+        self.live_reads = 0
+
+    def _up(self) -> None:
+        if self.down:
+            raise TemporaryError("the Kubernetes API is not reachable: connection refused")
+
+    def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._up()
+        key = (namespace, name)
+        return self.cache[key] if key in self.cache else self.pods.get(key)
+
+    def pod_live(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._up()
+        self.live_reads += 1
+        return self.pods.get((namespace, name))
+
+    def namespace(self, name: str) -> dict[str, Any] | None:
+        self._up()
+        return self.namespaces.get(name)
+
+    def statefulset(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._up()
+        return self.statefulsets.get((namespace, name))
+
+    def node(self, name: str) -> dict[str, Any] | None:
+        self._up()
+        return self.nodes.get(name)
+
+    def event(self, involved: Mapping[str, Any], *, reason: str, message: str, type: str = "Warning") -> None:
+        self._up()
+        metadata = involved["metadata"]
+        self.events.append((f"{metadata['namespace']}/{metadata['name']}", type, reason, message))
+
+    # builders ------------------------------------------------------------------------------------
+
+    def add_pod(self, name: str, *, namespace: str = "default", uid: str | None = None,
+                annotations: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None,
+                owner: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"namespace": namespace, "name": name, "uid": uid or f"uid-{name}",
+                                    "annotations": dict(annotations or {}), "labels": dict(labels or {})}
+        if owner is not None:
+            metadata["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": owner["kind"], "name": owner["name"],
+                                            "uid": owner["uid"], "controller": True}]
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata}
+        self.pods[(namespace, name)] = pod
+        return pod
+
+    def add_statefulset(self, name: str, *, replicas: int, uid: str, namespace: str = "default",
+                        annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+        sts = {"metadata": {"namespace": namespace, "name": name, "uid": uid, "annotations": dict(annotations or {})},
+               "spec": {"replicas": replicas}}
+        self.statefulsets[(namespace, name)] = sts
+        return sts

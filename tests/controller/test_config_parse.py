@@ -17,6 +17,8 @@ unknown_destination = "drop"
 release_cooldown = 5
 resync_grace = 90
 allow_global_macs = true
+gc_interval = 60
+gc_grace = 30
 
 [openflow]
 host = "0.0.0.0"
@@ -62,6 +64,7 @@ def test_full_file(tmp_path: Path) -> None:
     assert config.cookie == 0x55AA_0000_0000_0001
     assert config.unknown_destination is UnknownDestination.DROP
     assert (config.release_cooldown, config.resync_grace) == (5.0, 90.0)
+    assert (config.gc_interval, config.gc_grace) == (60.0, 30.0)
     assert (config.openflow.host, config.openflow.port, config.openflow.ca_certs) == ("0.0.0.0", 6633, "/etc/underlay/ca.crt")
     assert (config.api.host, config.api.port, config.api.scheme) == ("127.0.0.1", 7000, "https")
     assert (config.api.tls_cert, config.api.tls_key) == (str(tmp_path / "api.crt"),) * 2  # relative to the file

@@ -115,6 +115,7 @@ def test_basic_auth_is_not_a_bearer_token(call: Client) -> None:
      ({**POD, "ip": "198.18.0.1"}, "ip: 198.18.0.1 is not an allocatable address of pool default"),
      ({**POD, "mac": "01:00:5e:00:00:01"}, "mac: 01:00:5e:00:00:01 is a multicast address"),
      ({**POD, "pool": "nope"}, "pool: no pool named 'nope'"),
+     ({**POD, "uid": 7}, "uid: expected a non-empty string, got 7"),
      ([POD], "body: expected a JSON object")],
 )  # fmt: skip
 def test_malformed_requests_are_400_naming_the_field(call: Client, body: object, reason: str) -> None:
@@ -144,10 +145,15 @@ def test_add_pod_and_idempotent_post(call: Client, fabric: RecordingFabric) -> N
         "ip": "198.18.0.100", "prefix": 24, "gateway": "198.18.0.1", "mac": "02:55:c6:12:00:64", "pool": "default"}  # fmt: skip
     assert first["routes"] == [{"dst": "0.0.0.0/0", "gw": "198.18.0.1"}]
     assert call("POST", "/v1/nodes/n1/pods", POD)[:2] == (200, first)
+    assert call("POST", "/v1/nodes/n1/pods", {**POD, "container_id": "def", "uid": "u-1"})[0] == 200
     status, listed, _ = call("GET", "/v1/nodes/n1/pods")
     assert listed["pods"] == [{"container_id": "abc", "ifname": "eth0", "namespace": "default", "name": "web-0",
-                               "ip": "198.18.0.100", "mac": "02:55:c6:12:00:64", "mode": "macvlan", "pool": "default"}]  # fmt: skip
-    assert fabric.calls[-2:] == [(1,), (1,)]
+                               "ip": "198.18.0.100", "mac": "02:55:c6:12:00:64", "mode": "macvlan", "pool": "default",
+                               "uid": None},
+                              {"container_id": "def", "ifname": "eth0", "namespace": "default", "name": "web-0",
+                               "ip": "198.18.0.101", "mac": "02:55:c6:12:00:65", "mode": "macvlan", "pool": "default",
+                               "uid": "u-1"}]  # fmt: skip
+    assert fabric.calls[-3:] == [(1,), (1,), (1,)]
 
 
 def test_after_a_failed_commit_changes_are_500_and_health_is_503(call: Client, service: Service) -> None:

@@ -137,7 +137,7 @@ def test_a_batch_is_one_convergence_and_each_request_gets_its_own_answer(
     ])  # fmt: skip
     assert fabric.calls == [(1,)]
     assert [type(answer).__name__ for answer in answers] == [
-        "Attachment", "ConflictError", "Attachment", "ConflictError", "TemporaryError"]
+        "Attachment", "AddressInUse", "Attachment", "ConflictError", "TemporaryError"]
     assert "198.18.0.100 is held by default/pod-elsewhere" in str(answers[1])
     assert "container elsewhere/eth0: already placed on node n2" in str(answers[3])
     assert "container a/eth0: its ADD is still in progress" in str(answers[4])  # the same pod twice in one batch

@@ -31,9 +31,9 @@ def test_reopen_reloads_everything(open_store: Callable[[], Store]) -> None:
         tx.put_node(Node(n1, "02:00:00:00:01:01", "198.18.0.11", dpid=2**64 - 1, port=7))
         tx.put_node(Node(n2, "02:00:00:00:01:02", "198.18.0.12"))
         tx.put_pod(store_pod("a", "198.18.0.100", sticky="default/web-0"))
-        tx.put_pod(store_pod("b", "198.18.0.101", mode=Mode.IPVLAN))
+        tx.put_pod(store_pod("b", "198.18.0.101", mode=Mode.IPVLAN, uid="5f0c7a4e-0000-4000-8000-000000000001"))
         tx.reserve("default/web-0", "198.18.0.100")
-        tx.mark_released("198.18.0.150", 999.5)
+        tx.mark_released("198.18.0.150", 999.5, reason="pod default/x is gone")
     store.close()
 
     snapshot = open_store().load()
@@ -41,10 +41,28 @@ def test_reopen_reloads_everything(open_store: Callable[[], Store]) -> None:
         Node(n1, "02:00:00:00:01:01", "198.18.0.11", dpid=2**64 - 1, port=7),
         Node(n2, "02:00:00:00:01:02", "198.18.0.12"),
     )
-    assert snapshot.pods == (store_pod("a", "198.18.0.100", sticky="default/web-0"), store_pod("b", "198.18.0.101", mode=Mode.IPVLAN))
+    assert snapshot.pods == (store_pod("a", "198.18.0.100", sticky="default/web-0"),
+                             store_pod("b", "198.18.0.101", mode=Mode.IPVLAN, uid="5f0c7a4e-0000-4000-8000-000000000001"))
     assert snapshot.pods[0].created_at == 12.5
     assert snapshot.sticky == {"default/web-0": "198.18.0.100"}
     assert snapshot.released == {"198.18.0.150": 999.5}
+
+
+def test_a_file_from_before_pod_uids_gets_the_column(store_path: Path) -> None:
+    with closing(sqlite3.connect(store_path)) as old:  # the pods table as it was made before uids
+        old.execute("CREATE TABLE pods (container_id TEXT NOT NULL, ifname TEXT NOT NULL, node TEXT NOT NULL, "
+                    "namespace TEXT NOT NULL, name TEXT NOT NULL, pool TEXT NOT NULL, ip TEXT NOT NULL UNIQUE, "
+                    "mac TEXT NOT NULL, mode TEXT NOT NULL, sticky TEXT, created_at REAL NOT NULL, "
+                    "PRIMARY KEY (container_id, ifname))")
+        old.execute("INSERT INTO pods VALUES ('a', 'eth0', 'n1', 'default', 'pod-a', 'default', '198.18.0.100', "
+                    "'02:55:c6:12:00:05', 'macvlan', NULL, 12.5)")
+        old.commit()
+    store = SqliteStore(store_path)
+    assert store.load().pods == (store_pod("a", "198.18.0.100"),)
+    with store.transaction() as tx:
+        tx.put_pod(store_pod("b", "198.18.0.101", uid="u-b"))
+    store.close()
+    assert [p.uid for p in SqliteStore(store_path).load().pods] == [None, "u-b"]
 
 
 def test_a_failed_transaction_leaves_nothing(open_store: Callable[[], Store]) -> None:

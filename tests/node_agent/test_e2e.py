@@ -155,6 +155,14 @@ def test_requested_ip_and_mac_through_runtime_config(make_node, pods, segment):
     assert segment.external.ping("198.18.5.150")
 
 
+def test_the_pod_uid_reaches_the_controller(make_node, pods, segment):
+    node = make_node("n1")
+    add(node, pods.make("p"), "c1", args=";K8S_POD_UID=5f0c7a4e-0000-4000-8000-0000000000c1")
+    add(node, pods.make("q"), "c2")
+    uids = {key[0]: pod["uid"] for key, pod in segment.allocations("n1").items()}
+    assert uids == {"c1": "5f0c7a4e-0000-4000-8000-0000000000c1", "c2": None}
+
+
 def test_agent_restart_rebuilds_its_view_from_the_kernel(make_node, pods, segment, rig):
     node = make_node("n1")
     kept, lost = pods.make("kept"), pods.make("lost")

@@ -31,6 +31,12 @@ def test_what_a_user_reads() -> None:
     assert obj["metadata"]["resourceVersion"] == "42"
 
 
+def test_the_pod_uid_round_trips_for_the_leak_collector() -> None:
+    obj = to_object("198.18.0.5", Slot(Phase.BOUND, "web", replace(POD, uid="5f0c7a4e-0000-4000-8000-000000000001")))
+    assert obj["spec"]["pod"] == {"namespace": "default", "name": "web-0", "uid": "5f0c7a4e-0000-4000-8000-000000000001"}
+    assert from_object(obj)[1].pod.uid == "5f0c7a4e-0000-4000-8000-000000000001"  # type: ignore[union-attr]
+
+
 def test_a_missing_phase_is_bound() -> None:
     """A CRD with a status subresource drops the status of a create: creating is binding."""
     obj = to_object("198.18.0.5", Slot(Phase.BOUND, "web", POD, POD.sticky))

@@ -14,6 +14,7 @@ from controller.kube.client import IPPOOLS, Kube
 from controller.kube.reflector import Reflector
 from controller.kube.pools import PoolManager, PoolObject, Verdict, judge, read_pool, status_of, usable
 from controller.kube.store import KubeStore
+from controller.selectors import Subject, pool_rules
 from controller.service import PodRequest, Service
 from controller.store import Mode
 from ctlfakes import Clock, RecordingFabric, make_config
@@ -43,7 +44,19 @@ def test_an_ippool_becomes_the_ipams_pool() -> None:
     assert read_pool(ippool("off", subnet="198.18.9.0/30", default=True, disabled=True)).config.default is False  # type: ignore[union-attr]
 
 
+def test_an_ippool_s_selectors_become_the_pool_s_rules() -> None:
+    pool = read_pool(ippool("db", subnet="198.18.8.0/24", namespaces=["db"], podSelector={"matchLabels": {"app": "db"}},
+                            nodeSelector={"matchExpressions": [{"key": "rack", "operator": "Exists"}]}, disabled=True))
+    assert pool.config is not None
+    assert pool.config.rules == pool_rules({"namespaces": ["db"], "podSelector": {"matchLabels": {"app": "db"}},
+                                            "nodeSelector": {"matchExpressions": [{"key": "rack", "operator": "Exists"}]},
+                                            "disabled": True})
+    assert pool.config.rules.refusal(Subject("db", "n1", pod_labels={"app": "db"})) == "disabled"
+
+
 @pytest.mark.parametrize(("spec", "message"), [
+    ({"subnet": "198.18.8.0/24", "podSelector": {"matchExpressions": [{"key": "a", "operator": "Has"}]}},
+     "ippool p: spec.podSelector.matchExpressions[0].operator: 'Has' is not one of In, NotIn, Exists, DoesNotExist"),
     ({"subnet": "198.18.8.0/24", "ips": ["198.18.9.1-198.18.9.5"]}, "ippool p: spec.ips: '198.18.9.1-198.18.9.5' is not inside 198.18.8.0/24"),
     ({"subnet": "198.18.8.1/24"}, "ippool p: spec.subnet: '198.18.8.1/24' has host bits set (did you mean 198.18.8.0/24?)"),
     ({"subnet": "198.18.8.0/24", "gateway": "198.18.9.1"}, "ippool p: spec.gateway: 198.18.9.1 is not a host address of 198.18.8.0/24"),
