@@ -25,6 +25,7 @@ token = "secret"                     # mac and ip (pinned identity: registering 
 trusted_ports = [1]
 [kubernetes]                         # with store = "kubernetes" (pools are then IPPool objects)
 kubeconfig = "/etc/underlay/kubeconfig"  # or in_cluster = true; optionally context
+leader_election = false              # true: replicas elect a leader with the Lease lease_namespace/lease_name
 [pools.default]
 subnet = "198.18.0.0/24"
 ranges = ["198.18.0.100-198.18.0.199"]   # default: the whole subnet
@@ -48,6 +49,7 @@ from typing import Any, TypeVar
 
 import netaddr
 
+from controller.leader import Timing
 from controller.selectors import PoolRules
 from openflow.model import UnknownDestination
 
@@ -166,6 +168,12 @@ class KubernetesConfig:
     kubeconfig: str | None = None
     context: str | None = None
     in_cluster: bool = False
+    leader_election: bool = False  # two replicas: the Lease's holder leads (controller/leader.py)
+    lease_name: str = "underlay-controller"
+    lease_namespace: str = "underlay-system"
+    lease_duration: float = 15.0  # seconds, Kubernetes' own defaults
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
 
 
 KUBERNETES_STORE = "kubernetes"
@@ -477,11 +485,30 @@ def _kubernetes(top: _Table, *, base: Path) -> KubernetesConfig | None:
         kubeconfig=None if kubeconfig is None else str(base / kubeconfig),
         context=table.get("context", _str, None),
         in_cluster=table.get("in_cluster", _bool, False),
+        **_leader_election(table, store=top.data.get("store")),
     )
     if config.in_cluster and (config.kubeconfig or config.context):
         raise ConfigError(f"{table.name}: in_cluster = true takes no kubeconfig or context")
     table.done()
     return config
+
+
+def _leader_election(table: _Table, *, store: object) -> dict[str, Any]:
+    """The election's keys; the three periods checked together (a leader must give up in time).
+    Replicas share their state only through the API: an election needs the Kubernetes store."""
+    defaults = KubernetesConfig()
+    keys: dict[str, Any] = {"leader_election": table.get("leader_election", _bool, False)}
+    if keys["leader_election"] and store != KUBERNETES_STORE:
+        raise ConfigError(f"{table.key('leader_election')}: needs store = \"{KUBERNETES_STORE}\" (replicas share "
+                          f"their state through the API), and store is {store!r}")
+    keys.update({key: table.get(key, _str, getattr(defaults, key)) for key in ("lease_name", "lease_namespace")})
+    keys.update({key: table.get(key, _positive, getattr(defaults, key))
+                 for key in ("lease_duration", "renew_deadline", "retry_period")})
+    try:
+        Timing(keys["lease_duration"], keys["renew_deadline"], keys["retry_period"])
+    except ValueError as err:
+        raise ConfigError(f"{table.name}: {err}") from err
+    return keys
 
 
 def _check_api_tls(api: ApiConfig) -> None:

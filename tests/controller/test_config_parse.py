@@ -101,6 +101,14 @@ def test_the_kubernetes_store_and_table(tmp_path: Path) -> None:
     assert parse({"store": "s", "kubernetes": {"in_cluster": True}}).kubernetes == KubernetesConfig(in_cluster=True)
 
 
+def test_leader_election_keys_default_to_kubernetes_own() -> None:
+    config = parse({"store": "kubernetes", "kubernetes": {"leader_election": True, "lease_namespace": "u"}}).kubernetes
+    assert config is not None and config.leader_election
+    assert (config.lease_name, config.lease_namespace) == ("underlay-controller", "u")
+    assert (config.lease_duration, config.renew_deadline, config.retry_period) == (15, 10, 2)
+    assert parse({"store": "kubernetes"}).kubernetes.leader_election is False  # type: ignore[union-attr]
+
+
 def test_the_controller_needs_tls_or_plain_http_asked_for() -> None:
     with pytest.raises(ConfigError, match=r"^api: set tls_cert and tls_key \(the API speaks HTTPS\), or plaintext = "):
         check_servable(parse({"store": "s"}))
@@ -172,6 +180,9 @@ def test_whole_subnet_is_the_default_range() -> None:
         ({"store": "s", "pools": {"a": {"subnet": "10.0.0.0/24", "default": True}, "b": {"subnet": "10.0.0.0/25"}}}, "pools.b.ranges: overlap pool a"),
         ({"store": "kubernetes", "kubernetes": {"in_cluster": True, "kubeconfig": "k"}}, "kubernetes: in_cluster = true takes no kubeconfig or context"),
         ({"store": "kubernetes", "kubernetes": {"kubeconfg": "k"}}, "kubernetes.kubeconfg: unknown key"),
+        ({"store": "s", "kubernetes": {"leader_election": True}}, 'kubernetes.leader_election: needs store = "kubernetes"'),
+        ({"store": "kubernetes", "kubernetes": {"renew_deadline": 20}}, "kubernetes: lease_duration (15) > renew_deadline (20) > retry_period (2) > 0 is needed"),
+        ({"store": "kubernetes", "kubernetes": {"retry_period": 0}}, "kubernetes.retry_period: 0 is not a number of seconds (> 0)"),
     ],
 )  # fmt: skip
 def test_errors_name_their_key(data: dict[str, Any], error: str) -> None:
