@@ -81,6 +81,7 @@ def _route(method: str, path: str, handler: str, auth: Auth = Auth.NODE) -> Rout
 
 ROUTES = (
     _route("GET", "/v1/health", "health", Auth.OPTIONAL),
+    _route("GET", "/v1/ready", "ready", Auth.OPTIONAL),
     _route("PUT", "/v1/nodes/<node>", "put_node"),
     _route("POST", "/v1/nodes/<node>/pods", "add_pod"),
     _route("POST", "/v1/nodes/<node>/pods:batch", "add_pods"),
@@ -186,6 +187,11 @@ class Api:
             "connected": fabric.connected() if hasattr(fabric, "connected") else [],
             "stats": {**(fabric.stats() if hasattr(fabric, "stats") else {}), **self.service.stats()},
         }
+
+    def ready(self, request: Request) -> Json:
+        """Readiness without leader election: a single controller is always the one to ask. With
+        it, controller/leading.py answers this route (200 only on the leader)."""
+        return {"status": "ready"}
 
     def put_node(self, request: Request) -> Json:
         body = request.body

@@ -29,6 +29,8 @@ from controller import config as configuration
 from controller.api import Api
 from controller.errors import ControllerError, SwitchUnavailable
 from controller.httpd import HttpServer, tls_context
+from controller.leader import Election, Timing
+from controller.leading import Leadership, identity
 from controller.leaks import LeakCollector
 from controller.service import Service
 from controller.store import SqliteStore, Store
@@ -113,13 +115,13 @@ def configure_os_ken(cfg: configuration.OpenFlowConfig) -> None:
         conf.set_override(key, getattr(cfg, key))
 
 
-def start_openflow(service: Service, fabric: LateFabric) -> None:
+def start_openflow(service: Service | None, fabric: LateFabric, *, roles: Leadership | None = None) -> None:
     from os_ken.base.app_manager import AppManager
 
     manager = AppManager.get_instance()
     manager.load_apps(["controller.ofapp"])
     contexts = manager.create_contexts()
-    contexts["underlay"] = service
+    contexts["underlay"], contexts["roles"] = service, roles
     manager.instantiate_apps(**contexts)
     fabric.app = manager.applications["UnderlayApp"]
 
@@ -132,30 +134,64 @@ def check_free(host: str, port: int) -> None:
         probe.bind((host, port))
 
 
-def serve_api(service: Service, cfg: configuration.Config) -> HttpServer:
+def serve_api(app: Api | Leadership, cfg: configuration.Config) -> HttpServer:
     api = cfg.api
     tls = None if api.tls_cert is None or api.tls_key is None else tls_context(
         cert=api.tls_cert, key=api.tls_key, client_ca=api.tls_client_ca)
-    app = Api(service, tokens=cfg.tokens, max_body=api.limits.max_body)
     server = HttpServer(app, api.host, api.port, limits=api.limits, tls=tls)
     threading.Thread(target=server.serve_forever, name="rest-api", daemon=True).start()
     return server
 
 
-def open_store(cfg: configuration.Config) -> tuple[Cluster | None, Store, configuration.Config]:
-    """The store the config names, and the cluster connection when it has a [kubernetes] table.
-    With the Kubernetes store the pools are the IPPool objects, loaded before the service starts."""
+def connect_cluster(cfg: configuration.Config) -> Cluster | None:
+    """The cluster connection when the config has a [kubernetes] table (with the Kubernetes store,
+    its IPPools are watched too)."""
     if cfg.kubernetes is None:
-        return None, SqliteStore(cfg.store), cfg
+        return None
     from controller.kube import wiring  # imports the Kubernetes client (~20 MB): only when used
 
-    kubernetes_store = cfg.store == configuration.KUBERNETES_STORE
-    cluster = wiring.start(cfg.kubernetes, with_pools=kubernetes_store)
-    if not kubernetes_store:
-        return cluster, SqliteStore(cfg.store), cfg
-    assert cluster.pools is not None
-    cfg = replace(cfg, pools={pool.name: pool for pool in cluster.pools.configs()})
-    return cluster, cluster.store(cfg), cfg
+    return wiring.start(cfg.kubernetes, with_pools=cfg.store == configuration.KUBERNETES_STORE)
+
+
+def open_service(cfg: configuration.Config, cluster: Cluster | None, fabric: LateFabric) -> Service:
+    """The store the config names, loaded, and the service on it. With the Kubernetes store the
+    pools are the IPPool objects, loaded before the service starts."""
+    store: Store
+    if cluster is None or cluster.pools is None:
+        store = SqliteStore(cfg.store)
+    else:
+        cfg = replace(cfg, pools={pool.name: pool for pool in cluster.pools.configs()})
+        store = cluster.store(cfg)
+    view = None if cluster is None else cluster.view  # with it, pods get what the cluster's objects say
+    service = Service(store, cfg, now=time.time, fabric=fabric, cluster=view)
+    if cluster is not None and cluster.pools is not None:
+        cluster.pools.bind(service.set_pools)
+    return service
+
+
+def make_api(service: Service, cfg: configuration.Config) -> Api:
+    return Api(service, tokens=cfg.tokens, max_body=cfg.api.limits.max_body)
+
+
+def elect(cfg: configuration.Config, cluster: Cluster, fabric: LateFabric, stop: threading.Event) -> Leadership:
+    """A replica that leads only while it holds the Lease (controller/leading.py); its election
+    starts with `Leadership.start`, once the OpenFlow app exists."""
+    from controller.kube.lease import KubeLease
+
+    assert cfg.kubernetes is not None
+    kube = cfg.kubernetes
+
+    def promote(generation: int) -> Api:
+        service = open_service(cfg, cluster, fabric)
+        fabric.app.service = service
+        start_leak_collector(service, cfg, stop)
+        return make_api(service, cfg)
+
+    leadership = Leadership(identity(), Timing(kube.lease_duration, kube.renew_deadline, kube.retry_period),
+                            promote=promote, wake=lambda: fabric.app.wake(), clock=time.monotonic)
+    lease = KubeLease(cluster.kube, kube.lease_namespace, kube.lease_name)
+    leadership.election = Election(leadership.elector, lease, leadership, clock=time.monotonic, stop=stop)
+    return leadership
 
 
 def start_leak_collector(service: Service, cfg: configuration.Config, stop: threading.Event) -> LeakCollector | None:
@@ -181,15 +217,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
     fabric = LateFabric()
+    electing = cfg.kubernetes is not None and cfg.kubernetes.leader_election
     try:
-        cluster, store, cfg = open_store(cfg)
-        view = None if cluster is None else cluster.view  # with it, pods get what the cluster's objects say
-        service = Service(store, cfg, now=time.time, fabric=fabric, cluster=view)
+        cluster = connect_cluster(cfg)
+        service = None if electing else open_service(cfg, cluster, fabric)  # a replica: once it leads
     except ControllerError as err:  # the API server cannot be reached, or refuses us
         print(f"underlay-controller: {err}", file=sys.stderr)
         return 1
-    if cluster is not None and cluster.pools is not None:
-        cluster.pools.bind(service.set_pools)
+    leadership = elect(cfg, cluster, fabric, stop) if electing and cluster is not None else None
     try:
         check_free(cfg.openflow.host, cfg.openflow.port)
     except OSError as err:
@@ -197,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     try:
-        api = serve_api(service, cfg)
+        api = serve_api(make_api(service, cfg) if service is not None else leadership, cfg)  # type: ignore[arg-type]
     except ssl.SSLError as err:
         print(f"underlay-controller: api.tls_cert {cfg.api.tls_cert}, api.tls_key {cfg.api.tls_key}: {err}",
               file=sys.stderr)
@@ -208,11 +243,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         configure_os_ken(cfg.openflow)
-        start_openflow(service, fabric)
+        start_openflow(service, fabric, roles=leadership)
     except BaseException:
         api.shutdown()  # its pool's threads would keep the process from exiting
         raise
-    start_leak_collector(service, cfg, stop)
+    if service is not None:
+        start_leak_collector(service, cfg, stop)
+    if leadership is not None:
+        leadership.start()
     # Everything loaded so far (modules, os-ken, the restored state) lives as long as the process:
     # keep the cyclic collector from scanning it again on every full collection. And collect young
     # objects less often: a batch of placements allocates tens of thousands of tracked objects, and
@@ -221,14 +259,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    LOG.info("started epoch=%s openflow=%s:%d api=%s://%s:%d store=%s", service.epoch, cfg.openflow.host,
+    LOG.info("started epoch=%s openflow=%s:%d api=%s://%s:%d store=%s", service and service.epoch, cfg.openflow.host,
              cfg.openflow.port, cfg.api.scheme, cfg.api.host, cfg.api.port, cfg.store)
     while not stop.wait(1.0):
         pass
-    LOG.info("stopping epoch=%s", service.epoch)
+    LOG.info("stopping epoch=%s", service and service.epoch)
     api.shutdown()
     fabric.app.close()
-    service.store.close()
+    if fabric.app.service is not None:
+        fabric.app.service.store.close()
     if cluster is not None:
         cluster.stop()
     logging.shutdown()

@@ -34,7 +34,7 @@ from os_ken.ofproto import ofproto_v1_3
 
 from controller.errors import SwitchUnavailable
 from controller.locator import Locator
-from controller.switch import SwitchSession
+from controller.switch import Roles, SwitchSession
 from openflow.model import SwitchState
 
 LOG = logging.getLogger("underlay.ofapp")
@@ -84,9 +84,10 @@ class TokenBucket:
 class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
 
-    def __init__(self, *args: Any, underlay: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, underlay: Any = None, roles: Roles | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.service = underlay  # controller.service.Service, injected as an os-ken context
+        self.service = underlay  # controller.service.Service, injected as an os-ken context (a follower: None)
+        self.roles = roles  # with leader election: which OpenFlow role to claim (controller/leading.py)
         self.sessions: dict[int, SwitchSession] = {}
         self._buckets: dict[int, TokenBucket] = {}
         self._lock = threading.Lock()
@@ -141,7 +142,7 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
             self._disconnect(datapath)
 
     def _connect(self, datapath: Any) -> None:
-        session = SwitchSession(datapath, self._state_of)
+        session = SwitchSession(datapath, self._state_of, roles=self.roles)
         with self._lock:
             old = self.sessions.pop(datapath.id, None)
             self.sessions[datapath.id] = session
@@ -171,6 +172,11 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
         msg = ev.msg
         self._route(msg, more=bool(msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE))
 
+    @set_ev_cls(ofp_event.EventOFPRoleReply, MAIN_DISPATCHER)
+    @kill_on_exception
+    def role_reply(self, ev: Any) -> None:
+        self._route(ev.msg)
+
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     @kill_on_exception
     def barrier_reply(self, ev: Any) -> None:
@@ -196,6 +202,8 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
     def packet_in(self, ev: Any) -> None:
         msg = ev.msg
         dpid = msg.datapath.id
+        if self.service is None:
+            return  # a follower (its connection not yet SLAVE): the leader learns from its own copy
         with self._lock:
             bucket = self._buckets.get(dpid)
             self.counters["packet_ins"] += 1
@@ -208,6 +216,13 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
         if source is None:
             return
         self._locator.submit(source, dpid=dpid, port=msg.match["in_port"])
+
+    def wake(self) -> None:
+        """The wanted role changed (controller/leading.py): every session claims it now."""
+        with self._lock:
+            sessions = list(self.sessions.values())
+        for session in sessions:
+            session.request()
 
     def _request_convergence(self, dpid: int) -> None:
         with self._lock:

@@ -12,6 +12,15 @@ while a bundle is in flight are served together by the next one (group commit). 
 An unchanged desired state therefore sends zero flow-mods: a controller restart never touches the
 data plane. Only this worker sends on the datapath, so xids and bundle ids never race.
 
+With two controller replicas (`roles`, controller/leading.py), the worker first claims this
+connection's OpenFlow role: the leader asks for MASTER with its generation id, a follower for
+SLAVE and writes nothing. The switch refuses a MASTER claim whose generation id is older than one
+it has seen (OFPRRFC_STALE): that leader has been replaced without knowing it, and is told
+(`Roles.stale`) so it steps down. A switch that demotes us (a newer master came) refuses our next
+bundle; any failed convergence claims the role again before retrying, which finds that out. And
+no bundle leaves while `Roles.may_write()` says no: a leader past its renew deadline stops writing
+even before a switch could tell it.
+
 A convergence that fails (the switch refuses or does not answer; or a bug, e.g. a desired state
 that cannot become flows) fails the callers waiting for it at once, with the switch and the error
 named, and so does every request until the worker has tried again: callers get a TemporaryError
@@ -27,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from controller.errors import SwitchUnavailable
 from openflow import ofmsg
@@ -70,6 +79,36 @@ class _Pending:
     done: threading.Event = field(default_factory=threading.Event)
     parts: list[Any] = field(default_factory=list)
     error: str | None = None
+    kind: tuple[int, int] | None = None  # an error's (type, code)
+
+
+class Refused(SwitchUnavailable):
+    """The switch answered a request with an OpenFlow error: `kind` is its (type, code)."""
+
+    def __init__(self, message: str, *, kind: tuple[int, int] | None) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Role:
+    """The OpenFlow role a replica claims on every switch (OFPT_ROLE_REQUEST)."""
+
+    master: bool
+    generation: int
+
+
+class Roles(Protocol):
+    """What the controller's leadership says to its switch sessions (controller/leading.py)."""
+
+    def wanted(self) -> Role | None:
+        """The role to claim; None while not known yet (claim nothing, write nothing)."""
+
+    def may_write(self) -> bool:
+        """False once this replica must not send flow-mods (no longer, or not yet, the leader)."""
+
+    def stale(self, dpid: int, reason: str) -> None:
+        """A switch refused our MASTER claim as stale: a newer leader exists."""
 
 
 @dataclass
@@ -80,8 +119,12 @@ class SwitchCounters:
 
 class SwitchSession:
     def __init__(self, datapath: Any, state_of: Callable[[int], SwitchState], *,
-                 clock: Callable[[], float] = time.monotonic, backoff: Backoff | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, backoff: Backoff | None = None,
+                 roles: Roles | None = None) -> None:
+        """Without `roles` (no leader election) the connection keeps OpenFlow's EQUAL role."""
         self.datapath = datapath
+        self._roles = roles
+        self._held: Role | None = None  # the role the switch last granted us
         self.dpid: int = datapath.id
         self._state_of = state_of
         self._desired = DesiredFlows()
@@ -126,6 +169,8 @@ class SwitchSession:
         SwitchUnavailable at once while the last convergence has failed and is not retried yet,
         and when the one that covers this request fails."""
         with self._lock:
+            if not self._may_write():
+                raise SwitchUnavailable(f"switch {self.dpid:016x}: this controller is not the leader")
             self._wanted += 1
             generation = self._wanted
             self._work.notify()
@@ -147,8 +192,20 @@ class SwitchSession:
             wait = max(self._failure.retry_at - self._clock(), 0.0)
             raise SwitchUnavailable(self._failure.reason, delay=wait)
 
+    def _may_write(self) -> bool:
+        return self._roles is None or self._roles.may_write()
+
+    def _master(self) -> bool:
+        """We write to this switch (once the claim is granted): no election, or the leader's role."""
+        wanted = None if self._roles is None else self._roles.wanted()
+        return self._roles is None or (wanted is not None and wanted.master)
+
+    def _role_due(self) -> bool:
+        return self._roles is not None and self._roles.wanted() not in (None, self._held)
+
     def request(self) -> None:
-        """Request a convergence without waiting (packet-in learning)."""
+        """Request a convergence without waiting (packet-in learning); also how a changed role
+        reaches the worker."""
         with self._lock:
             self._wanted += 1
             self._work.notify()
@@ -170,7 +227,7 @@ class SwitchSession:
                 self._bundle_errors.append(error)  # one of the bundled flow-mods was refused
             return
         if error:
-            pending.error = error
+            pending.error, pending.kind = error, (msg.type, msg.code)
         else:
             pending.parts.append(msg)
         if error or not more:
@@ -180,17 +237,42 @@ class SwitchSession:
     def _run(self) -> None:
         while True:
             with self._lock:
-                self._work.wait_for(lambda: self._closed or self._wanted > self._applied)
+                self._work.wait_for(lambda: self._closed or self._role_due()
+                                    or (self._wanted > self._applied and self._master()))
                 if self._closed:
                     return
                 generation = self._wanted
             try:
+                self._claim_role()
+                if not self._master():
+                    continue  # a follower holds the connection, reads at most, never writes
                 self._converge_once()
             except Exception as error:  # a bug too: logged with the switch named, the others go on
                 self._in_sync = False  # unknown now: read it again next time
+                self._held = None  # and claim the role again: a newer master may have demoted us
                 self._failed(error)
                 continue
             self._succeeded(generation)
+
+    def _claim_role(self) -> None:
+        """Ask the switch for the role we want, unless it granted that already. A refused MASTER
+        claim as stale means a newer leader exists: the leadership hears it and steps down."""
+        wanted = None if self._roles is None else self._roles.wanted()
+        if wanted is None or wanted == self._held:
+            return
+        request = ofmsg.role_request(self.datapath, master=wanted.master, generation=wanted.generation)
+        try:
+            self._request(request)
+        except Refused as refused:
+            ofp = self.datapath.ofproto
+            if wanted.master and refused.kind == (ofp.OFPET_ROLE_REQUEST_FAILED, ofp.OFPRRFC_STALE):
+                assert self._roles is not None
+                self._roles.stale(self.dpid, f"switch {self.dpid:016x} refused master with generation "
+                                             f"{wanted.generation} as stale: a newer leader holds it")
+            raise
+        self._held = wanted
+        LOG.info("switch=%016x event=role role=%s generation=%d", self.dpid,
+                 "master" if wanted.master else "slave", wanted.generation)
 
     def _failed(self, error: Exception) -> None:
         """Fail every waiting caller now (also those who came during the attempt: they would get
@@ -257,6 +339,8 @@ class SwitchSession:
         self._expect(watched)
         self._bundle_xids, self._bundle_errors = ((first + 1) & ofp.MAX_XID, len(mods)), []
         try:
+            if not self._may_write():
+                raise SwitchUnavailable(f"switch {self.dpid:016x}: this controller is no longer the leader")
             if self._closed or not self.datapath.send(blob):
                 raise SwitchUnavailable(f"switch {self.dpid:016x} is disconnected")
             self.counters.flow_mods += len(mods)
@@ -304,7 +388,7 @@ class SwitchSession:
         if not pending.done.wait(REPLY_TIMEOUT):
             raise SwitchUnavailable(f"switch {self.dpid:016x} did not answer {what}")
         if pending.error:
-            raise SwitchUnavailable(f"switch {self.dpid:016x}: {pending.error}")
+            raise Refused(f"switch {self.dpid:016x}: {pending.error}", kind=pending.kind)
         return pending.parts
 
     def _forget(self, xids: list[int]) -> None:

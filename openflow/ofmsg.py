@@ -106,6 +106,14 @@ def flow_stats_request(datapath: Any, cookie: int) -> Any:
         datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, COOKIE_MASK, parser.OFPMatch())
 
 
+def role_request(datapath: Any, *, master: bool, generation: int) -> Any:
+    """OFPT_ROLE_REQUEST for MASTER or SLAVE with a generation id (an unsigned 64-bit counter the
+    switch compares, wrapping, against the largest it has seen: a smaller one is refused as stale)."""
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    role = ofp.OFPCR_ROLE_MASTER if master else ofp.OFPCR_ROLE_SLAVE
+    return parser.OFPRoleRequest(datapath, role, generation & 0xFFFF_FFFF_FFFF_FFFF)
+
+
 def seen_request(datapath: Any, cookie: int, *, mac: str | None = None, ip: str | None = None) -> Any:
     """A request for the `seen` records (see openflow.pipeline) of one source MAC, or of one ARP
     sender IP, on a switch whose controller cookie is `cookie`."""

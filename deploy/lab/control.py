@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import secrets
 import signal
 import socket
@@ -44,10 +45,12 @@ class PoolSpec:
 def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mapping[int, tuple[int, ...]],
                   pool: PoolSpec, openflow_port: int, api_port: int, api_host: str = "127.0.0.1",
                   api_tls: pki.ServerFiles | None = None, api_limits: Mapping[str, float] | None = None,
-                  cooldown: float = 0, resync_grace: float = 60, kubeconfig: Path | None = None) -> str:
+                  cooldown: float = 0, resync_grace: float = 60, kubeconfig: Path | None = None,
+                  election: Mapping[str, Any] | None = None) -> str:
     """The controller's TOML config for a rig (see controller/config.py for every key). With a
     `kubeconfig` the store is the Kubernetes API (pools are then IPPool objects; the [pools] table
-    stays, unused, so the config reads the same either way)."""
+    stays, unused, so the config reads the same either way); `election` adds [kubernetes] keys
+    (leader_election = true, lease_namespace, ...): a replica of several."""
     lines = [f'store = "{"kubernetes" if kubeconfig else store}"', f"release_cooldown = {cooldown}",
              f"resync_grace = {resync_grace}",
              "[openflow]", 'host = "127.0.0.1"', f"port = {openflow_port}",
@@ -63,6 +66,7 @@ def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mappin
     lines += ["[pools.default]", f'subnet = "{pool.subnet}"', f"ranges = {json.dumps(list(pool.ranges))}"]
     lines += [f'gateway = "{pool.gateway}"'] if pool.gateway else []
     lines += ["[kubernetes]", f'kubeconfig = "{kubeconfig}"'] if kubeconfig else []
+    lines += [f"{key} = {json.dumps(value)}" for key, value in (election or {}).items()] if kubeconfig else []
     return "\n".join(lines) + "\n"
 
 
@@ -93,6 +97,8 @@ class Controller:
     kubeconfig: Path | None = None  # set: the store is the Kubernetes API this kubeconfig reaches
     tls: bool = True  # the API over TLS with the controller's own CA; False: plain HTTP (loopback only)
     api_limits: dict[str, float] = field(default_factory=dict)  # [api] limits (controller/config.py)
+    election: dict[str, Any] = field(default_factory=dict)  # [kubernetes] election keys, with kubeconfig
+    identity: str | None = None  # the replica's name in the Lease (its POD_NAME)
 
     @property
     def pidfile(self) -> Path:
@@ -118,15 +124,17 @@ class Controller:
         self.config_path.write_text(render_config(
             store=self.workdir / "store.sqlite", nodes=self.nodes, trusted=self.trusted, pool=self.pool,
             openflow_port=self.openflow_port, api_port=self.api_port, api_host=self.api_host,
-            api_tls=api_tls, api_limits=self.api_limits, resync_grace=self.resync_grace, kubeconfig=self.kubeconfig))
+            api_tls=api_tls, api_limits=self.api_limits, resync_grace=self.resync_grace, kubeconfig=self.kubeconfig,
+            election=self.election))
         self.config_path.chmod(0o600)  # it holds the node tokens
 
     def start(self, *, timeout: float = 20) -> None:
         if not self.config_path.exists():
             self.write_config()
         argv = [sys.executable, "-m", "controller.main", "--config", str(self.config_path)]
+        env = {**os.environ, "POD_NAME": self.identity} if self.identity else None
         start_daemon(argv + (["-v"] if self.verbose else []), pidfile=self.pidfile, logfile=self.logfile,
-                     ns=self.ns)
+                     ns=self.ns, env=env)
         self.wait_healthy(timeout=timeout)
 
     def stop(self, *, kill: bool = False) -> None:
@@ -145,7 +153,7 @@ class Controller:
                 raise ControllerDied(f"the controller exited: {self.last_log_line()} (log: {self.logfile})")
             try:
                 health = self.health()
-                if len(health["connected"]) >= switches:
+                if len(health.get("connected", ())) >= switches:  # a follower's lists none
                     return health
             except (OSError, ApiError) as err:
                 last = err
@@ -175,6 +183,10 @@ class Controller:
     def health(self) -> dict[str, Any]:
         """`GET /v1/health` with a node's token: the full answer (switches, counters)."""
         return self.request("GET", "/v1/health", node=next(iter(self.nodes)))
+
+    def ready(self) -> bool:
+        """`GET /v1/ready` (no token): True on the leader, or when there is no election."""
+        return self.raw_request("GET", "/v1/ready")[0] == 200
 
     def raw_request(self, method: str, path: str, body: Any = None, *,
                     token: str | None = None) -> tuple[int, dict[str, Any]]:
