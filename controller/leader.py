@@ -167,18 +167,22 @@ class Election:
         return self.elector.leading(self.clock())
 
     def run(self) -> None:
-        while not self.stop.is_set():
-            was_leading = self.elector.was_leading
-            reason = self.attempt()
-            if was_leading and not self.elector.leading(self.clock()):
-                self.listener.stopped_leading(reason or "lost the lease")
-                return
-            if not was_leading and self.elector.was_leading:
-                LOG.info(kv("leading", identity=self.elector.identity, generation=self.elector.generation))
-                self.listener.started_leading(self.elector.generation)
-            elif not self.elector.was_leading:
-                self._follow()
+        while not self.stop.is_set() and self.turn():
             self.stop.wait(self.elector.next_wait(self.clock()))
+
+    def turn(self) -> bool:
+        """One attempt, and what it changed told to the listener. False once we stopped leading."""
+        was_leading = self.elector.was_leading
+        reason = self.attempt()
+        if was_leading and not self.elector.leading(self.clock()):
+            self.listener.stopped_leading(reason or "lost the lease")
+            return False
+        if not was_leading and self.elector.was_leading:
+            LOG.info(kv("leading", identity=self.elector.identity, generation=self.elector.generation))
+            self.listener.started_leading(self.elector.generation)
+        elif not self.elector.was_leading:
+            self._follow()
+        return True
 
     def attempt(self) -> str | None:
         """One read and, unless the Lease is someone else's and alive, one write. Returns why it

@@ -38,6 +38,10 @@ EX_TEMPFAIL = 75  # sysexits.h: try again later (a supervisor restarts us as a f
 Wsgi = Callable[[Mapping[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
+def _thread(work: Callable[[], None]) -> None:
+    threading.Thread(target=work, name="take-over", daemon=True).start()
+
+
 def identity(environ: Mapping[str, str] = os.environ) -> str:
     """This replica's name in the Lease: its pod's (downward API `POD_NAME`), else the host's."""
     return environ.get("POD_NAME") or socket.gethostname()
@@ -47,13 +51,15 @@ class Leadership:
     """The election's listener, the switch sessions' `Roles`, and the REST API's gate."""
 
     def __init__(self, name: str, timing: Timing, *, promote: Callable[[int], Wsgi], wake: Callable[[], None],
-                 clock: Callable[[], float], exit: Callable[[int], None] = os._exit) -> None:
-        """`promote(generation)` loads the state and returns the REST API to serve as leader;
-        `wake()` tells the switch sessions that the wanted role changed."""
+                 clock: Callable[[], float], exit: Callable[[int], None] = os._exit,
+                 spawn: Callable[[Callable[[], None]], None] = _thread) -> None:
+        """`promote(generation)` loads the state and returns the REST API to serve as leader, in a
+        thread of its own (`spawn`): the election keeps renewing meanwhile, however long a large
+        state takes to load. `wake()` tells the switch sessions that the wanted role changed."""
         self.timing = timing
         self.elector = Elector(name, timing)
         self.election: Election | None = None
-        self._promote, self._wake, self._clock, self._exit = promote, wake, clock, exit
+        self._promote, self._wake, self._clock, self._exit, self._spawn = promote, wake, clock, exit, spawn
         self._role: Role | None = None
         self._api: Wsgi | None = None
         self._lock = threading.Lock()
@@ -70,6 +76,9 @@ class Leadership:
         self._wake()
 
     def started_leading(self, generation: int) -> None:
+        self._spawn(lambda: self._take_over(generation))
+
+    def _take_over(self, generation: int) -> None:
         try:
             api = self._promote(generation)
         except Exception as err:  # the state cannot be loaded: a fresh start tries again, as a follower

@@ -1,0 +1,148 @@
+"""A replica's leadership (controller/leading.py) without a switch or an API server: what its REST
+API answers as follower, leader and deposed leader, the role it wants from the switches, and that
+it stops writing and leaves once it cannot renew or a switch calls it stale. The same on the real
+Open vSwitch and API server: tests/controller/kube/test_failover.py."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from typing import Any
+
+import pytest
+from ctlfakes import Clock
+from test_leader import MemoryLease
+
+from controller.leader import Election, LeaseRecord, Timing
+from controller.leading import EX_TEMPFAIL, Leadership, identity
+from controller.switch import Role
+
+TIMING = Timing(lease_duration=15, renew_deadline=10, retry_period=2)
+
+
+def leader_api(environ: Any, start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps({"served": environ["PATH_INFO"], "epoch": "e1"}).encode()]
+
+
+leader_api.epoch = "e1"  # type: ignore[attr-defined]
+
+
+class Replica:
+    """A Leadership on a MemoryLease, its election turned by hand (`attempt`), its exits recorded."""
+
+    def __init__(self, name: str, lease: MemoryLease, clock: Clock) -> None:
+        self.exits: list[int] = []
+        self.promoted: list[int] = []
+        self.wakes = 0
+        self.clock = clock
+
+        def promote(generation: int) -> Any:
+            self.promoted.append(generation)
+            return leader_api
+
+        def wake() -> None:
+            self.wakes += 1
+
+        self.leadership = Leadership(name, TIMING, promote=promote, wake=wake, clock=clock, exit=self.exits.append,
+                                     spawn=lambda work: work())  # the take-over at once, in this thread
+        self.leadership.election = Election(self.leadership.elector, lease, self.leadership, clock=clock,
+                                            stop=threading.Event())
+
+    def attempt(self) -> None:
+        """One turn of the election's loop, without its waiting."""
+        assert self.leadership.election is not None
+        self.leadership.election.turn()
+
+    def call(self, method: str, path: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+        answer: dict[str, Any] = {}
+
+        def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+            answer.update(status=status, headers=dict(headers))
+
+        environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "wsgi.input": io.BytesIO()}
+        body = b"".join(self.leadership(environ, start_response))
+        return answer["status"], answer["headers"], json.loads(body)
+
+
+@pytest.fixture
+def lease() -> MemoryLease:
+    lease = MemoryLease()
+    lease.create(LeaseRecord("controller-b", 15, transitions=3), timeout=1)
+    return lease
+
+
+def test_a_follower_is_alive_not_ready_and_sends_agents_to_the_leader(lease: MemoryLease) -> None:
+    replica = Replica("controller-a", lease, Clock())
+    replica.attempt()
+    assert replica.leadership.wanted() == Role(master=False, generation=3) and replica.wakes == 1
+    assert not replica.leadership.may_write()
+
+    status, _, body = replica.call("GET", "/v1/ready")
+    assert (status, body) == ("503 Service Unavailable", {"error": "not the leader: controller-b"})
+    status, headers, body = replica.call("POST", "/v1/nodes/n1/pods")
+    assert status.startswith("503") and headers["Retry-After"] == "2" and body == {"error": "not the leader: controller-b"}
+    status, _, body = replica.call("GET", "/v1/health")
+    assert status.startswith("200") and body == {"status": "ok", "role": "follower", "leader": "controller-b"}
+    assert replica.leadership.epoch is None  # no epoch: an agent must not take a follower for a restart
+
+
+def test_the_leader_loads_its_state_claims_master_with_the_lease_generation_and_serves(lease: MemoryLease) -> None:
+    clock = Clock()
+    replica = Replica("controller-a", lease, clock)
+    replica.attempt()
+    clock.advance(15)  # b stopped renewing
+    replica.attempt()
+    assert replica.promoted == [4]
+    assert replica.leadership.wanted() == Role(master=True, generation=4) and replica.leadership.may_write()
+    assert replica.call("GET", "/v1/ready")[2] == {"status": "ready", "leader": "controller-a"}
+    assert replica.call("POST", "/v1/nodes/n1/pods")[2] == {"served": "/v1/nodes/n1/pods", "epoch": "e1"}
+    assert replica.leadership.epoch == "e1"
+
+
+def test_a_leader_that_cannot_renew_stops_writing_at_the_deadline_then_leaves(lease: MemoryLease) -> None:
+    clock = Clock()
+    replica = Replica("controller-a", lease, clock)
+    replica.attempt()
+    clock.advance(15)
+    replica.attempt()
+    lease.down = True
+    clock.advance(9.9)
+    assert replica.leadership.may_write()
+    clock.advance(0.1)  # nothing has run since: the clock alone stops the writing
+    assert not replica.leadership.may_write()
+    assert replica.call("POST", "/v1/nodes/n1/pods")[0].startswith("503")
+    assert replica.call("GET", "/v1/ready")[0].startswith("503")
+    replica.attempt()
+    assert replica.exits == [EX_TEMPFAIL] and replica.leadership.wanted() is None
+
+
+def test_a_switch_calling_the_leader_stale_makes_it_leave(lease: MemoryLease) -> None:
+    clock = Clock()
+    replica = Replica("controller-a", lease, clock)
+    replica.attempt()
+    clock.advance(15)
+    replica.attempt()
+    replica.leadership.stale(1, "switch 1 refused master with generation 4 as stale")
+    assert replica.exits == [EX_TEMPFAIL]
+    assert not replica.leadership.may_write() and replica.leadership.wanted() is None
+
+
+def test_a_leader_that_cannot_load_its_state_leaves_without_serving(lease: MemoryLease) -> None:
+    clock = Clock()
+    replica = Replica("controller-a", lease, clock)
+
+    def broken(generation: int) -> Any:
+        raise OSError("the API server went away")
+
+    replica.leadership._promote = broken  # type: ignore[method-assign]
+    replica.attempt()
+    clock.advance(15)
+    replica.attempt()
+    assert replica.exits == [EX_TEMPFAIL] and not replica.leadership.may_write()
+
+
+def test_the_identity_is_the_pod_name_else_the_host_name() -> None:
+    assert identity({"POD_NAME": "underlay-controller-7d9-x2"}) == "underlay-controller-7d9-x2"
+    assert identity({}) != ""
