@@ -34,6 +34,7 @@ from controller.errors import ConflictError, ControllerError
 from controller.logs import kv
 
 LOG = logging.getLogger("underlay.leader")
+EXPIRY_MARGIN = 0.001  # seconds past an expiry to look again: a wait may end a hair early
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,16 @@ class Elector:
         self.observe(record, now)
         self._renewed_at = now
 
+    def release(self) -> LeaseRecord | None:
+        """What a leader that leaves writes (client-go's ReleaseOnCancel): no holder, a one-second
+        duration, the transitions kept, so a follower takes over at its next try instead of after
+        a whole lease duration. Leading stops here; None when there is nothing of ours to release."""
+        record, was_leading = self.observed, self._renewed_at is not None
+        self._renewed_at = None
+        if record is None or not was_leading or record.holder != self.identity:
+            return None
+        return replace(record, holder=None, duration=1)
+
     def leading(self, now: float) -> bool:
         """True while our last successful write is younger than the renew deadline."""
         return self._renewed_at is not None and now - self._renewed_at < self.timing.renew_deadline
@@ -127,11 +138,18 @@ class Elector:
         return self.observed.holder if self.observed is not None else None
 
     def next_wait(self, now: float) -> float:
-        """Seconds to the next attempt: the retry period, but a leader that keeps failing tries once
-        more just before its deadline rather than after it."""
-        if self._renewed_at is None:
-            return self.timing.retry_period
-        return max(0.0, min(self.timing.retry_period, self._renewed_at + self.timing.renew_deadline - now))
+        """Seconds to the next attempt: the retry period, but sooner where a moment matters: a
+        follower tries right when the Lease it watches expires (a failover then takes the lease
+        duration from the last renewal it saw, not up to a retry period more), a leader that keeps
+        failing once more just before its deadline rather than after it."""
+        retry = self.timing.retry_period
+        if self._renewed_at is not None:
+            return max(0.0, min(retry, self._renewed_at + self.timing.renew_deadline - now))
+        record = self.observed
+        if record is None or not record.holder or record.holder == self.identity:
+            return retry
+        expiry = self._observed_at + record.duration - now
+        return retry if expiry <= 0 else min(retry, expiry + EXPIRY_MARGIN)
 
 
 class LeaseLock(Protocol):

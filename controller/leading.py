@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from controller.errors import ControllerError
 from controller.leader import Election, Elector, Timing
 from controller.logs import kv
 from controller.switch import Role
@@ -102,6 +103,21 @@ class Leadership:
     def stale(self, dpid: int, reason: str) -> None:
         self._step_down(reason)
 
+    def release(self) -> None:
+        """On a clean stop (SIGTERM, e.g. a rolling update): stop writing, then hand the Lease over
+        at once. A failure only costs the follower the rest of the lease duration."""
+        with self._lock:
+            self._role, self._api = None, None
+        election = self.election
+        record = None if election is None else election.elector.release()
+        if election is None or record is None:
+            return
+        try:
+            election.lock.update(record, acquired=False, timeout=self.timing.retry_period)
+            LOG.info(kv("released", identity=self.elector.identity))
+        except ControllerError as err:
+            LOG.warning(kv("release-failed", identity=self.elector.identity, error=err))
+
     def _step_down(self, reason: str) -> None:
         """Write nothing more, and leave (see the module's docstring)."""
         with self._lock:
@@ -122,7 +138,8 @@ class Leadership:
         api, leading = self._api, self.may_write()
         if path == "/v1/ready" and method == "GET":
             if leading:
-                return _answer(start_response, 200, {"status": "ready", "leader": self.elector.identity})
+                return _answer(start_response, 200, {"status": "ready", "leader": self.elector.identity,
+                                                     "epoch": self.epoch})
             return self._not_leader(start_response)
         if api is not None and leading:
             return api(environ, start_response)

@@ -232,7 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     try:
-        api = serve_api(make_api(service, cfg) if service is not None else leadership, cfg)  # type: ignore[arg-type]
+        front = make_api(service, cfg) if service is not None else leadership
+        assert front is not None  # without a service, a replica: its leadership answers until it leads
+        api = serve_api(front, cfg)
     except ssl.SSLError as err:
         print(f"underlay-controller: api.tls_cert {cfg.api.tls_cert}, api.tls_key {cfg.api.tls_key}: {err}",
               file=sys.stderr)
@@ -264,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     while not stop.wait(1.0):
         pass
     LOG.info("stopping epoch=%s", service and service.epoch)
+    if leadership is not None:
+        leadership.release()
     api.shutdown()
     fabric.app.close()
     if fabric.app.service is not None:

@@ -131,13 +131,20 @@ def test_a_leader_that_cannot_renew_stops_leading_before_its_lease_expires_for_o
     assert b.leading()
 
 
-def test_the_leader_tries_once_more_just_before_its_deadline() -> None:
+def test_the_leader_tries_once_more_just_before_its_deadline_a_follower_right_at_the_expiry() -> None:
     lease, clock = MemoryLease(), Clock()
     a, _ = election("a", lease, clock)
+    b, _ = election("b", lease, clock)
     a.attempt()
-    assert a.elector.next_wait(clock()) == 2
+    b.attempt()
+    assert a.elector.next_wait(clock()) == b.elector.next_wait(clock()) == 2
     clock.advance(9)
     assert a.elector.next_wait(clock()) == pytest.approx(1)
+    clock.advance(5)
+    assert b.elector.next_wait(clock()) == pytest.approx(1.001)
+    clock.advance(b.elector.next_wait(clock()))
+    b.attempt()
+    assert b.leading()
 
 
 def test_a_leader_that_reads_another_holder_stops_at_once() -> None:
@@ -190,3 +197,19 @@ def test_the_loop_tells_whom_it_follows_when_it_leads_and_when_it_stops() -> Non
 def test_periods_that_would_let_a_leader_outlive_its_lease_are_refused() -> None:
     with pytest.raises(ValueError, match="renew_deadline"):
         Timing(lease_duration=10, renew_deadline=10, retry_period=2)
+
+
+def test_a_leader_that_leaves_hands_the_lease_over_for_the_next_try() -> None:
+    lease, clock = MemoryLease(), Clock()
+    a, _ = election("a", lease, clock)
+    b, _ = election("b", lease, clock)
+    a.attempt()
+    b.attempt()
+    record = a.elector.release()
+    assert record is not None and (record.holder, record.duration, record.transitions) == (None, 1, 0)
+    assert not a.leading()
+    lease.update(record, acquired=False, timeout=1)
+    clock.advance(0.1)  # no waiting for the lease to expire
+    b.attempt()
+    assert b.leading() and b.elector.generation == 1
+    assert b.elector.release() is not None and a.elector.release() is None  # a leads no more: nothing to release

@@ -96,7 +96,7 @@ def test_the_leader_loads_its_state_claims_master_with_the_lease_generation_and_
     replica.attempt()
     assert replica.promoted == [4]
     assert replica.leadership.wanted() == Role(master=True, generation=4) and replica.leadership.may_write()
-    assert replica.call("GET", "/v1/ready")[2] == {"status": "ready", "leader": "controller-a"}
+    assert replica.call("GET", "/v1/ready")[2] == {"status": "ready", "leader": "controller-a", "epoch": "e1"}
     assert replica.call("POST", "/v1/nodes/n1/pods")[2] == {"served": "/v1/nodes/n1/pods", "epoch": "e1"}
     assert replica.leadership.epoch == "e1"
 

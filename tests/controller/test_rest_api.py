@@ -73,6 +73,11 @@ def test_health_without_a_token_is_liveness_only_and_every_answer_has_the_epoch(
         assert served(method, path, token=None)[1]["epoch"] == service.epoch
 
 
+def test_a_single_controller_is_always_ready(served: Client, service: Service) -> None:
+    """Without leader election (controller/leading.py answers it with one) nothing else can serve."""
+    assert served("GET", "/v1/ready", token=None)[:2] == (200, {"status": "ready", "epoch": service.epoch})
+
+
 def test_the_http_servers_own_answers_carry_the_epoch_too(served: Client, service: Service) -> None:
     assert served("GET", "/v1/health#fragment")[:2] == (400, {"error": "Illegal #fragment in Request-URI.",
                                                                "epoch": service.epoch})

@@ -108,6 +108,12 @@ def test_the_leader_killed_under_pings_loses_none_and_the_follower_takes_over_se
         listed = second.request("GET", f"/v1/nodes/{host.name}/pods", node=host.name)["pods"]
         assert [(p["name"], p["ip"]) for p in listed] == [(f"web-{host.name}", placed["ip"])]
 
+    first.start(timeout=60)  # back as the follower; a clean stop of the leader hands it the Lease
+    wait_until(lambda: switch_roles(rig.ovs, bridge).get(target(first)) == "slave", timeout=30, what="first as slave")
+    second.stop()
+    assert "released identity=controller-1" in second.logfile.read_text()
+    wait_until(first.ready, timeout=FAST["lease_duration"], what="first to lead again")
+
 
 def test_a_split_brain_cannot_write_the_older_generation_is_refused_and_steps_down(
         rig: Any, bridge: str, segment: Any, k8s: Any, k8s_namespace: str, kube_clean: Kube,

@@ -35,9 +35,9 @@ class Events:
         self.stopped = reason
 
 
-def start(kube: Kube, namespace: str, identity: str) -> tuple[Election, Events, threading.Thread]:
+def start(kube: Kube, namespace: str, identity: str, timing: Timing = FAST) -> tuple[Election, Events, threading.Thread]:
     events = Events()
-    election = Election(Elector(identity, FAST), KubeLease(kube, namespace, "ctl"), events, clock=time.monotonic,
+    election = Election(Elector(identity, timing), KubeLease(kube, namespace, "ctl"), events, clock=time.monotonic,
                         stop=threading.Event())
     thread = threading.Thread(target=election.run, daemon=True)
     thread.start()
@@ -81,5 +81,25 @@ def test_the_follower_takes_over_with_a_larger_generation_when_the_leader_stops(
     assert b_events.led.wait(FAST.lease_duration + 3) and b_events.generation == 1
     assert time.monotonic() - stopped_at >= FAST.lease_duration - FAST.retry_period
     assert kube.get(LEASES.path(namespace=k8s_namespace, name="ctl"))["spec"]["holderIdentity"] == "ctl-b"
+    b.stop.set()
+    b_thread.join(5)
+
+
+def test_a_released_lease_is_taken_at_the_followers_next_try(kube: Kube, k8s_namespace: str) -> None:
+    """A 60 s lease: b leads within 10 s only if a's release let it (not the lease's expiry)."""
+    slow = Timing(lease_duration=60, renew_deadline=40, retry_period=0.2)
+    a, a_events, a_thread = start(kube, k8s_namespace, "ctl-a", slow)
+    assert a_events.led.wait(10)
+    b, b_events, b_thread = start(kube, k8s_namespace, "ctl-b", slow)
+    deadline = time.monotonic() + 10
+    while not b_events.followed:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    a.stop.set()
+    a_thread.join(5)
+    record = a.elector.release()
+    assert record is not None
+    a.lock.update(record, acquired=False, timeout=2)
+    assert b_events.led.wait(10) and b_events.generation == 1
     b.stop.set()
     b_thread.join(5)
