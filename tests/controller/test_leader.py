@@ -69,6 +69,16 @@ def election(name: str, lease: MemoryLease, clock: Clock) -> tuple[Election, Rec
     return Election(Elector(name, TIMING), lease, recorder, clock=clock, stop=threading.Event()), recorder
 
 
+def leader_and_follower() -> tuple[MemoryLease, Clock, Election, Election]:
+    """a created the lease and leads; b has seen it."""
+    lease, clock = MemoryLease(), Clock()
+    a, _ = election("a", lease, clock)
+    b, _ = election("b", lease, clock)
+    a.attempt()
+    b.attempt()
+    return lease, clock, a, b
+
+
 def test_the_first_candidate_creates_the_lease_and_leads_with_generation_zero() -> None:
     lease, clock = MemoryLease(), Clock()
     a, _ = election("a", lease, clock)
@@ -112,11 +122,7 @@ def test_expiry_is_judged_by_the_candidates_own_clock_not_by_the_record() -> Non
 
 
 def test_a_leader_that_cannot_renew_stops_leading_before_its_lease_expires_for_others() -> None:
-    lease, clock = MemoryLease(), Clock()
-    a, _ = election("a", lease, clock)
-    b, _ = election("b", lease, clock)
-    a.attempt()
-    b.attempt()  # b sees a's record now
+    lease, clock, a, b = leader_and_follower()  # b sees a's record now
     lease.down = True
     clock.advance(9.9)
     assert a.attempt() is not None and a.leading()
@@ -132,11 +138,7 @@ def test_a_leader_that_cannot_renew_stops_leading_before_its_lease_expires_for_o
 
 
 def test_the_leader_tries_once_more_just_before_its_deadline_a_follower_right_at_the_expiry() -> None:
-    lease, clock = MemoryLease(), Clock()
-    a, _ = election("a", lease, clock)
-    b, _ = election("b", lease, clock)
-    a.attempt()
-    b.attempt()
+    lease, clock, a, b = leader_and_follower()
     assert a.elector.next_wait(clock()) == b.elector.next_wait(clock()) == 2
     clock.advance(9)
     assert a.elector.next_wait(clock()) == pytest.approx(1)
@@ -200,11 +202,7 @@ def test_periods_that_would_let_a_leader_outlive_its_lease_are_refused() -> None
 
 
 def test_a_leader_that_leaves_hands_the_lease_over_for_the_next_try() -> None:
-    lease, clock = MemoryLease(), Clock()
-    a, _ = election("a", lease, clock)
-    b, _ = election("b", lease, clock)
-    a.attempt()
-    b.attempt()
+    lease, clock, a, b = leader_and_follower()
     record = a.elector.release()
     assert record is not None and (record.holder, record.duration, record.transitions) == (None, 1, 0)
     assert not a.leading()

@@ -66,6 +66,15 @@ class Replica:
         return answer["status"], answer["headers"], json.loads(body)
 
 
+def leader(lease: MemoryLease) -> Replica:
+    """controller-a, leading: it saw controller-b's lease, which was not renewed for 15 s."""
+    replica = Replica("controller-a", lease, Clock())
+    replica.attempt()
+    replica.clock.advance(15)
+    replica.attempt()
+    return replica
+
+
 @pytest.fixture
 def lease() -> MemoryLease:
     lease = MemoryLease()
@@ -89,11 +98,7 @@ def test_a_follower_is_alive_not_ready_and_sends_agents_to_the_leader(lease: Mem
 
 
 def test_the_leader_loads_its_state_claims_master_with_the_lease_generation_and_serves(lease: MemoryLease) -> None:
-    clock = Clock()
-    replica = Replica("controller-a", lease, clock)
-    replica.attempt()
-    clock.advance(15)  # b stopped renewing
-    replica.attempt()
+    replica = leader(lease)
     assert replica.promoted == [4]
     assert replica.leadership.wanted() == Role(master=True, generation=4) and replica.leadership.may_write()
     assert replica.call("GET", "/v1/ready")[2] == {"status": "ready", "leader": "controller-a", "epoch": "e1"}
@@ -102,11 +107,8 @@ def test_the_leader_loads_its_state_claims_master_with_the_lease_generation_and_
 
 
 def test_a_leader_that_cannot_renew_stops_writing_at_the_deadline_then_leaves(lease: MemoryLease) -> None:
-    clock = Clock()
-    replica = Replica("controller-a", lease, clock)
-    replica.attempt()
-    clock.advance(15)
-    replica.attempt()
+    replica = leader(lease)
+    clock = replica.clock
     lease.down = True
     clock.advance(9.9)
     assert replica.leadership.may_write()
@@ -119,11 +121,7 @@ def test_a_leader_that_cannot_renew_stops_writing_at_the_deadline_then_leaves(le
 
 
 def test_a_switch_calling_the_leader_stale_makes_it_leave(lease: MemoryLease) -> None:
-    clock = Clock()
-    replica = Replica("controller-a", lease, clock)
-    replica.attempt()
-    clock.advance(15)
-    replica.attempt()
+    replica = leader(lease)
     replica.leadership.stale(1, "switch 1 refused master with generation 4 as stale")
     assert replica.exits == [EX_TEMPFAIL]
     assert not replica.leadership.may_write() and replica.leadership.wanted() is None
