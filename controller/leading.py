@@ -39,6 +39,12 @@ EX_TEMPFAIL = 75  # sysexits.h: try again later (a supervisor restarts us as a f
 Wsgi = Callable[[Mapping[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
+def _leave(status: int) -> None:
+    """Exit now, from whichever thread: os._exit, as SystemExit would only end this thread."""
+    logging.shutdown()
+    os._exit(status)
+
+
 def _thread(work: Callable[[], None]) -> None:
     threading.Thread(target=work, name="take-over", daemon=True).start()
 
@@ -52,7 +58,7 @@ class Leadership:
     """The election's listener, the switch sessions' `Roles`, and the REST API's gate."""
 
     def __init__(self, name: str, timing: Timing, *, promote: Callable[[int], Wsgi], wake: Callable[[], None],
-                 clock: Callable[[], float], exit: Callable[[int], None] = os._exit,
+                 clock: Callable[[], float], exit: Callable[[int], None] = _leave,
                  spawn: Callable[[Callable[[], None]], None] = _thread) -> None:
         """`promote(generation)` loads the state and returns the REST API to serve as leader, in a
         thread of its own (`spawn`): the election keeps renewing meanwhile, however long a large
@@ -123,7 +129,6 @@ class Leadership:
         with self._lock:
             self._role, self._api = None, None
         LOG.critical(kv("stepping-down", identity=self.elector.identity, reason=reason))
-        logging.shutdown()
         self._exit(EX_TEMPFAIL)
 
     # the REST API -------------------------------------------------------------------------------

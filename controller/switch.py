@@ -244,8 +244,9 @@ class SwitchSession:
                 generation = self._wanted
             try:
                 self._claim_role()
-                if not self._master():
-                    continue  # a follower holds the connection, reads at most, never writes
+                if not self._master():  # a follower holds the connection, reads at most, never writes
+                    self._succeeded(self._applied)  # its claim went through: no failure to report
+                    continue
                 self._converge_once()
             except Exception as error:  # a bug too: logged with the switch named, the others go on
                 self._in_sync = False  # unknown now: read it again next time
