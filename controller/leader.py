@@ -87,7 +87,8 @@ class Elector:
 
     def observe(self, record: LeaseRecord | None, now: float) -> None:
         """A read of the Lease: a changed record restarts its expiry, on our clock. A leader that
-        reads someone else's name (or no Lease) has lost it, whatever its clock says."""
+        reads someone else's name has lost it, whatever its clock says (one that reads no Lease
+        creates it again next, and leads on if that write wins, as client-go's candidates do)."""
         if self._renewed_at is not None and (record is None or record.holder != self.identity):
             self._renewed_at = None
         if record != self.observed:
@@ -119,6 +120,16 @@ class Elector:
         if record is None or not was_leading or record.holder != self.identity:
             return None
         return replace(record, holder=None, duration=1)
+
+    def outbid(self, generation: int, now: float) -> LeaseRecord | None:
+        """A switch has seen `generation`, more than our Lease's transitions, yet we lead: the
+        Lease's history was lost (deleted and created again). What to write to lead on with a
+        larger generation id; None when we do not lead (then the switch is right: step down).
+        The write is conditional: a leader deposed without knowing it cannot make it."""
+        record = self.observed
+        if not self.leading(now) or record is None or record.holder != self.identity:
+            return None
+        return replace(record, transitions=max(record.transitions, generation) + 1)
 
     def leading(self, now: float) -> bool:
         """True while our last successful write is younger than the renew deadline."""
@@ -201,6 +212,17 @@ class Election:
         elif not self.elector.was_leading:
             self._follow()
         return True
+
+    def outbid(self, generation: int) -> int:
+        """Raise the Lease's transitions past `generation` (see Elector.outbid); the new generation
+        id. Raises ConflictError when the Lease is not ours to raise, ControllerError when the API
+        is away."""
+        record = self.elector.outbid(generation, self.clock())
+        if record is None:
+            raise ConflictError(f"{self.elector.identity} does not lead: it cannot raise the generation")
+        written = self.lock.update(record, acquired=False, timeout=self.elector.timing.retry_period)
+        self.elector.wrote(written, self.clock())
+        return written.transitions
 
     def attempt(self) -> str | None:
         """One read and, unless the Lease is someone else's and alive, one write. Returns why it

@@ -12,7 +12,7 @@ API), claims MASTER on every switch with the Lease's generation id, and converge
 sends nothing when nothing changed (the zero-churn rule holds across a failover). Then it is ready.
 
 It stops leading when its renewals fail past the renew deadline, or when a switch refuses its
-MASTER claim as stale (a newer leader exists: split brain). Writing stops at once (`may_write`,
+MASTER claim as stale and the Lease confirms that a newer leader exists (split brain; see `stale`). Writing stops at once (`may_write`,
 asked before every bundle), and the process exits (EX_TEMPFAIL) for its supervisor to restart it
 as a follower: what a deposed leader holds in memory may be outdated by the new one's writes, and
 a fresh start reloads it, as client-go's controllers do. A restart costs the data plane nothing.
@@ -70,6 +70,7 @@ class Leadership:
         self._role: Role | None = None
         self._api: Wsgi | None = None
         self._lock = threading.Lock()
+        self._outbidding = threading.Lock()
 
     def start(self) -> None:
         """Run `self.election` (set by the caller: on `self.elector`, `self` listening) in a thread."""
@@ -106,8 +107,26 @@ class Leadership:
     def may_write(self) -> bool:
         return self._api is not None and self.election is not None and self.election.leading()
 
-    def stale(self, dpid: int, reason: str) -> None:
-        self._step_down(reason)
+    def stale(self, dpid: int, reason: str, *, generation: int | None) -> None:
+        """A switch holds a larger generation id than ours. Either another leader exists (split
+        brain: step down), or the Lease lost its history (deleted, created again): then a
+        conditional write of the Lease, which only the current holder can make, raises ours past
+        the switch's, and the sessions claim master again. One switch at a time."""
+        with self._outbidding:
+            wanted = self.wanted()
+            if wanted is not None and generation is not None and wanted.master and wanted.generation > generation:
+                return  # raised already, for another switch
+            try:
+                if generation is None or self.election is None:
+                    raise ControllerError("the switch did not say which generation it has seen")
+                raised = self.election.outbid(generation)
+            except ControllerError as err:
+                self._step_down(f"{reason}; {err}")
+                return
+            with self._lock:
+                self._role = Role(master=True, generation=raised)
+        LOG.warning(kv("generation-raised", identity=self.elector.identity, generation=raised, reason=reason))
+        self._wake()
 
     def release(self) -> None:
         """On a clean stop (SIGTERM, e.g. a rolling update): stop writing, then hand the Lease over

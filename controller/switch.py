@@ -15,8 +15,9 @@ data plane. Only this worker sends on the datapath, so xids and bundle ids never
 With two controller replicas (`roles`, controller/leading.py), the worker first claims this
 connection's OpenFlow role: the leader asks for MASTER with its generation id, a follower for
 SLAVE and writes nothing. The switch refuses a MASTER claim whose generation id is older than one
-it has seen (OFPRRFC_STALE): that leader has been replaced without knowing it, and is told
-(`Roles.stale`) so it steps down. A switch that demotes us (a newer master came) refuses our next
+it has seen (OFPRRFC_STALE), and is asked which one that is: the leadership is told (`Roles.stale`)
+and either proves on the Lease that it still leads (and claims again with a larger id) or steps
+down. A switch that demotes us (a newer master came) refuses our next
 bundle; any failed convergence claims the role again before retrying, which finds that out. And
 no bundle leaves while `Roles.may_write()` says no: a leader past its renew deadline stops writing
 even before a switch could tell it.
@@ -107,8 +108,8 @@ class Roles(Protocol):
     def may_write(self) -> bool:
         """False once this replica must not send flow-mods (no longer, or not yet, the leader)."""
 
-    def stale(self, dpid: int, reason: str) -> None:
-        """A switch refused our MASTER claim as stale: a newer leader exists."""
+    def stale(self, dpid: int, reason: str, *, generation: int | None) -> None:
+        """A switch refused our MASTER claim as stale: it has seen `generation` (None: unknown)."""
 
 
 @dataclass
@@ -268,8 +269,9 @@ class SwitchSession:
             ofp = self.datapath.ofproto
             if wanted.master and refused.kind == (ofp.OFPET_ROLE_REQUEST_FAILED, ofp.OFPRRFC_STALE):
                 assert self._roles is not None
+                seen = self._switch_generation()
                 self._roles.stale(self.dpid, f"switch {self.dpid:016x} refused master with generation "
-                                             f"{wanted.generation} as stale: a newer leader holds it")
+                                             f"{wanted.generation} as stale (it has seen {seen})", generation=seen)
             raise
         self._held = wanted
         LOG.info("switch=%016x event=role role=%s generation=%d", self.dpid,
@@ -301,6 +303,14 @@ class SwitchSession:
             self._failure = None
             self._applied = max(self._applied, generation)
             self._done.notify_all()
+
+    def _switch_generation(self) -> int | None:
+        """The largest generation id the switch has seen (a role request that changes nothing)."""
+        try:
+            (reply,) = self._request(ofmsg.role_request(self.datapath, master=None))
+        except (SwitchUnavailable, ValueError):
+            return None
+        return int(reply.generation_id)
 
     def _converge_once(self) -> None:
         state = self._state_of(self.dpid)

@@ -106,11 +106,12 @@ def flow_stats_request(datapath: Any, cookie: int) -> Any:
         datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, COOKIE_MASK, parser.OFPMatch())
 
 
-def role_request(datapath: Any, *, master: bool, generation: int) -> Any:
+def role_request(datapath: Any, *, master: bool | None, generation: int = 0) -> Any:
     """OFPT_ROLE_REQUEST for MASTER or SLAVE with a generation id (an unsigned 64-bit counter the
-    switch compares, wrapping, against the largest it has seen: a smaller one is refused as stale)."""
+    switch compares, wrapping, against the largest it has seen: a smaller one is refused as stale);
+    `master=None` changes nothing and asks for the switch's largest generation id in the reply."""
     ofp, parser = datapath.ofproto, datapath.ofproto_parser
-    role = ofp.OFPCR_ROLE_MASTER if master else ofp.OFPCR_ROLE_SLAVE
+    role = ofp.OFPCR_ROLE_NOCHANGE if master is None else ofp.OFPCR_ROLE_MASTER if master else ofp.OFPCR_ROLE_SLAVE
     return parser.OFPRoleRequest(datapath, role, generation & 0xFFFF_FFFF_FFFF_FFFF)
 
 

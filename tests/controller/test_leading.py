@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -120,11 +121,33 @@ def test_a_leader_that_cannot_renew_stops_writing_at_the_deadline_then_leaves(le
     assert replica.exits == [EX_TEMPFAIL] and replica.leadership.wanted() is None
 
 
-def test_a_switch_calling_the_leader_stale_makes_it_leave(lease: MemoryLease) -> None:
+def test_a_switch_calling_a_deposed_leader_stale_makes_it_leave(lease: MemoryLease) -> None:
+    """Split brain: controller-b took the Lease (generation 5) while controller-a still believes it
+    leads; a switch refuses a's claim. a cannot raise the Lease (its write is based on an old
+    version) and leaves."""
     replica = leader(lease)
-    replica.leadership.stale(1, "switch 1 refused master with generation 4 as stale")
+    assert lease.record is not None
+    lease.update(replace(lease.record, holder="controller-b", transitions=5), acquired=True, timeout=1)
+    assert replica.leadership.may_write()  # a has not looked yet
+    replica.leadership.stale(1, "switch 1 refused master with generation 4 as stale", generation=5)
     assert replica.exits == [EX_TEMPFAIL]
     assert not replica.leadership.may_write() and replica.leadership.wanted() is None
+    assert lease.record.holder == "controller-b"
+
+
+def test_a_leader_whose_lease_lost_its_history_raises_its_generation_past_the_switchs(lease: MemoryLease) -> None:
+    """The Lease was deleted and created again (transitions from 0), a switch remembers 9: the
+    holder proves it leads with a conditional write of transitions 10, and claims master again."""
+    replica = leader(lease)
+    wakes = replica.wakes
+    replica.leadership.stale(1, "switch 1 refused master with generation 4 as stale", generation=9)
+    assert replica.exits == []
+    assert replica.leadership.wanted() == Role(master=True, generation=10) and replica.wakes == wakes + 1
+    assert lease.record is not None and (lease.record.holder, lease.record.transitions) == ("controller-a", 10)
+    replica.leadership.stale(2, "switch 2 refused master with generation 4 as stale", generation=9)
+    assert lease.record.transitions == 10 and replica.exits == []  # raised already: once is enough
+    replica.leadership.stale(3, "switch 3 said nothing", generation=None)
+    assert replica.exits == [EX_TEMPFAIL]
 
 
 def test_a_leader_that_cannot_load_its_state_leaves_without_serving(lease: MemoryLease) -> None:

@@ -1,9 +1,10 @@
 """Two controller replicas on the rig's real Open vSwitch and the session's real API server
-(`store = "kubernetes"`, a Lease each election): the leader is master on the switch, the follower
-slave and not ready; SIGKILL the leader under 10 ms pings and none is lost, the follower takes
-over within the lease's period and sends no flow-mod. And a split brain, two replicas that both
-believe they lead (each the holder of a Lease of its own), cannot both write: the switch refuses
-the older generation id, whose flows never land, and that replica steps down."""
+(`store = "kubernetes"`, leader election on a Lease): the leader is master on the switch, the
+follower slave and not ready; SIGKILL the leader under 10 ms pings and none is lost, the follower
+takes over within the lease's period and sends no flow-mod. A split brain, two replicas that both
+believe they lead, cannot both write: the switch refuses the older generation id, whose flows never
+land, and that replica steps down. A Lease deleted and created again (its transitions back to 0)
+does not lock the leader out of switches that remember a larger generation id."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from controller.kube.client import IPPOOLS, NODES, Kube
+from controller.kube.client import IPPOOLS, NODES, Kube, Missing
 from controller.kube.lease import LEASES
 from controller.kube.store import UPLINK_ANNOTATION
 from deploy.lab import netns
-from deploy.lab.control import ApiError, Controller, ControllerDied, NodeSpec, PoolSpec
+from deploy.lab.control import ApiError, Controller, NodeSpec, PoolSpec
 from deploy.lab.process import wait_until
 from deploy.lab.replicas import cable, leader, replicas, switch_roles, target, wait_master
 from kubeenv import ensure_node
@@ -118,16 +119,15 @@ def test_the_leader_killed_under_pings_loses_none_and_the_follower_takes_over_se
 def test_a_split_brain_cannot_write_the_older_generation_is_refused_and_steps_down(
         rig: Any, bridge: str, segment: Any, k8s: Any, k8s_namespace: str, kube_clean: Kube,
         stopped: list[Controller]) -> None:
-    """Each replica holds a Lease of its own, so both believe they lead: `old` with generation 0,
-    `new` with 6 (its Lease had seen 5 transitions). `old` leads first and places a pod; then `new`
-    takes the switch. `old`'s next pod is refused by the switch (it is slave now), its claim to
-    be master again is refused as stale, and it steps down: that pod's flows never land. Started
-    again, `old` claims master with its old generation, is refused at once and leaves, writing nothing."""
+    """Both believe they lead: `old` renews only every 20 s, and right after one of its renewals the
+    Lease is given to `new` behind its back (as if old had been paused past its lease). new leads
+    with generation 1 and takes the switch; old, still sure of itself, places a pod: the switch
+    refuses its bundle (it is slave now) and its claim to be master again with generation 0 as
+    stale, and old cannot raise its generation on the Lease (its write is based on an old
+    version): it steps down. That pod's flows never land."""
     hosts, _ = segment
-    kube_clean.create(LEASES.path(namespace=k8s_namespace), {
-        "metadata": {"name": "new"}, "spec": {"leaseDurationSeconds": 6, "leaseTransitions": 5}})  # free, 5 before
-    old, new = two(rig, bridge, segment, k8s, k8s_namespace, lease_name="old")
-    new.election = {**new.election, "lease_name": "new"}
+    old, new = two(rig, bridge, segment, k8s, k8s_namespace)
+    old.election = {**old.election, "lease_duration": 60, "renew_deadline": 40, "retry_period": 20}
     cable(rig.ovs, bridge, [old, new])
     old.start(timeout=60)
     stopped.append(old)
@@ -136,24 +136,66 @@ def test_a_split_brain_cannot_write_the_older_generation_is_refused_and_steps_do
     first = place(old, "n1", "before")
     new.start(timeout=60)
     stopped.append(new)
-    wait_master(rig.ovs, bridge, new, timeout=30)
-    assert new.ready() and old.ready()  # both believe they lead
+    wait_until(lambda: switch_roles(rig.ovs, bridge).get(target(new)) == "slave", timeout=30, what="new as slave")
+
+    path = LEASES.path(namespace=k8s_namespace, name="underlay-controller")
+    version = kube_clean.get(path)["metadata"]["resourceVersion"]
+    lease = wait_until(lambda: (got := kube_clean.get(path))["metadata"]["resourceVersion"] != version and got,
+                       timeout=30, what="old's next renewal")  # the next one is 20 s away
+    kube_clean.replace(path, {**lease, "spec": {**lease["spec"], "holderIdentity": "controller-1", "leaseTransitions": 1}})
+    wait_until(new.ready, timeout=10, what="new to lead")
+    wait_master(rig.ovs, bridge, new, timeout=10)
+    assert old.ready()  # both believe they lead
     flows = _flow_table(rig, bridge)
     assert any(first["ip"] in line for line in flows)
 
     with pytest.raises((ApiError, OSError)):
         place(old, "n2", "after")
     wait_until(lambda: not old.running(), timeout=15, what="the stale leader to step down")
-    assert "stepping-down" in old.logfile.read_text() and "as stale" in old.logfile.read_text()
+    log = old.logfile.read_text()
+    assert "as stale (it has seen 1)" in log and "stepping-down" in log and "generation-raised" not in log
     assert _flow_table(rig, bridge) == flows  # nothing of "after" landed
     wait_until(lambda: switch_roles(rig.ovs, bridge) == {target(new): "master"}, timeout=10,
                what=lambda: f"the switch to see old go, not {switch_roles(rig.ovs, bridge)}")
-
-    try:
-        old.start(timeout=60)  # leads its own Lease again, generation 0 (or 1) < 6
-    except ControllerDied:
-        pass  # it left before its API answered: what is asserted next
-    wait_until(lambda: not old.running(), timeout=30, what="the restarted stale leader to step down")
-    assert old.logfile.read_text().count("as stale") == 2
-    assert _flow_table(rig, bridge) == flows
     assert new.health()["stats"]["flow_mods"] == 0  # new found the switch as old left it: nothing to change
+
+
+def test_a_lease_created_again_outbids_the_generation_the_switches_remember(
+        rig: Any, bridge: str, segment: Any, k8s: Any, k8s_namespace: str, kube_clean: Kube,
+        stopped: list[Controller]) -> None:
+    """The Lease had seen 7 transitions: the replica leads with generation 8. The Lease is deleted;
+    the replica creates it again (transitions 0) and leads on, as client-go's candidates do. Killed
+    and started again, it leads with generation 0: the switch refuses that as stale, and the
+    replica raises the Lease past the switch's 8 with a conditional write, then is master with 9,
+    sending no flow-mod."""
+    path = LEASES.path(namespace=k8s_namespace, name="underlay-controller")
+    kube_clean.create(LEASES.path(namespace=k8s_namespace), {
+        "metadata": {"name": "underlay-controller"}, "spec": {"leaseDurationSeconds": 6, "leaseTransitions": 7}})
+    (replica,) = replicas(1, workdir=rig.workdir / bridge, ns=rig.mgmt_ns, nodes={"n1": NodeSpec("n1")},
+                          trusted={_dpid(rig, bridge): (segment[1].ofport,)}, pool=PoolSpec("198.19.255.0/24"),
+                          kubeconfig=k8s.kubeconfig, lease_namespace=k8s_namespace, lease=FAST)
+    cable(rig.ovs, bridge, [replica])
+    replica.start(timeout=60)
+    stopped.append(replica)
+    wait_until(replica.ready, timeout=30, what="the replica to lead")
+    wait_master(rig.ovs, bridge, replica, timeout=30)
+    flows = _flow_table(rig, bridge)
+
+    kube_clean.delete(path)
+    wait_until(lambda: _transitions(kube_clean, path) == 0, timeout=15, what="the Lease made again")
+    assert replica.ready()
+    replica.restart(kill=True)
+    wait_until(replica.ready, timeout=30, what="the replica to lead again")
+    wait_until(lambda: "event=role role=master generation=9" in replica.logfile.read_text(), timeout=15,
+               what="master with generation 9")
+    assert "as stale (it has seen 8)" in replica.logfile.read_text()
+    assert _transitions(kube_clean, path) == 9
+    assert replica.health()["stats"]["flow_mods"] == 0
+    assert _flow_table(rig, bridge) == flows
+
+
+def _transitions(kube: Kube, path: str) -> int | None:
+    try:
+        return int(kube.get(path)["spec"].get("leaseTransitions", 0))
+    except Missing:
+        return None
