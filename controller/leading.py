@@ -58,7 +58,7 @@ class Leadership:
     """The election's listener, the switch sessions' `Roles`, and the REST API's gate."""
 
     def __init__(self, name: str, timing: Timing, *, promote: Callable[[int], Wsgi], wake: Callable[[], None],
-                 clock: Callable[[], float], exit: Callable[[int], None] = _leave,
+                 exit: Callable[[int], None] = _leave,
                  spawn: Callable[[Callable[[], None]], None] = _thread) -> None:
         """`promote(generation)` loads the state and returns the REST API to serve as leader, in a
         thread of its own (`spawn`): the election keeps renewing meanwhile, however long a large
@@ -66,7 +66,7 @@ class Leadership:
         self.timing = timing
         self.elector = Elector(name, timing)
         self.election: Election | None = None
-        self._promote, self._wake, self._clock, self._exit, self._spawn = promote, wake, clock, exit, spawn
+        self._promote, self._wake, self._exit, self._spawn = promote, wake, exit, spawn
         self._role: Role | None = None
         self._api: Wsgi | None = None
         self._lock = threading.Lock()

@@ -188,7 +188,7 @@ def elect(cfg: configuration.Config, cluster: Cluster, fabric: LateFabric, stop:
         return make_api(service, cfg)
 
     leadership = Leadership(identity(), Timing(kube.lease_duration, kube.renew_deadline, kube.retry_period),
-                            promote=promote, wake=lambda: fabric.app.wake(), clock=time.monotonic)
+                            promote=promote, wake=lambda: fabric.app.wake())
     lease = KubeLease(cluster.kube, kube.lease_namespace, kube.lease_name)
     leadership.election = Election(leadership.elector, lease, leadership, clock=time.monotonic, stop=stop)
     return leadership

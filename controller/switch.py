@@ -17,10 +17,10 @@ connection's OpenFlow role: the leader asks for MASTER with its generation id, a
 SLAVE and writes nothing. The switch refuses a MASTER claim whose generation id is older than one
 it has seen (OFPRRFC_STALE), and is asked which one that is: the leadership is told (`Roles.stale`)
 and either proves on the Lease that it still leads (and claims again with a larger id) or steps
-down. A switch that demotes us (a newer master came) refuses our next
-bundle; any failed convergence claims the role again before retrying, which finds that out. And
-no bundle leaves while `Roles.may_write()` says no: a leader past its renew deadline stops writing
-even before a switch could tell it.
+down. A switch that demotes us (a newer master came) refuses our next bundle; any failed
+convergence claims the role again before retrying, which finds that out. And no bundle leaves
+while `Roles.may_write()` says no: a leader past its renew deadline stops writing even before a
+switch could tell it.
 
 A convergence that fails (the switch refuses or does not answer; or a bug, e.g. a desired state
 that cannot become flows) fails the callers waiting for it at once, with the switch and the error
@@ -257,8 +257,9 @@ class SwitchSession:
             self._succeeded(generation)
 
     def _claim_role(self) -> None:
-        """Ask the switch for the role we want, unless it granted that already. A refused MASTER
-        claim as stale means a newer leader exists: the leadership hears it and steps down."""
+        """Ask the switch for the role we want, unless it granted that already. A MASTER claim
+        refused as stale goes to the leadership with the generation the switch has seen: it raises
+        ours through the Lease (the worker then claims again) or steps down."""
         wanted = None if self._roles is None else self._roles.wanted()
         if wanted is None or wanted == self._held:
             return

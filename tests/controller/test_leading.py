@@ -46,7 +46,7 @@ class Replica:
         def wake() -> None:
             self.wakes += 1
 
-        self.leadership = Leadership(name, TIMING, promote=promote, wake=wake, clock=clock, exit=self.exits.append,
+        self.leadership = Leadership(name, TIMING, promote=promote, wake=wake, exit=self.exits.append,
                                      spawn=lambda work: work())  # the take-over at once, in this thread
         self.leadership.election = Election(self.leadership.elector, lease, self.leadership, clock=clock,
                                             stop=threading.Event())
