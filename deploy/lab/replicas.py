@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,21 @@ def leader(controllers: Sequence[Controller]) -> Controller | None:
     return None
 
 
+def master_granted(controller: Controller, *, after: float) -> float | None:
+    """When the switch granted `controller` the master role after `after` (wall clock): the time of
+    its log line, written on the switch's role reply. Open vSwitch's Controller table says so too,
+    but refreshes its `role` column only every few seconds."""
+    for line in controller.logfile.read_text().splitlines():
+        if "event=role role=master" in line:
+            at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if at > after:
+                return at
+    return None
+
+
 def wait_master(ovs: PrivateOvs, bridge: str, controller: Controller, *, timeout: float) -> float:
-    """Wait until the switch holds `controller` as its master; the monotonic time it was seen so."""
+    """Wait until the switch's table shows `controller` as its master (seconds late: see
+    `master_granted`); the monotonic time it was seen so."""
     deadline = time.monotonic() + timeout
     while switch_roles(ovs, bridge).get(target(controller)) != "master":
         if time.monotonic() > deadline:

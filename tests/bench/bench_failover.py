@@ -25,7 +25,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +35,7 @@ from deploy.k8s import crds  # noqa: E402
 from deploy.k8s.testenv import ControlPlane  # noqa: E402
 from deploy.lab import netns, process, tcpforward  # noqa: E402
 from deploy.lab.control import Controller, NodeSpec, PoolSpec  # noqa: E402
-from deploy.lab.replicas import cable, leader, replicas, switch_roles, target, wait_master  # noqa: E402
+from deploy.lab.replicas import cable, leader, master_granted, replicas, switch_roles, target, wait_master  # noqa: E402
 from deploy.lab.rig import Rig  # noqa: E402
 
 NAMESPACE = "underlay-bench-failover"
@@ -86,18 +85,6 @@ def one_run(rig: Rig, bridge: str, pair: list[Controller], pod_ip: str, ext) -> 
     loss = re.search(r"(\d+) packets transmitted, (\d+) received", output)
     old.start(timeout=60)
     return mastered - killed_at, ready - killed, flow_mods, f"{loss.group(1)} sent, {loss.group(2)} received" if loss else output
-
-
-def master_granted(controller: Controller, *, after: float) -> float | None:
-    """When the switch granted `controller` the master role after `after` (wall clock): the time of
-    its log line, written on the switch's role reply. Open vSwitch's Controller table says so too,
-    but refreshes its `role` column only every few seconds."""
-    for line in controller.logfile.read_text().splitlines():
-        if "event=role role=master" in line:
-            at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            if at > after:
-                return at
-    return None
 
 
 def main() -> None:

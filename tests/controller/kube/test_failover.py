@@ -9,6 +9,7 @@ does not lock the leader out of switches that remember a larger generation id.""
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +21,7 @@ from controller.kube.store import UPLINK_ANNOTATION
 from deploy.lab import netns
 from deploy.lab.control import ApiError, Controller, NodeSpec, PoolSpec
 from deploy.lab.process import wait_until
-from deploy.lab.replicas import cable, leader, replicas, switch_roles, target, wait_master
+from deploy.lab.replicas import cable, leader, master_granted, replicas, switch_roles, target, wait_master
 from kubeenv import ensure_node
 from test_controller_ovs import _dpid, _flow_table, place
 from test_kube_ovs import api_in_mgmt  # noqa: F401  (a fixture)
@@ -93,8 +94,13 @@ def test_the_leader_killed_under_pings_loses_none_and_the_follower_takes_over_se
 
     ping = subprocess.Popen(netns.exec_argv(ext.netns, ["ping", "-n", "-q", "-i", "0.01", "-w", "15", pods[0]["ip"]]),
                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    killed = time.time()
     first.stop(kill=True)
-    wait_master(rig.ovs, bridge, second, timeout=FAST["lease_duration"] + 2 * FAST["retry_period"] + 5)
+    # the Lease expires on second's clock a lease duration after the last renewal it saw (and it
+    # looked at most a retry period late); a few seconds more for a loaded machine
+    wait_until(lambda: master_granted(second, after=killed), timeout=FAST["lease_duration"] + FAST["retry_period"] + 3,
+               what="the switch to make the follower master")
+    wait_master(rig.ovs, bridge, second, timeout=10)  # Open vSwitch's own table agrees
     assert second.ready()
     health = second.health()
     output, _ = ping.communicate(timeout=30)
@@ -142,9 +148,10 @@ def test_a_split_brain_cannot_write_the_older_generation_is_refused_and_steps_do
     version = kube_clean.get(path)["metadata"]["resourceVersion"]
     lease = wait_until(lambda: (got := kube_clean.get(path))["metadata"]["resourceVersion"] != version and got,
                        timeout=30, what="old's next renewal")  # the next one is 20 s away
+    given = time.time()
     kube_clean.replace(path, {**lease, "spec": {**lease["spec"], "holderIdentity": "controller-1", "leaseTransitions": 1}})
     wait_until(new.ready, timeout=10, what="new to lead")
-    wait_master(rig.ovs, bridge, new, timeout=10)
+    wait_until(lambda: master_granted(new, after=given), timeout=10, what="the switch to make new master")
     assert old.ready()  # both believe they lead
     flows = _flow_table(rig, bridge)
     assert any(first["ip"] in line for line in flows)
