@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controller import config as configuration
+from controller.agentauth import Authenticator
 from controller.api import Api
 from controller.errors import ControllerError, SwitchUnavailable
 from controller.httpd import HttpServer, tls_context
@@ -132,14 +133,21 @@ def check_free(host: str, port: int) -> None:
         probe.bind((host, port))
 
 
-def serve_api(service: Service, cfg: configuration.Config) -> HttpServer:
+def serve_api(service: Service, cfg: configuration.Config, *, auth: Authenticator | None = None) -> HttpServer:
     api = cfg.api
     tls = None if api.tls_cert is None or api.tls_key is None else tls_context(
         cert=api.tls_cert, key=api.tls_key, client_ca=api.tls_client_ca)
-    app = Api(service, tokens=cfg.tokens, max_body=api.limits.max_body)
+    app = Api(service, tokens=cfg.tokens, auth=auth, max_body=api.limits.max_body)
     server = HttpServer(app, api.host, api.port, limits=api.limits, tls=tls)
     threading.Thread(target=server.serve_forever, name="rest-api", daemon=True).start()
     return server
+
+
+def agent_auth(cluster: Cluster | None, cfg: configuration.Config) -> Authenticator | None:
+    """With `agent_auth = "tokenreview"`, the cluster checks agents' tokens; else the config's tokens."""
+    if cluster is None or cfg.kubernetes is None or not cfg.kubernetes.tokenreview:
+        return None
+    return cluster.authenticator(cfg.kubernetes)
 
 
 def open_store(cfg: configuration.Config) -> tuple[Cluster | None, Store, configuration.Config]:
@@ -197,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     try:
-        api = serve_api(service, cfg)
+        api = serve_api(service, cfg, auth=agent_auth(cluster, cfg))
     except ssl.SSLError as err:
         print(f"underlay-controller: api.tls_cert {cfg.api.tls_cert}, api.tls_key {cfg.api.tls_key}: {err}",
               file=sys.stderr)

@@ -52,7 +52,7 @@ class PermanentError(ControllerError):
 
 
 class ControllerClient:
-    def __init__(self, url: str, node: str, *, token: str | None, ca_file: str | None = None,
+    def __init__(self, url: str, node: str, *, token: str | Callable[[], str] | None, ca_file: str | None = None,
                  client_cert: str | None = None, client_key: str | None = None, timeout: float = 10.0) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -64,7 +64,7 @@ class ControllerClient:
         self.node = node
         self._parts = parts
         self._host: str = parts.hostname
-        self._token = token
+        self._token = token if callable(token) else (lambda: token or "")  # a callable: re-read (tokenfile.py)
         self._timeout = timeout
         self._ca_file = ca_file
         self._tls = _tls_context(ca_file, client_cert, client_key) if parts.scheme == "https" else None
@@ -107,8 +107,9 @@ class ControllerClient:
 
     def _call(self, method: str, path: str, body: Json | None = None) -> Json:
         headers = {"Accept": "application/json"}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
+        token = self._token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         payload = json.dumps(body).encode() if body is not None else None
         if payload is not None:
             headers["Content-Type"] = "application/json"

@@ -39,6 +39,7 @@ from node_agent.retry import DEFAULT_DEADLINE, RetryPolicy
 from node_agent.server import AgentServer
 from node_agent.state import AttachmentStore
 from node_agent.sync import Syncer
+from node_agent.tokenfile import TokenFile
 
 DEFAULT_CONFIG = Path("/etc/underlay/agent.toml")
 log = logging.getLogger("underlay.main")
@@ -85,13 +86,13 @@ def load_config(argv: list[str] | None = None) -> AgentConfig:
 def build(config: AgentConfig) -> tuple[Agent, AgentServer, Syncer | None]:
     client = None
     if config.controller_url:
-        token = Path(config.token_file).read_text().strip() if config.token_file else None
         try:
+            token = TokenFile(config.token_file).get if config.token_file else None
             client = ControllerClient(config.controller_url, config.node, token=token, ca_file=config.ca_file,
                                       client_cert=config.client_cert, client_key=config.client_key)
         except (ValueError, OSError) as err:  # a URL we refuse, a CA or certificate file we cannot load
-            raise SystemExit(f"underlay-agent: controller_url {config.controller_url}, ca_file {config.ca_file}: "
-                             f"{err}") from None
+            raise SystemExit(f"underlay-agent: controller_url {config.controller_url}, ca_file {config.ca_file}, "
+                             f"token_file {config.token_file}: {err}") from None
     agent = Agent(node=NodeNetlink(config.netns), controller=client, store=AttachmentStore(Path(config.state_dir)),
                   master=config.master, shim_ifname=config.shim_ifname,
                   retry=RetryPolicy(deadline=config.controller_retry_deadline))
