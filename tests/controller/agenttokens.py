@@ -61,11 +61,15 @@ class AgentTokens:
         """`token` with `claims` changed, signed again with the cluster's service-account key (ES256)."""
         header, payload, _ = token.split(".")
         body = {**json.loads(_unb64(payload)), **claims}
-        signed = f"{header}.{_b64(json.dumps(body).encode())}"
         key = serialization.load_pem_private_key(self.signing_key.read_bytes(), password=None)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
-        r, s = decode_dss_signature(key.sign(signed.encode(), ec.ECDSA(hashes.SHA256())))
-        return f"{signed}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+        return es256(f"{header}.{_b64(json.dumps(body).encode())}", key)
+
+
+def es256(signing_input: str, key: ec.EllipticCurvePrivateKey) -> str:
+    """A JWS compact token: `header.payload` and its ES256 signature (r || s, not DER)."""
+    r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+    return f"{signing_input}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
 def _b64(data: bytes) -> str:
