@@ -5,6 +5,8 @@ overridable by a flag of the same name:
 
     node = "node-1"                            # default: the host name
     controller_url = "https://198.18.0.2:6680" # unset: standalone (pods need an ipam section)
+    controller_address = ""                    # reach the URL's host at this IP instead of resolving it
+                                               # (its certificate is still checked against the name)
     token_file = "/etc/underlay/token"
     ca_file = "/etc/underlay/ca.pem"           # what the controller's certificate must come from
     client_cert = ""                           # and key: when the controller asks agents for one
@@ -49,6 +51,7 @@ log = logging.getLogger("underlay.main")
 class AgentConfig:
     node: str
     controller_url: str | None = None
+    controller_address: str | None = None
     token_file: str | None = None
     ca_file: str | None = None
     client_cert: str | None = None
@@ -78,7 +81,7 @@ def load_config(argv: list[str] | None = None) -> AgentConfig:
         parser.error(f"{path}: unknown keys {', '.join(sorted(unknown))}")
     values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
     values.setdefault("node", socket.gethostname())
-    optional = ("netns", "master", "controller_url", "ca_file", "client_cert", "client_key")
+    optional = ("netns", "master", "controller_url", "controller_address", "ca_file", "client_cert", "client_key")
     options: dict[str, Any] = {k: (v or None) if k in optional else v for k, v in values.items()}
     return AgentConfig(**options)
 
@@ -89,7 +92,8 @@ def build(config: AgentConfig) -> tuple[Agent, AgentServer, Syncer | None]:
         try:
             token = TokenFile(config.token_file).get if config.token_file else None
             client = ControllerClient(config.controller_url, config.node, token=token, ca_file=config.ca_file,
-                                      client_cert=config.client_cert, client_key=config.client_key)
+                                      client_cert=config.client_cert, client_key=config.client_key,
+                                      connect_to=config.controller_address)
         except (ValueError, OSError) as err:  # a URL we refuse, a CA or certificate file we cannot load
             raise SystemExit(f"underlay-agent: controller_url {config.controller_url}, ca_file {config.ca_file}, "
                              f"token_file {config.token_file}: {err}") from None
