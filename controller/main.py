@@ -31,6 +31,7 @@ from controller.api import Api
 from controller.errors import ControllerError, SwitchUnavailable
 from controller.httpd import HttpServer, tls_context
 from controller.leaks import LeakCollector
+from controller.nodelife import NodeLifecycle
 from controller.service import Service
 from controller.store import SqliteStore, Store
 
@@ -176,6 +177,17 @@ def start_leak_collector(service: Service, cfg: configuration.Config, stop: thre
     return collector
 
 
+def start_node_lifecycle(service: Service, cluster: Cluster | None, cfg: configuration.Config,
+                         stop: threading.Event) -> NodeLifecycle | None:
+    """With the Kubernetes store, nodes the cluster has lost are forgotten (controller/nodelife.py)."""
+    if cluster is None or cfg.kubernetes is None or cfg.store != configuration.KUBERNETES_STORE:
+        return None
+    lifecycle = NodeLifecycle(service, cluster.view, now=time.time, grace=cfg.kubernetes.node_grace)
+    threading.Thread(target=lifecycle.run, args=(stop,), kwargs={"interval": cfg.kubernetes.node_interval},
+                     name="node-lifecycle", daemon=True).start()
+    return lifecycle
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
@@ -221,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         api.shutdown()  # its pool's threads would keep the process from exiting
         raise
     start_leak_collector(service, cfg, stop)
+    start_node_lifecycle(service, cluster, cfg, stop)
     # Everything loaded so far (modules, os-ken, the restored state) lives as long as the process:
     # keep the cyclic collector from scanning it again on every full collection. And collect young
     # objects less often: a batch of placements allocates tens of thousands of tracked objects, and
