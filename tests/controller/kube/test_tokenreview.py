@@ -12,9 +12,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from agenttokens import AGENT_SA, AgentTokens, agent_tokens  # noqa: F401  (fixture)
 from ctlfakes import Clock
 from test_rest_api import N1, Client
@@ -25,6 +27,8 @@ from controller.httpd import HttpServer
 from controller.kube.client import Kube
 from controller.kube.tokenreview import TokenReviewer
 from controller.service import Service
+
+ROLE = Path(__file__).resolve().parents[3] / "deploy" / "kubernetes" / "controller-rbac.yaml"
 
 
 @pytest.fixture
@@ -118,3 +122,16 @@ def test_the_cache_saves_the_hot_path_its_reviews(call: Client, agent_tokens: Ag
     for _ in range(20):
         assert call("GET", "/v1/nodes/n1/pods", token=token)[0] in (200, 404)
     assert auth.reviews == 1
+
+
+def test_the_controller_role_may_review_tokens(
+    kube_as: Callable[[list[dict[str, Any]]], Path], agent_tokens: AgentTokens
+) -> None:
+    """deploy/kubernetes/controller-rbac.yaml is enough for the reviews (and nothing else is needed)."""
+    agent_tokens.pod("agent-a", "n1")
+    as_controller = Kube.connect(kubeconfig=str(kube_as(yaml.safe_load(ROLE.read_text())["rules"])))
+    try:
+        status = TokenReviewer(as_controller, audiences=["underlay"])(agent_tokens.token("agent-a"))
+    finally:
+        as_controller.close()
+    assert status["authenticated"] is True and status["user"]["extra"][NODE_NAME] == ["n1"]
