@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from controller.errors import ControllerError, NotFound, TemporaryError
-from controller.leaks import confirmed
+from controller.leaks import confirmed, repeat
 from controller.logs import kv
 
 if TYPE_CHECKING:
@@ -141,8 +141,4 @@ class NodeLifecycle:
 
     def run(self, stop: threading.Event, *, interval: float = INTERVAL) -> None:
         """Pass after pass until `stop` is set (the controller's thread for it)."""
-        while not stop.wait(interval):
-            try:
-                self.run_pass()
-            except ControllerError as err:  # the store refused: the next pass tries again
-                LOG.warning(kv("node lifecycle pass failed", error=err))
+        repeat(self.run_pass, stop, interval=interval, what="node lifecycle")

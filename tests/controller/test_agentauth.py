@@ -56,6 +56,14 @@ def auth(reviews: Reviews, clock: Clock) -> TokenReviewAuth:
     return TokenReviewAuth(reviews, now=clock, namespace="underlay-system", service_account="underlay-agent", ttl=10)
 
 
+@pytest.fixture
+def token(reviews: Reviews, clock: Clock) -> str:
+    """An hour-long token the cluster accepts for node na."""
+    token = jwt(clock() + 3600)
+    reviews.answers[token] = accepted("na")
+    return token
+
+
 def test_a_review_names_the_user_pod_and_node():
     assert identity(accepted("na")) == AgentIdentity(AGENT, "agent-a", "na")
     with pytest.raises(Unauthenticated, match="token refused by the cluster: invalid bearer token"):
@@ -67,9 +75,7 @@ def test_a_review_names_the_user_pod_and_node():
     assert identity(odd).node is None
 
 
-def test_a_token_acts_for_its_own_node_only(auth, reviews, clock):
-    token = jwt(clock() + 3600)
-    reviews.answers[token] = accepted("na")
+def test_a_token_acts_for_its_own_node_only(auth, token):
     auth.check(token, node="na")
     auth.check(token, node=None)  # "any node": its own
     with pytest.raises(NotAllowed, match="pod underlay-system/agent-a on node na may not act for node nb") as refused:
@@ -100,9 +106,7 @@ def test_a_missing_or_unknown_token_is_unauthenticated_and_asked_every_time(auth
     assert reviews.calls == 3 and len(auth.cache) == 0  # a refusal is never remembered
 
 
-def test_an_accepted_token_is_reused_for_the_ttl_then_asked_again(auth, reviews, clock):
-    token = jwt(clock() + 3600)
-    reviews.answers[token] = accepted("na")
+def test_an_accepted_token_is_reused_for_the_ttl_then_asked_again(auth, reviews, clock, token):
     for _ in range(5):
         auth.check(token, node="na")
     assert reviews.calls == 1
@@ -130,18 +134,14 @@ def test_the_cache_never_outlives_the_token(auth, reviews, clock):
     assert reviews.calls == 4
 
 
-def test_a_cached_identity_is_still_checked_against_the_node(auth, reviews, clock):
-    token = jwt(clock() + 3600)
-    reviews.answers[token] = accepted("na")
+def test_a_cached_identity_is_still_checked_against_the_node(auth, reviews, token):
     auth.check(token, node="na")
     with pytest.raises(NotAllowed):
         auth.check(token, node="nb")
     assert reviews.calls == 1
 
 
-def test_a_token_like_a_cached_one_is_not_served_from_the_cache(auth, reviews, clock):
-    token = jwt(clock() + 3600)
-    reviews.answers[token] = accepted("na")
+def test_a_token_like_a_cached_one_is_not_served_from_the_cache(auth, clock, token):
     auth.check(token, node="na")
     for forged in (token[:-1], token + "x", token.upper(), jwt(clock() + 3600, salt="x")):
         with pytest.raises(Unauthenticated):

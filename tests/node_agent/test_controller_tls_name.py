@@ -10,41 +10,29 @@ what the certificate must carry (SNI and the check), so nothing here needs a DNS
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
 
 import pytest
+from jsonstub import health_server
 
-from controller.httpd import HttpServer, tls_context
+from controller.httpd import tls_context
 from deploy.lab.pki import CONTROLLER_NAMES, ServerFiles, server_files
 from node_agent.controller_client import ControllerClient, PermanentError
 from node_agent.main import load_config
 
 
-def serve(files: ServerFiles) -> Iterator[int]:
-    seen: list[str] = []
-
-    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        seen.append(environ.get("HTTP_HOST", ""))
-        body = b'{"status": "ok", "epoch": "e1"}'
-        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-        return [body]
-
-    server = HttpServer(app, "127.0.0.1", 0, tls=tls_context(cert=str(files.cert), key=str(files.key)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
+def serve(files: ServerFiles) -> AbstractContextManager[tuple[int, list[dict[str, str]]]]:
+    return health_server(tls=tls_context(cert=str(files.cert), key=str(files.key)))
 
 
 @pytest.fixture
 def named(tmp_path: Path) -> Iterator[tuple[ServerFiles, int]]:
     files = server_files(tmp_path / "pki", ip="127.0.0.1")
-    for port in serve(files):
+    with serve(files) as (port, seen):
         yield files, port
+    assert {headers["HOST"].rsplit(":", 1)[0] for headers in seen} <= set(CONTROLLER_NAMES)  # asked by name
 
 
 @pytest.mark.parametrize("name", CONTROLLER_NAMES)
@@ -58,7 +46,7 @@ def test_a_certificate_without_the_name_is_refused(tmp_path: Path) -> None:
     """From the CA the agent trusts, for the controller's address but not its name: an impostor on
     the Service's address with another certificate of that CA does not pass."""
     files = server_files(tmp_path / "pki", ip="127.0.0.1", dns=())
-    for port in serve(files):
+    with serve(files) as (port, _):
         agent = ControllerClient(f"https://{CONTROLLER_NAMES[0]}:{port}", "n1", token="t", ca_file=str(files.ca),
                                  connect_to="127.0.0.1")
         with pytest.raises(PermanentError, match="Hostname mismatch"):

@@ -9,14 +9,11 @@ real HTTP server, which records the header.
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from jsonstub import health_server
 
-from controller.httpd import HttpServer
 from node_agent.controller_client import ControllerClient
 from node_agent.tokenfile import TokenFile
 
@@ -35,34 +32,16 @@ def project(directory: Path, token: str, *, generation: int) -> Path:
     return link
 
 
-@pytest.fixture
-def headers() -> Iterator[tuple[list[str], int]]:
-    seen: list[str] = []
-
-    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        seen.append(environ.get("HTTP_AUTHORIZATION", ""))
-        body = b'{"status": "ok", "epoch": "e1"}'
-        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-        return [body]
-
-    server = HttpServer(app, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield seen, server.server_address[1]
-    finally:
-        server.shutdown()
-
-
-def test_a_rotated_token_is_sent_from_the_next_request_on(tmp_path: Path, headers: tuple[list[str], int]) -> None:
-    seen, port = headers
+def test_a_rotated_token_is_sent_from_the_next_request_on(tmp_path: Path) -> None:
     path = project(tmp_path, "first", generation=1)
     tokens = TokenFile(path)
-    client = ControllerClient(f"http://127.0.0.1:{port}", "n1", token=tokens.get)
-    client.health()
-    client.health()
-    project(tmp_path, "second", generation=2)
-    client.health()
-    assert seen == ["Bearer first", "Bearer first", "Bearer second"]
+    with health_server() as (port, seen):
+        client = ControllerClient(f"http://127.0.0.1:{port}", "n1", token=tokens.get)
+        client.health()
+        client.health()
+        project(tmp_path, "second", generation=2)
+        client.health()
+    assert [headers["AUTHORIZATION"] for headers in seen] == ["Bearer first", "Bearer first", "Bearer second"]
     assert tokens.reads == 2  # read at start and once after the swap, not per request
 
 
