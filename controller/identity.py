@@ -40,6 +40,7 @@ class Identity:
     _lock: threading.RLock
     _nodes: dict[str, Node]
     _pods: dict[Key, Pod]
+    _pending: set[Key]
     _macvlan_macs: dict[str, Pod]
     _ipam: ipam.Ipam
     _refusals: edge.Refusals
@@ -109,13 +110,14 @@ class Identity:
 
     def forget_node(self, name: str, *, reason: str) -> list[Pod]:
         """The cluster has lost this node (controller/nodelife.py): release its pods (a StatefulSet
-        pod's reservation stays), forget its uplink, and take its flows off its switch."""
+        pod's reservation stays), forget its uplink, and take its flows off its switch. A pod whose
+        ADD is still in progress is left to the leak collector, as `release_leaked` leaves it."""
         with self._change():
             node = self._nodes.get(name)
             if node is None:
                 return []
             dpid = self._location(name)[0]
-            pods = [pod for pod in self._pods.values() if pod.node == name]
+            pods = [pod for pod in self._pods.values() if pod.node == name and pod.key not in self._pending]
             self._release(pods, reason=reason)
             with self.store.transaction() as tx:
                 tx.delete_node(name)
