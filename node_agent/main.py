@@ -3,7 +3,7 @@
 Configuration: a TOML file (`--config`, default /etc/underlay/agent.toml when it exists), each key
 overridable by a flag of the same name:
 
-    node = "node-1"                            # default: the host name
+    node = "node-1"                            # default: $NODE_NAME (in a cluster), else the host name
     controller_url = "https://198.18.0.2:6680" # unset: standalone (pods need an ipam section)
     controller_address = ""                    # reach the URL's host at this IP instead of resolving it
                                                # (its certificate is still checked against the name)
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import socket
 import sys
@@ -80,7 +81,7 @@ def load_config(argv: list[str] | None = None) -> AgentConfig:
     if unknown:
         parser.error(f"{path}: unknown keys {', '.join(sorted(unknown))}")
     values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
-    values.setdefault("node", socket.gethostname())
+    values.setdefault("node", os.environ.get("NODE_NAME") or socket.gethostname())  # NODE_NAME: the downward API's
     optional = ("netns", "master", "controller_url", "controller_address", "ca_file", "client_cert", "client_key")
     options: dict[str, Any] = {k: (v or None) if k in optional else v for k, v in values.items()}
     return AgentConfig(**options)
