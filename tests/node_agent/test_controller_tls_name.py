@@ -20,7 +20,6 @@ from jsonstub import health_server
 from controller.httpd import tls_context
 from deploy.lab.pki import CONTROLLER_NAMES, ServerFiles, server_files
 from node_agent.controller_client import ControllerClient, PermanentError
-from node_agent.main import load_config
 
 
 def serve(files: ServerFiles) -> AbstractContextManager[tuple[int, list[dict[str, str]]]]:
@@ -53,17 +52,3 @@ def test_a_certificate_without_the_name_is_refused(tmp_path: Path) -> None:
             agent.health()
         by_address = ControllerClient(f"https://127.0.0.1:{port}", "n1", token="t", ca_file=str(files.ca))
         assert by_address.health()["status"] == "ok"  # the same server, by the address it is made for
-
-
-def test_the_agent_takes_the_address_from_its_config(tmp_path: Path) -> None:
-    (tmp_path / "agent.toml").write_text('node = "n1"\ncontroller_url = "https://underlay-controller.underlay-system'
-                                         '.svc:6680"\ncontroller_address = "198.18.0.2"\n')
-    assert load_config(["--config", str(tmp_path / "agent.toml")]).controller_address == "198.18.0.2"
-    assert load_config(["--config", str(tmp_path / "agent.toml"), "--controller-address", ""]).controller_address is None
-
-
-def test_the_node_name_comes_from_the_downward_api_in_a_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The DaemonSet sets NODE_NAME from spec.nodeName: the node its pod's token is bound to."""
-    monkeypatch.setenv("NODE_NAME", "worker-7")
-    assert load_config([]).node == "worker-7"
-    assert load_config(["--node", "n1"]).node == "n1"
