@@ -87,7 +87,9 @@ def agent_tokens(kube: Kube, k8s: Any) -> Iterator[AgentTokens]:
     tokens = AgentTokens(kube, namespace, signing_key=k8s.plane.directory / "sa.key")
     tokens.service_account(AGENT_SA)
     yield tokens
-    try:
-        kube.delete(NAMESPACES.path(name=namespace))
-    except Missing:
-        pass
+    for name in tokens.uids:  # at once: no kubelet would ever finish a graceful deletion
+        try:
+            tokens.delete_pod(name)
+        except Missing:
+            pass
+    kube.delete(NAMESPACES.path(name=namespace))

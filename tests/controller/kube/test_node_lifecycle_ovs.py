@@ -19,10 +19,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from kubeenv import ensure_node
 from test_controller_ovs import _dpid, _flow_table, place
 from test_kube_ovs import api_in_mgmt  # noqa: F401  (fixture)
 
-from controller.kube.client import IPALLOCATIONS, IPPOOLS, NODES, Kube
+from controller.kube.client import IPALLOCATIONS, IPPOOLS, NODES, Kube, Missing
 from controller.kube.store import UPLINK_ANNOTATION
 from deploy.lab.control import ApiError, Controller, NodeSpec, PoolSpec
 
@@ -61,8 +62,8 @@ def test_nodes_the_cluster_lost_lose_their_pods_and_flows(
     rig.ovs.vsctl("set-controller", bridge, "tcp:127.0.0.1:6653")
     gone, sick, well = (make_host(name, cidr=f"198.18.0.{11 + i}/24") for i, name in enumerate(("gone", "sick", "well")))
     ext = make_host("ext", cidr="198.18.0.2/24")
-    for node in (gone, sick, well):
-        k8s.create_node(node.name)
+    for node in (gone, sick, well):  # no capacity: the scheduler binds no other test's pods to them
+        ensure_node(kube_clean, node.name)
     kube_clean.create(IPPOOLS.path(), {"apiVersion": "underlay.io/v1alpha1", "kind": "IPPool", "metadata": {"name": "lab"},
                                        "spec": {"subnet": "198.18.0.0/24", "ips": ["198.18.0.100-198.18.0.250"], "default": True}})  # fmt: skip
     dpid = _dpid(rig, bridge)
@@ -122,3 +123,8 @@ def test_nodes_the_cluster_lost_lose_their_pods_and_flows(
         assert hosts["sick"].ping(ext.ip)
     finally:
         controller.stop()
+        for name in ("gone", "sick", "well"):
+            try:
+                kube_clean.delete(NODES.path(name=name))
+            except Missing:
+                pass
