@@ -23,6 +23,8 @@ import pytest
 from agenttokens import AGENT_SA, AgentTokens, agent_tokens, es256  # noqa: F401  (fixture)
 from ctlfakes import Clock, RecordingFabric, make_config
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from kubeenv import SERVICEACCOUNTS, kube  # noqa: F401  (fixture)
 
 from controller.agentauth import TokenReviewAuth
@@ -129,3 +131,19 @@ def test_tokens_not_issued_to_a_pod_of_the_agent_are_refused(
             assert status == expected and answer["error"], (attack, method, answer)
     assert service.placements() == before
     assert call("GET", "/v1/nodes/n2/pods", token=n2_token)[0] == 200  # and n2's own still works
+
+
+B64 = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", max_size=300)
+TOKENS = st.one_of(
+    st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=2000),  # anything printable
+    st.builds(lambda *parts: ".".join(parts), B64, B64, B64),  # shaped like a JWT
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(token=TOKENS)
+def test_fuzzed_tokens_are_refused_never_a_500(controller: tuple[Call, Service], token: str) -> None:
+    call, service = controller
+    status, answer = call("POST", "/v1/nodes/n2/pods", {**POD, "container_id": "c-fuzz"}, token=token)
+    assert status == 401 and answer["error"].startswith(("token refused by the cluster", "missing bearer token")), answer
+    assert service.placements() == []
