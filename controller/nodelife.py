@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger("underlay.nodes")
 GRACE = 300.0  # Kubernetes' own default for evicting pods from a NotReady node (5 min)
 INTERVAL = 30.0
+EVENT_REASON = "NodeForgotten"
 
 
 class Nodes(Protocol):
@@ -48,6 +49,9 @@ class Nodes(Protocol):
 
     def node_live(self, name: str) -> Mapping[str, Any] | None:
         """The Node read from the API server itself; raises TemporaryError."""
+
+    def event(self, involved: Mapping[str, Any], *, reason: str, message: str, type: str = "Warning") -> None:
+        """Record a Kubernetes Event about `involved` (never fails the caller)."""
 
 
 class Forgetter(Protocol):
@@ -128,10 +132,16 @@ class NodeLifecycle:
                 continue
             if why is not None:
                 forgotten.append((name, why, len(self.service.forget_node(name, reason=why))))
+                self._tell(name, why, pods=forgotten[-1][2])
         self._suspects = first
         report = Report(tuple(forgotten), tuple(sorted(first)), tuple(kept))
         self._log(report)
         return report
+
+    def _tell(self, name: str, why: str, *, pods: int) -> None:
+        """An Event on the Node, where `kubectl describe node` (or `get events`, once it is gone) shows it."""
+        self.nodes.event({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}, reason=EVENT_REASON,
+                         message=f"{why}: {pods} pod(s) released and their flows removed")
 
     def _log(self, report: Report) -> None:
         for name, why, pods in report.forgotten:

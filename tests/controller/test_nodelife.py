@@ -57,6 +57,7 @@ class Nodes:
     def __init__(self) -> None:
         self.cached: dict[str, dict[str, Any] | None] = {}
         self.live: dict[str, dict[str, Any] | None | Exception] = {}
+        self.events: list[tuple[str, str, str]] = []  # (node, reason, message)
 
     def node(self, name: str) -> dict[str, Any] | None:
         return self.cached.get(name, node("True"))
@@ -66,6 +67,9 @@ class Nodes:
         if isinstance(answer, Exception):
             raise answer
         return answer
+
+    def event(self, involved: dict[str, Any], *, reason: str, message: str, type: str = "Warning") -> None:
+        self.events.append((involved["metadata"]["name"], reason, message))
 
 
 @pytest.fixture
@@ -95,6 +99,8 @@ def test_a_node_lost_on_two_passes_and_confirmed_live_is_forgotten(placed, nodes
     assert placed.desired_state(1).placements == frozenset()
     assert fabric.calls == [(1,)]  # its switch converged: the flows went
     assert placed.reservations() == {"default/web/0@uid-1": "198.18.0.101"}  # the StatefulSet pod's address waits
+    assert nodes.events == [("n2", "NodeForgotten", "node n2: its Node object was deleted: 2 pod(s) released and their "
+                                                    "flows removed")]
 
 
 def test_a_node_back_before_the_live_read_is_left_alone(placed, nodes, clock):
@@ -102,7 +108,7 @@ def test_a_node_back_before_the_live_read_is_left_alone(placed, nodes, clock):
     nodes.cached["n2"] = None
     lifecycle.run_pass()
     lifecycle.run_pass()  # the cache still says deleted, the API server says it is there
-    assert placed.node_names() == ["n2"] and len(placed.placements()) == 3
+    assert placed.node_names() == ["n2"] and len(placed.placements()) == 3 and nodes.events == []
     nodes.cached["n2"] = node("True")
     assert lifecycle.run_pass().suspects == ()
 

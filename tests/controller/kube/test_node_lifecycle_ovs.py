@@ -23,7 +23,7 @@ from kubeenv import ensure_node
 from test_controller_ovs import _dpid, _flow_table, place
 from test_kube_ovs import api_in_mgmt  # noqa: F401  (fixture)
 
-from controller.kube.client import IPALLOCATIONS, IPPOOLS, NODES, Kube, Missing
+from controller.kube.client import EVENTS, IPALLOCATIONS, IPPOOLS, NODES, Kube, Missing
 from controller.kube.store import UPLINK_ANNOTATION
 from deploy.lab.control import ApiError, Controller, NodeSpec, PoolSpec
 
@@ -105,6 +105,11 @@ def test_nodes_the_cluster_lost_lose_their_pods_and_flows(
         assert (released["phase"], released["reason"]) == ("Cooldown", "node gone: its Node object was deleted")
         assert allocation(kube_clean, member["ip"])["status"]["phase"] == "Reserved"  # its successor's
         assert "NotReady for" in allocation(kube_clean, pods["sick"]["ip"])["status"]["reason"]
+        events = until(lambda: [e for e in kube_clean.get(EVENTS.path(namespace="default"))["items"]
+                                if e["involvedObject"]["name"] == "gone" and e["reason"] == "NodeForgotten"],
+                       what="an Event about the forgotten node")
+        assert events[0]["involvedObject"]["kind"] == "Node"
+        assert "2 pod(s) released and their flows removed" in events[0]["message"]
         assert UPLINK_ANNOTATION not in (kube_clean.get(NODES.path(name="sick"))["metadata"].get("annotations") or {})
 
         with pytest.raises(ApiError) as lost:
