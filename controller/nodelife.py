@@ -7,7 +7,7 @@ stopped reporting: the node controller sets Unknown after 40 s). Then every pod 
 is released, with the reason recorded, as the leak collector releases an abandoned address
 (controller/leaks.py): a StatefulSet pod's sticky reservation stays, so its address waits for the
 pod's successor and only the others' go back to their pools; and the node is forgotten, its
-placement and its pods' flows removed from its switch.
+placement and its pods' flows removed from its switch, with a `NodeForgotten` Event on the Node.
 
 Freeing live addresses is the worst a collector can do, so this is two-phased like the leak
 collector: a node found gone in the watch cache on two passes in a row is read from the API server
