@@ -16,7 +16,6 @@ unexpected exception is logged with its request and answered `500 {"error": "int
 from __future__ import annotations
 
 import enum
-import hmac
 import json
 import logging
 import math
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller import fields
+from controller.agentauth import Authenticator, Refused, StaticTokens
 from controller.errors import BadRequest, ConflictError, ControllerError, NotFound, PermanentError, TemporaryError
 from controller.logs import kv
 from controller.service import Attachment, PodRequest, Service
@@ -41,7 +41,7 @@ StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 Environ = Mapping[str, Any]
 Json = dict[str, Any]
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
             408: "Request Timeout", 409: "Conflict", 413: "Content Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}  # fmt: skip
 
 
@@ -93,13 +93,14 @@ ROUTES = (
 
 
 class Api:
-    """The WSGI application: `Api(service, tokens=config.tokens)` is a callable(environ, start_response)."""
+    """The WSGI application: `Api(service, tokens=config.tokens)` is a callable(environ, start_response).
+    `auth` checks agents' tokens instead of `tokens` (controller/agentauth.py: by the cluster)."""
 
-    def __init__(self, service: Service, *, tokens: Mapping[str, str], max_body: int = MAX_BODY) -> None:
+    def __init__(self, service: Service, *, tokens: Mapping[str, str] | None = None, auth: Authenticator | None = None,
+                 max_body: int = MAX_BODY) -> None:
         self.service = service
-        self.tokens = {node: token.encode() for node, token in tokens.items()}
+        self.auth = auth if auth is not None else StaticTokens(tokens or {})
         self.max_body = max_body
-        self._decoy = secrets.token_bytes(32)  # compared against when a node has no token
 
     @property
     def epoch(self) -> str:
@@ -144,16 +145,13 @@ class Api:
             raise _http_error(err) from err
 
     def _authorize(self, auth: Auth, node: str | None, header: str) -> None:
-        """Constant-time token check: a wrong token, or another node's, learns nothing."""
+        """The authenticator's refusal is a 401 (who are you?) or a 403 (not for this node)."""
         scheme, _, token = header.partition(" ")
-        given = token.strip().encode() if scheme.lower() == "bearer" else b""
-        if auth is Auth.NODE:
-            expected = self.tokens.get(node or "")
-            ok = hmac.compare_digest(given, expected or self._decoy) and expected is not None
-        else:
-            ok = any([hmac.compare_digest(given, expected) for expected in self.tokens.values()])
-        if not given or not ok:
-            raise HttpError(401, "missing or invalid bearer token" + (f" for node {node}" if node else ""))
+        try:
+            self.auth.check(token.strip() if scheme.lower() == "bearer" else "",
+                            node=(node or "") if auth is Auth.NODE else None)
+        except Refused as err:
+            raise HttpError(err.status, str(err)) from err
 
     def _body(self, environ: Environ) -> Json:
         try:

@@ -26,6 +26,12 @@ trusted_ports = [1]
 [kubernetes]                         # with store = "kubernetes" (pools are then IPPool objects)
 kubeconfig = "/etc/underlay/kubeconfig"  # or in_cluster = true; optionally context
 leader_election = false              # true: replicas elect a leader with the Lease lease_namespace/lease_name
+agent_auth = "static"                # or "tokenreview": agents' ServiceAccount tokens checked by the cluster
+agent_namespace = "underlay-system"  # with tokenreview: the agents' ServiceAccount
+agent_service_account = "underlay-agent"
+token_cache = 10                     # seconds a token the cluster accepted is reused without asking again
+node_grace = 300                     # store = "kubernetes": seconds a Node may be NotReady before its pods go
+node_interval = 30                   # store = "kubernetes": seconds between two looks at the Nodes
 [pools.default]
 subnet = "198.18.0.0/24"
 ranges = ["198.18.0.100-198.18.0.199"]   # default: the whole subnet
@@ -174,6 +180,19 @@ class KubernetesConfig:
     lease_duration: float = 15.0  # seconds, Kubernetes' own defaults
     renew_deadline: float = 10.0
     retry_period: float = 2.0
+    agent_auth: str = "static"  # or TOKENREVIEW
+    agent_namespace: str = "underlay-system"
+    agent_service_account: str = "underlay-agent"
+    token_cache: float = 10.0
+    node_grace: float = 300.0
+    node_interval: float = 30.0
+
+    @property
+    def tokenreview(self) -> bool:
+        return self.agent_auth == TOKENREVIEW
+
+
+TOKENREVIEW = "tokenreview"
 
 
 KUBERNETES_STORE = "kubernetes"
@@ -240,7 +259,7 @@ def parse(data: Mapping[str, Any], *, base: Path = Path(".")) -> Config:
         allow_global_macs=top.get("allow_global_macs", _bool, False),
         gc_interval=top.get("gc_interval", _seconds, 300.0),
         gc_grace=top.get("gc_grace", _seconds, 120.0),
-        nodes=top.each("nodes", lambda t, name: _node(t, name, base=base)),
+        nodes=top.each("nodes", lambda t, name: _node(t, name, base=base, reviewed=_reviewed(data))),
         switches={sw.dpid: sw for sw in top.each("switches", _switch).values()},
         pools=_default_pool(top.each("pools", _pool)),
         kubernetes=_kubernetes(top, base=base),
@@ -486,6 +505,12 @@ def _kubernetes(top: _Table, *, base: Path) -> KubernetesConfig | None:
         context=table.get("context", _str, None),
         in_cluster=table.get("in_cluster", _bool, False),
         **_leader_election(table, store=top.data.get("store")),
+        agent_auth=table.get("agent_auth", _agent_auth, "static"),
+        agent_namespace=table.get("agent_namespace", _str, KubernetesConfig.agent_namespace),
+        agent_service_account=table.get("agent_service_account", _str, KubernetesConfig.agent_service_account),
+        token_cache=table.get("token_cache", _seconds, KubernetesConfig.token_cache),
+        node_grace=table.get("node_grace", _seconds, KubernetesConfig.node_grace),
+        node_interval=table.get("node_interval", _positive, KubernetesConfig.node_interval),
     )
     if config.in_cluster and (config.kubeconfig or config.context):
         raise ConfigError(f"{table.name}: in_cluster = true takes no kubeconfig or context")
@@ -509,6 +534,11 @@ def _leader_election(table: _Table, *, store: object) -> dict[str, Any]:
     except ValueError as err:
         raise ConfigError(f"{table.name}: {err}") from err
     return keys
+def _agent_auth(value: Any) -> str:
+    """one of "static", "tokenreview" """
+    if value not in ("static", TOKENREVIEW):
+        raise ValueError(value)
+    return str(value)
 
 
 def _check_api_tls(api: ApiConfig) -> None:
@@ -541,20 +571,30 @@ def _readable(path: Path, *, key: str) -> str:
     return str(path)
 
 
-def _node(table: _Table, name: str, *, base: Path) -> NodeConfig:
+def _reviewed(data: Mapping[str, Any]) -> bool:
+    """Agents are authenticated by the cluster (`[kubernetes] agent_auth = "tokenreview"`)."""
+    kubernetes = data.get("kubernetes")
+    return isinstance(kubernetes, Mapping) and kubernetes.get("agent_auth") == TOKENREVIEW
+
+
+def _node(table: _Table, name: str, *, base: Path, reviewed: bool = False) -> NodeConfig:
+    """A node's token, and what is pinned of it; with `reviewed`, its pins only (no token)."""
     token = table.get("token", _str, None)
     token_file = table.get("token_file", _str, None)
-    if (token is None) == (token_file is None):
+    if reviewed and (token, token_file) != (None, None):
+        raise ConfigError(f"{table.name}: kubernetes.agent_auth is \"tokenreview\": agents show their ServiceAccount "
+                          "token, remove token/token_file")
+    if not reviewed and (token is None) == (token_file is None):
         raise ConfigError(f"{table.name}: needs exactly one of token, token_file")
     if token_file is not None:
         token = _read_token(base / token_file, key=table.key("token_file"))
-    if not token:
+    if not token and not reviewed:
         raise ConfigError(f"{table.key('token')}: empty")
     dpid, port = table.get("dpid", _dpid, None), table.get("port", _ofport, None)
     if port is not None and dpid is None:
         raise ConfigError(f"{table.key('port')}: needs nodes.{name}.dpid too")
     ip = table.get("ip", _ipv4, None)
-    return NodeConfig(name=name, token=token, dpid=dpid, port=port, mac=table.get("mac", _mac, None),
+    return NodeConfig(name=name, token=token or "", dpid=dpid, port=port, mac=table.get("mac", _mac, None),
                       ip=None if ip is None else str(ip))
 
 

@@ -15,13 +15,16 @@ from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from controller import edge, ipam
-from controller.config import Config
+from controller import edge, ipam, nodelife
+from controller.config import KUBERNETES_STORE, Config, NodeConfig
 from controller.errors import BadRequest, ConflictError, ControllerError, NotFound, TemporaryError
 from controller.logs import kv
 from controller.store import Mode, Node, Pod, Store
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from controller.intent import ClusterView
     from controller.service import Fabric, Key, NodeView, PodRequest
 
 LOG = logging.getLogger("underlay.service")
@@ -32,9 +35,12 @@ class Identity:
     config: Config
     store: Store
     fabric: Fabric
+    cluster: ClusterView | None
+    now: Callable[[], float]
     _lock: threading.RLock
     _nodes: dict[str, Node]
     _pods: dict[Key, Pod]
+    _pending: set[Key]
     _macvlan_macs: dict[str, Pod]
     _ipam: ipam.Ipam
     _refusals: edge.Refusals
@@ -50,6 +56,7 @@ class Identity:
         def _place_node(self, name: str) -> None: ...
         def _view(self, name: str) -> NodeView: ...
         def _converge_best_effort(self, dpids: set[int | None], *, why: str) -> None: ...
+        def _release(self, pods: list[Pod], *, reason: str | None = None) -> None: ...
 
     # -- nodes -----------------------------------------------------------------------------------
 
@@ -60,9 +67,8 @@ class Identity:
         switch has seen on its trusted ports (controller.edge), before taking the lock: that asks
         the switch."""
         mac, ip = ipam.parse_mac(mac), ipam.parse_ip(ip)
+        self._check_known(name)
         with self._lock:
-            if name not in self.config.nodes:
-                raise NotFound(f"node {name}: not in the controller's config")
             self._check_node_claim(name, mac=mac, ip=ip)
             known = self._nodes.get(name)
             dpid = self._location(name)[0]
@@ -83,6 +89,42 @@ class Identity:
             view = self._view(name)
         self._converge_best_effort(dpids, why=f"node {name} registered")
         return view
+
+    def _check_known(self, name: str) -> None:
+        """Nodes come from Node objects with the Kubernetes store (one the cluster does not know, or
+        has lost, cannot register: controller/nodelife.py); else from the config. Reads the cluster:
+        call it without the lock."""
+        if self.cluster is None or self.config.store != KUBERNETES_STORE:
+            if name not in self.config.nodes:
+                raise NotFound(f"node {name}: not in the controller's config")
+            return
+        kubernetes = self.config.kubernetes
+        grace = nodelife.GRACE if kubernetes is None else kubernetes.node_grace
+        refused = nodelife.refusal(name, self.cluster.node(name), now=self.now(), grace=grace)
+        if refused is not None:
+            raise refused
+
+    def node_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._nodes)
+
+    def forget_node(self, name: str, *, reason: str) -> list[Pod]:
+        """The cluster has lost this node (controller/nodelife.py): release its pods (a StatefulSet
+        pod's reservation stays), forget its uplink, and take its flows off its switch. A pod whose
+        ADD is still in progress is left to the leak collector, as `release_leaked` leaves it."""
+        with self._change():
+            node = self._nodes.get(name)
+            if node is None:
+                return []
+            dpid = self._location(name)[0]
+            pods = [pod for pod in self._pods.values() if pod.node == name and pod.key not in self._pending]
+            self._release(pods, reason=reason)
+            with self.store.transaction() as tx:
+                tx.delete_node(name)
+            del self._nodes[name]
+            self._place_node(name)
+        self._converge_best_effort({dpid}, why=f"node {name} forgotten")
+        return pods
 
     def node_located(self, mac: str, *, dpid: int, port: int) -> frozenset[int]:
         """A frame from a node's MAC arrived on (dpid, port): learn where the node is, if the rule
@@ -129,19 +171,23 @@ class Identity:
     def _check_node_claim(self, name: str, *, mac: str, ip: str) -> None:
         """What the config says a node may not claim (controller.edge): pins, gateways, exclusions."""
         why = edge.pin_refusal(name, mac=mac, ip=ip, pins=self.config.nodes) or edge.node_address_refusal(
-            name, ip, pools=self.config.pools.values(), pinned_ip=self.config.nodes[name].ip)
+            name, ip, pools=self.config.pools.values(), pinned_ip=self._pin(name).ip)
         if why is not None:
             raise self._refused("node_claims_refused", ConflictError(f"node {name}: {why}"))
 
     def _check_node_not_seen(self, name: str, *, mac: str | None, ip: str | None, dpids: set[int]) -> None:
         """A node's new MAC or IP (None: not new) must not be a host's its switch sees behind a
         trusted port; what the config pins to this node is vouched for."""
-        pin = self.config.nodes[name]
+        pin = self._pin(name)
         for label, claim in (() if mac in (None, pin.mac) else ((f"MAC {mac}", {"mac": mac}),)) + \
                             (() if ip in (None, pin.ip) else ((str(ip), {"ip": ip}),)):
             why = edge.seen_refusal(label, self._seen(dpids, **claim))
             if why is not None:
                 raise self._refused("node_claims_refused", ConflictError(f"node {name}: {why}"))
+
+    def _pin(self, name: str) -> NodeConfig:
+        """What the config pins of a node (nothing for a node known from its Node object only)."""
+        return self.config.nodes.get(name) or NodeConfig(name, token="")
 
     def _seen(self, dpids: Iterable[int], *, mac: str | None = None, ip: str | None = None) -> edge.Seen:
         """What these switches saw; one that does not answer is skipped (and logged), as a switch

@@ -162,8 +162,14 @@ class LeakCollector:
 
     def run(self, stop: threading.Event, *, interval: float = INTERVAL) -> None:
         """Pass after pass until `stop` is set (the controller's thread for it)."""
-        while not stop.wait(interval):
-            try:
-                self.run_pass()
-            except ControllerError as err:  # the store refused: the next pass tries again
-                LOG.warning(kv("leak collector pass failed", error=err))
+        repeat(self.run_pass, stop, interval=interval, what="leak collector")
+
+
+def repeat(run_pass: Callable[[], object], stop: threading.Event, *, interval: float, what: str) -> None:
+    """`run_pass` every `interval` seconds until `stop`; a pass the store refused is logged, and the
+    next one tries again."""
+    while not stop.wait(interval):
+        try:
+            run_pass()
+        except ControllerError as err:
+            LOG.warning(kv(f"{what} pass failed", error=err))

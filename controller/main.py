@@ -26,12 +26,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controller import config as configuration
+from controller.agentauth import Authenticator
 from controller.api import Api
 from controller.errors import ControllerError, SwitchUnavailable
 from controller.httpd import HttpServer, tls_context
 from controller.leader import Election, Timing
 from controller.leading import Leadership, identity
 from controller.leaks import LeakCollector
+from controller.nodelife import NodeLifecycle
 from controller.service import Service
 from controller.store import SqliteStore, Store
 
@@ -143,6 +145,13 @@ def serve_api(app: Api | Leadership, cfg: configuration.Config) -> HttpServer:
     return server
 
 
+def agent_auth(cluster: Cluster | None, cfg: configuration.Config) -> Authenticator | None:
+    """With `agent_auth = "tokenreview"`, the cluster checks agents' tokens; else the config's tokens."""
+    if cluster is None or cfg.kubernetes is None or not cfg.kubernetes.tokenreview:
+        return None
+    return cluster.authenticator(cfg.kubernetes)
+
+
 def connect_cluster(cfg: configuration.Config) -> Cluster | None:
     """The cluster connection when the config has a [kubernetes] table (with the Kubernetes store,
     its IPPools are watched too)."""
@@ -169,8 +178,8 @@ def open_service(cfg: configuration.Config, cluster: Cluster | None, fabric: Lat
     return service
 
 
-def make_api(service: Service, cfg: configuration.Config) -> Api:
-    return Api(service, tokens=cfg.tokens, max_body=cfg.api.limits.max_body)
+def make_api(service: Service, cfg: configuration.Config, cluster: Cluster | None) -> Api:
+    return Api(service, tokens=cfg.tokens, auth=agent_auth(cluster, cfg), max_body=cfg.api.limits.max_body)
 
 
 def elect(cfg: configuration.Config, cluster: Cluster, fabric: LateFabric, stop: threading.Event) -> Leadership:
@@ -185,7 +194,8 @@ def elect(cfg: configuration.Config, cluster: Cluster, fabric: LateFabric, stop:
         service = open_service(cfg, cluster, fabric)
         fabric.app.service = service
         start_leak_collector(service, cfg, stop)
-        return make_api(service, cfg)
+        start_node_lifecycle(service, cluster, cfg, stop)
+        return make_api(service, cfg, cluster)
 
     leadership = Leadership(identity(), Timing(kube.lease_duration, kube.renew_deadline, kube.retry_period),
                             promote=promote, wake=lambda: fabric.app.wake())
@@ -202,6 +212,17 @@ def start_leak_collector(service: Service, cfg: configuration.Config, stop: thre
     threading.Thread(target=collector.run, args=(stop,), kwargs={"interval": cfg.gc_interval}, name="leak-collector",
                      daemon=True).start()
     return collector
+
+
+def start_node_lifecycle(service: Service, cluster: Cluster | None, cfg: configuration.Config,
+                         stop: threading.Event) -> NodeLifecycle | None:
+    """With the Kubernetes store, nodes the cluster has lost are forgotten (controller/nodelife.py)."""
+    if cluster is None or cfg.kubernetes is None or cfg.store != configuration.KUBERNETES_STORE:
+        return None
+    lifecycle = NodeLifecycle(service, cluster.view, now=time.time, grace=cfg.kubernetes.node_grace)
+    threading.Thread(target=lifecycle.run, args=(stop,), kwargs={"interval": cfg.kubernetes.node_interval},
+                     name="node-lifecycle", daemon=True).start()
+    return lifecycle
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -232,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     try:
-        front = make_api(service, cfg) if service is not None else leadership
+        front = make_api(service, cfg, cluster) if service is not None else leadership
         assert front is not None  # without a service, a replica: its leadership answers until it leads
         api = serve_api(front, cfg)
     except ssl.SSLError as err:
@@ -251,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     if service is not None:
         start_leak_collector(service, cfg, stop)
+        start_node_lifecycle(service, cluster, cfg, stop)
     if leadership is not None:
         leadership.start()
     # Everything loaded so far (modules, os-ken, the restored state) lives as long as the process:

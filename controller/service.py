@@ -531,8 +531,8 @@ class Service(Identity):
         self._index.set(("pod", *pod.key), self._pod_placement(pod))
 
     def _node_placement(self, name: str) -> PlacementView | None:
-        node, (dpid, port) = self._nodes[name], self._location(name)
-        if dpid is None or port is None:
+        node, (dpid, port) = self._nodes.get(name), self._location(name)
+        if node is None or dpid is None or port is None:  # None: forgotten (controller/nodelife.py)
             return None
         return PlacementView(node.ip, node.mac, name, port, dpid, f"node/{name}")
 

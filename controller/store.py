@@ -90,6 +90,8 @@ class Writes(Protocol):
     """The changes one transaction can make."""
 
     def put_node(self, node: Node) -> None: ...
+    def delete_node(self, name: str) -> None:
+        """The node is gone (controller/nodelife.py): its uplink is not restored after a restart."""
     def put_pod(self, pod: Pod) -> None: ...
     def delete_pod(self, container_id: str, ifname: str) -> None: ...
     def reserve(self, sticky: str, ip: str) -> None: ...
@@ -250,6 +252,9 @@ class _SqliteWrites:
     def put_node(self, node: Node) -> None:
         dpid = None if node.dpid is None else f"{node.dpid:x}"
         self._run("INSERT OR REPLACE INTO nodes VALUES (?, ?, ?, ?, ?)", node.name, node.mac, node.ip, dpid, node.port)
+
+    def delete_node(self, name: str) -> None:
+        self._run("DELETE FROM nodes WHERE name = ?", name)
 
     def put_pod(self, pod: Pod) -> None:
         """Upsert by (container_id, ifname); another pod's address is an error, never replaced."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import json
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -52,8 +53,11 @@ class PermanentError(ControllerError):
 
 
 class ControllerClient:
-    def __init__(self, url: str, node: str, *, token: str | None, ca_file: str | None = None,
-                 client_cert: str | None = None, client_key: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, node: str, *, token: str | Callable[[], str] | None, ca_file: str | None = None,
+                 client_cert: str | None = None, client_key: str | None = None, timeout: float = 10.0,
+                 connect_to: str | None = None) -> None:
+        """`connect_to`: the address to reach the URL's host at instead of resolving its name (as
+        curl's --resolve); the certificate is still checked against the name in the URL."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"controller URL {url!r} must be http(s)://host[:port]")
@@ -64,7 +68,8 @@ class ControllerClient:
         self.node = node
         self._parts = parts
         self._host: str = parts.hostname
-        self._token = token
+        self._connect_to = connect_to
+        self._token = token if callable(token) else (lambda: token or "")  # a callable: re-read (tokenfile.py)
         self._timeout = timeout
         self._ca_file = ca_file
         self._tls = _tls_context(ca_file, client_cert, client_key) if parts.scheme == "https" else None
@@ -107,8 +112,9 @@ class ControllerClient:
 
     def _call(self, method: str, path: str, body: Json | None = None) -> Json:
         headers = {"Accept": "application/json"}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
+        token = self._token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         payload = json.dumps(body).encode() if body is not None else None
         if payload is not None:
             headers["Content-Type"] = "application/json"
@@ -162,10 +168,12 @@ class ControllerClient:
         with self._idle_lock:
             if self._idle and not fresh:
                 return self._idle.pop()
-        if self._tls is not None:
-            return http.client.HTTPSConnection(self._host, self._parts.port, timeout=self._timeout,
-                                               context=self._tls)
-        return http.client.HTTPConnection(self._host, self._parts.port, timeout=self._timeout)
+        conn = (http.client.HTTPSConnection(self._host, self._parts.port, timeout=self._timeout, context=self._tls)
+                if self._tls is not None else http.client.HTTPConnection(self._host, self._parts.port, timeout=self._timeout))
+        if self._connect_to is not None:  # TLS still names self._host (SNI, certificate check)
+            address = self._connect_to
+            conn._create_connection = lambda where, *args: socket.create_connection((address, where[1]), *args)  # type: ignore[attr-defined]
+        return conn
 
     def _give_back(self, conn: http.client.HTTPConnection) -> None:
         if conn.sock is not None:  # still open: the answer did not say `Connection: close`

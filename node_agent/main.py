@@ -3,8 +3,10 @@
 Configuration: a TOML file (`--config`, default /etc/underlay/agent.toml when it exists), each key
 overridable by a flag of the same name:
 
-    node = "node-1"                            # default: the host name
+    node = "node-1"                            # default: $NODE_NAME (in a cluster), else the host name
     controller_url = "https://198.18.0.2:6680" # unset: standalone (pods need an ipam section)
+    controller_address = ""                    # reach the URL's host at this IP instead of resolving it
+                                               # (its certificate is still checked against the name)
     token_file = "/etc/underlay/token"
     ca_file = "/etc/underlay/ca.pem"           # what the controller's certificate must come from
     client_cert = ""                           # and key: when the controller asks agents for one
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import socket
 import sys
@@ -39,6 +42,7 @@ from node_agent.retry import DEFAULT_DEADLINE, RetryPolicy
 from node_agent.server import AgentServer
 from node_agent.state import AttachmentStore
 from node_agent.sync import Syncer
+from node_agent.tokenfile import TokenFile
 
 DEFAULT_CONFIG = Path("/etc/underlay/agent.toml")
 log = logging.getLogger("underlay.main")
@@ -48,6 +52,7 @@ log = logging.getLogger("underlay.main")
 class AgentConfig:
     node: str
     controller_url: str | None = None
+    controller_address: str | None = None
     token_file: str | None = None
     ca_file: str | None = None
     client_cert: str | None = None
@@ -76,8 +81,8 @@ def load_config(argv: list[str] | None = None) -> AgentConfig:
     if unknown:
         parser.error(f"{path}: unknown keys {', '.join(sorted(unknown))}")
     values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
-    values.setdefault("node", socket.gethostname())
-    optional = ("netns", "master", "controller_url", "ca_file", "client_cert", "client_key")
+    values.setdefault("node", os.environ.get("NODE_NAME") or socket.gethostname())  # NODE_NAME: the downward API's
+    optional = ("netns", "master", "controller_url", "controller_address", "ca_file", "client_cert", "client_key")
     options: dict[str, Any] = {k: (v or None) if k in optional else v for k, v in values.items()}
     return AgentConfig(**options)
 
@@ -85,13 +90,14 @@ def load_config(argv: list[str] | None = None) -> AgentConfig:
 def build(config: AgentConfig) -> tuple[Agent, AgentServer, Syncer | None]:
     client = None
     if config.controller_url:
-        token = Path(config.token_file).read_text().strip() if config.token_file else None
         try:
+            token = TokenFile(config.token_file).get if config.token_file else None
             client = ControllerClient(config.controller_url, config.node, token=token, ca_file=config.ca_file,
-                                      client_cert=config.client_cert, client_key=config.client_key)
+                                      client_cert=config.client_cert, client_key=config.client_key,
+                                      connect_to=config.controller_address)
         except (ValueError, OSError) as err:  # a URL we refuse, a CA or certificate file we cannot load
-            raise SystemExit(f"underlay-agent: controller_url {config.controller_url}, ca_file {config.ca_file}: "
-                             f"{err}") from None
+            raise SystemExit(f"underlay-agent: controller_url {config.controller_url}, ca_file {config.ca_file}, "
+                             f"token_file {config.token_file}: {err}") from None
     agent = Agent(node=NodeNetlink(config.netns), controller=client, store=AttachmentStore(Path(config.state_dir)),
                   master=config.master, shim_ifname=config.shim_ifname,
                   retry=RetryPolicy(deadline=config.controller_retry_deadline))

@@ -98,6 +98,7 @@ EVENTS = Resource("", "v1", "events")
 STATEFULSETS = Resource("apps", "v1", "statefulsets")
 IPPOOLS = Resource("underlay.io", "v1alpha1", "ippools")
 IPALLOCATIONS = Resource("underlay.io", "v1alpha1", "ipallocations")
+TOKENREVIEWS = Resource("authentication.k8s.io", "v1", "tokenreviews")
 
 
 class Kube:

@@ -408,18 +408,18 @@ class KubeStore:
     def _put_node(self, name: str) -> Exception | None:
         with self._lock:
             block, node = self._pending_nodes.get(name), self._tables.nodes.get(name)
-        if node is not None:
-            value = json.dumps({"mac": node.mac, "ip": node.ip,
-                                "dpid": None if node.dpid is None else f"{node.dpid:#x}", "port": node.port})  # fmt: skip
-            try:
-                self.kube.patch(NODES.path(name=name), {"metadata": {"annotations": {UPLINK_ANNOTATION: value}}},
-                                timeout=NODE_TIMEOUT)  # fmt: skip
-            except Missing:
+        value = None if node is None else json.dumps({  # None: the node was forgotten, so is its uplink
+            "mac": node.mac, "ip": node.ip, "dpid": None if node.dpid is None else f"{node.dpid:#x}", "port": node.port})
+        try:
+            self.kube.patch(NODES.path(name=name), {"metadata": {"annotations": {UPLINK_ANNOTATION: value}}},
+                            timeout=NODE_TIMEOUT)  # fmt: skip
+        except Missing:
+            if value is not None:
                 LOG.warning(kv("node uplink not kept: no Node object of that name", node=name))
-            except TemporaryError as err:
-                return err
-            except ControllerError as err:  # RBAC: the uplink is relearned after a restart, the rest works
-                LOG.error(kv("node uplink not kept", node=name, error=err))
+        except TemporaryError as err:
+            return err
+        except ControllerError as err:  # RBAC: the uplink is relearned after a restart, the rest works
+            LOG.error(kv("node uplink not kept", node=name, error=err))
         with self._lock:
             if self._pending_nodes.get(name) == block:
                 del self._pending_nodes[name]

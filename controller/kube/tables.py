@@ -108,6 +108,11 @@ class TableWrites:
             self._set(self.tables.nodes, node.name, node)
         self.nodes.add(node.name)
 
+    def delete_node(self, name: str) -> None:
+        with self._lock:
+            self._set(self.tables.nodes, name, None)
+        self.nodes.add(name)
+
     def put_pod(self, pod: Pod) -> None:
         """`claim`s the address before the tables change (the Kubernetes store takes it in the API:
         see controller/kube/store.py), so a pod whose address is taken changes nothing."""

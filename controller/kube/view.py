@@ -73,7 +73,11 @@ def trim_namespace(obj: Object) -> Object:
 
 
 def trim_node(obj: Object) -> Object:
-    return {"apiVersion": "v1", "kind": "Node", "metadata": _meta(obj["metadata"], annotations=False)}
+    """Its labels (pool selectors) and its Ready condition (controller/nodelife.py)."""
+    ready = [{key: condition.get(key) for key in ("type", "status", "lastTransitionTime")}
+             for condition in (obj.get("status") or {}).get("conditions") or () if condition.get("type") == "Ready"]
+    return {"apiVersion": "v1", "kind": "Node", "metadata": _meta(obj["metadata"], annotations=False),
+            "status": {"conditions": ready}}
 
 
 def trim_statefulset(obj: Object) -> Object:
@@ -129,6 +133,10 @@ class KubeView:
 
     def node(self, name: str) -> Object | None:
         return self._cached(self.nodes, NODES, trim_node, name)
+
+    def node_live(self, name: str) -> Object | None:
+        """The API server's answer, never the cache's (controller/nodelife.py confirms with it)."""
+        return self._live(NODES, trim_node, name)
 
     def event(self, involved: Mapping[str, Any], *, reason: str, message: str, type: str = "Warning") -> None:
         self.events.record(involved, reason=reason, message=message, type=type)

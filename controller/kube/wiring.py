@@ -11,11 +11,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from controller.agentauth import AUDIENCE, TokenReviewAuth
 from controller.config import Config, KubernetesConfig
 from controller.errors import TemporaryError
 from controller.kube.client import Kube
 from controller.kube.pools import PoolManager
 from controller.kube.store import KubeStore
+from controller.kube.tokenreview import TokenReviewer
 from controller.kube.view import KubeView
 
 
@@ -35,6 +37,11 @@ class Cluster:
 
         pool_of = pools.pool_of if pools is not None else (lambda ip: None)
         return KubeStore(self.kube, now=now, cooldown=cooldown, pool_of=pool_of)
+
+    def authenticator(self, config: KubernetesConfig, *, now: Callable[[], float] = time.time) -> TokenReviewAuth:
+        """Agents' tokens checked by this cluster (`agent_auth = "tokenreview"`)."""
+        return TokenReviewAuth(TokenReviewer(self.kube, audiences=[AUDIENCE]), now=now, ttl=config.token_cache,
+                               namespace=config.agent_namespace, service_account=config.agent_service_account)
 
     def stop(self) -> None:
         if self.pools is not None:

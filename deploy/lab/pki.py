@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 VALIDITY = datetime.timedelta(days=365)
+CONTROLLER_NAMES = ("underlay-controller.underlay-system.svc", "underlay-controller.underlay-system.svc.cluster.local")
+"""The names agents in a cluster reach the controller's REST Service by: its certificate carries them."""
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,10 @@ class Authority:
         path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return cls(cert, key, path)
 
-    def issue(self, directory: Path, name: str, *, ip: str | None = None, client: bool = False) -> tuple[Path, Path]:
-        """A certificate for `name` (a server at `ip`, or a client) and its key: (`name`.pem, `name`.key)."""
+    def issue(self, directory: Path, name: str, *, ip: str | None = None, dns: Sequence[str] = (),
+              client: bool = False) -> tuple[Path, Path]:
+        """A certificate for `name` (a server at `ip` and the DNS names `dns`, or a client) and its
+        key: (`name`.pem, `name`.key)."""
         key = ec.generate_private_key(ec.SECP256R1())
         usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
         builder = (_builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]), self.cert.subject,
@@ -63,9 +68,10 @@ class Authority:
                    .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
                    .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
                                   critical=False))  # fmt: skip
-        if ip is not None:
-            builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
-                                            critical=False)
+        names: list[x509.GeneralName] = [x509.DNSName(each) for each in dns]
+        names += [] if ip is None else [x509.IPAddress(ipaddress.ip_address(ip))]
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
         cert_path.write_bytes(builder.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
         key_path.touch(mode=0o600)
@@ -74,10 +80,11 @@ class Authority:
         return cert_path, key_path
 
 
-def server_files(directory: Path, *, ip: str) -> ServerFiles:
-    """A new CA in `directory` and a certificate from it for a server at `ip`."""
+def server_files(directory: Path, *, ip: str, dns: Sequence[str] = CONTROLLER_NAMES) -> ServerFiles:
+    """A new CA in `directory` and a certificate from it for a server at `ip` and named `dns` (by
+    default the controller's Service names, so agents in a cluster may reach it by name)."""
     authority = Authority.create(directory)
-    cert, key = authority.issue(directory, "server", ip=ip)
+    cert, key = authority.issue(directory, "server", ip=ip, dns=dns)
     return ServerFiles(ca=authority.path, cert=cert, key=key)
 
 
