@@ -3,12 +3,13 @@
 VENV    ?= .venv
 PYTHON  ?= python3
 APT_PACKAGES = openvswitch-switch containernetworking-plugins iproute2 iputils-ping iputils-arping \
-               user-mode-linux tcpdump python3-venv python3-pip gcc libc6-dev etcd-server
+               user-mode-linux tcpdump python3-venv python3-pip gcc libc6-dev etcd-server \
+               podman runc debootstrap
 # The Kubernetes control plane the tests run against, built once per machine from deploy/k8s/bin/go.mod
 # into ~/.cache/underlay/k8s/<version>/ (deploy/k8s/build.py; the first build is ~10 minutes).
 K8S_COMPONENTS = kube-apiserver kube-controller-manager kube-scheduler
 
-.PHONY: setup k8s test lab lab-down install-cni clean
+.PHONY: setup k8s image test lab lab-down install-cni clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +25,11 @@ $(VENV)/.installed: pyproject.toml
 
 k8s: setup
 	$(VENV)/bin/python -m deploy.k8s.build $(K8S_COMPONENTS)
+
+# The container images (localhost/underlay:dev, localhost/pause:3.10) on a Debian base made by
+# debootstrap, saved as OCI archives for containerd in ~/.cache/underlay/image/ (deploy/image/build.py).
+image: setup
+	$(VENV)/bin/python -m deploy.image.build
 
 test: setup k8s
 	$(VENV)/bin/mypy  # --strict on the package, configured in pyproject.toml
