@@ -7,8 +7,9 @@ being the k8s.io/kubernetes release go.mod pins (`$UNDERLAY_K8S_CACHE` replaces 
 
 A binary already there is not built again. The cold build is long (about 7-10 minutes for the three on
 2 cores), so it must happen once per machine even when several test sessions ask at once: callers take
-an exclusive file lock in the cache directory and look again after getting it, and the build writes into
-a temporary directory whose binaries are renamed into place, so a reader never sees half a file.
+an exclusive file lock in the cache directory and look again after getting it (deploy/buildcache.py),
+and the build writes into a temporary directory whose binaries are renamed into place, so a reader
+never sees half a file.
 
 The machine's Go is used as it is (`GOTOOLCHAIN=local`: no toolchain download), modules come through
 the module proxy (`GOFLAGS=-mod=mod`: the module has no vendor tree). Go 1.27's default JSON library
@@ -19,19 +20,18 @@ from 1.27 on the build sets `GOEXPERIMENT=nojsonv2`.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from deploy import buildcache
 
 MODULE_DIR = Path(__file__).resolve().parent / "bin"
 CACHE_ENV = "UNDERLAY_K8S_CACHE"
@@ -39,11 +39,10 @@ DEFAULT_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-schedul
 MIN_GO = (1, 26)
 JSONV2_GO = (1, 27)  # the first Go whose encoding/json is v2 by default: needs GOEXPERIMENT=nojsonv2
 FALLBACK_GO = Path("/usr/local/go/bin/go")  # where Go's own tarball puts it, often not on root's PATH
-PROGRESS_EVERY = 60.0  # seconds between progress lines of a running build
 BUILD_COMMAND = "python -m deploy.k8s.build"
 VERSION_PACKAGES = ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
 
-Log = Callable[[str], None]
+Log = buildcache.Log
 
 
 class BuildError(RuntimeError):
@@ -79,8 +78,7 @@ class Module:
 
 
 def cache_dir(version: str, *, environ: Mapping[str, str] = os.environ) -> Path:
-    root = environ.get(CACHE_ENV) or Path.home() / ".cache" / "underlay" / "k8s"
-    return Path(root) / version
+    return buildcache.cache_dir("k8s", override=CACHE_ENV, environ=environ) / version
 
 
 def binary_path(name: str, *, environ: Mapping[str, str] = os.environ) -> Path:
@@ -131,27 +129,13 @@ def ensure(names: Sequence[str] = DEFAULT_COMPONENTS, *, environ: Mapping[str, s
     version = go_version(go)
     env = build_env(version, environ=environ)
     target.mkdir(parents=True, exist_ok=True)
-    with _locked(target / ".lock", log=log):
+    with buildcache.locked(target / ".lock", log=log, what="k8s"):
         missing = [name for name, path in paths.items() if not path.exists()]  # another caller may have built
         if missing:
             label = f"{' '.join(missing)} ({module.version}, go{version[0]}.{version[1]})"
             _build(go, [module.packages[name] for name in missing], module_dir=module_dir, target=target,
                    release=module.version, env=env, label=label, log=log)
     return paths
-
-
-@contextmanager
-def _locked(lockfile: Path, *, log: Log) -> Iterator[None]:
-    with open(lockfile, "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"k8s: another process is building into {lockfile.parent}; waiting for it")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _build(go: str, packages: Sequence[str], *, module_dir: Path, target: Path, release: str,
@@ -164,16 +148,15 @@ def _build(go: str, packages: Sequence[str], *, module_dir: Path, target: Path, 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(dir=target, prefix=".build-") as tmp:
         argv = [go, "build", "-v", "-trimpath", f"-ldflags={ldflags(release)}", "-o", tmp + "/", *packages]
-        with open(target / "build.log", "w") as build_log:
-            proc = subprocess.Popen(argv, cwd=module_dir, env=dict(env), stdin=subprocess.DEVNULL,
-                                    stdout=build_log, stderr=subprocess.STDOUT)
-            rc = _wait_with_progress(proc, target / "build.log", started=started, log=log)
+        rc = buildcache.run_logged(argv, log_file=target / "build.log", cwd=module_dir, env=env, log=log,
+                                   status=_progress)
         if rc != 0:
-            raise BuildError(f"go build failed (exit {rc}) after {_elapsed(started)}; "
-                             f"last lines of {target / 'build.log'}:\n{_failure_tail(target / 'build.log')}")
+            failure = buildcache.tail(target / "build.log", keep=lambda line: bool(line) and not _is_package(line))
+            raise BuildError(f"go build failed (exit {rc}) after {buildcache.elapsed(started)}; "
+                             f"last lines of {target / 'build.log'}:\n{failure}")
         for built in sorted(Path(tmp).iterdir()):
             os.replace(built, target / built.name)
-    log(f"k8s: built {label} in {_elapsed(started)}")
+    log(f"k8s: built {label} in {buildcache.elapsed(started)}")
 
 
 def ldflags(version: str) -> str:
@@ -185,40 +168,14 @@ def ldflags(version: str) -> str:
                                    for key, value in stamps.items())])
 
 
-def _wait_with_progress(proc: subprocess.Popen[bytes], build_log: Path, *, started: float, log: Log) -> int:
-    done = threading.Event()
-
-    def report() -> None:
-        while not done.wait(PROGRESS_EVERY):
-            compiled = sum(1 for line in build_log.read_text(errors="replace").splitlines() if _is_package(line))
-            log(f"k8s: still building, {compiled} packages compiled, {_elapsed(started)}")
-
-    reporter = threading.Thread(target=report, daemon=True)
-    reporter.start()
-    try:
-        return proc.wait()
-    except BaseException:  # interrupted: leave no compiler behind
-        proc.kill()
-        proc.wait()
-        raise
-    finally:
-        done.set()
-        reporter.join()
+def _progress(output: str) -> str:
+    compiled = sum(1 for line in output.splitlines() if _is_package(line))
+    return f"k8s: still building, {compiled} packages compiled"
 
 
 def _is_package(line: str) -> bool:
     """`go build -v` lines are bare import paths; errors and warnings have spaces or colons."""
     return bool(line) and " " not in line and ":" not in line
-
-
-def _failure_tail(build_log: Path, lines: int = 30) -> str:
-    errors = [line for line in build_log.read_text(errors="replace").splitlines() if not _is_package(line)]
-    return "\n".join(errors[-lines:]) or "(no error output)"
-
-
-def _elapsed(started: float) -> str:
-    seconds = int(time.monotonic() - started)
-    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
