@@ -5,6 +5,8 @@ know nothing of our virtualenv) with a shebang for the system's Python in isolat
 Where a C compiler is at hand, `underlay` is instead the small native forwarder (cni/shim.c), which
 starts in ~1 ms instead of Python's ~10: the Python plugin is then installed beside it as
 `underlay.py` and the forwarder hands it every call it does not simply forward (errors above all).
+An image has no compiler: its build runs `--prebuild-shim`, which keeps a static forwarder (it runs on
+any node's libc) in the package with the paths compiled into it, used where they are the install's.
 An example conflist is written beside other networks unless one with that name already exists.
 """
 
@@ -22,6 +24,8 @@ from cni import plugin, spec
 
 PLUGIN_NAME = "underlay"
 SHIM_SOURCE = Path(__file__).with_name("shim.c")
+PREBUILT_SHIM = Path(__file__).with_name("shim")  # made by --prebuild-shim (deploy/image/Containerfile)
+PREBUILT_PATHS = PREBUILT_SHIM.with_suffix(".json")  # {"fallback": ..., "python": ...} compiled into it
 SHEBANG = "#!{python} -IS\n"  # one argument: the kernel passes the rest of the line as one
 CONFLIST_NAME = "10-underlay.conflist"
 # The example chains the reference `tuning` plugin, and Debian's (1.1.1 plugins) speaks up to 1.0.0:
@@ -47,25 +51,51 @@ def plugin_source(python: str) -> str:
 def install_binary(bin_dir: Path, *, python: str | None = None, name: str = PLUGIN_NAME,
                    native: bool = True) -> Path:
     """Install the plugin as `bin_dir/name`: the native forwarder in front of the Python plugin when
-    `native` and a C compiler allow, the Python plugin alone otherwise."""
+    `native` and a forwarder prebuilt for these paths or a C compiler allow, the Python plugin alone
+    otherwise."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     python = python or default_python()
     target = bin_dir / name
+    fallback = bin_dir / f"{name}.py"
     compiler = shutil.which("cc") or shutil.which("gcc")
-    if not (native and compiler):
+    shim = _prebuilt_shim(fallback=fallback, python=python) if native else None
+    if native and shim is None and compiler:
+        shim = _compile_shim(compiler, fallback=fallback, python=python)
+    if shim is None:
         _write_atomically(target, plugin_source(python).encode())
         return target
-    fallback = bin_dir / f"{name}.py"
     _write_atomically(fallback, plugin_source(python).encode())
-    _write_atomically(target, _compile_shim(compiler, fallback=fallback, python=python))
+    _write_atomically(target, shim)
     return target
 
 
-def _compile_shim(compiler: str, *, fallback: Path, python: str) -> bytes:
+def prebuild_shim(bin_dir: Path, *, python: str | None = None) -> Path:
+    """Compile the forwarder, static, for an install into `bin_dir` and keep it in the package."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise SystemExit("cni.install: --prebuild-shim needs a C compiler (cc or gcc) and the static libc (libc6-dev)")
+    paths = {"fallback": str((bin_dir / f"{PLUGIN_NAME}.py").resolve()), "python": python or default_python()}
+    PREBUILT_SHIM.write_bytes(_compile_shim(compiler, fallback=Path(paths["fallback"]), python=paths["python"],
+                                            static=True))
+    PREBUILT_PATHS.write_text(json.dumps(paths) + "\n")
+    return PREBUILT_SHIM
+
+
+def _prebuilt_shim(*, fallback: Path, python: str) -> bytes | None:
+    """The prebuilt forwarder when the paths compiled into it are this install's."""
+    if not PREBUILT_PATHS.exists():
+        return None
+    paths = json.loads(PREBUILT_PATHS.read_text())
+    if paths != {"fallback": str(fallback.resolve()), "python": python}:
+        return None
+    return PREBUILT_SHIM.read_bytes()
+
+
+def _compile_shim(compiler: str, *, fallback: Path, python: str, static: bool = False) -> bytes:
     """cni/shim.c built for this install: it knows where its Python fallback and interpreter are."""
     with tempfile.TemporaryDirectory() as scratch:
         output = Path(scratch) / "underlay"
-        subprocess.run([compiler, "-O2", "-s", "-o", str(output), str(SHIM_SOURCE),
+        subprocess.run([compiler, "-O2", "-s", *(["-static"] if static else []), "-o", str(output), str(SHIM_SOURCE),
                         f"-DFALLBACK={json.dumps(str(fallback.resolve()))}", f"-DPYTHON={json.dumps(python)}"],
                        check=True, capture_output=True)
         return output.read_bytes()
@@ -107,7 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", help="interpreter for the shebang (default: /usr/bin/python3)")
     parser.add_argument("--master", help="uplink interface to put in the example conflist")
     parser.add_argument("--agent-socket", default=plugin.DEFAULT_SOCKET)
+    parser.add_argument("--prebuild-shim", action="store_true",
+                        help="only compile the native forwarder for --bin-dir into the package (image builds)")
     args = parser.parse_args(argv)
+    if args.prebuild_shim:
+        print(f"built {prebuild_shim(args.bin_dir, python=args.python)}")
+        return 0
     print(f"installed {install_binary(args.bin_dir, python=args.python)}")
     if not args.no_conf:
         written = install_conflist(args.conf_dir, example_conflist(master=args.master, agent_socket=args.agent_socket))

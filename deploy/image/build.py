@@ -2,8 +2,8 @@
 
 `python -m deploy.image.build [--pause] [--underlay]` (both when neither is given) makes the Debian
 base first (deploy/image/base.py), builds `localhost/pause:3.10` (deploy/image/pause/) and
-`localhost/underlay:dev` (deploy/image/Containerfile, the checkout as context), and saves each as an
-OCI archive in ~/.cache/underlay/image/ (`$UNDERLAY_IMAGE_CACHE` moves it), which
+`localhost/underlay:dev` (deploy/image/Containerfile, its context made by deploy/image/context.py), and
+saves each as an OCI archive in ~/.cache/underlay/image/ (`$UNDERLAY_IMAGE_CACHE` moves it), which
 `ctr -n k8s.io images import` takes under the same name. It prints the archives' paths on stdout, one
 per line, and its progress on stderr.
 
@@ -18,27 +18,32 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from deploy import buildcache
-from deploy.image import base
+from deploy.image import base, context
 from deploy.image.podman import ImageError, Podman
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 CACHE_ENV = "UNDERLAY_IMAGE_CACHE"
 BUILD_COMMAND = "python -m deploy.image.build"
+MakeContext = Callable[[Path, buildcache.Log], Path]
+
+
+def _fixed(directory: Path) -> MakeContext:
+    return lambda cache, log: directory
 
 
 @dataclass(frozen=True)
 class Image:
-    """One image we build: its name, how, and the archive containerd imports it from."""
+    """One image we build: its name, its Containerfile and context, the archive containerd imports."""
 
     name: str
     containerfile: Path
-    context: Path
+    context: MakeContext  # (cache directory, log) -> the build context
     archive: str
 
     @property
@@ -47,8 +52,9 @@ class Image:
         return self.name.rsplit("/", 1)[1].replace(":", "-")
 
 
-PAUSE = Image("localhost/pause:3.10", HERE / "pause" / "Containerfile", HERE / "pause", "pause-3.10.oci.tar")
-UNDERLAY = Image("localhost/underlay:dev", HERE / "Containerfile", REPO, "underlay-dev.oci.tar")
+PAUSE = Image("localhost/pause:3.10", HERE / "pause" / "Containerfile", _fixed(HERE / "pause"), "pause-3.10.oci.tar")
+UNDERLAY = Image("localhost/underlay:dev", HERE / "Containerfile",
+                 lambda cache, log: context.make(REPO, cache=cache, log=log), "underlay-dev.oci.tar")
 
 
 def cache_dir(*, environ: Mapping[str, str] = os.environ) -> Path:
@@ -72,7 +78,7 @@ def ensure(images: Sequence[Image] = (PAUSE, UNDERLAY), *, environ: Mapping[str,
 def _build_and_save(podman: Podman, image: Image, *, cache: Path, recipe: base.Recipe,
                     log: buildcache.Log) -> Path:
     started = time.monotonic()
-    built = podman.build(image.containerfile, image.context, tag=image.name, log=log,
+    built = podman.build(image.containerfile, image.context(cache, log), tag=image.name, log=log,
                          build_log=cache / f"build-{image.slug}.log", build_args={"BASE": recipe.image})
     archive = cache / image.archive
     saved_from = archive.with_name(f"{archive.name}.id")

@@ -10,6 +10,7 @@ nothing is ever pulled (`--pull never`): every image comes from our own base.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from pathlib import Path
 from deploy import buildcache
 
 CONF = Path(__file__).resolve().with_name("containers.conf")
+STEP = re.compile(r"^(?:\[(\d+/\d+)\] )?STEP (\d+/\d+):", re.MULTILINE)
 INSTALL_HINT = "apt-get install podman (Makefile APT_PACKAGES)"
 
 
@@ -103,5 +105,9 @@ class Podman:
 
 
 def _last_step(output: str) -> str:
-    steps = [line for line in output.splitlines() if line.startswith("STEP ")]
-    return steps[-1].split(":")[0].lower() if steps else "starting"
+    """`stage 1/2 step 3/6` from podman's last `[1/2] STEP 3/6: RUN ...` line."""
+    steps = STEP.findall(output)
+    if not steps:
+        return "starting"
+    stage, step = steps[-1]
+    return f"stage {stage} step {step}" if stage else f"step {step}"

@@ -99,3 +99,33 @@ def test_an_add_the_agent_answers_with_nothing_is_an_internal_error_that_says_so
     assert status == 1
     assert json.loads(stdout) == {"cniVersion": "1.0.0", "code": spec.INTERNAL, "details": "",
                                   "msg": "the node agent returned no result for ADD"}
+
+
+@pytest.fixture
+def prebuilt(tmp_path, monkeypatch):
+    """The package's prebuilt forwarder redirected into tmp_path (an image build keeps it in the package)."""
+    monkeypatch.setattr(install, "PREBUILT_SHIM", tmp_path / "prebuilt" / "shim")
+    monkeypatch.setattr(install, "PREBUILT_PATHS", tmp_path / "prebuilt" / "shim.json")
+    (tmp_path / "prebuilt").mkdir()
+    return install.PREBUILT_SHIM
+
+
+def test_an_install_without_a_compiler_uses_the_static_forwarder_prebuilt_for_its_paths(tmp_path, prebuilt, monkeypatch):
+    """What an image does: the build stage prebuilds, the init container (no compiler) installs it."""
+    install.prebuild_shim(tmp_path / "bin")
+    monkeypatch.setenv("PATH", str(tmp_path / "no-compiler"))
+    plugin = install.install_binary(tmp_path / "bin", python="/usr/bin/python3")
+    assert plugin.read_bytes() == prebuilt.read_bytes()
+    assert b"/lib64/ld-linux" not in plugin.read_bytes(), "the prebuilt forwarder is not static"
+    out = subprocess.run([str(plugin)], input=b"", capture_output=True, env={"CNI_COMMAND": "VERSION"})
+    assert json.loads(out.stdout)["supportedVersions"] == ["0.4.0", "1.0.0", "1.1.0"]
+
+
+@pytest.mark.parametrize("elsewhere", [{"bin": "other-bin"}, {"python": "/usr/local/bin/python3"}],
+                         ids=["another bin dir", "another interpreter"])
+def test_a_forwarder_prebuilt_for_other_paths_is_not_installed(tmp_path, prebuilt, monkeypatch, elsewhere):
+    """Its compiled-in fallback or interpreter would not be there: the Python plugin alone is installed."""
+    install.prebuild_shim(tmp_path / "bin")
+    monkeypatch.setenv("PATH", str(tmp_path / "no-compiler"))
+    plugin = install.install_binary(tmp_path / elsewhere.get("bin", "bin"), python=elsewhere.get("python", "/usr/bin/python3"))
+    assert plugin.read_bytes().startswith(b"#!")
