@@ -40,6 +40,41 @@ def test_the_image_runs_each_command_of_the_cluster(podman, archives, command, u
     assert usage in run_ok(podman, *command)
 
 
+CONTROLLER_CONFIG = """store = "/tmp/store.sqlite"
+[openflow]
+host = "127.0.0.1"
+port = 6653
+[api]
+host = "127.0.0.1"
+port = 6680
+plaintext = true
+[pools.default]
+subnet = "198.18.0.0/24"
+"""
+ASK_HEALTH = """import sys, time, urllib.request
+deadline = time.monotonic() + 60
+while True:
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:6680/v1/health", timeout=5) as answer:
+            sys.exit(print(answer.status, answer.read().decode()))
+    except OSError as error:
+        if time.monotonic() > deadline:
+            sys.exit(f"no answer from the controller: {error}: {open('/tmp/controller.log').read()}")
+        time.sleep(0.1)
+"""
+
+
+def test_the_controller_serves_its_api_in_the_image(podman, archives):
+    """Not only --help: the controller starts with a config (SQLite store, OpenFlow and plain HTTP on the
+    container's own loopback) and answers /v1/health, so its runtime dependencies work in the image."""
+    script = ('printf %s "$CONFIG" > /tmp/controller.toml && '
+              "(underlay-controller --config /tmp/controller.toml 2>/tmp/controller.log &) && "
+              'python -c "$ASK"')
+    answer = run_ok(podman, "sh", "-c", script,
+                    options=("-e", f"CONFIG={CONTROLLER_CONFIG}", "-e", f"ASK={ASK_HEALTH}")).split(" ", 1)
+    assert answer[0] == "200" and json.loads(answer[1])["status"] == "ok", answer
+
+
 def test_every_module_of_the_package_imports_in_the_image(podman, archives):
     """Nothing the image leaves out (the compiler, trimmed parts of dependencies) is needed by our code."""
     code = ("import importlib, pkgutil\n"
