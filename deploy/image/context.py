@@ -29,6 +29,7 @@ from deploy.image.podman import ImageError
 IMAGE_PYTHON = "3.11"  # bookworm's python3, which the image runs
 IMAGE_GLIBC = 36  # bookworm's glibc 2.36: every manylinux wheel up to it runs there
 BUILD_REQUIREMENTS = ("setuptools>=61",)  # pyproject.toml's build-system, installed offline in the image
+CONTEXT_TIME = 315532800  # 1980-01-01, the earliest time a zip (a wheel) can hold
 SOURCE_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "shim", "shim.json")
 
 
@@ -87,11 +88,20 @@ def make(repo: Path, *, cache: Path, log: buildcache.Log) -> Path:
             shutil.copy2(repo / name, fresh / "src" / name)
         for package in packages(repo):
             shutil.copytree(repo / package, fresh / "src" / package, ignore=SOURCE_IGNORED)
+        _settle_times(fresh)
         shutil.rmtree(context, ignore_errors=True)
         os.rename(fresh, context)
     finally:
         shutil.rmtree(fresh, ignore_errors=True)
     return context
+
+
+def _settle_times(tree: Path) -> None:
+    """One fixed time on every file: a layer's digest then depends on content alone. With the copies'
+    own times, a checkout touched back to the same content gave a second cached layer of the same
+    content, and podman picked either from build to build, so an unchanged image changed its ID."""
+    for path in [tree, *tree.rglob("*")]:
+        os.utime(path, (CONTEXT_TIME, CONTEXT_TIME), follow_symlinks=False)
 
 
 def packages(repo: Path) -> list[str]:
