@@ -1,10 +1,11 @@
 """podman as the image build drives it: the project's own containers.conf, errors that name the command.
 
-The machines we build on may lack systemd (this lab VM has none, and cgroup v1): deploy/image/
-containers.conf sets the cgroupfs manager and file events, and `CONTAINERS_CONF` points podman at it
-alone, so nothing in the host's /etc/containers is read or needed. Build steps use the host's network
-as it is (`--network host`: apt and pip need it, and no bridge or NAT rule is made on a shared machine);
-nothing is ever pulled (`--pull never`): every image comes from our own base.
+The machines we build on may lack systemd (this lab VM has none, cgroup v1 with a hybrid layout crun
+refuses, and no CAP_SYS_RESOURCE): deploy/image/containers.conf sets the cgroupfs manager, file events,
+runc and modest rlimits, and `CONTAINERS_CONF` points podman at it alone, so the host's containers.conf
+is neither read nor needed. Build steps use the host's network as it is (`--network host`: apt needs
+it, and no bridge or NAT rule is made on a shared machine); nothing is ever pulled (`--pull never`):
+every image comes from our own base.
 """
 
 from __future__ import annotations
