@@ -1,7 +1,7 @@
 """The Debian base every image builds FROM, made here with debootstrap: no registry is needed.
 
-`debootstrap --variant=minbase bookworm` from Debian's mirror gives a root filesystem (about three
-minutes cold on 2 cores); it gets bookworm's updates and security sources, docs and man pages are left
+`debootstrap --variant=minbase bookworm` from Debian's mirror gives a root filesystem (1 to 3 minutes
+cold on 2 cores, by load); it gets bookworm's updates and security sources, docs and man pages are left
 out of later package installs (as Debian's own -slim images do), and it is tarred into the cache
 (~/.cache/underlay/image/, `$UNDERLAY_IMAGE_CACHE` moves it) and imported into podman as
 `localhost/debian-base:bookworm`. The recipe's key (suite, mirror, variant, what is written into the
@@ -92,7 +92,7 @@ def bootstrap(recipe: Recipe, tarball: Path, *, log: buildcache.Log) -> None:
         raise ImageError(f"debootstrap is not installed (not on PATH): {DEBOOTSTRAP_HINT}")
     started = time.monotonic()
     log(f"image: debootstrap --variant={recipe.variant} {recipe.suite} from {recipe.mirror} "
-        f"(about 3 minutes the first time, once per machine)")
+        f"(1-3 minutes, once per machine)")
     work = Path(tempfile.mkdtemp(dir=tarball.parent, prefix=".base-"))
     try:
         rootfs = work / "rootfs"
