@@ -19,7 +19,8 @@ from openflow import COOKIE_MASK
 from openflow.flows import Action, Flow, Learn, MatchValue, Move, Output, SetField
 from openflow.tables import table_id
 
-# OXM basic-class fields: name -> (field number, value width in bytes)
+OFPXMC_ERICSSON = 0x1000  # the OXM class of Open vSwitch's ERICOXM_OF_* fields (os-ken lacks them)
+# OXM fields: name -> (field number, value width in bytes); in the basic class unless OXM_CLASSES says
 OXM_FIELDS = {
     "in_port": (ofp.OFPXMT_OFB_IN_PORT, 4),
     "eth_dst": (ofp.OFPXMT_OFB_ETH_DST, 6),
@@ -33,10 +34,23 @@ OXM_FIELDS = {
     "arp_tpa": (ofp.OFPXMT_OFB_ARP_TPA, 4),
     "arp_sha": (ofp.OFPXMT_OFB_ARP_SHA, 6),
     "arp_tha": (ofp.OFPXMT_OFB_ARP_THA, 6),
+    "ip_proto": (ofp.OFPXMT_OFB_IP_PROTO, 1),
+    "ipv6_src": (ofp.OFPXMT_OFB_IPV6_SRC, 16),
+    "ipv6_dst": (ofp.OFPXMT_OFB_IPV6_DST, 16),
+    "icmpv6_type": (ofp.OFPXMT_OFB_ICMPV6_TYPE, 1),
+    "icmpv6_code": (ofp.OFPXMT_OFB_ICMPV6_CODE, 1),
+    "ipv6_nd_target": (ofp.OFPXMT_OFB_IPV6_ND_TARGET, 16),
+    "ipv6_nd_sll": (ofp.OFPXMT_OFB_IPV6_ND_SLL, 6),
+    "ipv6_nd_tll": (ofp.OFPXMT_OFB_IPV6_ND_TLL, 6),
+    # the flags word of a Neighbor Solicitation/Advertisement, the type of its first option
+    "nd_reserved": (1, 4),
+    "nd_options_type": (2, 1),
 }
+OXM_CLASSES = {"nd_reserved": OFPXMC_ERICSSON, "nd_options_type": OFPXMC_ERICSSON}
 # ... and their OXM headers, exact and masked, packed once
-_OXM_HEADERS = {name: (struct.pack("!HBB", ofp.OFPXMC_OPENFLOW_BASIC, number << 1, width),
-                       struct.pack("!HBB", ofp.OFPXMC_OPENFLOW_BASIC, number << 1 | 1, 2 * width))
+_OXM_HEADERS = {name: (struct.pack("!HBB", OXM_CLASSES.get(name, ofp.OFPXMC_OPENFLOW_BASIC), number << 1, width),
+                       struct.pack("!HBB", OXM_CLASSES.get(name, ofp.OFPXMC_OPENFLOW_BASIC), number << 1 | 1,
+                                   2 * width))
                 for name, (number, width) in OXM_FIELDS.items()}
 NX_VENDOR_ID = 0x00002320
 NXAST_REG_MOVE = 6
@@ -73,7 +87,8 @@ def _match(fields: tuple[tuple[str, MatchValue], ...]) -> bytes:
 
 
 def _oxm_order(field: tuple[str, MatchValue]) -> int:
-    return _oxm_field(field[0])[0]
+    """os-ken's order: by class, then field number."""
+    return _oxm_header(field[0])
 
 
 def _oxm(name: str, value: MatchValue) -> bytes:
@@ -98,6 +113,8 @@ def _value(value: int | str, width: int) -> bytes:
         return bytes.fromhex(value.replace(":", ""))
     if width == 4:
         return socket.inet_aton(value)
+    if width == 16:
+        return socket.inet_pton(socket.AF_INET6, value)
     raise Unencodable(f"value {value!r}")
 
 
@@ -144,7 +161,7 @@ def _learn(action: Learn) -> bytes:
 
 def _oxm_header(name: str) -> int:
     number, width = _oxm_field(name)
-    oxm_class: int = ofp.OFPXMC_OPENFLOW_BASIC  # os-ken is untyped: its constants are Any to mypy
+    oxm_class: int = OXM_CLASSES.get(name, ofp.OFPXMC_OPENFLOW_BASIC)  # os-ken's constants are Any to mypy
     return oxm_class << 16 | number << 9 | width
 
 

@@ -2,12 +2,13 @@
 
 A `Flow` is what OpenFlow 1.3 identifies (table, priority, match) plus what we put in it (apply-actions,
 goto-table, cookie). Matches are kept in one canonical form (a tuple of (field, value) pairs in a fixed
-field order, MACs lower-case, prerequisites spelled out) that equals what `ofmsg.parse_flow_stats`
+field order, MACs lower-case, IPv6 addresses compressed, prerequisites spelled out) that equals what `ofmsg.parse_flow_stats`
 reads back from Open vSwitch, so two flow sets compare exactly.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Union
@@ -24,8 +25,17 @@ PORT_NAMES = {IN_PORT: "IN_PORT", NORMAL: "NORMAL", CONTROLLER: "CONTROLLER", of
 
 ETH_TYPE_IP = 0x0800
 ETH_TYPE_ARP = 0x0806
+ETH_TYPE_IPV6 = 0x86DD
 ARP_REQUEST = 1
 ARP_REPLY = 2
+IPPROTO_ICMPV6 = 58
+# ICMPv6 types (RFC 4443, 4861, 2710, 3810)
+MLD_REPORT, MLD_DONE, MLD2_REPORT = 131, 132, 143
+ROUTER_SOLICITATION, ROUTER_ADVERTISEMENT = 133, 134
+NEIGHBOR_SOLICITATION, NEIGHBOR_ADVERTISEMENT, REDIRECT = 135, 136, 137
+ND_OPT_TARGET_LL = 2  # the Target Link-Layer Address option (RFC 4861 §4.6.1)
+UNSPECIFIED_IPV6 = "::"
+NO_MAC = "00:00:00:00:00:00"  # an ND message without a link-layer option, as OpenFlow reads it
 OFPVID_NONE = 0x0000     # vlan_vid of a frame without an 802.1Q/802.1ad tag (OpenFlow 1.3 §7.2.3.7)
 OFPVID_PRESENT = 0x1000  # or'ed into a VID: a frame tagged with that VID
 BROADCAST = "ff:ff:ff:ff:ff:ff"
@@ -36,9 +46,11 @@ Match = tuple[tuple[str, MatchValue], ...]
 
 # Canonical field order (how a human reads a flow); fields not listed sort after, by name.
 FIELD_ORDER = ("in_port", "eth_src", "eth_dst", "vlan_vid", "eth_type", "arp_op", "arp_spa", "arp_sha", "arp_tpa",
-               "arp_tha", "ipv4_src", "ipv4_dst")
+               "arp_tha", "ipv4_src", "ipv4_dst", "ip_proto", "ipv6_src", "ipv6_dst", "icmpv6_type", "icmpv6_code",
+               "ipv6_nd_target", "ipv6_nd_sll", "ipv6_nd_tll")
 _FIELD_RANK = {name: rank for rank, name in enumerate(FIELD_ORDER)}
-_MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha"})
+_MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"})
+_IPV6_FIELDS = frozenset({"ipv6_src", "ipv6_dst", "ipv6_nd_target"})
 
 
 @dataclass(frozen=True)
@@ -153,7 +165,8 @@ class Flow:
 
 
 def make_match(fields: Mapping[str, MatchValue]) -> Match:
-    """The canonical match: fixed field order, lower-case MACs, exact values instead of full masks."""
+    """The canonical match: fixed field order, lower-case MACs, compressed IPv6 addresses, exact values
+    instead of full masks."""
     return tuple(sorted(((name, _normal(name, value)) for name, value in fields.items()), key=_field_key))
 
 
@@ -180,4 +193,6 @@ def _normal(name: str, value: MatchValue) -> MatchValue:
         return (masked, mask)  # type: ignore[return-value]
     if name in _MAC_FIELDS and isinstance(value, str):
         return value.lower()
+    if name in _IPV6_FIELDS and isinstance(value, str):
+        return ipaddress.IPv6Address(value).compressed
     return value

@@ -7,6 +7,7 @@ type here is frozen and ordered, so states and flows compare, hash and sort dete
 from __future__ import annotations
 
 import enum
+import ipaddress
 from dataclasses import dataclass, field
 
 
@@ -26,9 +27,27 @@ class SwitchPort:
     role: PortRole = field(compare=False)
 
 
+def link_local(ip: str) -> str:
+    """The link-local address that goes with the IPv6 address `ip`: fe80::/64 and the low 64 bits
+    (the interface identifier) of `ip`, compressed.
+
+    One function for both sides of the contract: the agent configures exactly this address in the
+    pod (with `addr_gen_mode` none, so the kernel adds no EUI-64 one), and the switch lets exactly
+    this address (besides `ip`) out of the pod's port. Deriving it from the address rather than
+    the MAC keeps it right for ipvlan pods, which share their node's MAC."""
+    address = ipaddress.ip_address(ip)
+    if address.version != 6:
+        raise ValueError(f"{ip}: a link-local address exists for an IPv6 address only")
+    return ipaddress.IPv6Address(_LINK_LOCAL_PREFIX | int(address) & _INTERFACE_ID).compressed
+
+
+_LINK_LOCAL_PREFIX = 0xFE80 << 112
+_INTERFACE_ID = (1 << 64) - 1
+
+
 @dataclass(frozen=True, order=True)
 class Placement:
-    """One IP on the segment and where it is reachable.
+    """One IP (IPv4, or IPv6 in compressed form) on the segment and where it is reachable.
 
     `mac` is the MAC the IP answers at: the pod's own MAC for macvlan, the node's uplink MAC for
     ipvlan (many placements then share one MAC on one port). A node's own uplink (node IP, node MAC)
@@ -36,6 +55,7 @@ class Placement:
     `vlan` is the VID its frames carry on its port; None (what the controller places today) means
     untagged: a tagged frame from a node port is dropped, whatever MAC and IP it carries. (VLAN pools
     are a later feature: they set `vlan`, and their l2/ARP treatment of tags, on the placement.)
+    A dual-stack pod is two placements with the same MAC and port, one per family.
     """
 
     ip: str

@@ -12,24 +12,47 @@ import struct
 from collections.abc import Iterable
 from typing import Any
 
-from os_ken.ofproto import ofproto_common
+from os_ken.lib import type_desc
+from os_ken.ofproto import ofproto_common, oxm_fields
 from os_ken.ofproto import ofproto_v1_3 as ofp13
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 from os_ken.ofproto import ofproto_v1_3_parser as parser13
 
 from openflow import COOKIE_MASK, encode
-from openflow.encode import OXM_FIELDS
+from openflow.encode import OFPXMC_ERICSSON, OXM_CLASSES, OXM_FIELDS
 from openflow.flows import ETH_TYPE_ARP, Action, Flow, Learn, Move, Opaque, Output, SetField, make_match
 from openflow.pipeline import seen_cookie
 from openflow.tables import SEEN, table_id, table_name
 
 NXM_SUFFIX = "_nxm"
+# Nicira (NXM) names os-ken gives fields whose OpenFlow basic twin is named otherwise
+_NXM_TWINS = {"nd_target": "ipv6_nd_target", "nd_sll": "ipv6_nd_sll", "nd_tll": "ipv6_nd_tll"}
 _OF13 = ProtocolDesc(ofp13.OFP_VERSION)
 # ofp_header, experimenter id and type, then bundle_id, pad, flags (os-ken's ONF_BUNDLE_ADD_MSG_PACK_STR)
 _BUNDLE_ADD_HEADER = struct.Struct("!BBHIIIIHH")
 # ofp_header, experimenter id and type, then bundle_id, type, flags (ONF_BUNDLE_CTRL_PACK_STR), no properties
 _BUNDLE_CTRL = struct.Struct("!BBHIIIIHH")
 _HEADER = struct.Struct("!BBHI")
+
+
+class _EricssonOxm(oxm_fields._OxmClass):  # type: ignore[misc]  # os-ken is untyped
+    _class = OFPXMC_ERICSSON
+
+
+def _teach_os_ken() -> None:
+    """Register the OXM fields Open vSwitch has and os-ken lacks (the ND flags and option type the
+    responder sets), so os-ken builds them and parses them in the flow stats a switch sends back.
+    Idempotent: os-ken regenerates its field tables from the list."""
+    known = {field.name for field in ofp13.oxm_types}
+    widths = {1: type_desc.Int1, 4: type_desc.Int4}
+    new = [_EricssonOxm(name, OXM_FIELDS[name][0], widths[OXM_FIELDS[name][1]])
+           for name, oxm_class in OXM_CLASSES.items() if oxm_class == OFPXMC_ERICSSON and name not in known]
+    if new:
+        ofp13.oxm_types.extend(new)
+        oxm_fields.generate(ofp13.__name__)
+
+
+_teach_os_ken()
 
 
 def flow_mod(datapath: Any, flow: Flow, *, delete: bool = False) -> Any:
@@ -217,6 +240,8 @@ def _parse_learn(action: Any) -> Action:
 
 def _oxm_name(name: str) -> str:
     """The OpenFlow basic name of a field OVS wrote as its Nicira (NXM) twin: same bits, same meaning."""
+    if name in _NXM_TWINS:
+        return _NXM_TWINS[name]
     return name[: -len(NXM_SUFFIX)] if name.endswith(NXM_SUFFIX) else name
 
 

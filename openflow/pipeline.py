@@ -49,14 +49,12 @@ from openflow.flows import (ARP_REPLY, ARP_REQUEST, BROADCAST, CONTROLLER, ETH_T
                             MULTICAST, NORMAL, OFPVID_NONE, OFPVID_PRESENT, Action, Flow, Learn, Move, Output,
                             SetField, make_flow)
 from openflow.model import Placement, PortRole, SwitchState, UnknownDestination
-from openflow.tables import ARP_RESPONDER, INGRESS, L2, SEEN
+from openflow import ipv6
+from openflow.tables import INGRESS, L2, PRIO_ALLOW, PRIO_ANSWER, PRIO_SKIP_OWNER, RESPONDER, SEEN
 
-PRIO_ALLOW = 200
 PRIO_TRUSTED_ARP = 101
 PRIO_TRUSTED = 100
 PRIO_LEARN = 90  # below trusted ports: a node's MAC on a trusted port is forwarded, never diverted
-PRIO_SKIP_OWNER = 200
-PRIO_ANSWER = 100
 PRIO_EXACT = 100
 PRIO_MULTICAST = 50
 PRIO_MISS = 0
@@ -146,7 +144,7 @@ class DesiredFlows:
             self._add(placement, trusted, state.cookie)
 
     def _add(self, placement: Placement, trusted: frozenset[int], cookie: int) -> None:
-        _check_vlan(placement)
+        _check_placement(placement)
         mac = placement.mac.lower()
         other = self._by_ip.get(placement.ip)
         if other is not None and (other.mac.lower(), other.port) != (mac, placement.port):
@@ -196,8 +194,8 @@ def _fixed_flows(state: SwitchState, trusted: frozenset[int]) -> Iterator[Flow]:
     seen_mac, seen_ip = _seen_records(state.cookie)
     for number in sorted(trusted):
         yield make_flow(INGRESS, PRIO_TRUSTED_ARP, {"in_port": number, "eth_type": ETH_TYPE_ARP},
-                        actions=(seen_mac, seen_ip), goto=ARP_RESPONDER)
-        yield make_flow(INGRESS, PRIO_TRUSTED, {"in_port": number}, actions=(seen_mac,), goto=ARP_RESPONDER)
+                        actions=(seen_mac, seen_ip), goto=RESPONDER)
+        yield make_flow(INGRESS, PRIO_TRUSTED, {"in_port": number}, actions=(seen_mac,), goto=RESPONDER)
 
 
 def _seen_records(cookie: int) -> tuple[Learn, Learn]:
@@ -216,23 +214,28 @@ def placement_flows(placement: Placement, on_trusted_port: bool, cookie: int) ->
     order of `flows.FIELD_ORDER`, lower-case MACs) instead of going through `make_match`;
     tests/openflow/test_desired_flows.py checks that each equals what `make_match` makes."""
     port, mac, ip = placement.port, placement.mac.lower(), placement.ip
+    # l2: frames for its MAC go to its port
+    forward = Flow(L2, PRIO_EXACT, (("eth_dst", mac),), actions=(Output(port),), cookie=cookie)
+    source = (("in_port", port), ("eth_src", mac), ("vlan_vid", vlan_vid(placement.vlan)))
+    if ipv6.is_ipv6(ip):
+        answer = ipv6.responder_flows(ip, mac, port, cookie)
+        return (*answer, forward) if on_trusted_port else (*ipv6.ingress_flows(ip, mac, source, cookie), *answer,
+                                                            forward)
     request = (("eth_dst", BROADCAST), ("eth_type", ETH_TYPE_ARP), ("arp_op", ARP_REQUEST), ("arp_tpa", ip))
     flows = (
-        # arp_responder: a request from the owner's port passes (DAD, gratuitous); others are answered
-        Flow(ARP_RESPONDER, PRIO_SKIP_OWNER, (("in_port", port), *request), goto=L2, cookie=cookie),
-        Flow(ARP_RESPONDER, PRIO_ANSWER, request, actions=arp_reply(placement), cookie=cookie),
-        # l2: frames for its MAC go to its port
-        Flow(L2, PRIO_EXACT, (("eth_dst", mac),), actions=(Output(port),), cookie=cookie),
+        # responder: a request from the owner's port passes (DAD, gratuitous); others are answered
+        Flow(RESPONDER, PRIO_SKIP_OWNER, (("in_port", port), *request), goto=L2, cookie=cookie),
+        Flow(RESPONDER, PRIO_ANSWER, request, actions=arp_reply(placement), cookie=cookie),
+        forward,
     )
     if on_trusted_port:
         return flows
-    source = (("in_port", port), ("eth_src", mac), ("vlan_vid", vlan_vid(placement.vlan)))
     arp = (*source, ("eth_type", ETH_TYPE_ARP))
     return (
         # ingress: what a node port may send for it: its ARP (or an RFC 5227 probe for its IP), its IPv4
-        Flow(INGRESS, PRIO_ALLOW, (*arp, ("arp_spa", ip), ("arp_sha", mac)), goto=ARP_RESPONDER, cookie=cookie),
+        Flow(INGRESS, PRIO_ALLOW, (*arp, ("arp_spa", ip), ("arp_sha", mac)), goto=RESPONDER, cookie=cookie),
         Flow(INGRESS, PRIO_ALLOW, (*arp, ("arp_spa", "0.0.0.0"), ("arp_sha", mac), ("arp_tpa", ip)),
-             goto=ARP_RESPONDER, cookie=cookie),
+             goto=RESPONDER, cookie=cookie),
         Flow(INGRESS, PRIO_ALLOW, (*source, ("eth_type", ETH_TYPE_IP), ("ipv4_src", ip)), goto=L2, cookie=cookie),
         *flows,
     )
@@ -246,10 +249,11 @@ def vlan_vid(vlan: int | None) -> int:
 
 def _table_defaults(unknown: UnknownDestination) -> Iterator[Flow]:
     yield make_flow(INGRESS, PRIO_MISS, {})  # the explicit drop
-    yield make_flow(ARP_RESPONDER, PRIO_MISS, {}, goto=L2)
+    yield make_flow(RESPONDER, PRIO_MISS, {}, goto=L2)
     yield make_flow(L2, PRIO_MULTICAST, {"eth_dst": MULTICAST}, actions=(Output(NORMAL),))
     miss = (Output(NORMAL),) if unknown is UnknownDestination.NORMAL else ()
     yield make_flow(L2, PRIO_MISS, {}, actions=miss)
+    yield ipv6.reply_flow()
 
 
 def arp_reply(placement: Placement) -> tuple[Action, ...]:
@@ -277,7 +281,7 @@ def _check(state: SwitchState) -> None:
     by_ip: dict[str, Placement] = {}
     by_mac: dict[str, Placement] = {}
     for placement in state.placements:
-        _check_vlan(placement)
+        _check_placement(placement)
         mac = placement.mac.lower()
         other = by_ip.setdefault(placement.ip, placement)
         if (other.mac.lower(), other.port) != (mac, placement.port):
@@ -287,9 +291,21 @@ def _check(state: SwitchState) -> None:
             raise _clash(placement, other, mac)
 
 
-def _check_vlan(placement: Placement) -> None:
+def _check_placement(placement: Placement) -> None:
+    """What a placement alone must be: a VID in range; an IPv6 address in compressed form (the form
+    the clash checks compare and Open vSwitch reports back)."""
+    if ipv6.is_ipv6(placement.ip) and _not_compressed(placement.ip):
+        raise StateError(f"{placement.owner or placement.ip}: {placement.ip} is not an IPv6 address in "
+                         "compressed form")
     if placement.vlan is not None and not 0 < placement.vlan < 4095:
         raise StateError(f"{placement.owner or placement.ip}: VLAN {placement.vlan} is not a VID (1-4094)")
+
+
+def _not_compressed(ip: str) -> bool:
+    try:
+        return ipv6.compressed(ip) != ip
+    except ValueError:
+        return True
 
 
 def _clash(placement: Placement, other: Placement, what: str) -> StateError:

@@ -12,12 +12,19 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from openflow.flows import Flow
 
-INGRESS = "ingress"              # port security: what may enter from each port
-ARP_RESPONDER = "arp_responder"  # broadcast ARP requests for placed IPs, answered in the datapath
-L2 = "l2"                        # exact destination MACs to their port; the rest NORMAL or drop
-SEEN = "seen"                    # source MACs seen on trusted ports: learned by the switch, read, never walked
+INGRESS = "ingress"      # port security: what may enter from each port
+RESPONDER = "responder"  # ARP requests and Neighbor Solicitations for placed IPs, answered in the datapath
+L2 = "l2"                # exact destination MACs to their port; the rest NORMAL or drop
+SEEN = "seen"            # source MACs seen on trusted ports: learned by the switch, read, never walked
+ND_REPLY = "nd_reply"    # the last step of a Neighbor Advertisement the responder made (after `seen`:
+                         # the ids of the older tables, and what the switch learned in them, stay put)
 
-TABLES: dict[str, int] = {INGRESS: 0, ARP_RESPONDER: 1, L2: 2, SEEN: 3}
+TABLES: dict[str, int] = {INGRESS: 0, RESPONDER: 1, L2: 2, SEEN: 3, ND_REPLY: 4}
+
+# priorities both families' flows use (openflow.pipeline, openflow.ipv6)
+PRIO_ALLOW = 200       # ingress: a placement's own traffic
+PRIO_SKIP_OWNER = 200  # responder: a request from the owner's port passes unanswered
+PRIO_ANSWER = 100      # responder: a request for a placed IP is answered
 TABLE_NAMES: dict[int, str] = {table_id: name for name, table_id in TABLES.items()}
 
 
@@ -36,7 +43,7 @@ def table_name(number: int) -> str:
 
 def render(flow: Flow) -> str:
     """One line in ovs-ofctl's spirit, e.g.
-    `ingress(0) prio=200 in_port=1,eth_type=0x806,... actions=goto_table:arp_responder`."""
+    `ingress(0) prio=200 in_port=1,eth_type=0x806,... actions=goto_table:responder`."""
     match = ",".join(f"{name}={_value(name, value)}" for name, value in flow.match) or "*"
     steps = [str(action) for action in flow.actions]
     if flow.goto is not None:

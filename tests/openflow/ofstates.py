@@ -53,16 +53,19 @@ def pod_mac(host: int) -> str:
     return f"02:00:c6:12:01:{host:02x}"
 
 
-def placement(host: int, port: int, ipvlan: bool, vlan: int | None = None) -> Placement:
+def placement(host: int, port: int, ipvlan: bool, vlan: int | None = None, family: int = 4) -> Placement:
     """Pod `host` on node `port`: ipvlan pods answer at the node's MAC, macvlan ones at their own;
-    `vlan` (what VLAN pools will set) makes its frames tagged."""
-    return Placement(f"198.18.0.{host}", node_mac(port) if ipvlan else pod_mac(host), port, f"pod/{host}", vlan)
+    `vlan` (what VLAN pools will set) makes its frames tagged; `family` 6 gives it fd00::<host>."""
+    ip = f"198.18.0.{host}" if family == 4 else f"fd00::{host:x}"
+    return Placement(ip, node_mac(port) if ipvlan else pod_mac(host), port, f"pod/{host}", vlan)
 
 
 VLANS = st.one_of(st.none(), st.sampled_from((1, 100, 4094)))
-placements = st.dictionaries(st.integers(10, 40), st.tuples(st.sampled_from(PORTS), st.booleans(), VLANS),
-                             max_size=12) \
-    .map(lambda pods: tuple(placement(host, port, ipvlan, vlan) for host, (port, ipvlan, vlan) in pods.items()))
+FAMILIES = st.sampled_from(((4,), (6,), (4, 6)))  # IPv4, IPv6, dual stack (two placements, one MAC)
+placements = st.dictionaries(st.integers(10, 40),
+                             st.tuples(st.sampled_from(PORTS), st.booleans(), VLANS, FAMILIES), max_size=12) \
+    .map(lambda pods: tuple(placement(host, port, ipvlan, vlan, family)
+                            for host, (port, ipvlan, vlan, families) in pods.items() for family in families))
 
 states = st.builds(
     SwitchState,

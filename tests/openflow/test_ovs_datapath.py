@@ -93,13 +93,13 @@ def test_switch_answers_arp_with_the_placed_mac(lab: Lab) -> None:
     assert arping(lab.n2, "198.18.2.11") == (0, [POD_MAC])
     assert arping(lab.n2, "198.18.2.21") == (0, [lab.n1.mac])  # ipvlan: the node's MAC
     assert arping(lab.n1, "198.18.2.22") == (0, [lab.n2.mac])
-    assert lab.packets("arp_responder", 100, arp_tpa="198.18.2.11") == 1
+    assert lab.packets("responder", 100, arp_tpa="198.18.2.11") == 1
     assert lab.packets("l2", 50) == 0  # answered requests are not flooded
 
 
 def test_duplicate_address_detection_from_owner_gets_no_answer(lab: Lab) -> None:
     assert arping(lab.n1, "198.18.2.21", "-D") == (0, [])  # arping -D: 0 = no one answered
-    assert lab.packets("arp_responder", 200, arp_tpa="198.18.2.21", in_port=lab.n1.ofport) == 1
+    assert lab.packets("responder", 200, arp_tpa="198.18.2.21", in_port=lab.n1.ofport) == 1
     assert lab.packets("l2", 50) == 1  # the probe passed on: flooded
 
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from ofstates import PORTS, node_mac, placement, placements, states, two_node_state
+from ofstates import PORTS, node_mac, placements, states, two_node_state
 
 from openflow.diff import apply, diff
 from openflow.flows import Flow
@@ -28,16 +28,20 @@ def test_diff_of_a_state_with_itself_is_empty(x: SwitchState) -> None:
 
 
 @given(states, st.data())
-def test_moving_one_placement_changes_only_its_flows(state: SwitchState, data: st.DataObject) -> None:
+def test_moving_one_pod_changes_only_its_flows(state: SwitchState, data: st.DataObject) -> None:
+    """A pod: its placements (one per family, one MAC) move together."""
     if not state.placements:
         return
-    moved = data.draw(st.sampled_from(state.placements))
-    ipvlan = moved.mac == node_mac(moved.port)
-    to_port = data.draw(st.sampled_from([p for p in PORTS if p != moved.port]))
+    owner = data.draw(st.sampled_from(state.placements)).owner
+    moved = [p for p in state.placements if p.owner == owner]
+    port = moved[0].port
+    ipvlan = moved[0].mac == node_mac(port)
+    to_port = data.draw(st.sampled_from([p for p in PORTS if p != port]))
+    mac = node_mac(to_port) if ipvlan else moved[0].mac
     after = replace(state, placements=tuple(
-        placement(int(p.ip.rsplit(".", 1)[1]), to_port, ipvlan) if p == moved else p for p in state.placements))
+        replace(p, port=to_port, mac=mac) if p.owner == owner else p for p in state.placements))
     to_delete, to_add = diff(desired_flows(state), desired_flows(after))
-    names = {moved.ip, moved.mac, node_mac(to_port) if ipvlan else moved.mac}
+    names = {*(p.ip for p in moved), moved[0].mac, mac}
     for flow in (*to_delete, *to_add):
         assert names & _mentioned(flow), f"{flow} changed but names none of {names}"
 
@@ -53,7 +57,7 @@ def test_new_placement_is_allowed_in_before_it_is_answered_or_forwarded() -> Non
     state = two_node_state()
     grown = replace(state, placements=(*state.placements, Placement("198.18.0.13", "02:00:c6:12:01:13", 1)))
     _, to_add = diff(desired_flows(state), desired_flows(grown))
-    assert [flow.table for flow in to_add] == ["ingress"] * 3 + ["arp_responder"] * 2 + ["l2"]
+    assert [flow.table for flow in to_add] == ["ingress"] * 3 + ["responder"] * 2 + ["l2"]
     assert len({flow.key for flow in to_add}) == len(to_add)
 
 
