@@ -1,26 +1,37 @@
 """The pipeline: a `SwitchState` → the exact set of flows the switch should hold.
 
-Four tables (see `openflow.tables`): three walked in order, and `seen`, which no packet walks:
+Five tables (see `openflow.tables`): ingress, responder and l2 walked in order, `nd_reply` only by
+the advertisements the responder makes, and `seen`, which no packet walks (IPv6 rows: openflow.ipv6):
 
-ingress        per placement on a node port, untagged (or in its VLAN): ARP with
-               its MAC, sender MAC and sender IP (or an RFC 5227 probe for its
-               IP) → arp_responder; IPv4 with its MAC and source IP → l2          prio 200
-               ARP from a trusted port → record (in_port, eth_src) and
-               (in_port, arp_spa) in seen; arp_responder                         prio 101
-               trusted port → record (in_port, eth_src) in seen; arp_responder  prio 100
-               learn MAC, untagged, from any other port → CONTROLLER (truncated) prio 90
-               anything else → drop                                              prio 0
-arp_responder  broadcast request for a placed IP from its owner's port → l2
-               (DAD, gratuitous ARP pass on unanswered)                          prio 200
-               broadcast request for a placed IP → rewritten into the reply,
-               out IN_PORT (answered, not flooded)                               prio 100
-               anything else → l2                                                prio 0
-l2             placed MAC → its port                                             prio 100
-               broadcast/multicast → NORMAL                                      prio 50
-               anything else → NORMAL or drop (`SwitchState.unknown_destination`) prio 0
-seen           (in_port, eth_src) of every frame and (in_port, arp_spa) of every ARP
-               from a trusted port, learned by the switch itself (cookie
-               `seen_cookie`, expiring SEEN_TIMEOUT after the last such frame)
+ingress    per placement on a node port, untagged (or in its VLAN), with its MAC:
+           IPv6: its NS with its MAC as sll, DAD (::) for its own address
+           or link-local → responder; its NA for its own address (or
+           link-local) with its MAC or no tll → l2                            prio 210
+           IPv6: any other RA, NS, NA, Redirect (RA guard) → drop             prio 205
+           ARP with its sender MAC and IP (or an RFC 5227 probe for its IP)
+           → responder; IPv4 from its IP → l2; IPv6 from its address or
+           link-local (`model.link_local`), MLD from :: → l2                  prio 200
+           ARP from a trusted port → record (in_port, eth_src) and
+           (in_port, arp_spa) in seen; responder                             prio 101
+           trusted port → record (in_port, eth_src) in seen; responder      prio 100
+           learn MAC, untagged, from any other port → CONTROLLER (truncated) prio 90
+           anything else → drop                                              prio 0
+responder  ARP broadcast request or NS for a placed IP from its owner's port
+           → l2 (DAD, gratuitous ARP pass on unanswered)                    prio 200
+           NS for a placed IPv6 address without a source link-layer option
+           (DAD from elsewhere) → l2                                         prio 150
+           ARP broadcast request for a placed IP → rewritten into the reply,
+           out IN_PORT (answered, not flooded); NS (multicast or unicast)
+           for a placed IPv6 address → rewritten into its NA → nd_reply      prio 100
+           anything else → l2                                                prio 0
+l2         placed MAC → its port                                             prio 100
+           broadcast/multicast → NORMAL                                      prio 50
+           anything else → NORMAL or drop (`SwitchState.unknown_destination`) prio 0
+seen       (in_port, eth_src) of every frame and (in_port, arp_spa) of every ARP
+           from a trusted port, learned by the switch itself (cookie
+           `seen_cookie`, expiring SEEN_TIMEOUT after the last such frame)
+nd_reply   NA from the responder: its MAC into the target link-layer option,
+           out IN_PORT                                                       prio 100
 
 `seen` is what "the switch has seen this MAC (or IP)" means when a pod asks for a MAC or a node
 registers (controller.identity): the switch records the sources on trusted ports (routers, external
@@ -36,7 +47,7 @@ carries, and is dropped; otherwise NORMAL would carry it into that VLAN on every
 
 Every placement-specific flow names that placement's IP or MAC and no one else's, so adding, removing
 or moving one placement changes only its own flows (ipvlan placements, sharing the node's MAC on
-one port, share one l2 flow: the set dedupes it).
+one port, share one l2 flow and the IPv6 guard flows: the set dedupes them).
 """
 
 from __future__ import annotations

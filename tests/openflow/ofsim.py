@@ -13,7 +13,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from openflow.flows import CONTROLLER, IN_PORT, NORMAL, Flow, Learn, Move, Output, SetField
+from openflow.flows import CONTROLLER, IN_PORT, NO_MAC, NORMAL, Flow, Learn, Move, Output, SetField
 from openflow.tables import INGRESS
 
 Frame = dict[str, object]
@@ -111,9 +111,10 @@ def _bits(value: object) -> int:
     if isinstance(value, int):
         return value
     text = str(value)
-    if ":" in text:
-        return int(text.replace(":", ""), 16)
-    return int(ipaddress.IPv4Address(text))
+    try:
+        return int(ipaddress.ip_address(text))
+    except ValueError:
+        return int(text.replace(":", ""), 16)  # a MAC
 
 
 # frames -----------------------------------------------------------------------------------------
@@ -131,8 +132,43 @@ def ipv4(*, src: str, dst: str, ip_src: str, ip_dst: str) -> Frame:
     return {"eth_src": src, "eth_dst": dst, "vlan_vid": 0, "eth_type": 0x0800, "ipv4_src": ip_src, "ipv4_dst": ip_dst}
 
 
-def ipv6(*, src: str, dst: str) -> Frame:
-    return {"eth_src": src, "eth_dst": dst, "vlan_vid": 0, "eth_type": 0x86DD}
+def ipv6(*, src: str, dst: str, ip_src: str | None = None, ip_dst: str | None = None, proto: int = 17) -> Frame:
+    """An IPv6 frame (UDP unless `proto` says otherwise); without addresses, one that names none."""
+    frame: Frame = {"eth_src": src, "eth_dst": dst, "vlan_vid": 0, "eth_type": 0x86DD}
+    if ip_src is not None:
+        frame.update(ip_proto=proto, ipv6_src=ip_src, ipv6_dst=ip_dst)
+    return frame
+
+
+def icmpv6(*, src: str, dst: str, ip_src: str, ip_dst: str, kind: int, **fields: object) -> Frame:
+    """An ICMPv6 message of type `kind`; `fields` are its ND fields as OpenFlow reads them."""
+    return {**ipv6(src=src, dst=dst, ip_src=ip_src, ip_dst=ip_dst, proto=58), "icmpv6_type": kind,
+            "icmpv6_code": 0, **fields}
+
+
+def solicited_node(ip: str) -> tuple[str, str]:
+    """The solicited-node multicast group of `ip` (RFC 4291 §2.7.1) and its MAC (RFC 2464 §7)."""
+    low = int(ipaddress.IPv6Address(ip)) & 0xFFFFFF
+    group = ipaddress.IPv6Address((0xFF02 << 112) | (0x1FF << 24) | low)
+    return str(group), "33:33:" + ":".join(f"{b:02x}" for b in group.packed[-4:])
+
+
+def neighbor_solicitation(*, src: str, ip_src: str, target: str, sll: str | None = None,
+                          dst: str | None = None) -> Frame:
+    """A solicitation for `target`: to its solicited-node group unless `dst` (a MAC) makes it unicast;
+    carrying `src` as source link-layer address unless `sll` says otherwise (or the source is ::)."""
+    group, group_mac = solicited_node(target)
+    no_option = ip_src == "::"
+    return icmpv6(src=src, dst=dst or group_mac, ip_src=ip_src, ip_dst=target if dst else group, kind=135,
+                  ipv6_nd_target=target, ipv6_nd_sll=NO_MAC if no_option else (sll or src), ipv6_nd_tll=NO_MAC,
+                  nd_reserved=0, nd_options_type=0 if no_option else 1)
+
+
+def neighbor_advertisement(*, src: str, ip_src: str, target: str, tll: str | None = None,
+                           dst: str = "33:33:00:00:00:01", ip_dst: str = "ff02::1") -> Frame:
+    """An (unsolicited, to all nodes unless told) advertisement of `target` at `tll` (default `src`)."""
+    return icmpv6(src=src, dst=dst, ip_src=ip_src, ip_dst=ip_dst, kind=136, ipv6_nd_target=target,
+                  ipv6_nd_sll=NO_MAC, ipv6_nd_tll=tll or src, nd_reserved=0x20000000, nd_options_type=2)
 
 
 def tagged(frame: Frame, vid: int) -> Frame:

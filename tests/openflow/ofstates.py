@@ -77,3 +77,10 @@ states = st.builds(
     unknown_destination=st.sampled_from(UnknownDestination),
     learn_macs=st.lists(st.sampled_from([node_mac(p) for p in (5, 6, 7)]), unique=True).map(tuple),
 )
+
+
+def dual_stack_state(**changes: Any) -> SwitchState:
+    """`two_node_state` with an IPv6 address for every node and pod: fd00::<the IPv4 host number>."""
+    state = two_node_state()
+    six = tuple(replace(p, ip=f"fd00::{p.ip.rsplit('.', 1)[1]}") for p in state.placements)
+    return replace(state, **{"placements": (*state.placements, *six), **changes})
