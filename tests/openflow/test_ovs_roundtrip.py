@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 from ofpeer import connected
-from ofstates import COOKIE, P1, PORT_N2, two_node_state
+from ofstates import COOKIE, P1, PORT_N2, dual_stack_state, two_node_state
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
@@ -25,7 +25,9 @@ FOREIGN = "cookie=0x99,table=0,priority=5,arp,actions=drop"
 def test_pushed_flows_read_back_exactly_and_reconcile_to_nothing(rig, bridge) -> None:
     rig.ovs.ofctl("add-flow", bridge, FOREIGN)  # someone else's flow: never dumped, never touched
     in_a_vlan = Placement("198.18.0.13", "02:00:c6:12:01:13", PORT_N2, "default/vlan-100", vlan=100)
-    desired = desired_flows(two_node_state(placements=(*two_node_state().placements, in_a_vlan)))
+    six_in_a_vlan = Placement("fd00::13", "02:00:c6:12:01:13", PORT_N2, "default/vlan-100", vlan=100)
+    # every field and action of both families: ND answers, IPv6 port security, the RA guard
+    desired = desired_flows(dual_stack_state(placements=(*dual_stack_state().placements, in_a_vlan, six_in_a_vlan)))
     with connected(rig, bridge) as switch:
         switch.flow_mods(diff((), desired)[1])
         current = parse_flow_stats(switch.flow_stats(COOKIE))
