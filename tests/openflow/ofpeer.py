@@ -21,7 +21,9 @@ from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
 from deploy.lab.rig import Rig
 from openflow.flows import Flow
+from openflow.model import Placement
 from openflow.ofmsg import flow_mod, flow_stats_request
+from openflow.pipeline import placement_flows
 
 HEADER = struct.Struct("!BBHI")
 
@@ -108,3 +110,21 @@ def connected(rig: Rig, bridge: str) -> Iterator[Peer]:
         peer.send(parser.OFPHello(peer.datapath))
         peer.request(parser.OFPFeaturesRequest(peer.datapath), parser.OFPSwitchFeatures)
         yield peer
+
+
+PLACED_BY_TEST = 0x7E57_0000_0000_0006
+"""The cookie of placements a test installs beside a running controller (`install_placements`): not the
+controller's, so its reconciliation neither reads nor removes them."""
+
+
+def install_placements(rig: Rig, bridge: str, placements: Iterable[Placement], *,
+                       cookie: int = PLACED_BY_TEST) -> frozenset[Flow]:
+    """Install the flows of `placements` (on node ports) as the pipeline builds them, beside what a
+    controller keeps on `bridge` (its fixed flows, `nd_reply` among them, stay its own).
+
+    For placements the controller cannot make yet (IPv6 while its pools are IPv4 only): the switch
+    then treats them exactly as if the controller had placed them."""
+    flows = frozenset(flow for placement in placements for flow in placement_flows(placement, False, cookie))
+    with connected(rig, bridge) as switch:
+        switch.flow_mods(flows)
+    return flows
