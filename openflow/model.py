@@ -27,24 +27,6 @@ class SwitchPort:
     role: PortRole = field(compare=False)
 
 
-def link_local(ip: str) -> str:
-    """The link-local address that goes with the IPv6 address `ip`: fe80::/64 and the low 64 bits
-    (the interface identifier) of `ip`, compressed.
-
-    One function for both sides of the contract: the agent configures exactly this address in the
-    pod (with `addr_gen_mode` none, so the kernel adds no EUI-64 one), and the switch lets exactly
-    this address (besides `ip`) out of the pod's port. Deriving it from the address rather than
-    the MAC keeps it right for ipvlan pods, which share their node's MAC."""
-    address = ipaddress.ip_address(ip)
-    if address.version != 6:
-        raise ValueError(f"{ip}: a link-local address exists for an IPv6 address only")
-    return ipaddress.IPv6Address(_LINK_LOCAL_PREFIX | int(address) & _INTERFACE_ID).compressed
-
-
-_LINK_LOCAL_PREFIX = 0xFE80 << 112
-_INTERFACE_ID = (1 << 64) - 1
-
-
 @dataclass(frozen=True, order=True)
 class Placement:
     """One IP (IPv4, or IPv6 in compressed form) on the segment and where it is reachable.
@@ -75,3 +57,21 @@ class SwitchState:
     # MACs of registered nodes whose switch port is not known yet: the one thing sent to the
     # controller (truncated), so it can learn the port from the packet-in.
     learn_macs: tuple[str, ...] = ()
+
+
+def link_local(ip: str) -> str:
+    """The link-local address that goes with the IPv6 address `ip`: fe80::/64 and the low 64 bits
+    (the interface identifier) of `ip`, compressed.
+
+    One function for both sides of the contract: the agent configures exactly this address in the
+    pod (with `addr_gen_mode` none, so the kernel adds no EUI-64 one), and the switch lets exactly
+    this address (besides `ip`) out of the pod's port. Deriving it from the address rather than
+    the MAC keeps it right for ipvlan pods, which share their node's MAC."""
+    address = ipaddress.ip_address(ip)
+    if address.version != 6:
+        raise ValueError(f"{ip}: a link-local address exists for an IPv6 address only")
+    return ipaddress.IPv6Address(_LINK_LOCAL_PREFIX | int(address) & _INTERFACE_ID).compressed
+
+
+_LINK_LOCAL_PREFIX = 0xFE80 << 112
+_INTERFACE_ID = (1 << 64) - 1
