@@ -19,10 +19,13 @@ from deploy.lab import netns
 
 ETH_P_ARP = 0x0806
 ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
 ETH_P_ALL = 0x0003
 ETH_P_8021Q = 0x8100  # a customer VLAN tag
 ETH_P_8021AD = 0x88A8  # a service VLAN tag: the outer one of QinQ
 BROADCAST = "ff:ff:ff:ff:ff:ff"
+IPPROTO_UDP = 17
+IPPROTO_ICMPV6 = 58
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,59 @@ def ipv4_udp(*, src: str, dst: str, payload: bytes, sport: int = 40000, dport: i
     return header[:10] + struct.pack("!H", _checksum(header)) + header[12:] + udp
 
 
+def ipv6_packet(*, src: str, dst: str, next_header: int, payload: bytes, hop_limit: int = 255) -> bytes:
+    """An IPv6 packet; hop limit 255 by default, what ND messages must carry (RFC 4861 §7.1)."""
+    return (struct.pack("!IHBB", 6 << 28, len(payload), next_header, hop_limit)
+            + socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst) + payload)
+
+
+def ipv6_udp(*, src: str, dst: str, payload: bytes, sport: int = 40000, dport: int = 9) -> bytes:
+    """An IPv6 packet carrying one UDP datagram, checksum filled in (mandatory over IPv6)."""
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    checksum = _checksum(_pseudo_header(src, dst, len(udp), IPPROTO_UDP) + udp) or 0xFFFF
+    return ipv6_packet(src=src, dst=dst, next_header=IPPROTO_UDP, payload=udp[:6] + struct.pack("!H", checksum)
+                       + udp[8:], hop_limit=64)
+
+
+def icmpv6(*, src: str, dst: str, kind: int, body: bytes, code: int = 0) -> bytes:
+    """An IPv6 packet carrying one ICMPv6 message (type `kind`), checksum filled in; `body` is what
+    follows the checksum (an ND message's flags, target and options, say)."""
+    message = struct.pack("!BBH", kind, code, 0) + body
+    checksum = _checksum(_pseudo_header(src, dst, len(message), IPPROTO_ICMPV6) + message)
+    return ipv6_packet(src=src, dst=dst, next_header=IPPROTO_ICMPV6,
+                       payload=message[:2] + struct.pack("!H", checksum) + message[4:])
+
+
+def nd_body(*, target: str, flags: int = 0, option: tuple[int, str] | None = None) -> bytes:
+    """A Neighbor Solicitation's or Advertisement's body: flags word, target, and an optional
+    link-layer address option (1 source, 2 target; RFC 4861 §4.6.1)."""
+    body = struct.pack("!I", flags) + socket.inet_pton(socket.AF_INET6, target)
+    if option is not None:
+        kind, mac = option
+        body += struct.pack("!BB", kind, 1) + mac_bytes(mac)
+    return body
+
+
+def solicited_node(ip: str) -> tuple[str, str]:
+    """The solicited-node multicast group of `ip` (RFC 4291 §2.7.1) and its MAC (RFC 2464 §7)."""
+    group = socket.inet_ntop(socket.AF_INET6, bytes.fromhex("ff0200000000000000000001ff")
+                             + socket.inet_pton(socket.AF_INET6, ip)[-3:])
+    return group, multicast_mac(group)
+
+
+def multicast_mac(group: str) -> str:
+    """The Ethernet address of an IPv6 multicast group: 33:33 and the group's low 32 bits."""
+    return mac_text(b"\x33\x33" + socket.inet_pton(socket.AF_INET6, group)[-4:])
+
+
+def _pseudo_header(src: str, dst: str, length: int, next_header: int) -> bytes:
+    return (socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst)
+            + struct.pack("!I3xB", length, next_header))
+
+
 def _checksum(data: bytes) -> int:
+    """The 16-bit one's complement sum of RFC 1071 (an odd length padded with a zero byte)."""
+    data += b"\0" * (len(data) % 2)
     total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)

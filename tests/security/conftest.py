@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(TESTS / "controller"), str(TESTS / "node_agent")]
+sys.path[:0] = [str(TESTS / "controller"), str(TESTS / "node_agent"), str(TESTS / "openflow")]
 
 from attacker import register  # noqa: E402
 from underlay_testbed import Segment, cni_bin, make_node, pods, run_segment, segment  # noqa: E402, F401
