@@ -46,6 +46,7 @@ PRIO_NO_SLL = 150  # responder: between skipping the owner and answering
 PRIO_REPLY = 100
 
 ND_FLAGS_SOLICITED_OVERRIDE = 0x6000_0000  # the first 32 bits after the checksum: R=0, S=1, O=1
+NEIGHBOR_DISCOVERY = (NEIGHBOR_SOLICITATION, NEIGHBOR_ADVERTISEMENT)
 GUARDED = (ROUTER_ADVERTISEMENT, NEIGHBOR_SOLICITATION, NEIGHBOR_ADVERTISEMENT, REDIRECT)
 MLD_LISTENER = (MLD_REPORT, MLD_DONE, MLD2_REPORT)
 
@@ -60,6 +61,12 @@ def is_ipv6(ip: str) -> bool:
 def compressed(ip: str) -> str:
     """`ip` as flows carry it and Open vSwitch reports it."""
     return ipaddress.IPv6Address(ip).compressed
+
+
+def icmpv6_match(kind: int) -> dict[str, int]:
+    """The match of ICMPv6 messages of type `kind` (code 0: what ND messages carry, and what Open
+    vSwitch requires before it matches their fields)."""
+    return {**dict(_ICMPV6), "icmpv6_type": kind, "icmpv6_code": 0}
 
 
 def responder_flows(ip: str, mac: str, port: int, cookie: int) -> tuple[Flow, ...]:
@@ -103,9 +110,7 @@ def advertisement(ip: str, mac: str) -> tuple[Action, ...]:
 
 def reply_flow() -> Flow:
     """nd_reply: the advertisement's target link-layer address is its (new) Ethernet source; back."""
-    return make_flow(ND_REPLY, PRIO_REPLY, dict((*_ICMPV6, ("icmpv6_type", NEIGHBOR_ADVERTISEMENT),
-                                                 ("icmpv6_code", 0))),
-                     actions=(Move("eth_src", "ipv6_nd_tll", 48), Output(IN_PORT)))
+    return make_flow(ND_REPLY, PRIO_REPLY, icmpv6_match(NEIGHBOR_ADVERTISEMENT), actions=(Move("eth_src", "ipv6_nd_tll", 48), Output(IN_PORT)))
 
 
 # the parts of every advertisement that do not depend on the placement

@@ -20,7 +20,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser13
 
 from openflow import COOKIE_MASK, encode
 from openflow.encode import OFPXMC_ERICSSON, OXM_CLASSES, OXM_FIELDS
-from openflow.flows import ETH_TYPE_ARP, Action, Flow, Learn, Move, Opaque, Output, SetField, make_match
+from openflow.flows import ETH_TYPE_ARP, ETH_TYPE_IPV6, Action, Flow, Learn, Move, Opaque, Output, SetField, make_match
 from openflow.pipeline import seen_cookie
 from openflow.tables import SEEN, table_id, table_name
 
@@ -140,9 +140,14 @@ def role_request(datapath: Any, *, master: bool | None, generation: int = 0) -> 
 
 def seen_request(datapath: Any, cookie: int, *, mac: str | None = None, ip: str | None = None) -> Any:
     """A request for the `seen` records (see openflow.pipeline) of one source MAC, or of one ARP
-    sender IP, on a switch whose controller cookie is `cookie`."""
+    (or, for an IPv6 `ip`, ND) sender IP, on a switch whose controller cookie is `cookie`."""
     ofp, parser = datapath.ofproto, datapath.ofproto_parser
-    match = parser.OFPMatch(eth_src=mac) if mac is not None else parser.OFPMatch(eth_type=ETH_TYPE_ARP, arp_spa=ip)
+    if mac is not None:
+        match = parser.OFPMatch(eth_src=mac)
+    elif ip is not None and ":" in ip:
+        match = parser.OFPMatch(eth_type=ETH_TYPE_IPV6, ipv6_src=ip)
+    else:
+        match = parser.OFPMatch(eth_type=ETH_TYPE_ARP, arp_spa=ip)
     return parser.OFPFlowStatsRequest(
         datapath, 0, table_id(SEEN), ofp.OFPP_ANY, ofp.OFPG_ANY, seen_cookie(cookie), COOKIE_MASK, match)
 

@@ -11,8 +11,8 @@ ingress    per placement on a node port, untagged (or in its VLAN), with its MAC
            ARP with its sender MAC and IP (or an RFC 5227 probe for its IP)
            → responder; IPv4 from its IP → l2; IPv6 from its address or
            link-local (`model.link_local`), MLD from :: → l2                  prio 200
-           ARP from a trusted port → record (in_port, eth_src) and
-           (in_port, arp_spa) in seen; responder                             prio 101
+           ARP (NS, NA) from a trusted port → record (in_port, eth_src) and
+           (in_port, arp_spa) ((in_port, ipv6_src)) in seen; responder      prio 101
            trusted port → record (in_port, eth_src) in seen; responder      prio 100
            learn MAC, untagged, from any other port → CONTROLLER (truncated) prio 90
            anything else → drop                                              prio 0
@@ -27,19 +27,20 @@ responder  ARP broadcast request or NS for a placed IP from its owner's port
 l2         placed MAC → its port                                             prio 100
            broadcast/multicast → NORMAL                                      prio 50
            anything else → NORMAL or drop (`SwitchState.unknown_destination`) prio 0
-seen       (in_port, eth_src) of every frame and (in_port, arp_spa) of every ARP
-           from a trusted port, learned by the switch itself (cookie
+seen       (in_port, eth_src) of every frame, (in_port, arp_spa) of every ARP and
+           (in_port, ipv6_src) of every NS and NA from a trusted port, learned
+           by the switch itself (cookie
            `seen_cookie`, expiring SEEN_TIMEOUT after the last such frame)
 nd_reply   NA from the responder: its MAC into the target link-layer option,
            out IN_PORT                                                       prio 100
 
 `seen` is what "the switch has seen this MAC (or IP)" means when a pod asks for a MAC or a node
 registers (controller.identity): the switch records the sources on trusted ports (routers, external
-hosts, inter-switch links) itself, and the controller reads the table (flow stats for one eth_src or
-arp_spa) only on those rare paths; no controller learning, no packet-in per host. The cost is the
+hosts, inter-switch links) itself, and the controller reads the table (flow stats for one eth_src,
+arp_spa or ipv6_src) only on those rare paths; no controller learning, no packet-in per host. The cost is the
 switch's, per new source behind a trusted port (an upcall and a megaflow of its own: ~50 µs of
 ovs-vswitchd CPU here, tests/bench/bench_seen.py), nothing per packet after that. (Source IPs of
-IPv4 are not recorded: a router forwards the world's.)
+IP packets are not recorded: a router forwards the world's; the senders of ARP and ND are on the link.)
 
 Port security matches the tag too (`vlan_vid`): a node port's frames are untagged, so an 802.1Q,
 802.1ad (QinQ) or priority-tagged frame from a pod matches no allow flow, whatever MAC and IP it
@@ -56,9 +57,9 @@ import functools
 from collections import Counter
 from collections.abc import Iterator
 
-from openflow.flows import (ARP_REPLY, ARP_REQUEST, BROADCAST, CONTROLLER, ETH_TYPE_ARP, ETH_TYPE_IP, IN_PORT,
-                            MULTICAST, NORMAL, OFPVID_NONE, OFPVID_PRESENT, Action, Flow, Learn, Move, Output,
-                            SetField, make_flow)
+from openflow.flows import (ARP_REPLY, ARP_REQUEST, BROADCAST, CONTROLLER, ETH_TYPE_ARP, ETH_TYPE_IP,
+                            ETH_TYPE_IPV6, IN_PORT, MULTICAST, NORMAL, OFPVID_NONE, OFPVID_PRESENT, Action, Flow,
+                            Learn, Move, Output, SetField, make_flow)
 from openflow.model import Placement, PortRole, SwitchState, UnknownDestination
 from openflow import ipv6
 from openflow.tables import INGRESS, L2, PRIO_ALLOW, PRIO_ANSWER, PRIO_SKIP_OWNER, RESPONDER, SEEN
@@ -202,18 +203,24 @@ def _fixed_flows(state: SwitchState, trusted: frozenset[int]) -> Iterator[Flow]:
     for mac in state.learn_macs:
         yield make_flow(INGRESS, PRIO_LEARN, {"eth_src": mac, "vlan_vid": OFPVID_NONE},
                         actions=(Output(CONTROLLER, LEARN_MAX_LEN),))
-    seen_mac, seen_ip = _seen_records(state.cookie)
+    seen_mac, seen_ip, seen_ip6 = _seen_records(state.cookie)
     for number in sorted(trusted):
         yield make_flow(INGRESS, PRIO_TRUSTED_ARP, {"in_port": number, "eth_type": ETH_TYPE_ARP},
                         actions=(seen_mac, seen_ip), goto=RESPONDER)
+        for kind in ipv6.NEIGHBOR_DISCOVERY:
+            yield make_flow(INGRESS, PRIO_TRUSTED_ARP, {"in_port": number, **ipv6.icmpv6_match(kind)},
+                            actions=(seen_mac, seen_ip6), goto=RESPONDER)
         yield make_flow(INGRESS, PRIO_TRUSTED, {"in_port": number}, actions=(seen_mac,), goto=RESPONDER)
 
 
-def _seen_records(cookie: int) -> tuple[Learn, Learn]:
-    """The learn actions that record a trusted port's source MACs, and its ARP senders' IPs."""
+def _seen_records(cookie: int) -> tuple[Learn, Learn, Learn]:
+    """The learn actions that record a trusted port's source MACs, its ARP senders' IPs and its
+    ND senders' IPv6 addresses."""
     cookie = seen_cookie(cookie)
     return (Learn(SEEN, ("in_port", "eth_src"), cookie, SEEN_TIMEOUT, flags=NX_LEARN_F_DELETE_LEARNED),
             Learn(SEEN, ("in_port", "arp_spa"), cookie, SEEN_TIMEOUT, values=(("eth_type", ETH_TYPE_ARP),),
+                  flags=NX_LEARN_F_DELETE_LEARNED),
+            Learn(SEEN, ("in_port", "ipv6_src"), cookie, SEEN_TIMEOUT, values=(("eth_type", ETH_TYPE_IPV6),),
                   flags=NX_LEARN_F_DELETE_LEARNED))
 
 

@@ -55,6 +55,12 @@ class Host:
     def run(self, *argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return netns.run(self.netns, argv, check=check, timeout=timeout)
 
+    def enable_ipv6(self, cidr: str) -> None:
+        """IPv6 on this host's interface (namespaces are made with it off), with `cidr` on it, no DAD."""
+        for scope in ("all", self.ifname):
+            netns.set_sysctl(self.netns, f"net.ipv6.conf.{scope}.disable_ipv6", "0")
+        self.run("ip", "-6", "addr", "add", cidr, "dev", self.ifname, "nodad")
+
     def ping(self, address: str, *, count: int = 1, timeout: float = 2) -> bool:
         proc = self.run("ping", "-n", "-c", str(count), "-W", str(timeout), address, check=False,
                         timeout=count * timeout + 5)

@@ -161,7 +161,19 @@ def test_an_ipv4_only_pod_sends_no_ipv6() -> None:
 
 def test_a_trusted_port_passes_router_advertisements() -> None:
     ra = icmpv6(src=ROUTER, dst="33:33:00:00:00:01", ip_src="fe80::fe", ip_dst="ff02::1", kind=134)
-    assert walk(FLOWS, ra, in_port=PORT_ROUTER).is_output("NORMAL")
+    result = walk(FLOWS, ra, in_port=PORT_ROUTER)
+    assert result.is_output("NORMAL")
+    assert result.learned == (("seen", (("in_port", PORT_ROUTER), ("eth_src", ROUTER))),)  # not an ND sender
+
+
+@pytest.mark.parametrize("frame", [
+    neighbor_solicitation(src=ROUTER, ip_src="fd00::fe", target="fd00::99"),
+    neighbor_advertisement(src=ROUTER, ip_src="fd00::fe", target="fd00::fe"),
+], ids=["ns", "na"])
+def test_a_trusted_port_records_its_nd_senders_as_seen(frame: dict[str, object]) -> None:
+    assert walk(FLOWS, frame, in_port=PORT_ROUTER).learned == (
+        ("seen", (("in_port", PORT_ROUTER), ("eth_src", ROUTER))),
+        ("seen", (("eth_type", 0x86DD), ("in_port", PORT_ROUTER), ("ipv6_src", "fd00::fe"))))
 
 
 # the state -------------------------------------------------------------------------------------

@@ -166,13 +166,17 @@ def test_the_switch_records_what_trusted_ports_send_and_reconciling_leaves_it(ri
     learned by Open vSwitch itself, under their own cookie; nothing from a node port."""
     node = make_host("n1", cidr="198.18.3.1/24")
     router = make_host("router", cidr="198.18.3.254/24")
+    node.enable_ipv6("fd00:3::1/64")
+    router.enable_ipv6("fd00:3::fe/64")
     state = SwitchState(dpid=1, cookie=COOKIE, ports=(SwitchPort(node.ofport, PortRole.NODE),
                                                       SwitchPort(router.ofport, PortRole.TRUSTED)),
-                        placements=(Placement("198.18.3.1", node.mac, node.ofport, "node/n1"),))
+                        placements=(Placement("198.18.3.1", node.mac, node.ofport, "node/n1"),
+                                    Placement("fd00:3::1", node.mac, node.ofport, "node/n1")))
     flows = desired_flows(state)
     with connected(rig, bridge) as switch:
         switch.flow_mods(diff((), flows)[1])
         assert router.ping("198.18.3.1")
+        assert router.ping("fd00:3::1")  # its NS is answered by the switch; n1 answers the echo
 
         def seen(**what: str) -> tuple[int, ...]:
             replies = switch.request(seen_request(switch.datapath, COOKIE, **what), parser.OFPFlowStatsReply)
@@ -180,5 +184,7 @@ def test_the_switch_records_what_trusted_ports_send_and_reconciling_leaves_it(ri
 
         assert seen(mac=router.mac) == (router.ofport,)
         assert seen(ip="198.18.3.254") == (router.ofport,)  # the router's ARP request for n1
+        assert seen(ip="fd00:3::fe") == (router.ofport,)  # its Neighbor Solicitation for n1
         assert seen(mac=node.mac) == () and seen(ip="198.18.3.1") == ()  # n1 answered from a node port
+        assert seen(ip="fd00:3::1") == ()
         assert parse_flow_stats(switch.flow_stats(COOKIE)) == flows  # the records are not ours to reconcile

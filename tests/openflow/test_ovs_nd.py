@@ -36,13 +36,6 @@ def segment(rig, bridge, make_host) -> Iterator[Segment]:
     yield from run_segment(rig, bridge, make_host, pinned=True)
 
 
-def enable_ipv6(host: Host, cidr: str) -> None:
-    """IPv6 on `host`'s interface (the rig turns it off in every namespace), with `cidr` on it."""
-    for scope in ("all", host.ifname):
-        host.run("sysctl", "-qw", f"net.ipv6.conf.{scope}.disable_ipv6=0")
-    host.run("ip", "-6", "addr", "add", cidr, "dev", host.ifname, "nodad")
-
-
 def neighbour(host: Host, ip: str) -> str:
     return host.run("ip", "-6", "neigh", "show", ip, "dev", host.ifname).stdout.strip()
 
@@ -86,7 +79,7 @@ def test_the_external_hosts_kernel_learns_pod_macs_from_the_switch_alone(rig, br
     macvlan = Placement("fd00:5::64", four["mac"], n1.ofport, "default/web")
     ipvlan = Placement("fd00:5::65", n1.mac, n1.ofport, "default/ipv")  # answers at its node's MAC
     install_placements(rig, bridge, (macvlan, ipvlan))
-    enable_ipv6(ext, f"{EXT_IP6}/64")
+    ext.enable_ipv6(f"{EXT_IP6}/64")
     pod.run("ip", "link", "set", pod.ifname, "down")  # nobody there to answer but the switch
     ins_before, pins_before = controller.health()["stats"]["packet_ins"], switch_packet_ins(rig, bridge)
 
@@ -107,6 +100,6 @@ def test_the_external_hosts_kernel_learns_pod_macs_from_the_switch_alone(rig, br
 def test_an_unplaced_address_is_not_answered(rig, bridge, segment) -> None:
     """The control: without a placement nothing answers, the kernel's entry fails."""
     ext = segment.external
-    enable_ipv6(ext, f"{EXT_IP6}/64")
+    ext.enable_ipv6(f"{EXT_IP6}/64")
     ext.run("ping", "-6", "-n", "-c", "1", "-W", "1", "fd00:5::99", check=False)
     assert "lladdr" not in neighbour(ext, "fd00:5::99")
