@@ -10,7 +10,10 @@ responder  A Neighbor Solicitation for the address from any port but its owner's
            `nd_reply` then writes the MAC into that option and sends it out IN_PORT. Two tables,
            because Open vSwitch checks a set-field's prerequisites against the flow's match, not the
            packet being rewritten: `nd_tll` may only be written by a flow that matches an
-           advertisement. Open vSwitch (2.12+) fixes up the ICMPv6 checksum as it rewrites.
+           advertisement. Open vSwitch (2.12+) fixes up the ICMPv6 checksum as it rewrites; no
+           datapath has an action for the flags and option type, so each answer is made by
+           ovs-vswitchd itself (an upcall per solicitation, as for the first packet of a new flow),
+           never by the controller.
            A solicitation from the owner's port passes (duplicate address detection), and so does one
            without a source link-layer option (DAD from elsewhere, a unicast one that left it out):
            its answer would have nowhere to carry the MAC.
@@ -110,7 +113,8 @@ def advertisement(ip: str, mac: str) -> tuple[Action, ...]:
 
 def reply_flow() -> Flow:
     """nd_reply: the advertisement's target link-layer address is its (new) Ethernet source; back."""
-    return make_flow(ND_REPLY, PRIO_REPLY, icmpv6_match(NEIGHBOR_ADVERTISEMENT), actions=(Move("eth_src", "ipv6_nd_tll", 48), Output(IN_PORT)))
+    return make_flow(ND_REPLY, PRIO_REPLY, icmpv6_match(NEIGHBOR_ADVERTISEMENT),
+                     actions=(Move("eth_src", "ipv6_nd_tll", 48), Output(IN_PORT)))
 
 
 # the parts of every advertisement that do not depend on the placement
