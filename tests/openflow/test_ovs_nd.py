@@ -51,6 +51,7 @@ def switch_packet_ins(rig: Rig, bridge: str) -> int:
 
 def answered(rig: Rig, bridge: str, ip: str) -> int:
     """n_packets of the flow that turns solicitations for `ip` into advertisements."""
+    rig.ovs.appctl("revalidator/wait")
     dump = rig.ovs.ofctl("dump-flows", bridge, f"icmp6,icmp_type=135,icmp_code=0,nd_target={ip}")
     (count,) = [int(re.search(r"n_packets=(\d+)", line).group(1))  # type: ignore[union-attr]
                 for line in dump.splitlines() if "goto_table:4" in line]
