@@ -2,8 +2,8 @@
 
 A `Flow` is what OpenFlow 1.3 identifies (table, priority, match) plus what we put in it (apply-actions,
 goto-table, cookie). Matches are kept in one canonical form (a tuple of (field, value) pairs in a fixed
-field order, MACs lower-case, IPv6 addresses compressed, prerequisites spelled out) that equals what `ofmsg.parse_flow_stats`
-reads back from Open vSwitch, so two flow sets compare exactly.
+field order, MACs lower-case, IPv6 addresses compressed, prerequisites spelled out) that equals what
+`ofmsg.parse_flow_stats` reads back from Open vSwitch, so two flow sets compare exactly.
 """
 
 from __future__ import annotations

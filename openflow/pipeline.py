@@ -29,18 +29,18 @@ l2         placed MAC → its port                                             p
            anything else → NORMAL or drop (`SwitchState.unknown_destination`) prio 0
 seen       (in_port, eth_src) of every frame, (in_port, arp_spa) of every ARP and
            (in_port, ipv6_src) of every NS and NA from a trusted port, learned
-           by the switch itself (cookie
-           `seen_cookie`, expiring SEEN_TIMEOUT after the last such frame)
+           by the switch itself (cookie `seen_cookie`, expiring SEEN_TIMEOUT
+           after the last such frame)
 nd_reply   NA from the responder: its MAC into the target link-layer option,
            out IN_PORT                                                       prio 100
 
 `seen` is what "the switch has seen this MAC (or IP)" means when a pod asks for a MAC or a node
 registers (controller.identity): the switch records the sources on trusted ports (routers, external
 hosts, inter-switch links) itself, and the controller reads the table (flow stats for one eth_src,
-arp_spa or ipv6_src) only on those rare paths; no controller learning, no packet-in per host. The cost is the
-switch's, per new source behind a trusted port (an upcall and a megaflow of its own: ~50 µs of
-ovs-vswitchd CPU here, tests/bench/bench_seen.py), nothing per packet after that. (Source IPs of
-IP packets are not recorded: a router forwards the world's; the senders of ARP and ND are on the link.)
+arp_spa or ipv6_src) only on those rare paths; no controller learning, no packet-in per host. The
+cost is the switch's, per new source behind a trusted port (an upcall and a megaflow of its own:
+~50 µs of ovs-vswitchd CPU here, tests/bench/bench_seen.py), nothing per packet after that. (Source
+IPs of IP packets are not recorded: a router forwards the world's; ARP and ND senders are on the link.)
 
 Port security matches the tag too (`vlan_vid`): a node port's frames are untagged, so an 802.1Q,
 802.1ad (QinQ) or priority-tagged frame from a pod matches no allow flow, whatever MAC and IP it
@@ -60,8 +60,8 @@ from collections.abc import Iterator
 from openflow.flows import (ARP_REPLY, ARP_REQUEST, BROADCAST, CONTROLLER, ETH_TYPE_ARP, ETH_TYPE_IP,
                             ETH_TYPE_IPV6, IN_PORT, MULTICAST, NORMAL, OFPVID_NONE, OFPVID_PRESENT, Action, Flow,
                             Learn, Move, Output, SetField, make_flow)
-from openflow.model import Placement, PortRole, SwitchState, UnknownDestination
 from openflow import ipv6
+from openflow.model import Placement, PortRole, SwitchState, UnknownDestination
 from openflow.tables import INGRESS, L2, PRIO_ALLOW, PRIO_ANSWER, PRIO_SKIP_OWNER, RESPONDER, SEEN
 
 PRIO_TRUSTED_ARP = 101

@@ -27,7 +27,8 @@ def test_pushed_flows_read_back_exactly_and_reconcile_to_nothing(rig, bridge) ->
     in_a_vlan = Placement("198.18.0.13", "02:00:c6:12:01:13", PORT_N2, "default/vlan-100", vlan=100)
     six_in_a_vlan = Placement("fd00::13", "02:00:c6:12:01:13", PORT_N2, "default/vlan-100", vlan=100)
     # every field and action of both families: ND answers, IPv6 port security, the RA guard
-    desired = desired_flows(dual_stack_state(placements=(*dual_stack_state().placements, in_a_vlan, six_in_a_vlan)))
+    placements = (*dual_stack_state().placements, in_a_vlan, six_in_a_vlan)
+    desired = desired_flows(dual_stack_state(placements=placements))
     with connected(rig, bridge) as switch:
         switch.flow_mods(diff((), desired)[1])
         current = parse_flow_stats(switch.flow_stats(COOKIE))
