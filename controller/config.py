@@ -39,9 +39,13 @@ gateway = "198.18.0.1"
 routes = [{dst = "0.0.0.0/0", gw = "198.18.0.1"}]
 exclude = ["198.18.0.150", "198.18.0.160-198.18.0.169"]
 default = true                       # implied when there is one pool
+[pools.dual]                         # a dual-stack pool: its pods get one address of each family
+subnet = "198.18.1.0/24"
+subnet6 = "fd00:18:1::/64"           # IPv6: subnet6, ranges6, gateway6 (an IPv6-only pool has no subnet)
+ranges6 = ["fd00:18:1::100-fd00:18:1::ffff:ffff"]   # default: the whole subnet6 but its first address
+gateway6 = "fd00:18:1::1"
+routes = [{dst = "::/0", gw = "fd00:18:1::1"}]       # routes and exclude hold both families
 ```
-
-Pools are IPv4 only: the datapath answers ARP, not neighbor discovery.
 """
 
 from __future__ import annotations
@@ -77,11 +81,23 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Family:
+    """One address family of a pool: `ranges` are inclusive (first, last) pairs inside `subnet`."""
+
+    version: int  # 4 or 6
+    subnet: str
+    ranges: tuple[tuple[str, str], ...]
+    gateway: str | None = None
+
+
+@dataclass(frozen=True)
 class PoolConfig:
-    """One address pool. `ranges` are inclusive (first, last) pairs, already inside `subnet`."""
+    """One address pool. `ranges` are inclusive (first, last) pairs, already inside `subnet`; the
+    `*6` fields are its IPv6 half. `subnet` is None for an IPv6-only pool. `routes` and `exclude`
+    hold both families."""
 
     name: str
-    subnet: str
+    subnet: str | None
     ranges: tuple[tuple[str, str], ...]
     gateway: str | None = None
     routes: tuple[Route, ...] = ()
@@ -89,6 +105,17 @@ class PoolConfig:
     default: bool = False
     cooldown: float | None = None  # seconds a released address waits; None: `release_cooldown`
     rules: PoolRules = PoolRules()  # who may use it; IPPool objects set them, the TOML does not
+    subnet6: str | None = None
+    ranges6: tuple[tuple[str, str], ...] = ()
+    gateway6: str | None = None
+
+    @property
+    def families(self) -> tuple[Family, ...]:
+        """The pool's families, IPv4 first: a dual-stack pool's pods get one address of each."""
+        halves = [Family(4, self.subnet, self.ranges, self.gateway)] if self.subnet is not None else []
+        if self.subnet6 is not None:
+            halves.append(Family(6, self.subnet6, self.ranges6, self.gateway6))
+        return tuple(halves)
 
 
 @dataclass(frozen=True)
@@ -423,22 +450,46 @@ def _mac(value: Any) -> str:
     return ":".join(f"{byte:02x}" for byte in raw)
 
 
-def _network(value: Any) -> netaddr.IPNetwork:
+def _any_ip(value: Any) -> netaddr.IPAddress:
+    """an IP address"""
+    return netaddr.IPAddress(str(ipaddress.ip_address(_str(value))))
+
+
+def _any_network(value: Any) -> netaddr.IPNetwork:
     """a network"""
-    network = netaddr.IPNetwork(_str(value))
-    if network.version != 4 or "/" not in value:
+    text = _str(value)
+    if "/" not in text:
         raise ValueError(value)
-    if network.ip != network.network:
+    network = netaddr.IPNetwork(str(ipaddress.ip_network(text, strict=False)))
+    if netaddr.IPAddress(text.partition("/")[0]) != network.network:
         raise _Reason(f"{value!r} has host bits set (did you mean {network.cidr}?)")
     return network
 
 
+def _network(value: Any) -> netaddr.IPNetwork:
+    """a network"""
+    network = _any_network(value)
+    if network.version != 4:
+        raise _Reason(f"{value!r} is an IPv6 network: write it as subnet6")
+    return network
+
+
+def _network6(value: Any) -> netaddr.IPNetwork:
+    """a network"""
+    network = _any_network(value)
+    if network.version != 6:
+        raise _Reason(f"{value!r} is an IPv4 network: write it as subnet")
+    return network
+
+
 def _range(value: Any) -> netaddr.IPRange:
-    """an address range "first-last" """
+    """an address range "first-last" of one family"""
     first, sep, last = _str(value).partition("-")
     if not sep:
         raise ValueError(value)
-    low, high = _ipv4(first.strip()), _ipv4(last.strip())
+    low, high = _any_ip(first.strip()), _any_ip(last.strip())
+    if low.version != high.version:
+        raise _Reason(f"{value!r} mixes IPv4 and IPv6")
     if low > high:
         raise _Reason(f"{value!r} ends before it starts")
     return netaddr.IPRange(low, high)
@@ -449,7 +500,7 @@ def _exclusion(value: Any) -> netaddr.IPSet:
     text = _str(value)
     if "-" in text:
         return netaddr.IPSet(_range(text))
-    return netaddr.IPSet([_network(text) if "/" in text else _ipv4(text)])
+    return netaddr.IPSet([_any_network(text) if "/" in text else _any_ip(text)])
 
 
 def _list(item: Callable[[Any], T]) -> Callable[[Any], tuple[T, ...]]:
@@ -616,35 +667,71 @@ def _switch(table: _Table, name: str) -> SwitchConfig:
 def _route(value: Any) -> Route:
     """a route table {dst = "net", gw = "address"}"""
     table = _Table(value, "")
-    route = Route(dst=str(table.get("dst", _network).cidr), gw=str(table.get("gw", _ipv4)))
+    dst, gw = table.get("dst", _any_network), table.get("gw", _any_ip)
+    if dst.version != gw.version:
+        raise _Reason(f"gw {gw} is not of the family of dst {dst.cidr}")
     table.done()
-    return route
+    return Route(dst=str(dst.cidr), gw=str(gw))
 
 
 def _pool(table: _Table, name: str) -> PoolConfig:
-    subnet = table.get("subnet", _network)
-    usable = netaddr.IPSet([subnet]) - netaddr.IPSet([subnet.network, subnet.broadcast or subnet.network])
-    ranges = table.get("ranges", _list(_range), (netaddr.IPRange(subnet.first, subnet.last),))
-    for text, iprange in zip(table.data.get("ranges", ()), ranges):
-        if iprange not in subnet:
-            raise ConfigError(f"{table.key('ranges')}: {text!r} is not inside {subnet}")
-    gateway = table.get("gateway", _ipv4, None)
-    if gateway is not None and gateway not in usable:
-        raise ConfigError(f"{table.key('gateway')}: {gateway} is not a host address of {subnet}")
+    subnet, subnet6 = table.get("subnet", _network, None), table.get("subnet6", _network6, None)
+    if subnet is None and subnet6 is None:
+        raise ConfigError(f"{table.key('subnet')}: missing (a pool needs subnet, subnet6 or both)")
+    v4 = _family(table, subnet, keys=("subnet", "ranges", "gateway"))
+    v6 = _family(table, subnet6, keys=("subnet6", "ranges6", "gateway6"))
     routes = table.get("routes", _list(_route), ())
     for route in routes:
-        if netaddr.IPAddress(route.gw) not in subnet:
-            raise ConfigError(f"{table.key('routes')}: gateway {route.gw} of {route.dst} is not in {subnet}")
+        family = {4: v4, 6: v6}[netaddr.IPAddress(route.gw).version]
+        if family is None or netaddr.IPAddress(route.gw) not in netaddr.IPNetwork(family.subnet):
+            raise ConfigError(f"{table.key('routes')}: gateway {route.gw} of {route.dst} is not in "
+                              f"{_subnet_named(family, route.gw)}")
     exclude = table.get("exclude", _list(_exclusion), ())
     return PoolConfig(
         name=name,
-        subnet=str(subnet.cidr),
-        ranges=tuple((str(netaddr.IPAddress(r.first)), str(netaddr.IPAddress(r.last))) for r in ranges),
-        gateway=None if gateway is None else str(gateway),
+        subnet=None if v4 is None else v4.subnet,
+        ranges=() if v4 is None else v4.ranges,
+        gateway=None if v4 is None else v4.gateway,
         routes=routes,
         exclude=tuple(str(cidr) for excluded in exclude for cidr in excluded.iter_cidrs()),
         default=table.get("default", _bool, False),
+        subnet6=None if v6 is None else v6.subnet,
+        ranges6=() if v6 is None else v6.ranges,
+        gateway6=None if v6 is None else v6.gateway,
     )
+
+
+def _family(table: _Table, subnet: netaddr.IPNetwork | None, *, keys: tuple[str, str, str]) -> Family | None:
+    """One family's subnet, ranges and gateway. An IPv6 subnet's first address (the subnet-router
+    anycast) is never a host's; IPv4 loses its network and broadcast addresses."""
+    _, ranges_key, gateway_key = keys
+    if subnet is None:
+        for key in keys[1:]:
+            if key in table.data:
+                table.seen.add(key)
+                raise ConfigError(f"{table.key(key)}: given without {keys[0]}")
+        return None
+    never = [subnet.network] if subnet.version == 6 else [subnet.network, subnet.broadcast or subnet.network]
+    usable = netaddr.IPSet([subnet]) - netaddr.IPSet(never)
+    whole = netaddr.IPRange(subnet.first + (subnet.version == 6 and subnet.size > 1), subnet.last)
+    ranges = table.get(ranges_key, _list(_range), (whole,))
+    for text, iprange in zip(table.data.get(ranges_key, ()), ranges):
+        if iprange not in subnet:
+            raise ConfigError(f"{table.key(ranges_key)}: {text!r} is not inside {subnet}")
+    gateway = table.get(gateway_key, _any_ip, None)
+    if gateway is not None and gateway not in usable:
+        raise ConfigError(f"{table.key(gateway_key)}: {gateway} is not a host address of {subnet}")
+    return Family(
+        subnet.version, str(subnet.cidr),
+        tuple((str(netaddr.IPAddress(r.first)), str(netaddr.IPAddress(r.last))) for r in ranges),
+        None if gateway is None else str(gateway),
+    )  # fmt: skip
+
+
+def _subnet_named(family: Family | None, address: str) -> str:
+    if family is not None:
+        return family.subnet
+    return "a subnet of the pool (it has no " + ("subnet6)" if ":" in address else "subnet)")
 
 
 def parse_pool(name: str, data: Mapping[str, Any], *, where: str) -> PoolConfig:
@@ -689,9 +776,7 @@ def _check_pinned_ip(node: NodeConfig, ip: str, pools: Iterable[PoolConfig]) -> 
     for pool in pools:
         if node.ip == pool.gateway or any(route.gw == node.ip for route in pool.routes):
             raise ConfigError(f"nodes.{node.name}.ip: {node.ip} is a gateway of pool {pool.name}")
-        allocatable = netaddr.IPSet(netaddr.IPRange(first, last) for first, last in pool.ranges) \
-            - netaddr.IPSet(pool.exclude)
-        if address in allocatable:
+        if address in allocatable(pool):
             raise ConfigError(f"nodes.{node.name}.ip: {node.ip} is in pool {pool.name}'s ranges; exclude it there")
 
 
@@ -699,8 +784,17 @@ def _check_pools_disjoint(pools: Iterable[PoolConfig]) -> None:
     """Two pools sharing an address could hand it out twice."""
     seen: list[tuple[str, netaddr.IPSet]] = []
     for pool in pools:
-        addresses = netaddr.IPSet(netaddr.IPRange(first, last) for first, last in pool.ranges)
-        for other, other_addresses in seen:
-            if addresses & other_addresses:
-                raise ConfigError(f"pools.{pool.name}.ranges: overlap pool {other}")
-        seen.append((pool.name, addresses))
+        for family in pool.families:
+            addresses = netaddr.IPSet(netaddr.IPRange(first, last) for first, last in family.ranges)
+            for other, other_addresses in seen:
+                if addresses & other_addresses:
+                    key = "ranges" if family.version == 4 else "ranges6"
+                    raise ConfigError(f"pools.{pool.name}.{key}: overlap pool {other}")
+            seen.append((pool.name, addresses))
+
+
+def allocatable(pool: PoolConfig) -> netaddr.IPSet:
+    """Every address the pool's ranges hold but its exclusions (both families; an IPSet stays small
+    however large an IPv6 range is: it keeps networks, not addresses)."""
+    ranges = (netaddr.IPRange(first, last) for family in pool.families for first, last in family.ranges)
+    return netaddr.IPSet(ranges) - netaddr.IPSet(pool.exclude)

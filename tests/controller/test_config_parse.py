@@ -167,7 +167,7 @@ def test_whole_subnet_is_the_default_range() -> None:
         ({"store": "s", "switches": {"1": {"trusted_ports": [1, "2"]}}}, "switches.1.trusted_ports[1]: '2' is not an OpenFlow port"),
         ({"store": "s", "pools": {"default": {"subnet": "10.0.0.0/33"}}}, "pools.default.subnet: '10.0.0.0/33' is not a network"),
         ({"store": "s", "pools": {"default": {"subnet": "10.0.0.1/24"}}}, "pools.default.subnet: '10.0.0.1/24' has host bits set (did you mean 10.0.0.0/24?)"),
-        ({"store": "s", "pools": {"default": {"subnet": "fd00::/64"}}}, "pools.default.subnet: 'fd00::/64' is not a network"),
+        ({"store": "s", "pools": {"default": {"subnet": "fd00::/64"}}}, "pools.default.subnet: 'fd00::/64' is an IPv6 network: write it as subnet6"),
         ({"store": "s", "pools": {"p": {"subnet": "10.0.0.0/24", "ranges": ["10.0.0.5-10.0.1.4"]}}}, "pools.p.ranges: '10.0.0.5-10.0.1.4' is not inside 10.0.0.0/24"),
         ({"store": "s", "pools": {"p": {"subnet": "10.0.0.0/24", "ranges": ["10.0.0.9-10.0.0.5"]}}}, "pools.p.ranges[0]: '10.0.0.9-10.0.0.5' ends before it starts"),
         ({"store": "s", "pools": {"p": {"subnet": "10.0.0.0/24", "ranges": "10.0.0.1-10.0.0.5"}}}, "pools.p.ranges: '10.0.0.1-10.0.0.5' is not a list of"),
