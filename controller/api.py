@@ -271,7 +271,7 @@ def _match(method: str, path: str) -> tuple[Route, dict[str, str]]:
 def _pod(pod: Pod) -> Json:
     return {
         "container_id": pod.container_id, "ifname": pod.ifname, "namespace": pod.namespace, "name": pod.name,
-        "ip": pod.ip, "mac": pod.mac, "mode": pod.mode.value, "pool": pod.pool, "uid": pod.uid,
+        "ip": pod.ip, "ips": list(pod.ips), "mac": pod.mac, "mode": pod.mode.value, "pool": pod.pool, "uid": pod.uid,
     }  # fmt: skip
 
 
@@ -279,6 +279,7 @@ def _attachment(attachment: Attachment) -> Json:
     pod = attachment.pod
     return {
         "ip": pod.ip, "prefix": attachment.prefix, "gateway": attachment.gateway,
+        "ips": [{"address": f"{a.ip}/{a.prefix}", "gateway": a.gateway, "family": a.family} for a in attachment.addresses],
         "routes": [{"dst": route.dst, "gw": route.gw} for route in attachment.routes],
         "mac": pod.mac, "pool": pod.pool,
     }  # fmt: skip

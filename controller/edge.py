@@ -66,14 +66,17 @@ def node_address_refusal(name: str, ip: str, *, pools: Iterable[PoolConfig], pin
     """Why node `name` may not claim `ip` for its uplink, by the pools' config, or None."""
     address = netaddr.IPAddress(ip)
     for pool in pools:
-        subnet = netaddr.IPNetwork(pool.subnet)
-        if ip == pool.gateway:
+        if any(ip == family.gateway for family in pool.families):
             return f"{ip} is pool {pool.name}'s gateway"
         route = next((route for route in pool.routes if route.gw == ip), None)
         if route is not None:
             return f"{ip} is the gateway of pool {pool.name}'s route to {route.dst}"
-        if subnet.size > 2 and address in (subnet.network, subnet.broadcast):
-            return f"{ip} is the network or broadcast address of pool {pool.name}'s subnet {pool.subnet}"
+        for family in pool.families:
+            subnet = netaddr.IPNetwork(family.subnet)
+            if family.version == 6 and subnet.size > 1 and address == subnet.network:
+                return f"{ip} is the subnet-router anycast address of pool {pool.name}'s subnet6 {family.subnet}"
+            if family.version == 4 and subnet.size > 2 and address in (subnet.network, subnet.broadcast):
+                return f"{ip} is the network or broadcast address of pool {pool.name}'s subnet {family.subnet}"
         if ip != pinned_ip and any(address in netaddr.IPNetwork(cidr) for cidr in pool.exclude):
             return (f"{ip} is excluded from pool {pool.name} (reserved for a host the operator knows); "
                     f"if it is this node's, pin it as nodes.{name}.ip in the controller's config")

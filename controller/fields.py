@@ -19,6 +19,7 @@ from typing import Any
 from cni.spec import (CONTAINER_ID_RULE, IFNAME_RULE, NAMESPACE_RULE, POD_NAME_RULE, cut, shown, strict_json,
                       valid_container_id, valid_ifname, valid_namespace, valid_pod_name)
 from controller.errors import BadRequest
+from controller.ipam import parse_ip
 from controller.service import PodRequest
 from controller.store import Mode
 
@@ -92,8 +93,24 @@ def pod_request(body: Any, *, at: str = "") -> PodRequest:
         name=pod_name(text(body, "name", at=at), f"{at}name"),
         mode=Mode(mode), pool=optional(body, "pool", at=at), ip=optional(body, "ip", at=at),
         mac=optional(body, "mac", at=at), sticky=optional(body, "sticky", at=at),
-        uid=optional(body, "uid", at=at),
+        uid=optional(body, "uid", at=at), ips=addresses(body, "ips", at=at),
     )  # fmt: skip
+
+
+def addresses(body: Json, name: str, *, at: str = "") -> tuple[str, ...]:
+    """An optional list of requested addresses, at most one per family (dual stack), canonical."""
+    value = body.get(name)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > 2:
+        raise BadRequest(f"{at}{name}: expected a list of at most two addresses (one per family), "
+                         f"got {cut(json.dumps(value))}")
+    parsed = tuple(parse_ip(text({f"[{index}]": item}, f"[{index}]", at=f"{at}{name}"), versions=(4, 6),
+                            field_name=f"{at}{name}[{index}]") for index, item in enumerate(value))
+    if len(parsed) == 2 and (":" in parsed[0]) == (":" in parsed[1]) and parsed[0] != parsed[1]:
+        raise BadRequest(f"{at}{name}: two IPv{6 if ':' in parsed[0] else 4} addresses ({parsed[0]}, {parsed[1]}); "
+                         "at most one per family")
+    return parsed
 
 
 def attachment_keys(body: Json) -> list[tuple[str, str]]:

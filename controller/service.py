@@ -64,6 +64,7 @@ class PodRequest:
     sticky: str | None = None
     uid: str | None = None  # the pod's (K8S_POD_UID): the leak collector tells pods apart by it
     pools: tuple[str, ...] = ()  # set by intent resolution: the pools to try in order (else `pool`)
+    ips: tuple[str, ...] = ()  # requested addresses besides `ip`, at most one per family (dual stack)
 
     @property
     def key(self) -> Key:
@@ -71,13 +72,28 @@ class PodRequest:
 
 
 @dataclass(frozen=True)
+class Address:
+    """One address of an attachment, with its subnet's prefix length and its family's gateway."""
+
+    ip: str
+    prefix: int
+    gateway: str | None
+
+    @property
+    def family(self) -> int:
+        return 6 if ":" in self.ip else 4
+
+
+@dataclass(frozen=True)
 class Attachment:
-    """The answer to an ADD: everything the agent puts on the pod's link."""
+    """The answer to an ADD: everything the agent puts on the pod's link. `prefix` and `gateway`
+    are the first address's (IPv4 in a dual-stack pool); `addresses` has every family's."""
 
     pod: Pod
     prefix: int
     gateway: str | None
     routes: tuple[Route, ...]
+    addresses: tuple[Address, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,6 +151,7 @@ class Service(Identity):
         """A restarted controller continues where it stopped: everything comes from the store."""
         snapshot = self.store.load()
         self._ipam.restore((_lease(pod) for pod in snapshot.pods), sticky=snapshot.sticky, released=snapshot.released)
+        self._ipam.restore((), sticky=snapshot.sticky6, released={})
         for node in snapshot.nodes:
             self._nodes[node.name] = node
         for pod in snapshot.pods:
@@ -266,10 +283,12 @@ class Service(Identity):
         pod = Pod(
             request.container_id, request.ifname, node.name, request.namespace, request.name,
             lease.pool, lease.ip, mac, request.mode, request.sticky, created_at=self.now(), uid=request.uid,
+            ip6=lease.ip6,
         )  # fmt: skip
-        tx.put_pod(pod)
+        tx.put_pod(pod)  # both families in one write: the store takes both or raises having taken none
         if pod.sticky is not None:
-            tx.reserve(pod.sticky, pod.ip)
+            for ip in pod.ips:
+                tx.reserve(pod.sticky, ip)
         self._ipam.commit(lease)
         self._add_pod(pod)
         if LOG.isEnabledFor(logging.DEBUG):  # per pod: thousands a minute on a busy segment
@@ -319,14 +338,13 @@ class Service(Identity):
                     lease = self._ipam.get(pod.key)
                     tx.delete_pod(*pod.key)
                     if lease is not None and lease.sticky is not None:
-                        if lease.sticky_before is None:
-                            tx.unreserve(lease.sticky)
-                        else:
-                            tx.reserve(lease.sticky, lease.sticky_before)
+                        tx.unreserve(lease.sticky)
+                        for ip in lease.sticky_before:
+                            tx.reserve(lease.sticky, ip)
             for pod in pods:
                 self._ipam.rollback(pod.key)
                 self._remove_pod(pod)
-                LOG.warning(kv("allocation rolled back", pod=pod.owner, container=_name(pod.key), ip=pod.ip))
+                LOG.warning(kv("allocation rolled back", pod=pod.owner, container=_name(pod.key), ip=",".join(pod.ips)))
 
     def release(self, node_name: str, container_id: str, ifname: str) -> bool:
         """Release one interface's address. Idempotent: what is not there is `False`, not an error."""
@@ -399,7 +417,8 @@ class Service(Identity):
         with self.store.transaction() as tx:
             for pod in pods:
                 tx.delete_pod(*pod.key)
-                tx.mark_released(pod.ip, now, reason=reason)
+                for ip in pod.ips:
+                    tx.mark_released(ip, now, reason=reason)
         for pod in pods:
             self._ipam.release(pod.key, now=now)
             self._remove_pod(pod)
@@ -415,9 +434,9 @@ class Service(Identity):
 
     def placements(self) -> list[PlacementView]:
         with self._lock:
-            views = [self._node_placement(name) for name in sorted(self._nodes)]
-            views += [self._pod_placement(pod) for pod in self._pods.values()]
-        return [view for view in views if view is not None]
+            views = [view for name in sorted(self._nodes) for view in self._node_placements(name)]
+            views += [view for pod in self._pods.values() for view in self._pod_placements(pod)]
+        return views
 
     def switches(self) -> list[int]:
         """Every switch the controller knows of: configured, or where a node was located."""
@@ -500,12 +519,16 @@ class Service(Identity):
         return pod
 
     def _attachment(self, pod: Pod) -> Attachment:
+        """What the agent configures. An address whose pool (or family) went away since keeps a
+        host prefix and no gateway; the routes are those of the families the pod has."""
         pool = self._ipam.pools.get(pod.pool)
         with self._lock:
             pod = self._effective(pod)
-        if pool is None:
-            return Attachment(pod, prefix=32, gateway=None, routes=())
-        return Attachment(pod, prefix=pool.prefix, gateway=pool.gateway, routes=pool.routes)
+        addresses = tuple(_address(pool, ip) for ip in pod.ips)
+        families = {address.family for address in addresses}
+        routes = () if pool is None else tuple(r for r in pool.routes if (6 if ":" in r.dst else 4) in families)
+        first = addresses[0]
+        return Attachment(pod, prefix=first.prefix, gateway=first.gateway, routes=routes, addresses=addresses)
 
     def _add_pod(self, pod: Pod) -> None:
         self._pods[pod.key] = pod
@@ -520,28 +543,30 @@ class Service(Identity):
         self._index.discard(("pod", *pod.key))
 
     def _place_node(self, name: str) -> None:
-        """Recompute a node's uplink placement and its pods' (after it registered or moved)."""
-        view = self._node_placement(name)
-        self._index.set(("node", name), view)
+        """Recompute a node's uplink placements and its pods' (after it registered or moved)."""
+        self._index.set(("node", name), self._node_placements(name))
         for pod in self._pods.values():
             if pod.node == name:
                 self._place_pod(pod)
 
     def _place_pod(self, pod: Pod) -> None:
-        self._index.set(("pod", *pod.key), self._pod_placement(pod))
+        self._index.set(("pod", *pod.key), self._pod_placements(pod))
 
-    def _node_placement(self, name: str) -> PlacementView | None:
+    def _node_placements(self, name: str) -> list[PlacementView]:
+        """The node's uplink: one placement per address it registered (IPv4, and IPv6 if any)."""
         node, (dpid, port) = self._nodes.get(name), self._location(name)
         if node is None or dpid is None or port is None:  # None: forgotten (controller/nodelife.py)
-            return None
-        return PlacementView(node.ip, node.mac, name, port, dpid, f"node/{name}")
+            return []
+        ips = (node.ip,) if node.ip6 is None else (node.ip, node.ip6)
+        return [PlacementView(ip, node.mac, name, port, dpid, f"node/{name}") for ip in ips]
 
-    def _pod_placement(self, pod: Pod) -> PlacementView | None:
+    def _pod_placements(self, pod: Pod) -> list[PlacementView]:
+        """One placement per address: a dual-stack pod has two, same MAC, same port."""
         dpid, port = self._location(pod.node)
         if dpid is None or port is None:
-            return None
+            return []
         pod = self._effective(pod)
-        return PlacementView(pod.ip, pod.mac, pod.node, port, dpid, pod.owner)
+        return [PlacementView(ip, pod.mac, pod.node, port, dpid, pod.owner) for ip in pod.ips]
 
     def _converge_best_effort(self, dpids: set[int | None], *, why: str) -> None:
         """Push a change that must not fail its request: a switch that is down converges on reconnect.
@@ -561,21 +586,20 @@ class _PlacementIndex:
     reuses the stored hashes) and the switch's `DesiredFlows` diffs it against the last one in C."""
 
     def __init__(self) -> None:
-        self._where: dict[Hashable, tuple[int, Placement]] = {}
+        self._where: dict[Hashable, list[tuple[int, Placement]]] = {}
         self._on: dict[int, set[Placement]] = {}
 
-    def set(self, key: Hashable, view: PlacementView | None) -> None:
+    def set(self, key: Hashable, views: Sequence[PlacementView]) -> None:
         self.discard(key)
-        if view is None:
+        if not views:
             return
-        placement = Placement(view.ip, view.mac, view.port, view.owner)
-        self._on.setdefault(view.dpid, set()).add(placement)
-        self._where[key] = (view.dpid, placement)
+        placed = [(view.dpid, Placement(view.ip, view.mac, view.port, view.owner)) for view in views]
+        for dpid, placement in placed:
+            self._on.setdefault(dpid, set()).add(placement)
+        self._where[key] = placed
 
     def discard(self, key: Hashable) -> None:
-        where = self._where.pop(key, None)
-        if where is not None:
-            dpid, placement = where
+        for dpid, placement in self._where.pop(key, ()):
             self._on[dpid].discard(placement)
 
     def on(self, dpid: int) -> frozenset[Placement]:
@@ -583,7 +607,14 @@ class _PlacementIndex:
 
 
 def _lease(pod: Pod) -> ipam.Lease:
-    return ipam.Lease(pod.container_id, pod.ifname, pod.owner, pod.pool, pod.ip, pod.sticky)
+    return ipam.Lease(pod.container_id, pod.ifname, pod.owner, pod.pool, pod.ip, pod.sticky, ip6=pod.ip6)
+
+
+def _address(pool: ipam.Pool | None, ip: str) -> Address:
+    space = None if pool is None else pool.space(6 if ":" in ip else 4)
+    if space is None:
+        return Address(ip, prefix=128 if ":" in ip else 32, gateway=None)
+    return Address(ip, prefix=space.prefix, gateway=space.gateway)
 
 
 def _name(key: Key) -> str:
@@ -592,4 +623,5 @@ def _name(key: Key) -> str:
 
 def _ipam_request(request: PodRequest) -> ipam.Request:
     owner = f"{request.namespace}/{request.name}"
-    return ipam.Request(request.container_id, request.ifname, owner, request.pool, request.ip, request.sticky)
+    return ipam.Request(request.container_id, request.ifname, owner, request.pool, request.ip, request.sticky,
+                        ips=request.ips)

@@ -45,6 +45,7 @@ class Node:
     ip: str
     dpid: int | None = None
     port: int | None = None
+    ip6: str | None = None  # the node's own IPv6 address on the uplink, when it registered one
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,16 @@ class Pod:
     sticky: str | None = None
     created_at: float = field(default=0.0, compare=False)
     uid: str | None = None  # the Kubernetes pod's, when the CNI request named it
-
+    ip6: str | None = None  # a dual-stack interface's IPv6 address (`ip` is then its IPv4 one)
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.container_id, self.ifname)
+
+    @property
+    def ips(self) -> tuple[str, ...]:
+        """Every address of the interface, IPv4 first (one of either family, or one of each)."""
+        return (self.ip,) if self.ip6 is None else (self.ip, self.ip6)
 
     @property
     def owner(self) -> str:
@@ -82,8 +88,9 @@ class Pod:
 class Snapshot:
     nodes: tuple[Node, ...] = ()
     pods: tuple[Pod, ...] = ()
-    sticky: dict[str, str] = field(default_factory=dict)  # sticky key -> address
+    sticky: dict[str, str] = field(default_factory=dict)  # sticky key -> its IPv4 address
     released: dict[str, float] = field(default_factory=dict)  # address -> when
+    sticky6: dict[str, str] = field(default_factory=dict)  # sticky key -> its IPv6 address
 
 
 class Writes(Protocol):
@@ -94,8 +101,12 @@ class Writes(Protocol):
         """The node is gone (controller/nodelife.py): its uplink is not restored after a restart."""
     def put_pod(self, pod: Pod) -> None: ...
     def delete_pod(self, container_id: str, ifname: str) -> None: ...
-    def reserve(self, sticky: str, ip: str) -> None: ...
-    def unreserve(self, sticky: str) -> None: ...
+    def reserve(self, sticky: str, ip: str) -> None:
+        """The key keeps `ip`: it replaces the key's address of that family, not the other one."""
+
+    def unreserve(self, sticky: str) -> None:
+        """The key keeps nothing (either family)."""
+
     def mark_released(self, ip: str, at: float, *, reason: str | None = None) -> None:
         """`ip` was released at `at`; `reason` says why when it was not the pod's own DEL (the
         leak collector's finding), for the store to show beside the address."""
@@ -138,10 +149,13 @@ CREATE TABLE IF NOT EXISTS pods (
     created_at REAL NOT NULL, uid TEXT,
     PRIMARY KEY (container_id, ifname));
 CREATE TABLE IF NOT EXISTS sticky (key TEXT PRIMARY KEY, ip TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS sticky6 (key TEXT PRIMARY KEY, ip TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS released (ip TEXT PRIMARY KEY, at REAL NOT NULL);
 """
 # dpid is TEXT (hex): a datapath id is an unsigned 64-bit number, SQLite integers are signed.
-# pods.ip is UNIQUE: the database itself refuses to hand one address out twice.
+# pods.ip is UNIQUE: the database itself refuses to hand one address out twice; pods.ip6 (a
+# dual-stack interface's IPv6 address, added by _migrate) has a unique index for the same reason.
+# sticky holds IPv4 reservations (as it always did), sticky6 the IPv6 ones: one of each per key.
 
 _POD_FIELDS = tuple(f.name for f in fields(Pod))
 _POD_COLUMNS = ", ".join(_POD_FIELDS)
@@ -174,18 +188,25 @@ class SqliteStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(pods)")}
         if "uid" not in columns:
             self._db.execute("ALTER TABLE pods ADD COLUMN uid TEXT")
+        if "ip6" not in columns:  # dual stack: SQLite adds no UNIQUE column, so an index makes it one
+            self._db.execute("ALTER TABLE pods ADD COLUMN ip6 TEXT")
+        self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS pods_ip6 ON pods (ip6)")
+        if "ip6" not in {row[1] for row in self._db.execute("PRAGMA table_info(nodes)")}:
+            self._db.execute("ALTER TABLE nodes ADD COLUMN ip6 TEXT")
 
     def load(self) -> Snapshot:
         with self._lock:
-            nodes = self._db.execute("SELECT name, mac, ip, dpid, port FROM nodes ORDER BY name").fetchall()
+            nodes = self._db.execute("SELECT name, mac, ip, dpid, port, ip6 FROM nodes ORDER BY name").fetchall()
             pods = self._db.execute(f"SELECT {_POD_COLUMNS} FROM pods ORDER BY created_at").fetchall()
             sticky = self._db.execute("SELECT key, ip FROM sticky").fetchall()
+            sticky6 = self._db.execute("SELECT key, ip FROM sticky6").fetchall()
             released = self._db.execute("SELECT ip, at FROM released").fetchall()
         return Snapshot(
-            nodes=tuple(Node(n, mac, ip, None if d is None else int(d, 16), p) for n, mac, ip, d, p in nodes),
+            nodes=tuple(Node(n, mac, ip, None if d is None else int(d, 16), p, ip6) for n, mac, ip, d, p, ip6 in nodes),
             pods=tuple(_pod(row) for row in pods),
             sticky=dict(sticky),
             released=dict(released),
+            sticky6=dict(sticky6),
         )
 
     @contextmanager
@@ -251,7 +272,8 @@ class _SqliteWrites:
 
     def put_node(self, node: Node) -> None:
         dpid = None if node.dpid is None else f"{node.dpid:x}"
-        self._run("INSERT OR REPLACE INTO nodes VALUES (?, ?, ?, ?, ?)", node.name, node.mac, node.ip, dpid, node.port)
+        self._run("INSERT OR REPLACE INTO nodes (name, mac, ip, dpid, port, ip6) VALUES (?, ?, ?, ?, ?, ?)",
+                  node.name, node.mac, node.ip, dpid, node.port, node.ip6)
 
     def delete_node(self, name: str) -> None:
         self._run("DELETE FROM nodes WHERE name = ?", name)
@@ -266,10 +288,12 @@ class _SqliteWrites:
         self._run("DELETE FROM pods WHERE container_id = ? AND ifname = ?", container_id, ifname)
 
     def reserve(self, sticky: str, ip: str) -> None:
-        self._run("INSERT INTO sticky VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET ip = excluded.ip", sticky, ip)
+        table = "sticky6" if ":" in ip else "sticky"
+        self._run(f"INSERT INTO {table} VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET ip = excluded.ip", sticky, ip)
 
     def unreserve(self, sticky: str) -> None:
         self._run("DELETE FROM sticky WHERE key = ?", sticky)
+        self._run("DELETE FROM sticky6 WHERE key = ?", sticky)
 
     def mark_released(self, ip: str, at: float, *, reason: str | None = None) -> None:
         """The reason is the log's here (the collector logs it); a cluster store keeps it."""

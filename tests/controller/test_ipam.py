@@ -71,10 +71,15 @@ def test_fixed_address_must_be_allocatable(ip: str) -> None:
         make_ipam().plan(Request("c1", "eth0", "default/c1", pool="default", ip=ip), now=0)
 
 
-@pytest.mark.parametrize("ip", ["198.18.0", "fe80::1", "banana", "198.18.0.256"])
+@pytest.mark.parametrize("ip", ["198.18.0", "fd00::1::", "banana", "198.18.0.256"])
 def test_malformed_fixed_address_is_a_bad_request(ip: str) -> None:
-    with pytest.raises(BadRequest, match="ip: .* is not an IPv4 address"):
+    with pytest.raises(BadRequest, match="ip: .* is not an IPv4 or IPv6 address"):
         make_ipam().plan(Request("c1", "eth0", "default/c1", ip=ip), now=0)
+
+
+def test_an_ipv6_address_from_an_ipv4_pool_is_a_bad_request() -> None:
+    with pytest.raises(BadRequest, match="^ip: fe80::1 is IPv6, and pool default has no IPv6 subnet6$"):
+        make_ipam().plan(Request("c1", "eth0", "default/c1", ip="fe80::1"), now=0)
 
 
 def test_unknown_pool() -> None:

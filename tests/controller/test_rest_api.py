@@ -116,7 +116,7 @@ def test_basic_auth_is_not_a_bearer_token(call: Client) -> None:
      ({**POD, "ifname": "a-very-long-interface"},
       f"ifname: 'a-very-long-interface' is not a Linux interface name ({IFNAME_RULE})"),
      ({**POD, "mode": "bridge"}, "mode: 'bridge' is not one of macvlan, ipvlan"),
-     ({**POD, "ip": "198.18.0.300"}, "ip: '198.18.0.300' is not an IPv4 address"),
+     ({**POD, "ip": "198.18.0.300"}, "ip: '198.18.0.300' is not an IPv4 or IPv6 address"),
      ({**POD, "ip": "198.18.0.1"}, "ip: 198.18.0.1 is not an allocatable address of pool default"),
      ({**POD, "mac": "01:00:5e:00:00:01"}, "mac: 01:00:5e:00:00:01 is a multicast address"),
      ({**POD, "pool": "nope"}, "pool: no pool named 'nope'"),
@@ -149,15 +149,16 @@ def test_add_pod_and_idempotent_post(call: Client, fabric: RecordingFabric) -> N
     assert {k: first[k] for k in ("ip", "prefix", "gateway", "mac", "pool")} == {
         "ip": "198.18.0.100", "prefix": 24, "gateway": "198.18.0.1", "mac": "02:55:c6:12:00:64", "pool": "default"}  # fmt: skip
     assert first["routes"] == [{"dst": "0.0.0.0/0", "gw": "198.18.0.1"}]
+    assert first["ips"] == [{"address": "198.18.0.100/24", "gateway": "198.18.0.1", "family": 4}]
     assert call("POST", "/v1/nodes/n1/pods", POD)[:2] == (200, first)
     assert call("POST", "/v1/nodes/n1/pods", {**POD, "container_id": "def", "uid": "u-1"})[0] == 200
     status, listed, _ = call("GET", "/v1/nodes/n1/pods")
     assert listed["pods"] == [{"container_id": "abc", "ifname": "eth0", "namespace": "default", "name": "web-0",
-                               "ip": "198.18.0.100", "mac": "02:55:c6:12:00:64", "mode": "macvlan", "pool": "default",
-                               "uid": None},
+                               "ip": "198.18.0.100", "ips": ["198.18.0.100"], "mac": "02:55:c6:12:00:64",
+                               "mode": "macvlan", "pool": "default", "uid": None},
                               {"container_id": "def", "ifname": "eth0", "namespace": "default", "name": "web-0",
-                               "ip": "198.18.0.101", "mac": "02:55:c6:12:00:65", "mode": "macvlan", "pool": "default",
-                               "uid": "u-1"}]  # fmt: skip
+                               "ip": "198.18.0.101", "ips": ["198.18.0.101"], "mac": "02:55:c6:12:00:65",
+                               "mode": "macvlan", "pool": "default", "uid": "u-1"}]  # fmt: skip
     assert fabric.calls[-3:] == [(1,), (1,), (1,)]
 
 
