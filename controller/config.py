@@ -479,7 +479,12 @@ def _network6(value: Any) -> netaddr.IPNetwork:
     network = _any_network(value)
     if network.version != 6:
         raise _Reason(f"{value!r} is an IPv4 network: write it as subnet")
+    if network in _MAPPED or _MAPPED in network:
+        raise _Reason(f"{value!r} holds IPv4-mapped addresses (::ffff:0:0/96): IPv4 goes in subnet")
     return network
+
+
+_MAPPED = netaddr.IPNetwork("::ffff:0:0/96")
 
 
 def _range(value: Any) -> netaddr.IPRange:
@@ -793,8 +798,12 @@ def _check_pools_disjoint(pools: Iterable[PoolConfig]) -> None:
             seen.append((pool.name, addresses))
 
 
+def ranges_of(pool: PoolConfig) -> netaddr.IPSet:
+    """Every address the pool's ranges hold, both families (an IPSet stays small however large an
+    IPv6 range is: it keeps networks, not addresses)."""
+    return netaddr.IPSet(netaddr.IPRange(first, last) for family in pool.families for first, last in family.ranges)
+
+
 def allocatable(pool: PoolConfig) -> netaddr.IPSet:
-    """Every address the pool's ranges hold but its exclusions (both families; an IPSet stays small
-    however large an IPv6 range is: it keeps networks, not addresses)."""
-    ranges = (netaddr.IPRange(first, last) for family in pool.families for first, last in family.ranges)
-    return netaddr.IPSet(ranges) - netaddr.IPSet(pool.exclude)
+    """What the pool's ranges hold but its exclusions."""
+    return ranges_of(pool) - netaddr.IPSet(pool.exclude)

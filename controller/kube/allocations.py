@@ -1,6 +1,8 @@
 """IPAllocation objects: one per address, and what the controller's store records in them. Pure.
 
-An address's object is named after the address itself (`198.18.0.5`, a valid object name): the
+An address's object is named after the address itself (`198.18.0.5`, a valid object name; IPv6
+`fd00:18::5` as `fd00-18--5`, see `name_for`; a dual-stack interface has one object per address, each
+listing both in `interfaceAddresses`): the
 API server then refuses a second object for one address whatever pool either controller thinks
 it belongs to, which is the whole guarantee (a name from pool and address would let two pools that
 overlap for a moment, or a pool edited under a running controller, hand one address out twice).
@@ -16,6 +18,7 @@ tells who had it.
 from __future__ import annotations
 
 import enum
+import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from collections.abc import Mapping
@@ -53,7 +56,19 @@ class Slot:
 
 
 def name_for(ip: str) -> str:
-    return ip
+    """The object's name: the IPv4 address as it is; an IPv6 address in compressed form with ':'
+    as '-' (names take no ':'), and a leading or trailing '::' given its zero ("::5" -> "0--5"),
+    since a name starts and ends with a letter or digit. One address, one name, and back."""
+    if ":" not in ip:
+        return ip
+    text = str(ipaddress.IPv6Address(ip))
+    text = ("0" if text.startswith(":") else "") + text + ("0" if text.endswith(":") else "")
+    return text.replace(":", "-")
+
+
+def address_of(name: str) -> str:
+    """The address an object's name stands for (`name_for` undone)."""
+    return name if "-" not in name else str(ipaddress.IPv6Address(name.replace("-", ":")))
 
 
 def to_object(ip: str, slot: Slot, *, resource_version: str | None = None) -> Object:
@@ -65,6 +80,8 @@ def to_object(ip: str, slot: Slot, *, resource_version: str | None = None) -> Ob
             pod={"namespace": pod.namespace, "name": pod.name, **({"uid": pod.uid} if pod.uid else {})}, node=pod.node, containerID=pod.container_id,
             interface=pod.ifname, mac=pod.mac, mode=pod.mode.value,
         )  # fmt: skip
+        if pod.ip6 is not None:
+            spec["interfaceAddresses"] = list(pod.ips)
         status["boundAt"] = timestamp(pod.created_at)
     if slot.sticky is not None:
         spec["stickyKey"] = slot.sticky
@@ -83,18 +100,19 @@ def from_object(obj: Object) -> tuple[str, Slot]:
     """(address, slot) of an IPAllocation. A missing phase reads as Bound: with a status
     subresource, the API server drops the status of a create, and creating is binding."""
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    ip = str(spec.get("address") or obj["metadata"]["name"])
+    ip = str(spec.get("address") or address_of(obj["metadata"]["name"]))
     pool = str(spec.get("pool", ""))
     pod = None
     if spec.get("containerID"):
         owner = spec.get("pod") or {}
+        both = [str(address) for address in spec.get("interfaceAddresses") or ()]
         pod = Pod(
             container_id=str(spec["containerID"]), ifname=str(spec.get("interface", "eth0")),
             node=str(spec.get("node", "")), namespace=str(owner.get("namespace", "")), name=str(owner.get("name", "")),
-            pool=pool, ip=ip, mac=str(spec.get("mac", "")), mode=Mode(spec.get("mode", Mode.MACVLAN.value)),
-            sticky=spec.get("stickyKey"),
+            pool=pool, ip=both[0] if len(both) == 2 else ip, mac=str(spec.get("mac", "")),
+            mode=Mode(spec.get("mode", Mode.MACVLAN.value)), sticky=spec.get("stickyKey"),
             created_at=seconds(status.get("boundAt")) or seconds(obj["metadata"].get("creationTimestamp")) or 0.0,
-            uid=owner.get("uid"),
+            uid=owner.get("uid"), ip6=both[1] if len(both) == 2 else None,
         )  # fmt: skip
     phase = Phase(status.get("phase") or Phase.BOUND.value)
     return ip, Slot(phase, pool, pod, spec.get("stickyKey"), seconds(status.get("releasedAt")), status.get("reason"))

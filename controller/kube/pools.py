@@ -28,7 +28,7 @@ from typing import Any
 
 import netaddr
 
-from controller.config import ConfigError, PoolConfig, parse_pool
+from controller.config import ConfigError, PoolConfig, parse_pool, ranges_of
 from controller.errors import ControllerError
 from controller.ipam import Pool
 from controller.kube.allocations import Phase, timestamp
@@ -38,7 +38,9 @@ from controller.logs import kv
 from controller.selectors import SelectorError, pool_rules
 
 LOG = logging.getLogger("underlay.pools")
-_SPEC_KEYS = {"ranges": "ips", "exclude": "excludeIPs"}  # the TOML's names -> the IPPool's, for messages
+MAX_TOTAL = 2**63 - 1
+"""status.total counts addresses of both families; an IPv6 /64 has more than an int64 holds."""
+_SPEC_KEYS = {"ranges6": "ips6", "ranges": "ips", "exclude": "excludeIPs"}  # the TOML's names -> the IPPool's, for messages
 
 
 @dataclass(frozen=True)
@@ -65,12 +67,13 @@ def read_pool(obj: Object) -> PoolObject:
     meta, spec = obj["metadata"], obj.get("spec") or {}
     name = meta["name"]
     where = f"ippool {name}: spec"
-    data: dict[str, Any] = {"subnet": spec.get("subnet"), "default": bool(spec.get("default", False))}
-    if spec.get("ips"):
-        data["ranges"] = [text if "-" in str(text) else f"{text}-{text}" for text in spec["ips"]]
+    data: dict[str, Any] = {"default": bool(spec.get("default", False))}
+    for ours, theirs in (("ranges", "ips"), ("ranges6", "ips6")):
+        if spec.get(theirs):
+            data[ours] = [text if "-" in str(text) else f"{text}-{text}" for text in spec[theirs]]
     if spec.get("excludeIPs"):
         data["exclude"] = spec["excludeIPs"]
-    for key in ("gateway", "routes"):
+    for key in ("subnet", "subnet6", "gateway", "gateway6", "routes"):
         if spec.get(key) is not None:
             data[key] = spec[key]
     cooldown = spec.get("reuseCooldownSeconds")
@@ -98,7 +101,7 @@ def judge(pools: Iterable[PoolObject]) -> dict[str, Verdict]:
         if pool.config is None:
             verdicts[pool.name] = Verdict(False, "InvalidSpec", pool.error or "")
             continue
-        addresses = netaddr.IPSet(netaddr.IPRange(first, last) for first, last in pool.config.ranges)
+        addresses = ranges_of(pool.config)
         clash = next(((other, shared) for other, theirs in serving if (shared := addresses & theirs)), None)
         if clash is not None:
             other, shared = clash
@@ -126,7 +129,7 @@ def status_of(pool: PoolObject, verdict: Verdict, counts: Mapping[str, int], *, 
     previous: Mapping[str, Any] = next((c for c in pool.status.get("conditions") or () if c.get("type") == "Ready"), {})
     same = previous.get("status") == condition["status"] and previous.get("lastTransitionTime")
     condition["lastTransitionTime"] = previous["lastTransitionTime"] if same else timestamp(now)[:19] + "Z"
-    total = 0 if pool.config is None else Pool.from_config(pool.config).size
+    total = 0 if pool.config is None else min(Pool.from_config(pool.config).size, MAX_TOTAL)
     return {
         "total": total,
         "allocated": counts.get(Phase.BOUND.value, 0) + counts.get(Phase.RESERVED.value, 0),
@@ -196,8 +199,7 @@ class PoolManager:
     def pool_of(self, ip: str) -> str | None:
         """The usable pool whose ranges hold `ip`."""
         address = netaddr.IPAddress(ip)
-        return next((c.name for c in self.configs() if any(netaddr.IPAddress(a) <= address <= netaddr.IPAddress(b)
-                                                            for a, b in c.ranges)), None)  # fmt: skip
+        return next((c.name for c in self.configs() if address in ranges_of(c)), None)
 
     def verdict(self, pool: str) -> Verdict | None:
         return self._verdicts.get(pool)

@@ -126,10 +126,14 @@ class KubeStore:
                 node = _node(obj)
                 if node is not None:
                     tables.nodes[node.name] = node
+        for ip in tables.missing():  # a dual-stack pod's second object, lost in a crash: write it
+            pod = next(pod for pod in tables.pods.values() if ip in pod.ips)
+            tables.restore(ip, Slot(Phase.BOUND, pod.pool, pod, pod.sticky))
         with self._lock:
             self._tables, self._known = tables, known
             self._pending.clear()
             self._pending_nodes.clear()
+            self._mark(ip for ip in tables.at if ip not in known)
             self._late = {ip for ip, entry in known.items() if not entry.status}  # created, status not written yet
         if self._sweeper is None:
             self._sweeper = threading.Thread(target=self._background, name="kube-store", daemon=True)
@@ -287,21 +291,37 @@ class KubeStore:
         return Known(obj["metadata"]["resourceVersion"], from_object(obj)[1], obj.get("status") or {})
 
     def claim(self, pod: Pod) -> None:
-        """Take `pod.ip` for `pod` in the API now: create its object, or rebind ours (Reserved for
+        """Take every address of `pod` in the API now, or none: a dual-stack pod whose second
+        address cannot be had (taken, the API failing) gives the first back before this raises,
+        by writing it as the tables still have it (they change only after the claim)."""
+        taken: list[str] = []
+        try:
+            for ip in pod.ips:
+                self._claim_one(pod, ip)
+                taken.append(ip)
+        except BaseException:
+            if taken:
+                with self._lock:
+                    self._mark(taken)  # a give-back the API refuses now is retried in the background
+                self._converge_all(taken)
+            raise
+
+    def _claim_one(self, pod: Pod, ip: str) -> None:
+        """Take `ip` for `pod` in the API now: create its object, or rebind ours (Reserved for
         this pod's sticky key, Cooldown) at the version we know. Raises AddressTaken."""
         desired = Slot(Phase.BOUND, pod.pool, pod, pod.sticky)
         deadline = time.monotonic() + CLAIM_TIMEOUT
-        with self._stripe(pod.ip):
-            basis, trusted = self._known.get(pod.ip), True  # what we wrote or loaded: the service decided on it
+        with self._stripe(ip):
+            basis, trusted = self._known.get(ip), True  # what we wrote or loaded: the service decided on it
             for _ in range(ATTEMPTS):
                 try:
                     if basis is not None and not trusted:
-                        _check_free(pod, basis.slot)
+                        _check_free(pod, ip, basis.slot)
                     if basis is None or basis.slot != desired:
-                        self._write(pod.ip, desired, basis)
+                        self._write(ip, desired, basis)
                     return
                 except (AlreadyExists, Outdated):
-                    basis, trusted = self._read(pod.ip), False  # changed by someone else: look at it
+                    basis, trusted = self._read(ip), False  # changed by someone else: look at it
                 except Missing as err:
                     if basis is None:  # the collection itself: no such kind
                         raise StoreError(f"store kubernetes: IPAllocation is not served (is its CRD installed?): {err}") from err
@@ -310,7 +330,7 @@ class KubeStore:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.1)
-            raise TemporaryError(f"pod {pod.owner}: IPAllocation {pod.ip} keeps changing; retry", delay=1.0)
+            raise TemporaryError(f"pod {pod.owner}: IPAllocation {ip} keeps changing; retry", delay=1.0)
 
     def _write(self, ip: str, desired: Slot | None, basis: Known | None, *, exact: bool = False) -> None:
         """Conditional writes from `basis` to `desired`; raises what the API answers.
@@ -409,7 +429,8 @@ class KubeStore:
         with self._lock:
             block, node = self._pending_nodes.get(name), self._tables.nodes.get(name)
         value = None if node is None else json.dumps({  # None: the node was forgotten, so is its uplink
-            "mac": node.mac, "ip": node.ip, "dpid": None if node.dpid is None else f"{node.dpid:#x}", "port": node.port})
+            "mac": node.mac, "ip": node.ip, **({"ip6": node.ip6} if node.ip6 else {}),
+            "dpid": None if node.dpid is None else f"{node.dpid:#x}", "port": node.port})
         try:
             self.kube.patch(NODES.path(name=name), {"metadata": {"annotations": {UPLINK_ANNOTATION: value}}},
                             timeout=NODE_TIMEOUT)  # fmt: skip
@@ -426,12 +447,12 @@ class KubeStore:
         return None
 
 
-def _check_free(pod: Pod, slot: Slot) -> None:
-    """May `pod` take an address whose object someone else changed to `slot`?"""
+def _check_free(pod: Pod, ip: str, slot: Slot) -> None:
+    """May `pod` take `ip`, whose object someone else changed to `slot`?"""
     if slot.phase is Phase.BOUND and slot.holder != pod.key:
-        raise _taken(pod.ip, slot)
+        raise _taken(ip, slot)
     if slot.phase is Phase.RESERVED and slot.sticky != pod.sticky:
-        raise _taken(pod.ip, slot)
+        raise _taken(ip, slot)
 
 
 def _taken(ip: str, slot: Slot) -> AddressTaken:
@@ -459,7 +480,7 @@ def _node(obj: Object) -> Node | None:
         value = json.loads(raw)
         dpid = value.get("dpid")
         return Node(obj["metadata"]["name"], str(value["mac"]), str(value["ip"]),
-                    None if dpid is None else int(dpid, 16), value.get("port"))  # fmt: skip
+                    None if dpid is None else int(dpid, 16), value.get("port"), value.get("ip6"))  # fmt: skip
     except (ValueError, KeyError, TypeError, AttributeError):
         LOG.warning(kv("node uplink annotation unreadable, ignored", node=obj["metadata"]["name"], value=raw))
         return None

@@ -24,7 +24,7 @@ class Tables:
         self.pool_of = pool_of  # for an address no pod of these tables held: the pool that has it now
         self.pods: dict[tuple[str, str], Pod] = {}
         self.at: dict[str, Pod] = {}
-        self.sticky: dict[str, str] = {}
+        self.sticky: dict[tuple[str, int], str] = {}  # (sticky key, family) -> address
         self.reserved_for: dict[str, str] = {}
         self.released: dict[str, float] = {}
         self.reasons: dict[str, str] = {}  # why an address was released, when not by its pod's DEL
@@ -39,7 +39,7 @@ class Tables:
         elif slot.pod is not None:
             self.last[ip] = slot.pod
         if slot.sticky is not None and slot.phase is not Phase.COOLDOWN:
-            self.sticky[slot.sticky] = ip
+            self.sticky[(slot.sticky, _family(ip))] = ip
             self.reserved_for[ip] = slot.sticky
         if slot.released_at is not None:
             self.released[ip] = slot.released_at
@@ -50,9 +50,15 @@ class Tables:
         return Snapshot(
             nodes=tuple(sorted(self.nodes.values(), key=lambda node: node.name)),
             pods=tuple(sorted(self.pods.values(), key=lambda pod: pod.created_at)),
-            sticky=dict(self.sticky),
+            sticky={key: ip for (key, family), ip in self.sticky.items() if family == 4},
             released=dict(self.released),
+            sticky6={key: ip for (key, family), ip in self.sticky.items() if family == 6},
         )
+
+    def missing(self) -> set[str]:
+        """Addresses a pod holds that have no slot of their own: a dual-stack pod's other address
+        whose object was not written before a crash (`restore` saw one object of the two)."""
+        return {ip for pod in self.pods.values() for ip in pod.ips if ip not in self.at}
 
     def pool(self, ip: str) -> str:
         return self.pools.get(ip) or self.pool_of(ip) or NO_POOL
@@ -118,21 +124,22 @@ class TableWrites:
         see controller/kube/store.py), so a pod whose address is taken changes nothing."""
         with self._lock:
             before = self.tables.pods.get(pod.key)
-            if before is None or before.ip != pod.ip:
-                holder = self.tables.at.get(pod.ip)
+            for ip in pod.ips:
+                holder = self.tables.at.get(ip)
                 if holder is not None and holder.key != pod.key:
-                    raise StoreError(f"store refused put_pod {pod.key}: {pod.ip} is held by {holder.owner}")
-        self._claim(pod)
+                    raise StoreError(f"store refused put_pod {pod.key}: {ip} is held by {holder.owner}")
+        self._claim(pod)  # every address of the pod, or none (it raises having given back what it took)
         with self._lock:
-            if before is not None and before.ip != pod.ip:
-                self._set(self.tables.at, before.ip, None)
-                self.addresses.add(before.ip)
+            for ip in () if before is None else set(before.ips) - set(pod.ips):
+                self._set(self.tables.at, ip, None)
+                self.addresses.add(ip)
             self._set(self.tables.pods, pod.key, pod)
-            self._set(self.tables.at, pod.ip, pod)
-            self._set(self.tables.pools, pod.ip, pod.pool)
-            self._set(self.tables.released, pod.ip, None)
-            self._set(self.tables.reasons, pod.ip, None)
-        self.addresses.add(pod.ip)
+            for ip in pod.ips:
+                self._set(self.tables.at, ip, pod)
+                self._set(self.tables.pools, ip, pod.pool)
+                self._set(self.tables.released, ip, None)
+                self._set(self.tables.reasons, ip, None)
+        self.addresses.update(pod.ips)
 
     def delete_pod(self, container_id: str, ifname: str) -> None:
         with self._lock:
@@ -140,31 +147,37 @@ class TableWrites:
             if pod is None:
                 return
             self._set(self.tables.pods, pod.key, None)
-            self._set(self.tables.at, pod.ip, None)
-            self._set(self.tables.last, pod.ip, pod)
-        self.addresses.add(pod.ip)
+            for ip in pod.ips:
+                self._set(self.tables.at, ip, None)
+                self._set(self.tables.last, ip, pod)
+        self.addresses.update(pod.ips)
 
     def reserve(self, sticky: str, ip: str) -> None:
+        """The key keeps `ip`, in place of its address of that family."""
         with self._lock:
-            previous = self.tables.sticky.get(sticky)
+            previous = self.tables.sticky.get((sticky, _family(ip)))
             if previous is not None and previous != ip:
                 self._set(self.tables.reserved_for, previous, None)
                 self.addresses.add(previous)
-            self._set(self.tables.sticky, sticky, ip)
+            self._set(self.tables.sticky, (sticky, _family(ip)), ip)
             self._set(self.tables.reserved_for, ip, sticky)
         self.addresses.add(ip)
 
     def unreserve(self, sticky: str) -> None:
         with self._lock:
-            ip = self.tables.sticky.get(sticky)
-            if ip is None:
-                return
-            self._set(self.tables.sticky, sticky, None)
-            self._set(self.tables.reserved_for, ip, None)
-        self.addresses.add(ip)
+            for family in (4, 6):
+                ip = self.tables.sticky.get((sticky, family))
+                if ip is not None:
+                    self._set(self.tables.sticky, (sticky, family), None)
+                    self._set(self.tables.reserved_for, ip, None)
+                    self.addresses.add(ip)
 
     def mark_released(self, ip: str, at: float, *, reason: str | None = None) -> None:
         with self._lock:
             self._set(self.tables.released, ip, at)
             self._set(self.tables.reasons, ip, reason)
         self.addresses.add(ip)
+
+
+def _family(ip: str) -> int:
+    return 6 if ":" in ip else 4

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from controller.kube.allocations import name_for
 from deploy.k8s import crds
 
 GROUP, VERSION = "underlay.io", "v1alpha1"
@@ -131,6 +132,18 @@ def with_spec(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
 POOL_REFUSALS = {
     "subnet not a network": ({"subnet": "198.18.0.0/33"}, "spec.subnet: Invalid value: \"198.18.0.0/33\": subnet must be an IPv4 network such as 198.18.0.0/24"),
     "subnet IPv6": ({"subnet": "fd00::/64", "ips": None, "excludeIPs": None, "gateway": None, "routes": None}, "subnet must be an IPv4 network"),
+    "subnet6 IPv4": ({"subnet6": "198.19.0.0/24"}, "spec.subnet6: Invalid value: \"198.19.0.0/24\": subnet6 must be an IPv6 network such as fd00:18::/64"),
+    "subnet6 host bits": ({"subnet6": "fd00:18::5/64"}, "subnet6 must not have host bits set (fd00:18::/64, not fd00:18::5/64)"),
+    "gateway6 outside": ({"subnet6": "fd00:18::/64", "gateway6": "fd00:19::1"}, "spec.gateway6: Invalid value: gateway6 must be a host address inside subnet6"),
+    "gateway6 is the anycast address": ({"subnet6": "fd00:18::/64", "gateway6": "fd00:18::"}, "gateway6 must be a host address inside subnet6"),
+    "gateway6 IPv4": ({"subnet6": "fd00:18::/64", "gateway6": "198.18.0.1"}, "spec.gateway6: Invalid value: \"198.18.0.1\": gateway6 must be an IPv6 address"),
+    "gateway6 without subnet6": ({"gateway6": "fd00:18::1"}, "spec.subnet6: Required value: ips6 and gateway6 are IPv6 and need subnet6"),
+    "ips6 outside": ({"subnet6": "fd00:18::/64", "ips6": ["fd00:19::1-fd00:19::9"]}, "spec.ips6: Invalid value: every address and range of ips6 must be inside subnet6"),
+    "ips6 IPv4": ({"subnet6": "fd00:18::/64", "ips6": ["198.18.0.5"]}, "each entry of ips6 must be an IPv6 address or a range \"first-last\" of two"),
+    "route6 gateway outside": ({"subnet6": "fd00:18::/64", "routes": [{"dst": "::/0", "gw": "fd00:19::1"}]},
+                               "the gateway (gw) of every route must be inside the subnet of its family (subnet or subnet6)"),
+    "route6 without subnet6": ({"routes": [{"dst": "::/0", "gw": "fd00:19::1"}]}, "the gateway (gw) of every route must be inside the subnet of its family"),
+    "route of two families": ({"routes": [{"dst": "::/0", "gw": "198.18.0.1"}]}, "spec.routes[0]: Invalid value: gw must be of the family of dst"),
     "subnet host bits": ({"subnet": "198.18.0.5/24"}, "subnet must not have host bits set (198.18.0.0/24, not 198.18.0.5/24)"),
     "gateway outside": ({"gateway": "198.18.1.1"}, "spec.gateway: Invalid value: gateway must be a host address inside subnet"),
     "gateway is the network": ({"gateway": "198.18.0.0"}, "gateway must be a host address inside subnet"),
@@ -141,9 +154,9 @@ POOL_REFUSALS = {
     "range half open": ({"ips": ["198.18.0.10-"]}, "spec.ips[0]: Invalid value: \"198.18.0.10-\": each entry of ips must be an IPv4 address or a range \"first-last\" of two"),
     "range of three": ({"ips": ["198.18.0.1-198.18.0.2-9"]}, "spec.ips[0]: Invalid value: \"198.18.0.1-198.18.0.2-9\": each entry of ips must be"),
     "ips twice": ({"ips": ["198.18.0.10", "198.18.0.10"]}, "spec.ips[1]: Duplicate value: \"198.18.0.10\""),
-    "exclusion not parsed": ({"excludeIPs": ["198.18.0.0/33"]}, "spec.excludeIPs[0]: Invalid value: \"198.18.0.0/33\": each entry of excludeIPs must be an IPv4 address, a range \"first-last\" or a network"),
-    "route gateway outside": ({"routes": [{"dst": "0.0.0.0/0", "gw": "198.18.1.1"}]}, "spec.routes: Invalid value: the gateway (gw) of every route must be inside subnet"),
-    "route destination": ({"routes": [{"dst": "default", "gw": "198.18.0.1"}]}, "spec.routes[0].dst: Invalid value: \"default\": dst must be an IPv4 network such as 0.0.0.0/0"),
+    "exclusion not parsed": ({"excludeIPs": ["198.18.0.0/33"]}, "spec.excludeIPs[0]: Invalid value: \"198.18.0.0/33\": each entry of excludeIPs must be an address, a range \"first-last\" or a network"),
+    "route gateway outside": ({"routes": [{"dst": "0.0.0.0/0", "gw": "198.18.1.1"}]}, "spec.routes: Invalid value: the gateway (gw) of every route must be inside the subnet of its family"),
+    "route destination": ({"routes": [{"dst": "default", "gw": "198.18.0.1"}]}, "spec.routes[0].dst: Invalid value: \"default\": dst must be a network such as 0.0.0.0/0 or ::/0"),
     "route without gw": ({"routes": [{"dst": "0.0.0.0/0"}]}, "spec.routes[0].gw: Required value"),
     "vlan too high": ({"vlan": 4095}, "spec.vlan: Invalid value: 4095: spec.vlan in body should be less than or equal to 4094"),
     "negative cooldown": ({"reuseCooldownSeconds": -1}, "spec.reuseCooldownSeconds in body should be greater than or equal to 0"),
@@ -163,13 +176,44 @@ def test_each_pool_rule_refuses_with_its_message(objects, name, changes, message
 
 
 def test_a_pool_needs_a_subnet(objects, name):
-    assert "spec.subnet: Required value" in refusal(
-        lambda: objects.create_cluster_custom_object(GROUP, VERSION, "ippools", pool(name, {"ips": ["198.18.0.1"]})))
+    assert "spec: Required value: a pool needs subnet (IPv4), subnet6 (IPv6) or both" in refusal(
+        lambda: objects.create_cluster_custom_object(GROUP, VERSION, "ippools", pool(name, {"default": True})))
+    assert "spec.subnet: Required value: ips and gateway are IPv4 and need subnet" in refusal(
+        lambda: objects.create_cluster_custom_object(GROUP, VERSION, "ippools",
+                                                     pool(name, {"subnet6": "fd00:18::/64", "ips": ["198.18.0.1"]})))
+
+
+DUAL_STACK_SPEC: dict[str, Any] = {
+    "subnet": "198.18.0.0/24", "gateway": "198.18.0.1",
+    "subnet6": "fd00:18::/64", "ips6": ["fd00:18::100-fd00:18::ffff:ffff:ffff:ffff", "fd00:18::5"], "gateway6": "fd00:18::1",
+    "excludeIPs": ["198.18.0.150", "fd00:18::150", "fd00:18::160-fd00:18::169", "fd00:18::200/120"],
+    "routes": [{"dst": "0.0.0.0/0", "gw": "198.18.0.1"}, {"dst": "::/0", "gw": "fd00:18::1"},
+               {"dst": "fd00:19::/48", "gw": "fd00:18::2"}],
+}
+
+
+def test_dual_stack_and_ipv6_only_pools_come_back_as_written(objects, name):
+    created = objects.create_cluster_custom_object(GROUP, VERSION, "ippools", pool(name, DUAL_STACK_SPEC))
+    assert created["spec"] == DUAL_STACK_SPEC
+    objects.delete_cluster_custom_object(GROUP, VERSION, "ippools", name)
+    only6 = {"subnet6": "fd00:18::/64", "gateway6": "fd00:18::1", "routes": [{"dst": "::/0", "gw": "fd00:18::1"}]}
+    assert objects.create_cluster_custom_object(GROUP, VERSION, "ippools", pool(name, only6))["spec"] == only6
+
+
+def test_an_ipv6_allocation_is_named_for_its_address(objects):
+    spec = with_spec(ALLOCATION_SPEC, address="fd00:18::5", interfaceAddresses=["198.18.0.5", "fd00:18::5"])
+    obj_name = name_for("fd00:18::5")
+    try:
+        created = objects.create_cluster_custom_object(GROUP, VERSION, "ipallocations", allocation(obj_name, spec))
+        assert (created["metadata"]["name"], created["spec"]) == ("fd00-18--5", spec)
+    finally:
+        objects.delete_cluster_custom_object(GROUP, VERSION, "ipallocations", obj_name)
 
 
 ALLOCATION_REFUSALS = {
-    "address not an address": ({"address": "198.18.0.256"}, "spec.address: Invalid value: \"198.18.0.256\": address must be an IPv4 address in canonical form, such as 198.18.0.5"),
-    "address IPv6": ({"address": "fd00::5"}, "address must be an IPv4 address"),
+    "address not an address": ({"address": "198.18.0.256"}, "spec.address: Invalid value: \"198.18.0.256\": address must be an IP address in canonical form, such as 198.18.0.5 or fd00:18::5"),
+    "address IPv6 not canonical": ({"address": "fd00:0::5"}, "address must be an IP address in canonical form"),
+    "interface addresses": ({"interfaceAddresses": ["198.18.0.5", "x"]}, "spec.interfaceAddresses[1]: Invalid value: \"x\": each entry of interfaceAddresses must be an IP address"),
     "no pool": ({"pool": None}, "spec.pool: Required value"),
     "mac": ({"mac": "02:55:c6:12:00"}, "spec.mac in body should match"),
     "mode": ({"mode": "bridge"}, "spec.mode: Unsupported value: \"bridge\""),
@@ -232,7 +276,7 @@ def test_kubectl_get_ippools_shows_subnet_allocated_total_ready_and_age(k8s, obj
             "type": "Ready", "status": "False", "reason": "OverlapsPool", "message": "overlaps pool a",
             "lastTransitionTime": "2026-01-02T03:04:05Z"}]}})
     row = table(k8s, "ippools", name)
-    assert list(row) == ["Name", "Subnet", "Allocated", "Total", "Ready", "Age", "Default", "VLAN", "Reason"]
+    assert list(row) == ["Name", "Subnet", "Subnet6", "Allocated", "Total", "Ready", "Age", "Default", "VLAN", "Reason"]
     assert {k: row[k] for k in ("Name", "Subnet", "Allocated", "Total", "Ready", "Default", "VLAN", "Reason")} == {
         "Name": name, "Subnet": "198.18.0.0/24", "Allocated": 7, "Total": 89, "Ready": "False", "Default": False,
         "VLAN": 100, "Reason": "OverlapsPool"}
