@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from controller.errors import BadRequest, Contradiction, InvalidIntent, NoPoolMatches
-from controller.ipam import parse_mac
+from controller.ipam import key_of, parse_mac
 from controller.selectors import PoolRules, Subject, annotations_of
 from controller.sticky import StatefulSetPod
 
@@ -110,7 +110,7 @@ class Intent:
     """What one pod interface asks for; None where nobody said anything."""
 
     pools: Said[tuple[str, ...]] | None = None  # candidates, tried in order (the next when one is full)
-    ip: Said[str] | None = None
+    ip: Said[str] | None = None  # "198.18.0.5", "fd00:18::5" or both "198.18.0.5,fd00:18::5" (canonical, IPv4 first)
     mac: Said[str] | None = None
 
 
@@ -132,7 +132,7 @@ class Request:
 
     ifname: str
     pool: str | None = None  # the network config's `pool`
-    ip: str | None = None  # CNI_ARGS IP= or runtimeConfig ips
+    ip: str | None = None  # CNI_ARGS IP= or runtimeConfig ips: an address, or one of each family "a,b"
     mac: str | None = None  # CNI_ARGS MAC= or runtimeConfig mac
 
 
@@ -173,7 +173,7 @@ def _read(
     ips = [
         *_addresses(pod_notes, Level.POD, at_pod, member=member),
         *_ip_list(sts_notes, Level.WORKLOAD, at_sts, member=member),
-        *([Said(_ip(request.ip, f"{said} ip"), Source(Level.POD, f"{said} ip (CNI_ARGS IP)"))] if request.ip else []),
+        *([Said(_ips(request.ip, f"{said} ip"), Source(Level.POD, f"{said} ip (CNI_ARGS IP)"))] if request.ip else []),
     ]
     macs = [
         *(Said(_mac(pod_notes[name], f"{at_pod} {name}"), Source(Level.POD, f"{at_pod} {name}"))
@@ -284,39 +284,35 @@ def _default_pools(notes: Mapping[str, str], at: str) -> list[Said[tuple[str, ..
 def _addresses(notes: Mapping[str, str], level: Level, at: str, *, member: StatefulSetPod | None) -> list[Said[str]]:
     found = []
     if IP in notes:
-        found.append(Said(_ip(notes[IP].strip(), f"{at} {IP}"), Source(level, f"{at} {IP}")))
+        found.append(Said(_ips(notes[IP], f"{at} {IP}"), Source(level, f"{at} {IP}")))
     if CALICO_IPS in notes:
         where = f"{at} {CALICO_IPS}"
         listed = _json(notes[CALICO_IPS], where)
-        if not isinstance(listed, list) or not all(isinstance(a, str) for a in listed):
+        if not isinstance(listed, list) or not all(isinstance(a, str) for a in listed) or not listed:
             raise InvalidIntent(f"{where}: expected a JSON list of addresses")
-        found += _one_ipv4(listed, where, level)
+        found.append(Said(_ips(",".join(listed), where), Source(level, where)))
     if OVN_IP in notes:
         where = f"{at} {OVN_IP}"
-        found += _one_ipv4([part.strip() for part in notes[OVN_IP].split(",") if part.strip()], where, level)
+        found.append(Said(_ips(notes[OVN_IP], where), Source(level, where)))
     return found + _ip_list(notes, level, at, member=member)
-
-
-def _one_ipv4(texts: Iterable[str], where: str, level: Level) -> list[Said[str]]:
-    """The IPv4 address among a dual-stack list (an IPv6 one is ignored: pools are IPv4 here)."""
-    v4 = [_ip(text, where) for text in texts if ":" not in text]
-    if len(v4) > 1:
-        raise InvalidIntent(f"{where}: more than one IPv4 address ({', '.join(v4)}); a pod interface gets one")
-    return [Said(v4[0], Source(level, where))] if v4 else []
 
 
 def _ip_list(notes: Mapping[str, str], level: Level, at: str, *, member: StatefulSetPod | None) -> list[Said[str]]:
     """Entry N of a StatefulSet's address list for its pod N: `["198.18.0.40", ...]` or
-    `198.18.0.40,198.18.0.41` (Kube-OVN's ip_pool form)."""
+    `198.18.0.40,198.18.0.41` (Kube-OVN's ip_pool form). Dual stack: an entry is a pair,
+    `["198.18.0.40,fd00:18::40", ...]` or `198.18.0.40,fd00:18::40;198.18.0.41,fd00:18::41` (with
+    `;` between entries, each entry's addresses are one pod's)."""
     if IP_LIST not in notes:
         return []
     where = f"{at} {IP_LIST}"
     text = notes[IP_LIST].strip()
-    parts = _json(text, where) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
+    separator = ";" if ";" in text else ","
+    parts = _json(text, where) if text.startswith("[") else [p.strip() for p in text.split(separator) if p.strip()]
     if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
         raise InvalidIntent(f"{where}: expected a JSON list of addresses or a comma-separated list")
-    listed = [_ip(part, where) for part in parts]
-    twice = sorted({a for a in listed if listed.count(a) > 1})
+    listed = [_ips(part, where) for part in parts]
+    each = [address for entry in listed for address in entry.split(",")]
+    twice = sorted({a for a in each if each.count(a) > 1})
     if twice:
         raise InvalidIntent(f"{where}: {', '.join(twice)} listed more than once")
     if member is None:
@@ -326,11 +322,19 @@ def _ip_list(notes: Mapping[str, str], level: Level, at: str, *, member: Statefu
     return [Said(listed[member.ordinal], Source(level, f"{where}[{member.ordinal}]"))]
 
 
-def _ip(text: str, where: str) -> str:
-    try:
-        return str(ipaddress.IPv4Address(text))
-    except ValueError:
-        raise InvalidIntent(f"{where}: {text!r} is not an IPv4 address") from None
+def _ips(text: str, where: str) -> str:
+    """An address, or a pair of one per family "198.18.0.5,fd00:18::5", canonical and IPv4 first."""
+    found: dict[int, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            address = ipaddress.ip_address(part)
+        except ValueError:
+            raise InvalidIntent(f"{where}: {part!r} is not an IPv4 or IPv6 address") from None
+        other = found.setdefault(address.version, str(address))
+        if other != str(address):
+            raise InvalidIntent(f"{where}: more than one IPv{address.version} address ({other}, {address}); "
+                                "a pod interface gets one of each family")
+    return ",".join(found[version] for version in sorted(found))
 
 
 def _mac(text: str, where: str) -> str:
@@ -380,16 +384,20 @@ def choose_pools(intent: Intent, *, subject: Subject, pools: Iterable[PoolView],
 def _candidates(intent: Intent, views: Mapping[str, PoolView], who: str) -> tuple[list[str], str]:
     if intent.ip is not None:
         ip, named = intent.ip, intent.pools
-        address = int(ipaddress.IPv4Address(ip.value))
+        addresses = [key_of(text) for text in ip.value.split(",")]
+
+        def holds(view: PoolView) -> bool:
+            return all(view.holds(address) for address in addresses)
+
         if named is not None and named.source.level >= ip.source.level:
-            inside = [name for name in named.value if name in views and views[name].holds(address)]
+            inside = [name for name in named.value if name in views and holds(views[name])]
             if not inside:
                 raise Contradiction(
                     f"{who}: {ip.value} ({ip.source}) is not in pool {_show(named.value)} ({named.source}); "
                     "make them agree or remove one"
                 )
             return inside, f"{ip.source}, {named.source}"
-        holding = sorted(name for name, view in views.items() if view.holds(address))
+        holding = sorted(name for name, view in views.items() if holds(view))
         if not holding:
             raise NoPoolMatches(f"{who}: {ip.value} ({ip.source}) is in no pool's ranges")
         return holding, f"pools holding {ip.value} ({ip.source})"

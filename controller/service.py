@@ -233,16 +233,18 @@ class Service(Identity):
         for index, request in enumerate(requests):
             if request.key in known:
                 continue
+            asked = ",".join(dict.fromkeys(ip for ip in (request.ip, *request.ips) if ip)) or None
             ask = cluster.Ask(request.namespace, request.name, request.uid, node_name,
-                              intent.Request(request.ifname, request.pool, request.ip, request.mac), request.sticky)
+                              intent.Request(request.ifname, request.pool, asked, request.mac), request.sticky)
             try:
                 found = cluster.resolve(self.cluster, ask, pools=pools)
             except ControllerError as err:
                 answers[index], involved[index] = err, cluster.involved(ask)
                 continue
             involved[index] = found.involved
-            requests[index] = replace(request, pool=found.pools[0], pools=found.pools, ip=found.ip, mac=found.mac,
-                                      sticky=found.sticky or request.sticky)
+            requests[index] = replace(request, pool=found.pools[0], pools=found.pools, ip=None,
+                                      ips=() if found.ip is None else tuple(found.ip.split(",")), mac=found.mac,
+                                      sticky=found.sticky or request.sticky)  # fmt: skip
         return requests, involved
 
     def _claim(self, node: Node, request: PodRequest, tx: Writes) -> tuple[Pod, bool]:
@@ -324,7 +326,7 @@ class Service(Identity):
                 raise
             tx.unreserve(old.key)
             self._ipam.unreserve(old.key)
-            LOG.info(kv("sticky reservation superseded", old=old.key, new=new.key, ip=request.ip))
+            LOG.info(kv("sticky reservation superseded", old=old.key, new=new.key, ip=",".join(filter(None, (request.ip, *request.ips)))))
             return self._ipam.plan(_ipam_request(request), now=self.now())
 
     def _undo(self, pods: list[Pod]) -> None:

@@ -90,10 +90,12 @@ def test_the_template_s_ip_list_is_read_on_the_pod() -> None:
     [
         ({"underlay.io/ip": "198.18.0.40"}, "198.18.0.40"),
         ({"cni.projectcalico.org/ipAddrs": '["198.18.0.40"]'}, "198.18.0.40"),
-        ({"cni.projectcalico.org/ipAddrs": '["fd00::1", "198.18.0.40"]'}, "198.18.0.40"),
-        ({"cni.projectcalico.org/ipAddrs": '["fd00::1"]'}, None),  # IPv6 only: nothing for an IPv4 pool
+        ({"cni.projectcalico.org/ipAddrs": '["fd00::1", "198.18.0.40"]'}, "198.18.0.40,fd00::1"),  # dual stack
+        ({"cni.projectcalico.org/ipAddrs": '["FD00::1"]'}, "fd00::1"),
         ({"ovn.kubernetes.io/ip_address": "198.18.0.40"}, "198.18.0.40"),
-        ({"ovn.kubernetes.io/ip_address": "198.18.0.40,fd00:10:16::e"}, "198.18.0.40"),
+        ({"ovn.kubernetes.io/ip_address": "fd00:10:16::e, 198.18.0.40"}, "198.18.0.40,fd00:10:16::e"),
+        ({"underlay.io/ip": "fd00:10:16:0::e,198.18.0.40", "ovn.kubernetes.io/ip_address": "198.18.0.40,fd00:10:16::e"},
+         "198.18.0.40,fd00:10:16::e"),  # the same pair, written differently
         ({"underlay.io/ip": "198.18.0.40", "ovn.kubernetes.io/ip_address": "198.18.0.40",
           "cni.projectcalico.org/ipAddrs": '["198.18.0.40"]'}, "198.18.0.40"),  # agreeing is fine
     ],
@@ -173,11 +175,13 @@ def test_lower_levels_do_not_contradict_higher_ones() -> None:
 @pytest.mark.parametrize(
     ("annotations", "message"),
     [
-        ({"underlay.io/ip": "198.18.0.400"}, "pod default/db-2: annotation underlay.io/ip: '198.18.0.400' is not an IPv4 address"),
-        ({"underlay.io/ip": "fd00::1"}, "is not an IPv4 address"),
+        ({"underlay.io/ip": "198.18.0.400"}, "pod default/db-2: annotation underlay.io/ip: '198.18.0.400' is not an IPv4 or IPv6 address"),
+        ({"underlay.io/ip": "fd00::1,fd00::2"}, "annotation underlay.io/ip: more than one IPv6 address (fd00::1, fd00::2); a pod interface gets one of each family"),
+        ({"underlay.io/ip-list": '["198.18.0.1,fd00::1", "198.18.0.2,fd00::1", "198.18.0.3"]'}, "fd00::1 listed more than once"),
         ({"underlay.io/mac": "01:00:5e:00:00:01"}, "annotation underlay.io/mac: 01:00:5e:00:00:01 is a multicast address"),
         ({"cni.projectcalico.org/ipAddrs": "198.18.0.40"}, "ipAddrs: not valid JSON"),
         ({"cni.projectcalico.org/ipAddrs": '["198.18.0.40", "198.18.0.41"]'}, "more than one IPv4 address"),
+        ({"cni.projectcalico.org/ipAddrs": '[]'}, "ipAddrs: expected a JSON list of addresses"),
         ({"underlay.io/ippool": "[1]"}, "expected a pool name or a JSON list"),
         ({"underlay.io/ippool": "has space"}, "'has space' is not a pool name"),
         ({"underlay.io/ippool": '[{"interface": "eth0", "pool": "a"}, {"interface": "eth0", "pool": "b"}]'},
