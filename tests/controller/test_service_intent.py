@@ -185,7 +185,7 @@ def test_a_batch_resolves_each_pod_and_tells_only_the_ones_refused(svc: Service,
     view.add_pod("bad", annotations={"underlay.io/ip": "not-an-ip"})
     answers = svc.place_pods("n1", [add(svc, view, "ok"), add(svc, view, "bad")])
     assert answers[0].pod.ip == "198.18.0.120"  # type: ignore[union-attr]
-    assert "annotation underlay.io/ip: 'not-an-ip' is not an IPv4 address" in str(answers[1])
+    assert "annotation underlay.io/ip: 'not-an-ip' is not an IPv4 or IPv6 address" in str(answers[1])
     assert [e[:3] for e in view.events] == [("default/bad", "Warning", "InvalidAddressIntent")]
 
 
