@@ -194,7 +194,7 @@ class Api:
     def put_node(self, request: Request) -> Json:
         body = request.body
         view = self.service.register_node(request.params["node"], mac=fields.text(body, "mac"),
-                                          ip=fields.text(body, "ip"))
+                                          ip=fields.text(body, "ip"), ip6=fields.optional(body, "ip6"))
         return {"node": view.node.name, "port": view.port}
 
     def add_pod(self, request: Request) -> Json:

@@ -60,16 +60,22 @@ class Identity:
 
     # -- nodes -----------------------------------------------------------------------------------
 
-    def register_node(self, name: str, *, mac: str, ip: str) -> NodeView:
+    def register_node(self, name: str, *, mac: str, ip: str, ip6: str | None = None) -> NodeView:
         """Register or update a node's uplink. A changed MAC forgets the learned port.
 
         A new claim (not the node's stored MAC and IP again) is checked against what the node's
         switch has seen on its trusted ports (controller.edge), before taking the lock: that asks
-        the switch."""
+        the switch. `ip6`, the node's IPv6 address, is claimed by the same rules, but for the
+        switch's sightings (it records ARP senders, IPv4 only)."""
         mac, ip = ipam.parse_mac(mac), ipam.parse_ip(ip)
+        ip6 = None if ip6 is None else ipam.parse_ip(ip6, field_name="ip6", versions=(6,))
         self._check_known(name)
         with self._lock:
             self._check_node_claim(name, mac=mac, ip=ip)
+            why = None if ip6 is None else edge.node_address_refusal(name, ip6, pools=self.config.pools.values(),
+                                                                      pinned_ip=None)
+            if why is not None:
+                raise self._refused("node_claims_refused", ConflictError(f"node {name}: {why}"))
             known = self._nodes.get(name)
             dpid = self._location(name)[0]
         self._check_node_not_seen(name, mac=None if known is not None and known.mac == mac else mac,
@@ -77,13 +83,15 @@ class Identity:
                                   dpids={dpid} if dpid is not None else set(self.switches()))
         with self._change():
             self._check_node_identity(name, mac=mac, ip=ip)
+            if ip6 is not None:
+                self._check_node_identity(name, mac=mac, ip=ip6)
             old = self._nodes.get(name)
-            node = Node(name, mac, ip) if old is None or old.mac != mac else replace(old, ip=ip)
+            node = Node(name, mac, ip, ip6=ip6) if old is None or old.mac != mac else replace(old, ip=ip, ip6=ip6)
             if node != old:
                 with self.store.transaction() as tx:
                     tx.put_node(node)
                 self._nodes[name] = node
-                LOG.info(kv("node registered", node=name, mac=mac, ip=ip))
+                LOG.info(kv("node registered", node=name, mac=mac, ip=ip, ip6=ip6))
             dpids = {self._location(name)[0], None if old is None else self._located(old)[0]}
             self._place_node(name)
             view = self._view(name)
@@ -227,15 +235,16 @@ class Identity:
 
     def _check_node_identity(self, name: str, *, mac: str, ip: str) -> None:
         """A node's IP and MAC are its own: not another node's, not a pod's, not in a pool."""
-        other = next((n for n in self._nodes.values() if n.name != name and (n.mac == mac or n.ip == ip)), None)
-        holder = self._macvlan_macs.get(mac) or next((pod for pod in self._pods.values() if pod.ip == ip), None)
+        other = next((n for n in self._nodes.values() if n.name != name and (n.mac == mac or ip in (n.ip, n.ip6))), None)
+        holder = self._macvlan_macs.get(mac) or next((pod for pod in self._pods.values() if ip in pod.ips), None)
         pool = self._ipam.pool_of(ip)
         if other is not None:
             why = f"{mac if other.mac == mac else ip} is already node {other.name}'s"
         elif holder is not None:
-            why = f"{ip if holder.ip == ip else mac} is held by pod {holder.owner}"
+            why = f"{ip if ip in holder.ips else mac} is held by pod {holder.owner}"
         elif pool is not None:
-            why = f"{ip} is in pool {pool}'s ranges; exclude it from the pool and pin it as nodes.{name}.ip"
+            why = f"{ip} is in pool {pool}'s ranges; exclude it from the pool" + (
+                "" if ":" in ip else f" and pin it as nodes.{name}.ip")  # an IPv6 address has no pin
         else:
             return
         raise self._refused("node_claims_refused", ConflictError(f"node {name}: {why}"))

@@ -76,3 +76,14 @@ def test_the_second_family_exhausted_is_409_and_leaves_nothing(call: Client) -> 
     status, answer, _ = call("POST", "/v1/nodes/n1/pods", {**POD, "container_id": "c"})
     assert (status, answer["error"]) == (409, "pod default/web-0: pool dual: IPv6 exhausted (all 2 addresses are held or reserved)")
     assert [pod["container_id"] for pod in call("GET", "/v1/nodes/n1/pods")[1]["pods"]] == ["a", "b"]
+
+
+def test_a_node_registers_its_ipv6_address_too(call: Client) -> None:
+    status, answer, _ = call("PUT", "/v1/nodes/n1", {"mac": "02:00:00:00:01:01", "ip": "198.18.0.11", "ip6": "fd00:18::0:11"})
+    assert (status, answer["port"]) == (200, 4)
+    _, placed, _ = call("GET", "/v1/placements")
+    assert [p["ip"] for p in placed["placements"] if p["owner"] == "node/n1"] == ["198.18.0.11", "fd00:18::11"]
+    status, answer, _ = call("PUT", "/v1/nodes/n1", {"mac": "02:00:00:00:01:01", "ip": "198.18.0.11", "ip6": "fd00:18::100"})
+    assert (status, answer["error"]) == (409, "node n1: fd00:18::100 is in pool dual's ranges; exclude it from the pool")
+    status, answer, _ = call("PUT", "/v1/nodes/n1", {"mac": "02:00:00:00:01:01", "ip": "198.18.0.11", "ip6": 6})
+    assert (status, answer["error"]) == (400, "ip6: expected a non-empty string, got 6")

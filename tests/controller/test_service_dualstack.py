@@ -237,3 +237,32 @@ def test_a_store_from_before_dual_stack_opens_and_takes_both_families(store_path
     assert service.allocate_and_place("n1", request("new")).pod.ips == ("198.18.0.101", "fd00:18::100")
     service.store.close()
     assert [pod.ips for pod in SqliteStore(store_path).load().pods] == [("198.18.0.100",), ("198.18.0.101", "fd00:18::100")]
+
+
+def test_a_node_s_ipv6_address_is_a_second_placement_and_kept(
+    ready: Service, make_service: Callable[..., Service]
+) -> None:
+    ready.register_node("n1", mac=N1_MAC, ip="198.18.1.11", ip6="FD00:18:0::11")
+    assert {Placement("198.18.1.11", N1_MAC, 4, "node/n1"), Placement("fd00:18::11", N1_MAC, 4, "node/n1")} <= \
+        ready.desired_state(1).placements
+    again = make_service(dual_config())
+    assert [(v.ip, v.port) for v in again.placements() if v.owner == "node/n1"] == [("198.18.1.11", 4), ("fd00:18::11", 4)]
+    again.register_node("n1", mac=N1_MAC, ip="198.18.1.11")  # registering without it drops it
+    assert [v.ip for v in again.placements() if v.owner == "node/n1"] == ["198.18.1.11"]
+
+
+@pytest.mark.parametrize(
+    ("ip6", "error"),
+    [
+        ("fd00:18::1", "node n3: fd00:18::1 is pool dual's gateway"),
+        ("fd00:18::", "node n3: fd00:18:: is the subnet-router anycast address of pool dual's subnet6 fd00:18::/64"),
+        ("fd00:18::100", "node n3: fd00:18::100 is in pool dual's ranges"),
+        ("fd00:18::11", "node n3: fd00:18::11 is already node n1's"),
+    ],
+)
+def test_a_node_may_not_claim_an_ipv6_address_that_is_not_its_own(ready: Service, ip6: str, error: str) -> None:
+    ready.register_node("n1", mac=N1_MAC, ip="198.18.1.11", ip6="fd00:18::11")
+    with pytest.raises(ConflictError, match=f"^{error}"):
+        ready.register_node("n3", mac="02:00:00:00:01:03", ip="198.18.1.13", ip6=ip6)
+    with pytest.raises(BadRequest, match="^ip6: '198.18.1.14' is not an IPv6 address$"):
+        ready.register_node("n3", mac="02:00:00:00:01:03", ip="198.18.1.13", ip6="198.18.1.14")
