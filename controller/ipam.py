@@ -29,6 +29,7 @@ the two families never meet in one dictionary.
 from __future__ import annotations
 
 import bisect
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -461,8 +462,10 @@ def _format_mac(raw: bytes) -> str:
     return ":".join(f"{byte:02x}" for byte in raw)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def key_of(ip: str) -> int:
-    """An address as this IPAM's integer key (IPv6 above every IPv4: see V6)."""
+    """An address as this IPAM's integer key (IPv6 above every IPv4: see V6). Cached: a lease's
+    addresses are parsed at every step of its life, and parsing IPv6 text is not cheap."""
     address = ipaddress.ip_address(ip)
     return int(address) + (V6 if address.version == 6 else 0)
 

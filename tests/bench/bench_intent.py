@@ -8,6 +8,9 @@ cache's are), for a plain pod, a pod with a fixed-address annotation and a State
 ip-list; then `Service.place_pods` per pod with and without a cluster view (a SQLite store on tmpfs
 synchronous=OFF, the same both ways; the fabric only records: no switch). CPU time of this process
 (the machine is shared: wall time would measure the neighbours too).
+
+Dual stack: `Service.place_pods` then `release` per pod (an ADD and its DEL) in an IPv4-only pool
+and in a dual-stack pool (the same /16 plus an IPv6 /64, whose range is never walked), no cluster.
 """
 
 from __future__ import annotations
@@ -103,11 +106,38 @@ def place_costs(pods: int, pool_count: int) -> dict[str, float]:
     return results
 
 
+def family_costs(pods: int) -> dict[str, float]:
+    """ADD + DEL per pod, IPv4 only against dual stack (one address of each family per ADD)."""
+    results = {}
+    v4 = {"subnet": "198.18.0.0/16", "ranges": ["198.18.0.10-198.18.255.250"], "gateway": "198.18.0.1", "default": True}
+    for label, pool in (("ADD+DEL IPv4 only", v4),
+                        ("ADD+DEL dual stack", {**v4, "subnet6": "fd00:18::/64", "gateway6": "fd00:18::1"})):
+        with tempfile.TemporaryDirectory(dir="/dev/shm") as directory:
+            service = Service(SqliteStore(Path(directory) / "s.sqlite", synchronous="OFF"), make_config(pools={"p": pool}),
+                              now=time.time, fabric=RecordingFabric())
+            service.register_node("n2", mac="02:00:00:00:01:02", ip="198.17.0.12")
+
+            def cycle(index: int) -> object:
+                service.place_pods("n2", [PodRequest(f"c{index}", "eth0", "default", f"web-{index}", Mode.MACVLAN)])
+                return service.release("n2", f"c{index}", "eth0")
+
+            results[label] = per_call(pods, cycle, runs=1)
+            assert len(service.allocations()) == 0
+            service.store.close()
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, default=5000)
     parser.add_argument("--pools", type=int, nargs="+", default=[4, 64])
+    parser.add_argument("--families", action="store_true", help="only the IPv4 against dual-stack lines")
     args = parser.parse_args()
+    if args.families:
+        print(f"{args.pods} pods, one pool")
+        for what, micros in family_costs(args.pods).items():
+            print(f"  {what:<20} {micros:8.1f} us per pod")
+        return
     for pool_count in args.pools:
         print(f"{pool_count} pools, {args.pods} pods")
         for what, micros in {**resolve_costs(args.pods, pool_count), **place_costs(args.pods, pool_count)}.items():
