@@ -328,6 +328,8 @@ def _ips(text: str, where: str) -> str:
     for part in (p.strip() for p in text.split(",")):
         try:
             address = ipaddress.ip_address(part)
+            if getattr(address, "scope_id", None):
+                raise ValueError(part)  # fe80::1%eth0: a link's, not an address to hand out
         except ValueError:
             raise InvalidIntent(f"{where}: {part!r} is not an IPv4 or IPv6 address") from None
         other = found.setdefault(address.version, str(address))

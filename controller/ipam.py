@@ -425,7 +425,7 @@ def parse_ip(text: str, *, field_name: str = "ip", versions: tuple[int, ...] = (
         address = ipaddress.ip_address(text)
     except (ValueError, TypeError) as err:
         raise BadRequest(f"{field_name}: {text!r} is not an {kinds} address") from err
-    if address.version not in versions:
+    if address.version not in versions or getattr(address, "scope_id", None):  # fe80::1%eth0 names a link, not an address
         raise BadRequest(f"{field_name}: {text!r} is not an {kinds} address")
     return str(address)
 

@@ -176,6 +176,7 @@ def test_lower_levels_do_not_contradict_higher_ones() -> None:
     ("annotations", "message"),
     [
         ({"underlay.io/ip": "198.18.0.400"}, "pod default/db-2: annotation underlay.io/ip: '198.18.0.400' is not an IPv4 or IPv6 address"),
+        ({"underlay.io/ip": "fe80::1%eth0"}, "annotation underlay.io/ip: 'fe80::1%eth0' is not an IPv4 or IPv6 address"),
         ({"underlay.io/ip": "fd00::1,fd00::2"}, "annotation underlay.io/ip: more than one IPv6 address (fd00::1, fd00::2); a pod interface gets one of each family"),
         ({"underlay.io/ip-list": '["198.18.0.1,fd00::1", "198.18.0.2,fd00::1", "198.18.0.3"]'}, "fd00::1 listed more than once"),
         ({"underlay.io/mac": "01:00:5e:00:00:01"}, "annotation underlay.io/mac: 01:00:5e:00:00:01 is a multicast address"),

@@ -72,6 +72,7 @@ def test_a_request_with_an_ipv6_address_finds_its_pool() -> None:
         ({"ips": ("fd00:18::1",)}, "ip: fd00:18::1 is not an allocatable address of pool default"),
         ({"ips": ("fd00:18::1:0",)}, "ip: fd00:18::1:0 is not an allocatable address of pool default"),
         ({"ips": ("fd00:18::x",)}, "ips: 'fd00:18::x' is not an IPv4 or IPv6 address"),
+        ({"ips": ("fd00:18::5%eth0",)}, "ips: 'fd00:18::5%eth0' is not an IPv4 or IPv6 address"),
     ],
 )
 def test_bad_requests(fields: dict[str, Any], error: str) -> None:

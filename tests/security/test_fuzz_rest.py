@@ -29,7 +29,7 @@ from controller.service import Service
 from controller.store import SqliteStore
 
 POD = {"container_id": "fuzz", "ifname": "eth0", "namespace": "default", "name": "web-0", "mode": "macvlan",
-       "pool": None, "ip": None, "mac": None, "sticky": None}  # fmt: skip
+       "pool": None, "ip": None, "mac": None, "sticky": None, "ips": None}  # fmt: skip
 NODE1 = {"mac": "02:00:00:00:01:01", "ip": "198.18.0.11"}
 
 
@@ -92,7 +92,8 @@ JSON = st.recursive(
 # Values that sit on the edges of the rules (names, addresses), besides any text and any JSON.
 EDGES = ["", " ", "\x00", "a\nb", "a/b", "-x", "x-", "Default", "web_0", "a..b", "eth%d", "é" * 8, ".", "a" * 300,
          "198.18.0.300", "198.18.0.1", "0.0.0.0", "01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", "02:00:00:00:01:01",
-         "ipvlan", "default", "nope"]  # fmt: skip
+         "ipvlan", "default", "nope", "fd00:18::5", "::", "fe80::1%eth0", "::ffff:198.18.0.5",
+         ["198.18.0.5", "fd00:18::5"], ["198.18.0.5", "198.18.0.6"], ["fd00::1", "fd00::1", "fd00::1"]]  # fmt: skip
 DROPPED = object()
 # A valid pod request with one or two fields changed or dropped: the closer to valid, the deeper
 # into the service a request gets.
@@ -104,7 +105,8 @@ POD_BODIES = ALMOST_POD.map(json.dumps).map(str.encode)
 BATCH_BODIES = st.lists(ALMOST_POD | JSON, max_size=4).map(lambda pods: json.dumps({"pods": pods}).encode())
 BODIES = st.one_of(
     POD_BODIES, BATCH_BODIES,
-    st.fixed_dictionaries({"mac": JSON | st.sampled_from(EDGES), "ip": JSON | st.sampled_from(EDGES)}).map(json.dumps).map(str.encode),
+    st.fixed_dictionaries({"mac": JSON | st.sampled_from(EDGES), "ip": JSON | st.sampled_from(EDGES)},
+                          optional={"ip6": JSON | st.sampled_from(EDGES)}).map(json.dumps).map(str.encode),
     JSON.map(json.dumps).map(str.encode),
     st.integers(1, 100_000).map(lambda depth: b"[" * depth),
     st.text(max_size=60).map(str.encode),
