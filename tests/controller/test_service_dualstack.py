@@ -8,6 +8,7 @@ left behind: no row or object, no reservation change, no placement, no address t
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from controller.config import Config
-from controller.errors import BadRequest, ConflictError, PoolExhausted, SwitchUnavailable, TemporaryError
+from controller.errors import BadRequest, ConflictError, ControllerError, PoolExhausted, SwitchUnavailable, TemporaryError
 from controller.kube.allocations import name_for
 from controller.kube.client import IPALLOCATIONS
 from controller.service import Address, Service
@@ -266,3 +267,52 @@ def test_a_node_may_not_claim_an_ipv6_address_that_is_not_its_own(ready: Service
         ready.register_node("n3", mac="02:00:00:00:01:03", ip="198.18.1.13", ip6=ip6)
     with pytest.raises(BadRequest, match="^ip6: '198.18.1.14' is not an IPv6 address$"):
         ready.register_node("n3", mac="02:00:00:00:01:03", ip="198.18.1.13", ip6="198.18.1.14")
+
+
+ADMISSION = "/apis/admissionregistration.k8s.io/v1"
+
+
+@pytest.fixture
+def ipv6_allocations_refused(kube_clean: Any) -> Any:
+    """The real API server refuses every IPv6 IPAllocation of pool `dual` (a ValidatingAdmissionPolicy,
+    as an operator's policy or a webhook would), until the test ends."""
+    name = "test-refuse-ipv6-allocations"
+    kube_clean.create(f"{ADMISSION}/validatingadmissionpolicies", {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": {"name": name},
+        "spec": {"failurePolicy": "Fail", "matchConstraints": {"resourceRules": [{
+            "apiGroups": ["underlay.io"], "apiVersions": ["*"], "operations": ["CREATE"], "resources": ["ipallocations"]}]},
+            "validations": [{"expression": "!object.spec.address.contains(':')", "message": "no IPv6 here (test policy)"}]}})
+    kube_clean.create(f"{ADMISSION}/validatingadmissionpolicybindings", {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"],
+                 "matchResources": {"objectSelector": {"matchLabels": {"underlay.io/pool": "dual"}}}}})
+    probe = {"apiVersion": IPALLOCATIONS.api_version, "kind": "IPAllocation",
+             "metadata": {"name": "fd00-18--ffff", "labels": {"underlay.io/pool": "dual"}},
+             "spec": {"address": "fd00:18::ffff", "pool": "dual"}}
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the API server loads policies from a watch: wait until this one bites
+            try:
+                kube_clean.create(IPALLOCATIONS.path(), probe)
+            except ControllerError as err:
+                if "no IPv6 here" in str(err):
+                    break
+                raise
+            kube_clean.delete(IPALLOCATIONS.path(name="fd00-18--ffff"))
+            assert time.monotonic() < deadline, "the admission policy never took effect"
+            time.sleep(0.2)
+        yield
+    finally:
+        kube_clean.delete(f"{ADMISSION}/validatingadmissionpolicybindings/{name}")
+        kube_clean.delete(f"{ADMISSION}/validatingadmissionpolicies/{name}")
+
+
+@pytest.mark.parametrize("store_kind", ["kubernetes"])
+def test_the_api_refusing_the_ipv6_object_leaves_no_ipv4_object(
+    ready: Service, kube_clean: Any, ipv6_allocations_refused: None
+) -> None:
+    with pytest.raises(ControllerError, match="no IPv6 here"):
+        ready.allocate_and_place("n1", request("a"))
+    nothing_left(ready, cid="a")
+    assert kube_clean.get(IPALLOCATIONS.path())["items"] == []  # 198.18.0.100's object was made, then given back
+    assert ready.allocate_and_place("n1", request("b", pool="only6")).pod.ips == ("fd00:19::2",)  # the store still works
