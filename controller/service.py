@@ -326,7 +326,8 @@ class Service(Identity):
                 raise
             tx.unreserve(old.key)
             self._ipam.unreserve(old.key)
-            LOG.info(kv("sticky reservation superseded", old=old.key, new=new.key, ip=",".join(filter(None, (request.ip, *request.ips)))))
+            asked = ",".join(filter(None, (request.ip, *request.ips)))
+            LOG.info(kv("sticky reservation superseded", old=old.key, new=new.key, ip=asked))
             return self._ipam.plan(_ipam_request(request), now=self.now())
 
     def _undo(self, pods: list[Pod]) -> None:

@@ -54,9 +54,8 @@ def open_store(request: pytest.FixtureRequest, store_kind: str, store_path: Path
         return store
 
     yield make
-    for store in opened:
-        if store.failure is None:
-            store.close()
+    for store in opened:  # a failed store too: else its background thread retries (and logs) into later tests
+        store.close()
 
 
 @pytest.fixture
