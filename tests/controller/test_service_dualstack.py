@@ -84,6 +84,7 @@ def test_both_families_survive_a_restart_and_release_frees_both(
     ready: Service, make_service: Callable[..., Service], clock: Clock
 ) -> None:
     ready.allocate_and_place("n1", request("a", sticky="default/web-0"))
+    ready.store.close()  # as a restart does: the old store's late writes would race the new one's
     again = make_service(dual_config())
     (pod,) = again.allocations()
     assert pod.ips == ("198.18.0.100", "fd00:18::100")
@@ -246,6 +247,7 @@ def test_a_node_s_ipv6_address_is_a_second_placement_and_kept(
     ready.register_node("n1", mac=N1_MAC, ip="198.18.1.11", ip6="FD00:18:0::11")
     assert {Placement("198.18.1.11", N1_MAC, 4, "node/n1"), Placement("fd00:18::11", N1_MAC, 4, "node/n1")} <= \
         ready.desired_state(1).placements
+    ready.store.close()
     again = make_service(dual_config())
     assert [(v.ip, v.port) for v in again.placements() if v.owner == "node/n1"] == [("198.18.1.11", 4), ("fd00:18::11", 4)]
     again.register_node("n1", mac=N1_MAC, ip="198.18.1.11")  # registering without it drops it
