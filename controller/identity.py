@@ -65,8 +65,8 @@ class Identity:
 
         A new claim (not the node's stored MAC and IP again) is checked against what the node's
         switch has seen on its trusted ports (controller.edge), before taking the lock: that asks
-        the switch. `ip6`, the node's IPv6 address, is claimed by the same rules, but for the
-        switch's sightings (it records ARP senders, IPv4 only)."""
+        the switch. `ip6`, the node's IPv6 address, is claimed by the same rules (the switch
+        records ND senders as it records ARP ones), but for pins, which are IPv4."""
         mac, ip = ipam.parse_mac(mac), ipam.parse_ip(ip)
         ip6 = None if ip6 is None else ipam.parse_ip(ip6, field_name="ip6", versions=(6,))
         self._check_known(name)
@@ -80,7 +80,8 @@ class Identity:
             dpid = self._location(name)[0]
         self._check_node_not_seen(name, mac=None if known is not None and known.mac == mac else mac,
                                   ip=None if known is not None and known.ip == ip else ip,
-                                  dpids={dpid} if dpid is not None else set(self.switches()))
+                                  dpids={dpid} if dpid is not None else set(self.switches()),
+                                  ip6=None if known is not None and known.ip6 == ip6 else ip6)
         with self._change():
             self._check_node_identity(name, mac=mac, ip=ip)
             if ip6 is not None:
@@ -183,12 +184,14 @@ class Identity:
         if why is not None:
             raise self._refused("node_claims_refused", ConflictError(f"node {name}: {why}"))
 
-    def _check_node_not_seen(self, name: str, *, mac: str | None, ip: str | None, dpids: set[int]) -> None:
+    def _check_node_not_seen(self, name: str, *, mac: str | None, ip: str | None, dpids: set[int],
+                             ip6: str | None = None) -> None:
         """A node's new MAC or IP (None: not new) must not be a host's its switch sees behind a
         trusted port; what the config pins to this node is vouched for."""
         pin = self._pin(name)
         for label, claim in (() if mac in (None, pin.mac) else ((f"MAC {mac}", {"mac": mac}),)) + \
-                            (() if ip in (None, pin.ip) else ((str(ip), {"ip": ip}),)):
+                            (() if ip in (None, pin.ip) else ((str(ip), {"ip": ip}),)) + \
+                            (() if ip6 is None else ((ip6, {"ip": ip6}),)):
             why = edge.seen_refusal(label, self._seen(dpids, **claim))
             if why is not None:
                 raise self._refused("node_claims_refused", ConflictError(f"node {name}: {why}"))

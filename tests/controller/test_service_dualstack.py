@@ -318,3 +318,12 @@ def test_the_api_refusing_the_ipv6_object_leaves_no_ipv4_object(
     nothing_left(ready, cid="a")
     assert kube_clean.get(IPALLOCATIONS.path())["items"] == []  # 198.18.0.100's object was made, then given back
     assert ready.allocate_and_place("n1", request("b", pool="only6")).pod.ips == ("fd00:19::2",)  # the store still works
+
+
+def test_a_node_may_not_claim_an_ipv6_address_its_switch_sees_behind_a_trusted_port(
+    ready: Service, fabric: RecordingFabric
+) -> None:
+    fabric.sightings[(1, "fd00:18::77")] = (1,)  # a router's, as an ND sender on trusted port 1
+    with pytest.raises(ConflictError, match="^node n1: fd00:18::77 .*trusted"):
+        ready.register_node("n1", mac=N1_MAC, ip="198.18.1.11", ip6="fd00:18::77")
+    assert ready.register_node("n1", mac=N1_MAC, ip="198.18.1.11", ip6="fd00:18::78").node.ip6 == "fd00:18::78"
