@@ -17,6 +17,7 @@ from deploy.lab.kubelab import KubeLabError
 from deploy.lab.lab import DEFAULT_STATE_DIR, SUBNET, Lab, LabError, LabState
 from deploy.lab.umlnode import NodeFailed
 from deploy.uml.channel import ChannelError
+from deploy.lab.realnode import NodeError
 from deploy.lab.rig import MissingPrerequisite
 from deploy.lab.runtime import CniError
 
@@ -32,6 +33,10 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--mode", choices=("macvlan", "ipvlan"), default="macvlan")
     up.add_argument("--kubernetes", action="store_true",
                     help="with a Kubernetes control plane: Node objects, pods as Pod objects, a kubeconfig")
+    up.add_argument("--kubelet", action="store_true",
+                    help="with --kubernetes: the first node runs a real kubelet, containerd and kube-proxy")
+    up.add_argument("--image", type=Path, action="append", default=[], dest="images",
+                    help="an image archive to import into the real node's containerd (repeatable)")
     status = commands.add_parser("status", help="the lab's switch, nodes, pods and external host")
     status.add_argument("--json", action="store_true")
     run = commands.add_parser("exec", help="run a command in a node, a pod, `external` or `switch`")
@@ -62,13 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](lab, args)
     except (LabError, MissingPrerequisite, CniError, ApiError, ControllerDied, TimeoutError, NodeFailed,
-            ChannelError, KubeLabError, MissingBinary, StartFailed) as err:
+            ChannelError, KubeLabError, MissingBinary, StartFailed, NodeError) as err:
         print(f"underlay-lab {args.command}: {err}", file=sys.stderr)
         return 1
 
 
 def cmd_up(lab: Lab, args: argparse.Namespace) -> int:
-    state = lab.up(nodes=args.nodes, pods_per_node=args.pods_per_node, mode=args.mode, kubernetes=args.kubernetes)
+    state = lab.up(nodes=args.nodes, pods_per_node=args.pods_per_node, mode=args.mode, kubernetes=args.kubernetes,
+                   kubelet=args.kubelet, images=args.images)
     print_table(lab, state)
     return 0
 

@@ -149,9 +149,11 @@ class Lab:
 
     # -- up / down ---------------------------------------------------------------------------
     def up(self, *, nodes: int = 2, pods_per_node: int = 2, mode: str = "macvlan",
-           kubernetes: bool = False) -> LabState:
+           kubernetes: bool = False, kubelet: bool = False, images: Sequence[Path] = ()) -> LabState:
         if mode not in MODES:
             raise LabError(f"--mode {mode}: one of {', '.join(MODES)}")
+        if kubelet and not kubernetes:
+            raise LabError("--kubelet runs a real kubelet against the lab's control plane: add --kubernetes")
         rig.check_prerequisites()
         in_uml = mode == "ipvlan" and not kernel_has_ipvlan()
         if kubernetes and in_uml:
@@ -170,13 +172,14 @@ class Lab:
         self.rig.start(persistent=True)
         try:
             return self._build(nodes=nodes, pods_per_node=pods_per_node, mode=mode, in_uml=in_uml,
-                               kubernetes=kubernetes)
+                               kubernetes=kubernetes, kubelet=kubelet, images=images)
         except BaseException:
             self.progress("failed: removing what was built")
             self.down()
             raise
 
-    def _build(self, *, nodes: int, pods_per_node: int, mode: str, in_uml: bool, kubernetes: bool) -> LabState:
+    def _build(self, *, nodes: int, pods_per_node: int, mode: str, in_uml: bool, kubernetes: bool,
+               kubelet: bool, images: Sequence[Path]) -> LabState:
         bridge = self.rig.add_bridge(f"{self.prefix}-sw", controller=f"tcp:127.0.0.1:{OPENFLOW_PORT}")
         dpid = 1
         external = self.rig.add_host("external", bridge, cidr=f"{EXTERNAL_IP}/24")
@@ -193,7 +196,7 @@ class Lab:
         (self.workdir / "tokens.json").write_text(json.dumps(tokens))
         (self.workdir / "tokens.json").chmod(0o600)
         if kubernetes:
-            self._start_kubernetes(state)
+            self._start_kubernetes(state, kubelet=kubelet)
         state.save(self.state_file)
 
         self.progress(f"starting the controller (OpenFlow 127.0.0.1:{OPENFLOW_PORT}, "
@@ -211,7 +214,7 @@ class Lab:
             if instance := self.uml_node(node):
                 instance.wait_ready(timeout=NODE_BOOT_TIMEOUT)
         if kubernetes:
-            self._start_kubelets(state)
+            self._start_kubelets(state, real=next(iter(state.nodes)) if kubelet else None, images=images)
         state.save(self.state_file)
         for node in state.nodes.values():
             for index in range(1, pods_per_node + 1):
@@ -229,16 +232,24 @@ class Lab:
     def kube(self) -> KubeSide:
         return KubeSide(self.workdir, self.prefix)
 
-    def _start_kubernetes(self, state: LabState) -> None:
+    def _start_kubernetes(self, state: LabState, *, kubelet: bool) -> None:
         self.progress("starting Kubernetes: etcd, kube-apiserver, kube-controller-manager, kube-scheduler")
-        self.kube.start(subnet=SUBNET, ranges=(POD_RANGE,), reach_from=self.rig.mgmt_ns)
+        self.kube.start(subnet=SUBNET, ranges=(POD_RANGE,), reach_from=self.rig.mgmt_ns, kubelets=kubelet)
         store = controller_store()
         if store != "kubernetes":
             self.progress("this controller has no Kubernetes store yet: it keeps SQLite (pods are still Pod objects)")
         state.kubernetes = {"kubeconfig": str(self.kube.kubeconfig), "store": store}
 
-    def _start_kubelets(self, state: LabState) -> None:
+    def _start_kubelets(self, state: LabState, *, real: str | None, images: Sequence[Path]) -> None:
+        """A real kubelet with containerd and kube-proxy for node `real` (deploy/lab/realnode.py),
+        the stand-in for every other node."""
         for node in state.nodes.values():
+            if node.name == real:
+                self.progress(f"starting containerd, kubelet and kube-proxy in {node.name}")
+                self.kube.start_real_node(node.name, node_ip=node.ip, node_netns=node.netns,
+                                          node_dir=self._node_dir(node.name), cni_sources=self.cni_path,
+                                          cni_conf_dir=Path(node.cni_conf).parent, images=images)
+                continue
             self.progress(f"starting the kubelet stand-in of {node.name} (Node object, pods' network)")
             self.kube.start_kubelet(node.name, node_ip=node.ip, node_netns=node.netns, conflist=node.cni_conf,
                                     cni_path=self.cni_path, node_dir=self._node_dir(node.name))
