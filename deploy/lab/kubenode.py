@@ -173,11 +173,13 @@ def kubelet_argv(binary: Path, files: NodeFiles, *, node: str, node_ip: str) -> 
 
 def proxy_config(files: NodeFiles, *, node: str) -> dict[str, Any]:
     """KubeProxyConfiguration in iptables mode, in the node's namespace; conntrack sysctls left as
-    they are (they are the machine's, not the namespace's)."""
+    they are (they are the machine's, not the namespace's). `masqueradeAll`: an underlay pod's
+    address is on the segment, so a backend's reply to it would go straight back over the segment,
+    past this node's conntrack; masqueraded, it comes back through the node to be translated."""
     return {
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
         "clientConnection": {"kubeconfig": str(files.proxy_kubeconfig)}, "hostnameOverride": node,
-        "mode": "iptables", "healthzBindAddress": f"127.0.0.1:{PROXY_HEALTHZ_PORT}",
+        "mode": "iptables", "masqueradeAll": True, "healthzBindAddress": f"127.0.0.1:{PROXY_HEALTHZ_PORT}",
         "metricsBindAddress": "127.0.0.1:10249",
         "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
     }
