@@ -33,8 +33,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--mode", choices=("macvlan", "ipvlan"), default="macvlan")
     up.add_argument("--kubernetes", action="store_true",
                     help="with a Kubernetes control plane: Node objects, pods as Pod objects, a kubeconfig")
-    up.add_argument("--kubelet", action="store_true",
-                    help="with --kubernetes: the first node runs a real kubelet, containerd and kube-proxy")
+    up.add_argument("--kubelet", type=int, nargs="?", const=1, default=0, metavar="N",
+                    help="with --kubernetes: the first N nodes (1 if no N) run a real kubelet, containerd and "
+                         "kube-proxy; the others a stand-in")
     up.add_argument("--image", type=Path, action="append", default=[], dest="images",
                     help="an image archive to import into the real node's containerd (repeatable)")
     status = commands.add_parser("status", help="the lab's switch, nodes, pods and external host")

@@ -16,11 +16,14 @@ deploy/lab/tcpforward.py, so its certificate for 127.0.0.1 checks out.
 
 One mount namespace for all: containerd mounts rootfs and kubelet mounts Secret/token volumes that
 runc must see, so neither may run under `ip netns exec` (which makes a private mount namespace of
-its own). The price: two kubelets on one machine share /var/log/containers and /run/netns, so the lab
-runs one real node (node1) and stand-ins for the others. Everything else is the lab's: containerd's
-root, state and socket, kubelet's root directory, pod logs, the CNI directories, and a cgroup subtree
-`/underlay-<prefix>` in every cgroup v1 hierarchy (kubelet's cgroupRoot, and containerd with its shims
-in it), so `down` finds and stops every process of the node by cgroup.
+its own). So every path a node would share with another node (or with the machine) is set to one of
+its own: containerd's root, state, socket and runc root, kubelet's root directory, pod logs, plugin
+directories, the CNI bin and conf directories, and a cgroup subtree `/underlay-<prefix>-<node>` in
+every cgroup hierarchy (kubelet's cgroupRoot, and containerd with its shims in it), so `down` finds
+and stops every process of a node by cgroup. What stays shared is named uniquely: containerd's
+pod namespaces in /run/netns (cni-<uuid>), its shims' sockets in /run/containerd/s (a hash of the
+node's socket), kubelet's links in /var/log/containers (pod and container id). Several real nodes
+therefore run side by side (`--kubelet 2`), each a namespace on the lab switch.
 
 Traps this machine sets (found running it; see issue 12):
 - no registry is reachable: the sandbox (pause) image is imported into containerd, never pulled;
@@ -106,9 +109,9 @@ class NodeFiles:
         return self.root / f"{process}.log"
 
 
-def cgroup_name(prefix: str) -> str:
-    """The lab's cgroup subtree (kubelet's cgroupRoot), one per lab: two labs never share pods' cgroups."""
-    return f"underlay-{prefix}"
+def cgroup_name(prefix: str, node: str) -> str:
+    """A node's cgroup subtree (kubelet's cgroupRoot), one per lab and node: never shared."""
+    return f"underlay-{prefix}-{node}"
 
 
 def _toml(value: str | bool | int) -> str:
@@ -142,14 +145,14 @@ def containerd_config(files: NodeFiles, *, cni_conf_dir: Path, sandbox_image: st
     return "\n".join(lines) + "\n"
 
 
-def kubelet_config(files: NodeFiles, *, prefix: str, node_ip: str) -> dict[str, Any]:
+def kubelet_config(files: NodeFiles, *, cgroup: str, node_ip: str) -> dict[str, Any]:
     """KubeletConfiguration: cgroupfs in cgroup v1 under the lab's own cgroupRoot, the lab's
     containerd, client certificates only (no anonymous access), and no eviction or image garbage
     collection set off by a full disk of the shared machine (the imported images cannot be pulled
     back)."""
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
-        "cgroupDriver": "cgroupfs", "failCgroupV1": False, "cgroupRoot": "/" + cgroup_name(prefix),
+        "cgroupDriver": "cgroupfs", "failCgroupV1": False, "cgroupRoot": "/" + cgroup,
         "containerRuntimeEndpoint": f"unix://{files.socket}",
         "address": node_ip, "readOnlyPort": 0, "healthzBindAddress": "127.0.0.1",
         "healthzPort": KUBELET_HEALTHZ_PORT,

@@ -149,11 +149,13 @@ class Lab:
 
     # -- up / down ---------------------------------------------------------------------------
     def up(self, *, nodes: int = 2, pods_per_node: int = 2, mode: str = "macvlan",
-           kubernetes: bool = False, kubelet: bool = False, images: Sequence[Path] = ()) -> LabState:
+           kubernetes: bool = False, kubelet: int = 0, images: Sequence[Path] = ()) -> LabState:
         if mode not in MODES:
             raise LabError(f"--mode {mode}: one of {', '.join(MODES)}")
         if kubelet and not kubernetes:
             raise LabError("--kubelet runs a real kubelet against the lab's control plane: add --kubernetes")
+        if not 0 <= kubelet <= nodes:
+            raise LabError(f"--kubelet {kubelet}: real nodes are some of the {nodes} nodes (--nodes)")
         rig.check_prerequisites()
         in_uml = mode == "ipvlan" and not kernel_has_ipvlan()
         if kubernetes and in_uml:
@@ -179,7 +181,7 @@ class Lab:
             raise
 
     def _build(self, *, nodes: int, pods_per_node: int, mode: str, in_uml: bool, kubernetes: bool,
-               kubelet: bool, images: Sequence[Path]) -> LabState:
+               kubelet: int, images: Sequence[Path]) -> LabState:
         bridge = self.rig.add_bridge(f"{self.prefix}-sw", controller=f"tcp:127.0.0.1:{OPENFLOW_PORT}")
         dpid = 1
         external = self.rig.add_host("external", bridge, cidr=f"{EXTERNAL_IP}/24")
@@ -196,7 +198,7 @@ class Lab:
         (self.workdir / "tokens.json").write_text(json.dumps(tokens))
         (self.workdir / "tokens.json").chmod(0o600)
         if kubernetes:
-            self._start_kubernetes(state, kubelet=kubelet)
+            self._start_kubernetes(state, kubelet=kubelet > 0)
         state.save(self.state_file)
 
         self.progress(f"starting the controller (OpenFlow 127.0.0.1:{OPENFLOW_PORT}, "
@@ -214,7 +216,7 @@ class Lab:
             if instance := self.uml_node(node):
                 instance.wait_ready(timeout=NODE_BOOT_TIMEOUT)
         if kubernetes:
-            self._start_kubelets(state, real=next(iter(state.nodes)) if kubelet else None, images=images)
+            self._start_kubelets(state, real=list(state.nodes)[:kubelet], images=images)
         state.save(self.state_file)
         for node in state.nodes.values():
             for index in range(1, pods_per_node + 1):
@@ -240,11 +242,11 @@ class Lab:
             self.progress("this controller has no Kubernetes store yet: it keeps SQLite (pods are still Pod objects)")
         state.kubernetes = {"kubeconfig": str(self.kube.kubeconfig), "store": store}
 
-    def _start_kubelets(self, state: LabState, *, real: str | None, images: Sequence[Path]) -> None:
-        """A real kubelet with containerd and kube-proxy for node `real` (deploy/lab/realnode.py),
-        the stand-in for every other node."""
+    def _start_kubelets(self, state: LabState, *, real: Sequence[str], images: Sequence[Path]) -> None:
+        """A real kubelet with containerd and kube-proxy for the nodes named `real`
+        (deploy/lab/realnode.py), the stand-in for every other node."""
         for node in state.nodes.values():
-            if node.name == real:
+            if node.name in real:
                 self.progress(f"starting containerd, kubelet and kube-proxy in {node.name}")
                 self.kube.start_real_node(node.name, node_ip=node.ip, node_netns=node.netns,
                                           node_dir=self._node_dir(node.name), cni_sources=self.cni_path,

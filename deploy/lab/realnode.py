@@ -67,7 +67,7 @@ class RealNode:
 
     @property
     def cgroup(self) -> str:
-        return kubenode.cgroup_name(self.prefix)
+        return kubenode.cgroup_name(self.prefix, self.files.root.parent.name)
 
     # --- making the files -------------------------------------------------------------------------
 
@@ -88,7 +88,7 @@ class RealNode:
             config = kubenode.kubeconfig(server=server, ca_file=apiserver_ca, cert=cert, key=key, user=user)
             path = files.kubelet_kubeconfig if component == "kubelet" else files.proxy_kubeconfig
             path.write_text(yaml.safe_dump(config, sort_keys=False))
-        files.kubelet_config.write_text(yaml.safe_dump(kubenode.kubelet_config(files, prefix=self.prefix, node_ip=node_ip)))
+        files.kubelet_config.write_text(yaml.safe_dump(kubenode.kubelet_config(files, cgroup=self.cgroup, node_ip=node_ip)))
         files.proxy_config.write_text(yaml.safe_dump(kubenode.proxy_config(files, node=node)))
         make_cgroups(self.cgroup)
 

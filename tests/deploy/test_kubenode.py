@@ -26,8 +26,8 @@ def test_containerd_keeps_everything_under_the_node_and_never_lowers_oom_scores(
 
 
 def test_kubelet_uses_cgroupfs_on_cgroup_v1_under_the_labs_own_cgroup_root():
-    config = kubenode.kubelet_config(FILES, prefix="ul1234", node_ip="198.18.0.11")
-    assert (config["cgroupDriver"], config["failCgroupV1"], config["cgroupRoot"]) == ("cgroupfs", False, "/underlay-ul1234")
+    config = kubenode.kubelet_config(FILES, cgroup=kubenode.cgroup_name("ul1234", "node1"), node_ip="198.18.0.11")
+    assert (config["cgroupDriver"], config["failCgroupV1"], config["cgroupRoot"]) == ("cgroupfs", False, "/underlay-ul1234-node1")
     assert config["containerRuntimeEndpoint"] == f"unix://{FILES.socket}"
     assert config["authentication"]["anonymous"] == {"enabled": False}
     assert config["imageGCHighThresholdPercent"] == 100  # imported images cannot be pulled back

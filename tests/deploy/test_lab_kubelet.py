@@ -157,8 +157,10 @@ def test_down_leaves_nothing_of_the_real_node(lab):
     assert len([name for name in pod_namespaces if name.startswith("cni-")]) == 5  # web x3, db-0, probed
     lab("down")
     assert not list(Path(lab.state_dir).iterdir())
-    assert not realnode.cgroup_pids(realnode.kubenode.cgroup_name(prefix))
-    assert not [h for h in realnode.hierarchies() if (h / realnode.kubenode.cgroup_name(prefix)).exists()]
+    for node in ("node1", "node2"):
+        cgroup = realnode.kubenode.cgroup_name(prefix, node)
+        assert not realnode.cgroup_pids(cgroup)
+        assert not [h for h in realnode.hierarchies() if (h / cgroup).exists()]
     assert not realnode.mounts_under(Path(lab.state_dir))
     assert not [name for name in pod_namespaces if netns.exists(name)]
     leftover = subprocess.run(["ps", "-ww", "-eo", "args="], capture_output=True, text=True).stdout
