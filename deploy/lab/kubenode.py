@@ -182,7 +182,7 @@ def proxy_config(files: NodeFiles, *, node: str) -> dict[str, Any]:
     return {
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
         "clientConnection": {"kubeconfig": str(files.proxy_kubeconfig)}, "hostnameOverride": node,
-        "mode": "iptables", "masqueradeAll": True, "healthzBindAddress": f"127.0.0.1:{PROXY_HEALTHZ_PORT}",
+        "mode": "iptables", "iptables": {"masqueradeAll": True}, "healthzBindAddress": f"127.0.0.1:{PROXY_HEALTHZ_PORT}",
         "metricsBindAddress": "127.0.0.1:10249",
         "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
     }

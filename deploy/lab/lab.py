@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cni import install
+from deploy.k8s.testenv import SERVICE_CIDR
 from deploy.lab import frames, netns, rig, statefile, transfer, umlnode
 from deploy.lab.control import Controller, NodeSpec, PoolSpec
 from deploy.lab.kubelab import KubeSide, controller_store
@@ -298,8 +299,9 @@ class Lab:
         token_file.chmod(0o600)
         node.agent_socket = umlnode.AGENT_SOCKET if node.spool else str(directory / "agent.sock")
         # 1.0.0: the newest version Debian's reference plugins (tuning, chained after ours) speak
-        conflist = node_conflist(install.example_conflist(master="eth0", agent_socket=node.agent_socket,
-                                                          cni_version="1.0.0"), mode=mode)
+        conflist = node_conflist(install.example_conflist(
+            master="eth0", agent_socket=node.agent_socket, cni_version="1.0.0",
+            service_cidrs=(SERVICE_CIDR,) if state.kubernetes else ()), mode=mode)  # pods reach Services via the node
         node.cni_conf = str(directory / "net.d" / install.CONFLIST_NAME)
         Path(node.cni_conf).write_text(json.dumps(conflist, indent=2) + "\n")
         if node.spool:

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from deploy.k8s import build
-from deploy.lab import kubenode, pki
+from deploy.lab import kubenode, netns, pki
 from deploy.lab.kubenode import NodeFiles
 from deploy.lab.process import start_daemon, stop_pidfile, wait_until
 
@@ -120,6 +120,9 @@ class RealNode:
         return self.ctr("images", "list", "-q").stdout.split()
 
     def start_kubelet(self, node_netns: str, *, node: str, node_ip: str) -> None:
+        """kubelet, after making the namespace a router as every Kubernetes node is (kube-proxy's
+        Service DNAT forwards what pods send through the host shim)."""
+        netns.set_sysctl(node_netns, "net.ipv4.ip_forward", "1")
         self._start("kubelet", node_netns, kubenode.kubelet_argv(binaries()["kubelet"], self.files, node=node,
                                                                  node_ip=node_ip))
 
