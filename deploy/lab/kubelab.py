@@ -126,7 +126,7 @@ class KubeSide:
                      cni_conf_dir=cni_conf_dir)
         self.reach_from(node_netns, pidfile=node_dir / "k8s-forward.pid")
         real.start_containerd(node_netns)
-        real.import_images(images)
+        real.import_images(images or default_images())
         if kubenode.PAUSE_IMAGE not in real.images():
             raise KubeLabError(f"no {kubenode.PAUSE_IMAGE} among the images given ({', '.join(map(str, images)) or 'none'}): "
                                "build it with `make image` and pass its archive with --image")
@@ -212,6 +212,19 @@ class KubeSide:
         events = core.list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.uid={uid}").items
         warnings = [e for e in events if e.type == "Warning"]
         return f"{warnings[-1].reason}: {warnings[-1].message}" if warnings else "no event"
+
+
+def default_images() -> list[Path]:
+    """localhost/pause:3.10 and localhost/underlay:dev as containerd archives, built on first use
+    (deploy/image/build.py: podman on a Debian base made by debootstrap, cached per machine)."""
+    from deploy.image import build
+    from deploy.image.podman import ImageError
+
+    try:
+        return list(build.ensure(log=lambda line: print(line, file=sys.stderr, flush=True)).values())
+    except ImageError as error:
+        raise KubeLabError(f"the images for the real kubelet cannot be built: {error} "
+                           f"(or pass archives with --image)") from None
 
 
 def _connects(namespace: str, port: int) -> bool:
