@@ -24,7 +24,7 @@ from deploy.lab import netns, process, realnode
 from deploy.lab.kubenode import KUBELET_HEALTHZ_PORT, PAUSE_IMAGE, PROXY_HEALTHZ_PORT
 from deploy.lab.kubelab import KubeLabError, default_images
 from deploy.lab.lab import Lab
-from labcli import lab_cli
+from labcli import running_lab
 
 pytestmark = pytest.mark.rig
 T = TypeVar("T")
@@ -48,15 +48,9 @@ def images() -> list[Path]:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, images) -> Iterator[Any]:
-    state_dir = tmp_path_factory.mktemp("kubelet")
-    run = lab_cli(state_dir, timeout=300)
-    run.state_dir = state_dir  # type: ignore[attr-defined]
-    try:
-        run("up", "--kubernetes", "--kubelet", "2", "--nodes", "2", "--pods-per-node", "0",
-            *(arg for image in images for arg in ("--image", str(image))))
+    with running_lab(tmp_path_factory.mktemp("kubelet"), "--kubernetes", "--kubelet", "2", "--nodes", "2",
+                     "--pods-per-node", "0", *(arg for image in images for arg in ("--image", str(image)))) as run:
         yield run
-    finally:
-        run("down", check=False)
 
 
 @pytest.fixture(scope="module")
