@@ -68,7 +68,13 @@ class NodeFiles:
 
     @property
     def socket(self) -> Path:
-        return self.containerd_dir / "containerd.sock"
+        """containerd's gRPC socket; its ttrpc one is this with `.ttrpc`. Short names: a unix socket's
+        path has at most 104 bytes here, and the lab's directory may be deep."""
+        return self.root / "ctrd.sock"
+
+    @property
+    def ttrpc_socket(self) -> Path:
+        return self.root / "ctrd.sock.ttrpc"
 
     @property
     def kubelet_root(self) -> Path:
@@ -128,7 +134,7 @@ def containerd_config(files: NodeFiles, *, cni_conf_dir: Path, sandbox_image: st
         ("", {"version": 2, "root": str(files.containerd_dir / "root"), "state": str(files.containerd_dir / "state"),
               "oom_score": 0}),
         ("grpc", {"address": str(files.socket)}),
-        ("ttrpc", {"address": str(files.containerd_dir / "containerd.sock.ttrpc")}),
+        ("ttrpc", {"address": str(files.ttrpc_socket)}),
         ("debug", {"level": "warn"}),
         ('plugins."io.containerd.internal.v1.opt"', {"path": str(files.containerd_dir / "opt")}),
         (cri, {"sandbox_image": sandbox_image, "restrict_oom_score_adj": True, "enable_selinux": False,

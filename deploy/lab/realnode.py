@@ -36,6 +36,7 @@ SHIM_SOCKETS = Path("/run/containerd/s")
 CONTAINER_LOGS = Path("/var/log/containers")  # kubelet's links to pod logs: not configurable
 MNT_DETACH = 2
 STOP_TIMEOUT = 10.0
+SOCKET_PATH_MAX = 104  # containerd refuses longer unix socket paths
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
@@ -75,6 +76,9 @@ class RealNode:
                 cni_sources: Sequence[Path], cni_conf_dir: Path) -> None:
         """Every file and directory of the node, its client certificates and the cgroup subtree."""
         files = self.files
+        if len(str(files.ttrpc_socket).encode()) > SOCKET_PATH_MAX:
+            raise NodeError(f"{files.ttrpc_socket}: too long for a unix socket ({SOCKET_PATH_MAX} bytes at most): "
+                            "give the lab a shorter --state-dir")
         for directory in (files.root, files.containerd_dir, files.kubelet_root, files.pod_logs, files.cni_bin, files.pki):
             directory.mkdir(parents=True, exist_ok=True)
         files.containerd_config.write_text(kubenode.containerd_config(files, cni_conf_dir=cni_conf_dir))
@@ -100,7 +104,8 @@ class RealNode:
         files = self.files
         files.socket.unlink(missing_ok=True)
         pid = self._start("containerd", node_netns, [str(binaries()["containerd"]), "--config", str(files.containerd_config)])
-        join_cgroup(self.cgroup, pid)
+        with contextlib.suppress(ProcessLookupError):  # exited at once: its log says why, below
+            join_cgroup(self.cgroup, pid)
         wait_until(lambda: self._dead("containerd") or self.ctr("version", check=False).returncode == 0,
                    timeout=timeout, what=f"containerd on {files.socket}", error=NodeError)
         self._check_alive("containerd")
