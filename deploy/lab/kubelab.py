@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -126,12 +127,20 @@ class KubeSide:
                      cni_conf_dir=cni_conf_dir)
         self.reach_from(node_netns, pidfile=node_dir / "k8s-forward.pid")
         real.start_containerd(node_netns)
-        real.import_images(images or default_images())
+        real.import_images(images)
         if kubenode.PAUSE_IMAGE not in real.images():
             raise KubeLabError(f"no {kubenode.PAUSE_IMAGE} among the images given ({', '.join(map(str, images)) or 'none'}): "
                                "build it with `make image` and pass its archive with --image")
         real.start_kubelet(node_netns, node=node, node_ip=node_ip)
         real.start_proxy(node_netns)
+
+    def start_real_nodes(self, nodes: Mapping[str, Mapping[str, Any]], *, images: Sequence[Path]) -> None:
+        """`start_real_node(name, **spec)` for every node at once: a node's slowest step is importing
+        the images, each into its own containerd. No images given: deploy/image's."""
+        images = list(images) or default_images()
+        with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+            for started in [pool.submit(self.start_real_node, name, images=images, **spec) for name, spec in nodes.items()]:
+                started.result()
 
     @property
     def apiserver_ca(self) -> Path:

@@ -246,12 +246,14 @@ class Lab:
     def _start_kubelets(self, state: LabState, *, real: Sequence[str], images: Sequence[Path]) -> None:
         """A real kubelet with containerd and kube-proxy for the nodes named `real`
         (deploy/lab/realnode.py), the stand-in for every other node."""
+        if real:
+            self.progress(f"starting containerd, kubelet and kube-proxy in {', '.join(real)}")
+            self.kube.start_real_nodes({name: {
+                "node_ip": state.nodes[name].ip, "node_netns": state.nodes[name].netns, "node_dir": self._node_dir(name),
+                "cni_sources": self.cni_path, "cni_conf_dir": Path(state.nodes[name].cni_conf).parent}
+                for name in real}, images=images)
         for node in state.nodes.values():
             if node.name in real:
-                self.progress(f"starting containerd, kubelet and kube-proxy in {node.name}")
-                self.kube.start_real_node(node.name, node_ip=node.ip, node_netns=node.netns,
-                                          node_dir=self._node_dir(node.name), cni_sources=self.cni_path,
-                                          cni_conf_dir=Path(node.cni_conf).parent, images=images)
                 continue
             self.progress(f"starting the kubelet stand-in of {node.name} (Node object, pods' network)")
             self.kube.start_kubelet(node.name, node_ip=node.ip, node_netns=node.netns, conflist=node.cni_conf,
