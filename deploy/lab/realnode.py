@@ -225,13 +225,14 @@ def join_cgroup(name: str, pid: int) -> None:
 
 
 def cgroup_pids(name: str) -> set[int]:
+    """Every process in the subtree, in any hierarchy. Walked with os.walk, which passes over a
+    directory removed meanwhile (runc removes a killed container's cgroups as this runs)."""
     found: set[int] = set()
     for hierarchy in hierarchies():
-        for procs in (hierarchy / name).rglob("cgroup.procs") if (hierarchy / name).is_dir() else []:
-            try:
-                found.update(int(pid) for pid in procs.read_text().split())
-            except OSError:  # removed meanwhile
-                continue
+        for directory, _, names in os.walk(hierarchy / name):
+            if "cgroup.procs" in names:
+                with contextlib.suppress(OSError):  # removed meanwhile
+                    found.update(int(pid) for pid in Path(directory, "cgroup.procs").read_text().split())
     return found
 
 
@@ -250,13 +251,11 @@ def kill_cgroup(name: str, *, timeout: float = STOP_TIMEOUT) -> None:
 
 
 def remove_cgroups(name: str) -> None:
+    """The subtree, deepest first, in every hierarchy (once its processes are gone)."""
     for hierarchy in hierarchies():
-        top = hierarchy / name
-        if not top.is_dir():
-            continue
-        for directory in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            directory.rmdir()
-        top.rmdir()
+        for directory, _, _ in os.walk(hierarchy / name, topdown=False):
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile by runc
+                os.rmdir(directory)
 
 
 def _pids_hierarchy() -> Path:
