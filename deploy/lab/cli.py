@@ -17,6 +17,7 @@ from deploy.lab.kubelab import KubeLabError
 from deploy.lab.lab import DEFAULT_STATE_DIR, SUBNET, Lab, LabError, LabState
 from deploy.lab.umlnode import NodeFailed
 from deploy.uml.channel import ChannelError
+from deploy.lab import realnode
 from deploy.lab.realnode import NodeError
 from deploy.lab.rig import MissingPrerequisite
 from deploy.lab.runtime import CniError
@@ -91,12 +92,14 @@ def cmd_status(lab: Lab, args: argparse.Namespace) -> int:
 
 def status_json(lab: Lab, state: LabState) -> dict[str, Any]:
     controller = lab.controller(state)
+    real = {path.name for path in realnode.node_dirs(lab.workdir)}
     return {
         "switch": {"bridge": state.bridge, "dpid": f"{state.dpid:016x}", "netns": lab.rig.mgmt_ns,
                    "ovs_rundir": str(lab.rig.ovs.workdir), "controller": f"tcp:127.0.0.1:{6653}",
                    "api": controller.url, "api_ca_file": str(controller.ca_file)},
         "mode": state.mode,
         "nodes": [{"name": n.name, "kernel": "uml" if n.spool else "host", "netns": n.netns, "ip": n.ip,
+                   **({"kubelet": "real" if n.name in real else "stand-in"} if state.kubernetes else {}),
                    "mac": n.mac, "port": n.port, "cni_conf": n.cni_conf, "agent_socket": n.agent_socket,
                    **({"spool": n.spool} if n.spool else {})} for n in state.nodes.values()],
         "pods": [{"name": p.name, "netns": p.netns, "node": p.node, "ip": p.ip, "mac": p.mac,

@@ -104,6 +104,7 @@ def agent_records(status: dict, node: str) -> dict[str, dict]:
 
 
 def test_nodes_are_real_kubelets_on_containerd_and_ready(core, status):
+    assert [(n["name"], n["kubelet"]) for n in status["nodes"]] == [("node1", "real"), ("node2", "real")]
     for name, ip in (("node1", "198.18.0.11"), ("node2", "198.18.0.12")):
         node = core.read_node(name)
         info = node.status.node_info
