@@ -86,7 +86,8 @@ def main() -> None:
         from deploy.image import build
 
         args.images = list(build.ensure(log=lambda line: None).values())
-    lab = Lab(Path(tempfile.mkdtemp(prefix="bench-kubelet-")), progress=lambda line: None)
+    state_dir = Path(tempfile.mkdtemp(prefix="bench-kubelet-"))
+    lab = Lab(state_dir, progress=lambda line: None)
     try:
         started = time.monotonic()
         lab.up(nodes=1, pods_per_node=0, kubernetes=True, kubelet=True, images=args.images)
@@ -101,6 +102,7 @@ def main() -> None:
             delete_all(core)
     finally:
         lab.down()
+        state_dir.rmdir()
     print(f"load average {os.getloadavg()[0]:.1f}; lab up with a Ready real node in {up:.1f} s")
     print(summary(f"one at a time ({args.pods}), address", [a for a, _ in one]))
     print(summary(f"one at a time ({args.pods}), Ready", [r for _, r in one]))
