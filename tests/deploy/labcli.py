@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 LabCli = Callable[..., subprocess.CompletedProcess[str]]
@@ -23,6 +24,19 @@ def lab_cli(state_dir: Path, *, timeout: float = 180) -> LabCli:
             raise AssertionError(f"underlay-lab {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc
     return run
+
+
+@contextmanager
+def running_lab(state_dir: Path, *up_args: str, timeout: float = 300) -> Iterator[LabCli]:
+    """A lab brought up with `underlay-lab up UP_ARGS` for the body, taken down after it even when `up`
+    failed half-way; the runner's `state_dir` attribute is `state_dir`."""
+    run = lab_cli(state_dir, timeout=timeout)
+    run.state_dir = state_dir  # type: ignore[attr-defined]
+    try:
+        run("up", *up_args)
+        yield run
+    finally:
+        run("down", check=False)
 
 
 def run_at_once(state_dir: Path, commands: list[tuple[str, ...]], *,
