@@ -39,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
                          "kube-proxy; the others a stand-in")
     up.add_argument("--image", type=Path, action="append", default=[], dest="images",
                     help="an image archive to import into the real node's containerd (repeatable)")
+    up.add_argument("--in-cluster", action="store_true",
+                    help="with --kubernetes --kubelet N (every node): no lab controller or agents; deploy/kubernetes "
+                         "applied (overlay deploy/lab/overlay), so underlay runs as pods")
     status = commands.add_parser("status", help="the lab's switch, nodes, pods and external host")
     status.add_argument("--json", action="store_true")
     run = commands.add_parser("exec", help="run a command in a node, a pod, `external` or `switch`")
@@ -76,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_up(lab: Lab, args: argparse.Namespace) -> int:
     state = lab.up(nodes=args.nodes, pods_per_node=args.pods_per_node, mode=args.mode, kubernetes=args.kubernetes,
-                   kubelet=args.kubelet, images=args.images)
+                   kubelet=args.kubelet, images=args.images, in_cluster=args.in_cluster)
     print_table(lab, state)
     return 0
 

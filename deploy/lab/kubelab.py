@@ -84,15 +84,17 @@ class KubeSide:
                 "spec": spec})
         self.reach_from(reach_from)
 
-    def reach_from(self, namespace: str, *, pidfile: Path | None = None) -> None:
+    def reach_from(self, namespace: str, *, pidfile: Path | None = None, listen_port: int | None = None) -> None:
         """The API server at the same address inside `namespace` (the controller's, or a real node's),
-        through deploy/lab/tcpforward.py; returns once it accepts connections there."""
+        through deploy/lab/tcpforward.py, at its own port or `listen_port`; returns once it accepts
+        connections there."""
         port = int(self.plane.server.rsplit(":", 1)[1])
+        inside = listen_port or port
         pidfile = pidfile or self.forward_pidfile
-        start_daemon([sys.executable, "-m", "deploy.lab.tcpforward", "--netns", namespace, "--port", str(port)],
-                     pidfile=pidfile, logfile=pidfile.with_suffix(".log"))
-        wait_until(lambda: _connects(namespace, port), timeout=10, error=KubeLabError,
-                   what=f"the API server's port {port} inside {namespace}")
+        start_daemon([sys.executable, "-m", "deploy.lab.tcpforward", "--netns", namespace, "--port", str(port),
+                      "--listen-port", str(inside)], pidfile=pidfile, logfile=pidfile.with_suffix(".log"))
+        wait_until(lambda: _connects(namespace, inside), timeout=10, error=KubeLabError,
+                   what=f"the API server's port {port} inside {namespace} at {inside}")
 
     @property
     def forward_pidfile(self) -> Path:
@@ -102,7 +104,7 @@ class KubeSide:
         """The nodes first (they talk to the API server), then the control plane."""
         for node_dir in realnode.node_dirs(self.workdir):
             realnode.RealNode(node_dir, prefix=self.prefix).teardown()
-        for pidfile in sorted((self.workdir / "nodes").glob("*/kubelet.pid")):
+        for pidfile in sorted((self.workdir / "nodes").glob("*/k*.pid")):  # stand-ins, API forwards
             stop_pidfile(pidfile)
         stop_pidfile(self.forward_pidfile)
         self.plane.stop(remove=False)
@@ -118,14 +120,18 @@ class KubeSide:
         start_daemon(argv, pidfile=node_dir / "kubelet.pid", logfile=node_dir / "kubelet.log")
 
     def start_real_node(self, node: str, *, node_ip: str, node_netns: str, node_dir: Path,
-                        cni_sources: Sequence[Path], cni_conf_dir: Path, images: Sequence[Path]) -> None:
+                        cni_sources: Sequence[Path], cni_conf_dir: Path, images: Sequence[Path],
+                        api_port_inside: int | None = None) -> None:
         """containerd (the images imported), kubelet and kube-proxy in the node's namespace, the API
-        server's port reachable there (deploy/lab/realnode.py)."""
+        server's port reachable there (deploy/lab/realnode.py), and at `api_port_inside` too if given
+        (for pods: deploy/lab/incluster.py)."""
         real = realnode.RealNode(node_dir, prefix=self.prefix)
         real.prepare(node=node, node_ip=node_ip, server=self.plane.server, apiserver_ca=self.apiserver_ca,
                      authority=realnode.cluster_authority(self.cluster_ca), cni_sources=cni_sources,
                      cni_conf_dir=cni_conf_dir)
         self.reach_from(node_netns, pidfile=node_dir / "k8s-forward.pid")
+        if api_port_inside:
+            self.reach_from(node_netns, pidfile=node_dir / "k8s-forward-pods.pid", listen_port=api_port_inside)
         real.start_containerd(node_netns)
         real.import_images(images)
         if kubenode.PAUSE_IMAGE not in real.images():
@@ -164,7 +170,7 @@ class KubeSide:
     def real_attached(self, node_dir: Path) -> Iterator[Attached]:
         """A real node's pods: the API's pods bound to it joined with what its agent attached
         (the records name each pod's namespace, made by containerd as /run/netns/cni-<uuid>)."""
-        records = {(a.namespace, a.name): a for a in AttachmentStore(node_dir / "state").all()}
+        records = {(a.namespace, a.name): a for a in AttachmentStore(agent_state(node_dir)).all()}
         with self.api() as api:
             core: Any = client.CoreV1Api(api)
             pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node_dir.name}")
@@ -221,6 +227,13 @@ class KubeSide:
         events = core.list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.uid={uid}").items
         warnings = [e for e in events if e.type == "Warning"]
         return f"{warnings[-1].reason}: {warnings[-1].message}" if warnings else "no event"
+
+
+def agent_state(node_dir: Path) -> Path:
+    """Where a real node's agent keeps its pods: the lab's agent process in `<node>/state`, the
+    DaemonSet's pod in the node's /run/underlay/pods (its mount namespace's, deploy/lab/mountns.py)."""
+    in_pod = kubenode.NodeFiles(node_dir / "kubelet").run_underlay / "pods"
+    return in_pod if in_pod.is_dir() else node_dir / "state"
 
 
 def default_images() -> list[Path]:

@@ -108,6 +108,16 @@ class NodeFiles:
     def pki(self) -> Path:
         return self.root / "pki"
 
+    @property
+    def mount_ns(self) -> Path:
+        """The node's mount namespace, kept by a bind mount of its nsfs file (deploy/lab/mountns.py)."""
+        return self.root / "mnt.ns"
+
+    @property
+    def run_underlay(self) -> Path:
+        """What the node's /run/underlay is (the agent's socket and state, in a cluster)."""
+        return self.root / "run-underlay"
+
     def pidfile(self, process: str) -> Path:
         return self.root / f"{process}.pid"
 

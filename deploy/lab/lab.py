@@ -27,7 +27,7 @@ from typing import Any
 
 from cni import install
 from deploy.k8s.testenv import SERVICE_CIDR
-from deploy.lab import frames, netns, rig, statefile, transfer, umlnode
+from deploy.lab import frames, incluster, netns, rig, statefile, transfer, umlnode
 from deploy.lab.control import Controller, NodeSpec, PoolSpec
 from deploy.lab.kubelab import KubeSide, controller_store
 from deploy.lab.process import start_daemon, stop_pidfile, wait_until
@@ -150,13 +150,17 @@ class Lab:
 
     # -- up / down ---------------------------------------------------------------------------
     def up(self, *, nodes: int = 2, pods_per_node: int = 2, mode: str = "macvlan",
-           kubernetes: bool = False, kubelet: int = 0, images: Sequence[Path] = ()) -> LabState:
+           kubernetes: bool = False, kubelet: int = 0, images: Sequence[Path] = (),
+           in_cluster: bool = False) -> LabState:
         if mode not in MODES:
             raise LabError(f"--mode {mode}: one of {', '.join(MODES)}")
         if kubelet and not kubernetes:
             raise LabError("--kubelet runs a real kubelet against the lab's control plane: add --kubernetes")
         if not 0 <= kubelet <= nodes:
             raise LabError(f"--kubelet {kubelet}: real nodes are some of the {nodes} nodes (--nodes)")
+        if in_cluster and not (kubernetes and kubelet == nodes):
+            raise LabError("--in-cluster runs underlay's own manifests on real kubelets, which every node must be "
+                           f"(agents prove their node with a kubelet-mounted token): add --kubernetes --kubelet {nodes}")
         rig.check_prerequisites()
         in_uml = mode == "ipvlan" and not kernel_has_ipvlan()
         if kubernetes and in_uml:
@@ -174,6 +178,8 @@ class Lab:
         self.progress("starting a private Open vSwitch (userspace datapath, fail_mode=secure)")
         self.rig.start(persistent=True)
         try:
+            if in_cluster:
+                return self._build_in_cluster(nodes=nodes, pods_per_node=pods_per_node, images=images)
             return self._build(nodes=nodes, pods_per_node=pods_per_node, mode=mode, in_uml=in_uml,
                                kubernetes=kubernetes, kubelet=kubelet, images=images)
         except BaseException:
@@ -219,6 +225,39 @@ class Lab:
         if kubernetes:
             self._start_kubelets(state, real=list(state.nodes)[:kubelet], images=images)
         state.save(self.state_file)
+        for node in state.nodes.values():
+            for index in range(1, pods_per_node + 1):
+                self.add_pod(f"{node.name}-pod{index}", node=node.name)
+        return self.state
+
+    def _build_in_cluster(self, *, nodes: int, pods_per_node: int, images: Sequence[Path]) -> LabState:
+        """The switch, the external host and real kubelet nodes, then underlay as the cluster runs it:
+        deploy/kubernetes applied with the lab's overlay (deploy/lab/incluster.py says what the lab adds)."""
+        bridge = self.rig.add_bridge(f"{self.prefix}-sw")
+        external = self.rig.add_host("external", bridge, cidr=f"{EXTERNAL_IP}/24")
+        state = LabState(prefix=self.prefix, mode="macvlan", bridge=bridge, dpid=1,
+                         external={"netns": external.netns, "ip": EXTERNAL_IP, "mac": external.mac,
+                                   "port": external.ofport})
+        for index in range(1, nodes + 1):
+            node = self._add_netns_node(index, bridge)
+            node.cni_conf = str(self._node_dir(node.name) / "net.d" / install.CONFLIST_NAME)
+            node.agent_socket = str(self._node_dir(node.name) / "kubelet" / "run-underlay" / "agent.sock")
+            state.nodes[node.name] = node
+        self.progress("cabling the management namespace to every node (the switch reaches the controller pods)")
+        incluster.cable_management(self.rig, [(n.netns, n.ip, n.port) for n in state.nodes.values()])
+        self.rig.ovs.vsctl("set-controller", bridge, *incluster.controller_targets([n.ip for n in state.nodes.values()]))
+        self._start_kubernetes(state, kubelet=True)
+        state.kubernetes["in_cluster"] = "true"
+        state.save(self.state_file)
+        self.progress(f"starting containerd, kubelet and kube-proxy in {', '.join(state.nodes)}")
+        self.kube.start_real_nodes({name: {
+            "node_ip": node.ip, "node_netns": node.netns, "node_dir": self._node_dir(name),
+            "cni_sources": [REFERENCE_PLUGINS], "cni_conf_dir": Path(node.cni_conf).parent,
+            "api_port_inside": incluster.API_PORT_IN_NODE} for name, node in state.nodes.items()}, images=images)
+        self.progress("applying deploy/kubernetes with the lab's overlay (deploy/lab/overlay)")
+        incluster.install(self.kube, self.workdir / "incluster")
+        incluster.wait_running(self.kube, nodes=nodes)
+        self.kube.wait_nodes_ready(state.nodes)
         for node in state.nodes.values():
             for index in range(1, pods_per_node + 1):
                 self.add_pod(f"{node.name}-pod{index}", node=node.name)

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from deploy.k8s import build
-from deploy.lab import kubenode, netns, pki
+from deploy.lab import kubenode, mountns, netns, pki
 from deploy.lab.kubenode import NodeFiles
 from deploy.lab.process import start_daemon, stop_pidfile, wait_until
 
@@ -95,6 +95,7 @@ class RealNode:
         files.kubelet_config.write_text(yaml.safe_dump(kubenode.kubelet_config(files, cgroup=self.cgroup, node_ip=node_ip)))
         files.proxy_config.write_text(yaml.safe_dump(kubenode.proxy_config(files, node=node)))
         make_cgroups(self.cgroup)
+        mountns.create(files.mount_ns, node_binds(files, cni_conf_dir=cni_conf_dir))
 
     # --- running ----------------------------------------------------------------------------------
 
@@ -143,9 +144,8 @@ class RealNode:
         return proc
 
     def _start(self, process: str, node_netns: str, argv: list[str]) -> int:
-        """`argv` inside the node's network namespace only (nsenter --net: the host's mount namespace,
-        see kubenode's docstring)."""
-        return start_daemon([str(binaries()["nsenter"]), f"--net={NETNS_DIR / node_netns}", *argv],
+        """`argv` inside the node's network namespace and its own mount namespace (deploy/lab/mountns.py)."""
+        return start_daemon([str(binaries()["nsenter"]), f"--mount={self.files.mount_ns}", f"--net={NETNS_DIR / node_netns}", *argv],
                             pidfile=self.files.pidfile(process), logfile=self.files.logfile(process))
 
     def _dead(self, process: str) -> bool:
@@ -186,6 +186,13 @@ class RealNode:
         # gone now, not with the lab's directory: the shims' init.pid files name processes long dead,
         # whose numbers the lab's pidfile sweep (rig.destroy) must never signal
         shutil.rmtree(self.files.root, ignore_errors=True)
+
+
+def node_binds(files: NodeFiles, *, cni_conf_dir: Path) -> dict[Path, Path]:
+    """The machine-wide paths a cluster's DaemonSets use (the agent's hostPaths), each the node's own
+    directory inside its mount namespace: the CNI bin and conf directories containerd reads too."""
+    return {Path("/opt/cni/bin"): files.cni_bin, Path("/etc/cni/net.d"): cni_conf_dir,
+            Path("/run/underlay"): files.run_underlay}
 
 
 # --- cgroups (v1: one tree per hierarchy) -----------------------------------------------------------

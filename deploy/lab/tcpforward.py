@@ -6,7 +6,9 @@ process listens on 127.0.0.1:PORT inside the management namespace (a socket keep
 was made in) and copies each connection to 127.0.0.1:PORT here, so one kubeconfig serves both sides
 and the API server's certificate (made for 127.0.0.1) checks out. TLS passes through untouched.
 
-`python -m deploy.lab.tcpforward --netns NAME --port PORT`
+`python -m deploy.lab.tcpforward --netns NAME --port PORT [--listen-port PORT2]`: PORT2 (default PORT)
+inside; pods that read the API server's address from a manifest (the lab's overlay) find it at a
+fixed port, 6443, whatever port the lab's API server took.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def listen_in(name: str, port: int) -> socket.socket:
 
 
 def serve(listener: socket.socket, port: int) -> None:
+    """Copy every connection `listener` accepts to 127.0.0.1:`port` here."""
     while True:
         inside, _ = listener.accept()
         threading.Thread(target=_bridge, args=(inside, port), daemon=True).start()
@@ -70,8 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.lab.tcpforward", description=__doc__.split("\n\n")[0])
     parser.add_argument("--netns", required=True, help="the namespace to listen in")
     parser.add_argument("--port", type=int, required=True, help="127.0.0.1:PORT there, to 127.0.0.1:PORT here")
+    parser.add_argument("--listen-port", type=int, help="the port inside (default: PORT)")
     args = parser.parse_args(argv)
-    serve(listen_in(args.netns, args.port), args.port)
+    serve(listen_in(args.netns, args.listen_port or args.port), args.port)
     return 0
 
 
