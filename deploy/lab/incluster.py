@@ -43,9 +43,11 @@ MGMT_IFNAME = "mgmt0"
 OPENFLOW_PORT = 6653
 
 
-def cable_management(rig: Rig, nodes: Sequence[tuple[str, str, int]]) -> None:
+def cable_management(rig: Rig, nodes: Sequence[tuple[str, str, int]], *, service_cidr: str) -> None:
     """A management cable to each node (netns, address, switch port), routes to the node's address
-    from the management namespace and to every other node's through it."""
+    from the management namespace and to every other node's through it. The service range is routed
+    there too: a lab node has no default route, and a connection to a ClusterIP needs some route
+    before kube-proxy's DNAT (in OUTPUT, after routing) gives it its real destination."""
     netns.set_sysctl(rig.mgmt_ns, "net.ipv4.ip_forward", "1")
     for node_ns, ip, port in nodes:
         outside = f"{rig.prefix}g{port}"
@@ -54,6 +56,7 @@ def cable_management(rig: Rig, nodes: Sequence[tuple[str, str, int]]) -> None:
         netns.run(rig.mgmt_ns, ["ip", "addr", "add", f"{MGMT_IP}/32", "dev", outside])
         netns.run(rig.mgmt_ns, ["ip", "route", "add", f"{ip}/32", "dev", outside, "src", MGMT_IP])
         netns.run(node_ns, ["ip", "route", "add", f"{MGMT_IP}/32", "dev", MGMT_IFNAME])
+        netns.run(node_ns, ["ip", "route", "add", service_cidr, "via", MGMT_IP, "dev", MGMT_IFNAME])
         for _, other, _ in nodes:
             if other != ip:
                 netns.run(node_ns, ["ip", "route", "add", f"{other}/32", "via", MGMT_IP, "dev", MGMT_IFNAME])

@@ -244,7 +244,8 @@ class Lab:
             node.agent_socket = str(self._node_dir(node.name) / "kubelet" / "run-underlay" / "agent.sock")
             state.nodes[node.name] = node
         self.progress("cabling the management namespace to every node (the switch reaches the controller pods)")
-        incluster.cable_management(self.rig, [(n.netns, n.ip, n.port) for n in state.nodes.values()])
+        incluster.cable_management(self.rig, [(n.netns, n.ip, n.port) for n in state.nodes.values()],
+                                   service_cidr=SERVICE_CIDR)
         self.rig.ovs.vsctl("set-controller", bridge, *incluster.controller_targets([n.ip for n in state.nodes.values()]))
         self._start_kubernetes(state, kubelet=True)
         state.kubernetes["in_cluster"] = "true"

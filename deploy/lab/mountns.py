@@ -9,7 +9,10 @@ What stays shared is /run/netns: containerd pins its pods' network namespaces th
 (the host) must see them (`ip netns exec` into a pod, teardown). It is a shared mount (iproute2 makes
 it one), and the namespace is made with propagation unchanged, so the pins show on both sides. The
 mount each bind target lives on is made a slave first, so nothing bound here ever shows on the host,
-whatever the host's propagation (on a systemd host `/` and `/run` are shared).
+whatever the host's propagation (on a systemd host `/` and `/run` are shared). Then `/` is made
+shared inside (a peer group of its own, or shared and slave on a systemd host): containerd refuses a
+HostToContainer volume whose mount is neither shared nor slave, and it finds the agent's
+/var/run/netns on `/`, not resolving the /var/run symlink; this machine's `/` is private.
 
 The namespace is kept by a bind mount of its nsfs file (`<node>/kubelet/mnt.ns`), which the node's
 teardown unmounts with the rest of its mounts (realnode.unmount_under); once its processes are gone
@@ -41,6 +44,7 @@ def create(handle: Path, binds: Mapping[Path, Path]) -> None:
                       what=f"find the mount of {target}").strip()
         _run(enter(handle, ["mount", "--make-slave", holder]), what=f"make {holder} a slave")
         _run(enter(handle, ["mount", "--bind", str(source), str(target)]), what=f"bind {source} on {target}")
+    _run(enter(handle, ["mount", "--make-shared", "/"]), what="make / shared")
 
 
 def enter(handle: Path, argv: Sequence[str]) -> list[str]:
