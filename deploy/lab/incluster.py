@@ -41,6 +41,7 @@ API_PORT_IN_NODE = 6443  # the overlay's KUBERNETES_SERVICE_PORT
 MGMT_IP = "198.19.0.1"  # the management namespace's end of every management cable
 MGMT_IFNAME = "mgmt0"
 OPENFLOW_PORT = 6653
+NODES = 2  # the overlay's controller config pins node1 and node2 to switch ports 2 and 3
 
 
 def cable_management(rig: Rig, nodes: Sequence[tuple[str, str, int]], *, service_cidr: str) -> None:

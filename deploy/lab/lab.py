@@ -158,6 +158,8 @@ class Lab:
             raise LabError("--kubelet runs a real kubelet against the lab's control plane: add --kubernetes")
         if not 0 <= kubelet <= nodes:
             raise LabError(f"--kubelet {kubelet}: real nodes are some of the {nodes} nodes (--nodes)")
+        if in_cluster and nodes != incluster.NODES:
+            raise LabError(f"--in-cluster: --nodes {incluster.NODES} (deploy/lab/overlay pins node1 and node2's switch ports)")
         if in_cluster and not (kubernetes and kubelet == nodes):
             raise LabError("--in-cluster runs underlay's own manifests on real kubelets, which every node must be "
                            f"(agents prove their node with a kubelet-mounted token): add --kubernetes --kubelet {nodes}")
