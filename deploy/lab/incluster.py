@@ -108,6 +108,16 @@ def wait_running(kube: KubeSide, *, nodes: int, timeout: float = 240) -> None:
                                 f"({_pods_summary(kube)})")
 
 
+def wait_switch_connected(rig: Rig, bridge: str, *, replicas: int, timeout: float = 60) -> None:
+    """Until the switch holds an OpenFlow connection to `replicas` controllers (it retries with a
+    backoff of up to 8 s, so the first may come seconds after the pods listen)."""
+    def connected() -> int:
+        return rig.ovs.vsctl("--columns=is_connected", "find", "controller", "is_connected=true").count("true")
+
+    wait_until(lambda: connected() >= replicas, timeout=timeout, error=KubeLabError,
+               what=lambda: f"switch {bridge} connected to {replicas} controller replicas ({connected()} now)")
+
+
 def _pods_summary(kube: KubeSide) -> str:
     try:
         return " ".join(kubectl(kube, "-n", NAMESPACE, "get", "pods", "-o", "wide", "--no-headers").split())

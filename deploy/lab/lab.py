@@ -260,6 +260,7 @@ class Lab:
         self.progress("applying deploy/kubernetes with the lab's overlay (deploy/lab/overlay)")
         incluster.install(self.kube, self.workdir / "incluster")
         incluster.wait_running(self.kube, nodes=nodes)
+        incluster.wait_switch_connected(self.rig, bridge, replicas=nodes)
         self.kube.wait_nodes_ready(state.nodes)
         for node in state.nodes.values():
             for index in range(1, pods_per_node + 1):
