@@ -3,8 +3,8 @@ containerd's config, kubelet's, kube-proxy's and their kubeconfigs. Pure: paths 
 deploy/lab/realnode.py writes them and runs the processes.
 
 Where the node lives: kubelet, containerd and kube-proxy run inside the lab node's network namespace
-(entered with `nsenter --net` only, so they share the host's mount namespace, see below), not on the
-host cabled to the lab switch. Why:
+(with `nsenter --net`, and `--mount` of the node's own mount namespace, see below), not on the host
+cabled to the lab switch. Why:
 - hostNetwork pods (the agent DaemonSet) are then in the node exactly as in production: the node's
   eth0 is their uplink, its address their address;
 - nothing the node does reaches the host's network: kube-proxy's iptables rules, kubelet's ports
@@ -14,9 +14,11 @@ host cabled to the lab switch. Why:
 The API server (on the host's loopback) is reached at the same address inside the node through
 deploy/lab/tcpforward.py, so its certificate for 127.0.0.1 checks out.
 
-One mount namespace for all: containerd mounts rootfs and kubelet mounts Secret/token volumes that
-runc must see, so neither may run under `ip netns exec` (which makes a private mount namespace of
-its own). So every path a node would share with another node (or with the machine) is set to one of
+One mount namespace per node, the same for its containerd, kubelet and kube-proxy: containerd mounts
+rootfs and kubelet mounts Secret/token volumes that runc must see, so neither may run under
+`ip netns exec` (which makes a private mount namespace for each command). In it, the machine-wide
+paths a DaemonSet's hostPath names (/opt/cni/bin, /etc/cni/net.d, /run/underlay) are the node's own
+directories, and /run/netns is shared with the host (deploy/lab/mountns.py). Every path a node would share with another node (or with the machine) is set to one of
 its own: containerd's root, state, socket and runc root, kubelet's root directory, pod logs, plugin
 directories, the CNI bin and conf directories, and a cgroup subtree `/underlay-<prefix>-<node>` in
 every cgroup hierarchy (kubelet's cgroupRoot, and containerd with its shims in it), so `down` finds
