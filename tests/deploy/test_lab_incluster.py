@@ -18,9 +18,9 @@ import os
 import signal
 import ssl
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -28,12 +28,11 @@ from kubernetes.config import new_client_from_config
 
 from deploy.k8s import build
 from deploy.lab import incluster, netns, process, realnode
-from deploy.lab.kubelab import KubeLabError, default_images
 from deploy.lab.lab import Lab
 from labcli import running_lab
+from test_lab_kubelet import images, wait_until  # noqa: F401 - a fixture: the images, built once per machine
 
 pytestmark = pytest.mark.rig
-T = TypeVar("T")
 NS = incluster.NAMESPACE
 SERVICE_NAME = "underlay-controller.underlay-system.svc"
 APPS = """
@@ -62,18 +61,6 @@ spec:
       terminationGracePeriodSeconds: 0
       containers: [{name: pause, image: localhost/pause:3.10, imagePullPolicy: Never}]
 """
-
-
-def wait_until(condition: Callable[[], T], *, timeout: float = 90, what: str = "condition") -> T:
-    return process.wait_until(condition, timeout=timeout, what=what)
-
-
-@pytest.fixture(scope="module")
-def images() -> list[Path]:
-    try:
-        return default_images()
-    except KubeLabError as error:
-        pytest.fail(str(error), pytrace=False)
 
 
 @pytest.fixture(scope="module")
