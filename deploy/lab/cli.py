@@ -94,12 +94,10 @@ def cmd_status(lab: Lab, args: argparse.Namespace) -> int:
 
 
 def status_json(lab: Lab, state: LabState) -> dict[str, Any]:
-    controller = lab.controller(state)
     real = {path.name for path in realnode.node_dirs(lab.workdir)}
     return {
         "switch": {"bridge": state.bridge, "dpid": f"{state.dpid:016x}", "netns": lab.rig.mgmt_ns,
-                   "ovs_rundir": str(lab.rig.ovs.workdir), "controller": f"tcp:127.0.0.1:{6653}",
-                   "api": controller.url, "api_ca_file": str(controller.ca_file)},
+                   "ovs_rundir": str(lab.rig.ovs.workdir), **controller_json(lab, state)},
         "mode": state.mode,
         "nodes": [{"name": n.name, "kernel": "uml" if n.spool else "host", "netns": n.netns, "ip": n.ip,
                    **({"kubelet": "real" if n.name in real else "stand-in"} if state.kubernetes else {}),
@@ -111,6 +109,14 @@ def status_json(lab: Lab, state: LabState) -> dict[str, Any]:
         **({"kubeconfig": state.kubernetes["kubeconfig"], "store": state.kubernetes["store"]}
            if state.kubernetes else {}),
     }
+
+
+def controller_json(lab: Lab, state: LabState) -> dict[str, Any]:
+    """Where the switch's controller is: the lab's process, or the replicas' pods (--in-cluster)."""
+    if state.kubernetes.get("in_cluster"):
+        return {"controller": lab.rig.ovs.vsctl("get-controller", state.bridge).split()}
+    controller = lab.controller(state)
+    return {"controller": f"tcp:127.0.0.1:{6653}", "api": controller.url, "api_ca_file": str(controller.ca_file)}
 
 
 def print_table(lab: Lab, state: LabState) -> None:

@@ -136,8 +136,11 @@ class Lab:
             yield
 
     def controller(self, state: LabState | None = None) -> Controller:
-        tokens = json.loads((self.workdir / "tokens.json").read_text())
         state = state or self.state
+        if state.kubernetes.get("in_cluster"):
+            raise LabError("this lab's controller runs as pods (--in-cluster): "
+                           f"kubectl -n {incluster.NAMESPACE} get pods, or its logs under each node's kubelet/pod-logs")
+        tokens = json.loads((self.workdir / "tokens.json").read_text())
         return Controller(
             workdir=self.workdir / "controller", ns=self.rig.mgmt_ns,
             nodes={n.name: NodeSpec(n.name, dpid=state.dpid, port=n.port, token=tokens[n.name])

@@ -132,6 +132,14 @@ def node1_token(the_lab, core) -> str:
                    "--bound-object-kind", "Pod", "--bound-object-name", agent).strip()
 
 
+def test_status_names_the_replicas_as_the_switchs_controllers(lab):
+    status = json.loads(lab("status", "--json").stdout)
+    assert status["switch"]["controller"] == ["tcp:198.18.0.11:6653", "tcp:198.18.0.12:6653"]
+    assert {n["name"]: n["kubelet"] for n in status["nodes"]} == {"node1": "real", "node2": "real"}
+    refused = lab("demo", check=False)
+    assert refused.returncode != 0 and "runs as pods" in refused.stderr
+
+
 def test_underlay_runs_as_pods_leader_ready_switch_at_both(the_lab, core):
     agents = core.list_namespaced_pod(NS, label_selector="app.kubernetes.io/name=underlay-agent").items
     assert sorted(p.spec.node_name for p in agents if ready(p)) == ["node1", "node2"]
