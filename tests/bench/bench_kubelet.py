@@ -2,7 +2,8 @@
 from the Pod's create call to the watch showing it with an address, and to it Ready, one pod at a
 time; then a burst of pods created at once, to all Ready.
 
-Run by hand: `.venv/bin/python tests/bench/bench_kubelet.py [--pods 20] [--burst 10] [--image ARCHIVE ...]`
+Run by hand: `.venv/bin/python tests/bench/bench_kubelet.py [--pods 20] [--burst 10] [--image ARCHIVE ...]
+[--in-cluster]`
 (the images default to deploy/image's archives). Not collected by pytest. The load average is printed
 with the numbers: on a shared 2-core machine most of a pod's time is waiting for CPU.
 """
@@ -81,6 +82,8 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=20, help="pods created one at a time")
     parser.add_argument("--burst", type=int, default=10, help="pods created at once, after")
     parser.add_argument("--image", type=Path, action="append", default=[], dest="images")
+    parser.add_argument("--in-cluster", action="store_true",
+                        help="underlay itself as pods on two real nodes (underlay-lab up --in-cluster)")
     args = parser.parse_args()
     if not args.images:
         from deploy.image import build
@@ -90,7 +93,9 @@ def main() -> None:
     lab = Lab(state_dir, progress=lambda line: None)
     try:
         started = time.monotonic()
-        lab.up(nodes=1, pods_per_node=0, kubernetes=True, kubelet=True, images=args.images)
+        nodes = 2 if args.in_cluster else 1
+        lab.up(nodes=nodes, pods_per_node=0, kubernetes=True, kubelet=nodes, images=args.images,
+               in_cluster=args.in_cluster)
         up = time.monotonic() - started
         with lab.kube.api() as api:
             core: Any = client.CoreV1Api(api)
