@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -25,11 +26,11 @@ def built(directory: Any) -> dict[tuple[str, str], dict[str, Any]]:
     return {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(out) if o}
 
 
-def test_overlay_keeps_every_object_of_the_base():
+def test_overlay_keeps_every_object_of_the_base() -> None:
     assert built(incluster.OVERLAY).keys() == built(BASE).keys()
 
 
-def test_workloads_run_on_real_nodes_and_the_controller_finds_the_api_in_its_node():
+def test_workloads_run_on_real_nodes_and_the_controller_finds_the_api_in_its_node() -> None:
     objects = built(incluster.OVERLAY)
     for kind, name in (("Deployment", "underlay-controller"), ("DaemonSet", "underlay-agent")):
         terms = objects[kind, name]["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
@@ -42,7 +43,7 @@ def test_workloads_run_on_real_nodes_and_the_controller_finds_the_api_in_its_nod
     assert "POD_NAME" in env and "POD_IP" in env  # the base's env kept
 
 
-def test_configs_are_the_labs_and_load(tmp_path):
+def test_configs_are_the_labs_and_load(tmp_path: Path) -> None:
     objects = built(incluster.OVERLAY)
     agent = objects["ConfigMap", "underlay-agent"]["data"]
     assert (agent["master"], agent["service-cidr"]) == ("eth0", "192.0.2.0/24")
