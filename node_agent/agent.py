@@ -428,14 +428,13 @@ class Agent:
             raise CniError(INVALID_CONFIG if exc.status == 400 else REFUSED, message) from None
 
     def _announce(self, attachment: Attachment) -> None:
-        """One gratuitous ARP and, with an IPv6 address, one unsolicited NA from its link-local, off
+        """One gratuitous ARP and, with an IPv6 address, one unsolicited NA, off
         the ADD's path: a packet socket costs the kernel a synchronize_net() (~30 ms), and
         arp_notify already announced the link when it came up. Best effort."""
         def send() -> None:
             for ip in attachment.ips:
                 try:
-                    announce(attachment.netns, attachment.ifname, ip=ip, mac=attachment.mac,
-                             source=link_local(ip) if ":" in ip else None)
+                    announce(attachment.netns, attachment.ifname, ip=ip, mac=attachment.mac)
                 except (OSError, NetlinkFailure) as exc:  # ENXIO/ENODEV: a DEL already removed the link
                     log.debug("event=announce-failed pod=%s ip=%s error=%s", attachment.pod, ip, exc)
 

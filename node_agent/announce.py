@@ -32,10 +32,10 @@ def send_frame(netns: str, ifname: str, frame: bytes) -> None:
         sock.send(frame)
 
 
-def announce(netns: str, ifname: str, *, ip: str, mac: str, source: str | None = None) -> None:
-    """A gratuitous ARP for an IPv4 `ip`, an unsolicited NA from `source` (the link-local) for an IPv6 one."""
+def announce(netns: str, ifname: str, *, ip: str, mac: str) -> None:
+    """A gratuitous ARP for an IPv4 `ip`, an unsolicited NA for an IPv6 one."""
     if ":" in ip:
-        send_frame(netns, ifname, na_frame(ip=ip, mac=mac, source=source or ip))
+        send_frame(netns, ifname, na_frame(ip=ip, mac=mac))
     else:
         send_frame(netns, ifname, garp_frame(ip=ip, mac=mac))
 
@@ -47,11 +47,12 @@ def garp_frame(*, ip: str, mac: str) -> bytes:
     return ether + arp
 
 
-def na_frame(*, ip: str, mac: str, source: str) -> bytes:
+def na_frame(*, ip: str, mac: str) -> bytes:
     """An unsolicited Neighbor Advertisement (RFC 4861 7.2.6) to all nodes: target `ip` at `mac`,
     override set so caches take the new MAC, hop limit 255 (receivers drop anything less), the
-    ICMPv6 checksum over the pseudo-header."""
-    src, dst, target = (socket.inet_pton(socket.AF_INET6, a) for a in (source, ALL_NODES, ip))
+    ICMPv6 checksum over the pseudo-header. Its source is the target itself, as the kernel's own
+    advertisements have it, and as the switch's port security lets an advertisement out."""
+    src, dst, target = (socket.inet_pton(socket.AF_INET6, a) for a in (ip, ALL_NODES, ip))
     option = struct.pack("!BB", ND_OPT_TARGET_LL, 1) + _mac(mac)
     body = struct.pack("!I", NA_OVERRIDE) + target + option
     pseudo = src + dst + struct.pack("!I3xB", 4 + len(body), ICMPV6)

@@ -11,13 +11,13 @@ MAC = "02:00:00:00:00:05"
 
 
 def test_the_unsolicited_na_goes_to_all_nodes_with_override_and_the_targets_mac() -> None:
-    frame = na_frame(ip="fd00:18::5", mac=MAC, source="fe80::5")
+    frame = na_frame(ip="fd00:18::5", mac=MAC)
     ipv6, icmp = frame[14:54], frame[54:]
 
     assert frame[:14] == bytes.fromhex("333300000001" "020000000005" "86dd")
     version, length, next_header, hop_limit = struct.unpack("!IHBB", ipv6[:8])
     assert (version >> 28, length, next_header, hop_limit) == (6, len(icmp), 58, 255)
-    assert ipv6[8:24] == socket.inet_pton(socket.AF_INET6, "fe80::5")
+    assert ipv6[8:24] == socket.inet_pton(socket.AF_INET6, "fd00:18::5"), "from the target, as the kernel's"
     assert ipv6[24:40] == socket.inet_pton(socket.AF_INET6, "ff02::1")
     assert icmp[:2] == bytes([136, 0])
     assert struct.unpack("!I", icmp[4:8])[0] == 0x20000000, "override; not solicited, not a router"
