@@ -547,6 +547,9 @@ class Lab:
         ping6 = netns.run(ext, ["ping", "-n", "-c", "1", "-W", "2", pod.ip6], check=False)
         neighbours = json.loads(netns.run(ext, ["ip", "-j", "-6", "neigh", "show", pod.ip6, "dev", "eth0"]).stdout
                                 or "[]")
+        # a packet that met a cached datapath flow is counted on its OpenFlow rule only when the
+        # revalidators next pass: wait for a full pass, not for some time
+        self.rig.ovs.appctl("revalidator/wait")
         flow_hits = self._nd_responder_packets(state, pod.ip6) - before_flow
         packet_ins = controller.health()["stats"].get("packet_ins", 0) - before_packet_ins
         return {"ip6": pod.ip6, "nd_reply_mac": neighbours[0].get("lladdr") if neighbours else None,
