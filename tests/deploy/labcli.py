@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 LabCli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -23,6 +26,23 @@ def lab_cli(state_dir: Path, *, timeout: float = 180) -> LabCli:
             raise AssertionError(f"underlay-lab {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc
     return run
+
+
+@contextlib.contextmanager
+def running_lab(state_dir: Path, *up_args: str) -> Iterator[LabCli]:
+    """A lab brought up with `underlay-lab up UP_ARGS` for the body, brought down after it."""
+    run = lab_cli(state_dir)
+    try:
+        run("up", *up_args)
+        yield run
+    finally:
+        run("down", check=False)
+
+
+def status(lab: LabCli) -> dict[str, Any]:
+    """`underlay-lab status --json`, decoded."""
+    result: dict[str, Any] = json.loads(lab("status", "--json").stdout)
+    return result
 
 
 def run_at_once(state_dir: Path, commands: list[tuple[str, ...]], *,

@@ -14,7 +14,7 @@ import pytest
 
 from deploy.lab import netns
 from deploy.lab.lab import Lab
-from labcli import lab_cli
+from labcli import running_lab, status
 from openflow.model import link_local
 
 pytestmark = pytest.mark.rig
@@ -28,16 +28,8 @@ def lab_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def lab(lab_dir):
-    run = lab_cli(lab_dir)
-    try:
-        run("up", "--dual-stack", "--nodes", "2", "--pods-per-node", "1")
+    with running_lab(lab_dir, "--dual-stack", "--nodes", "2", "--pods-per-node", "1") as run:
         yield run
-    finally:
-        run("down", check=False)
-
-
-def status(lab) -> dict:
-    return json.loads(lab("status", "--json").stdout)
 
 
 def test_every_pod_has_one_address_of_each_family(lab):
