@@ -300,8 +300,10 @@ class Agent:
         match = [p for p in pods if (p["container_id"], p["ifname"]) == record.key]
         if not match:
             return [f"the controller has no allocation for {record.ifname}"]
-        if match[0]["ip"] != record.ip or (record.mode == "macvlan" and match[0]["mac"].lower() != record.mac):
-            return [f"the controller places {match[0]['ip']} {match[0]['mac']}, the link has {record.ip} {record.mac}"]
+        placed = tuple(match[0].get("ips") or [match[0]["ip"]])
+        if placed != record.ips or (record.mode == "macvlan" and match[0]["mac"].lower() != record.mac):
+            return [f"the controller places {','.join(placed)} {match[0]['mac']}, the link has "
+                    f"{','.join(record.ips)} {record.mac}"]
         return []
 
     # GC and STATUS ----------------------------------------------------------------------------

@@ -80,6 +80,14 @@ def test_node_and_its_own_pod_reach_each_other_over_ipv6(lab):
     assert lab("exec", pod["name"], "--", *PING, "fd00:18::11").returncode == 0
 
 
+def test_check_agrees_with_the_controller_on_both_addresses(lab_dir):
+    """CHECK through the node's chain: the link has both addresses of the cached result, and the
+    controller places the same two (its `ips`)."""
+    lab = Lab(lab_dir, progress=lambda _: None)
+    for pod in lab.state.pods.values():
+        lab.run_cni("CHECK", pod)
+
+
 def test_tcp_over_ipv6_between_pods_on_different_nodes(lab, lab_dir):
     result = Lab(lab_dir, progress=lambda _: None).exchange("node1-pod1", "node2-pod1", ipv6=True)
 

@@ -106,6 +106,23 @@ def test_add_sends_an_unsolicited_na_a_neighbours_kernel_takes(node, pods, tmp_p
     wait_for(b_knows_a, what=f"pod b's neighbour entry for fd00:6::101 to take a's MAC {mac}")
 
 
+def test_an_ipv6_only_pod(node, pods, tmp_path):
+    """One IPv6 range only: the attachment's one address is IPv6, host route and all."""
+    pod = pods.make("p")
+    ipam = {"type": "host-local", "dataDir": str(tmp_path / "ipam"),
+            "ranges": [[{"subnet": "fd00:6::/64", "rangeStart": "fd00:6::200", "gateway": "fd00:6::1"}]]}
+    conf = node.conf("1.0.0", ipam=ipam)
+
+    add = node.cni("ADD", conf, container_id="c1", netns=pod)
+
+    assert add.returncode == 0, add.stdout
+    assert [ip["address"] for ip in add.json["ips"]] == ["fd00:6::200/64"]
+    assert ping(node.host.netns, "fd00:6::200")
+    assert node.cni("CHECK", dict(conf, prevResult=add.json), container_id="c1", netns=pod).returncode == 0
+    assert node.cni("DEL", conf, container_id="c1", netns=pod).returncode == 0
+    assert "fd00:6::200" not in netns.run(node.host.netns, ["ip", "-6", "route", "show", "dev", "ulshim0"]).stdout
+
+
 def test_a_failed_dual_stack_add_leaves_nothing_and_del_is_idempotent(node, pods, tmp_path):
     """The IPv6 step fails (the requested MTU is below IPv6's minimum of 1280, so the kernel
     refuses the address): the link, the host routes of both families and both leases are undone."""
