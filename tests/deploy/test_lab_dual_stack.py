@@ -94,6 +94,17 @@ def test_tcp_over_ipv6_between_pods_on_different_nodes(lab, lab_dir):
     assert result.ok, result
 
 
+def test_a_restarted_agent_puts_back_the_nodes_ipv6_route_to_its_pod(lab):
+    """The agent rebuilds the shim's host routes of both families from the kernel's pods on start."""
+    pod = next(p for p in status(lab)["pods"] if p["node"] == "node1")
+    lab("exec", "node1", "--", "ip", "-6", "route", "del", f"{pod['ip6']}/128", "dev", "ulshim0")
+    assert lab("exec", "node1", "--", *PING, pod["ip6"], check=False).returncode != 0
+
+    lab("restart", "agent", "node1")
+
+    assert lab("exec", "node1", "--", *PING, pod["ip6"]).returncode == 0
+
+
 def test_pod_add_with_an_address_of_each_family_then_del(lab):
     lab("pod", "add", "fixed6", "--node", "node2", "--ip", "198.18.0.150,fd00:18::150")
     pod = next(p for p in status(lab)["pods"] if p["name"] == "fixed6")
