@@ -168,7 +168,8 @@ class Agent:
             shim_mac = self._shim(uplink, spec)
             routing = self._host_routes(pod, uplink, lease, mac=mac, undo=undo) if shim_mac else None
             v6 = lease.family(6)
-            node_ips = [ip for ip in (uplink.ip, uplink.ip6) if ip]
+            # the node's IPv6 address only for a pod with IPv6: the pod's namespace may have IPv6 off
+            node_ips = [ip for ip in (uplink.ip, uplink.ip6 if v6 else None) if ip]
             self._kernel(pod, pod_ns.configure, tmp, ifname=ifname, mac=mac if kind == "macvlan" else None,
                          addresses=[a.cidr for a in lease.addresses], routes=list(lease.routes),
                          neighbours={ip: shim_mac for ip in node_ips} if shim_mac else {},

@@ -106,6 +106,20 @@ def test_add_sends_an_unsolicited_na_a_neighbours_kernel_takes(node, pods, tmp_p
     wait_for(b_knows_a, what=f"pod b's neighbour entry for fd00:6::101 to take a's MAC {mac}")
 
 
+def test_an_ipv4_only_pod_on_a_node_with_ipv6_is_left_without_ipv6(node, pods, tmp_path):
+    """The node's uplink has an IPv6 address, the pod asks for IPv4 only and its namespace has IPv6
+    off (as many runtimes make it): ADD neither needs nor turns on IPv6 there."""
+    pod = pods.make("p")
+    ipam = {"type": "host-local", "dataDir": str(tmp_path / "ipam"),
+            "ranges": [[{"subnet": "198.18.5.0/24", "rangeStart": "198.18.5.160"}]]}
+
+    add = node.cni("ADD", node.conf("1.0.0", ipam=ipam), container_id="c1", netns=pod)
+
+    assert add.returncode == 0, add.stdout
+    assert sysctl(ns_of(pod), "net.ipv6.conf.eth0.disable_ipv6") == "1"
+    assert ping(node.host.netns, "198.18.5.160")
+
+
 def test_an_ipv6_only_pod(node, pods, tmp_path):
     """One IPv6 range only: the attachment's one address is IPv6, host route and all."""
     pod = pods.make("p")
