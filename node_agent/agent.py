@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 from cni.spec import (BAD_ENV, INTERFACE_EXISTS, INTERNAL, INVALID_CONFIG, REFUSED,
-                        TRY_AGAIN_LATER, UNAVAILABLE, UNKNOWN_CONTAINER, CniError, JsonObject)
+                        TRY_AGAIN_LATER, UNAVAILABLE, UNKNOWN_CONTAINER, CniError, JsonObject, service_cidrs)
 from node_agent.controller_client import ControllerClient, ControllerError, PermanentError, TemporaryError
 from node_agent.retry import RetryPolicy, retrying
 from node_agent.netlink import (IPVLAN_MODES, LinkSpec, NetlinkFailure, NetnsGone, NodeNetlink, PodLink, PodNetns,
                                 Route, Uplink, netns_path, send_garp)
+from node_agent.shimroutes import via_node
 from node_agent.state import Attachment, AttachmentStore, owner, pod_label
 
 log = logging.getLogger("underlay.agent")
@@ -139,6 +140,7 @@ class Agent:
             if pod_ns.has(ifname):
                 raise CniError(INTERFACE_EXISTS, f"pod {pod}: interface {ifname} already exists in netns {netns}")
             leasing = self._lease(pod, req, kind=kind, ip=ip, mac=mac, undo=undo)
+            node_addresses = self._aside.submit(self._kernel, pod, self.node.addresses)
             tmp = "ul" + secrets.token_hex(5)
             self._kernel(pod, self.node.create_child, uplink=uplink, spec=spec, pod_netns=netns, tmp_name=tmp)
             undo.callback(lambda: pod_ns.delete(ifname) or pod_ns.delete(tmp))
@@ -146,8 +148,10 @@ class Agent:
             mac = lease.mac if kind == "macvlan" and lease.mac else uplink.mac  # ipvlan: the uplink's
             shim_mac = self._shim(uplink, spec)
             routing = self._host_route(pod, uplink, ip=lease.ip, mac=mac, undo=undo) if shim_mac else None
+            through_node = via_node(node_ip=uplink.ip, pod_ips=[lease.ip], node_addresses=node_addresses.result(),
+                                    service_cidrs=service_cidrs(config)) if shim_mac else []
             self._kernel(pod, pod_ns.configure, tmp, ifname=ifname, mac=mac if kind == "macvlan" else None,
-                         addresses=[f"{lease.ip}/{lease.prefix}"], routes=list(lease.routes),
+                         addresses=[f"{lease.ip}/{lease.prefix}"], routes=[*lease.routes, *through_node],
                          neighbours={uplink.ip: shim_mac} if shim_mac and uplink.ip else {})
             if routing:
                 routing.result()

@@ -275,6 +275,14 @@ class NodeNetlink:
 
         return self._run(body)
 
+    def addresses(self) -> list[str]:
+        """Every IPv4 address of the node's namespace, on any link: the node's own addresses, which
+        its pods reach through the shim (node_agent/shimroutes.py)."""
+        def body(ipr: IPRoute) -> list[str]:
+            return [str(a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr(family=socket.AF_INET)]
+
+        return self._run(body)
+
     def add_host_route(self, shim: str, *, ip: str, mac: str, src: str | None) -> None:
         """A /32 to the pod through the shim, and its neighbour entry (no ARP needed to start)."""
         with self._rtnl.socket() as nl:
