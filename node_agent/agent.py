@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 from cni.spec import (BAD_ENV, INTERFACE_EXISTS, INTERNAL, INVALID_CONFIG, REFUSED,
-                        TRY_AGAIN_LATER, UNAVAILABLE, UNKNOWN_CONTAINER, CniError, JsonObject, service_cidrs)
+                        TRY_AGAIN_LATER, UNAVAILABLE, UNKNOWN_CONTAINER, CniError, JsonObject)
 from node_agent.controller_client import ControllerClient, ControllerError, PermanentError, TemporaryError
 from node_agent.retry import RetryPolicy, retrying
+from node_agent.shimroutes import via_node
 from node_agent.netlink import (IPVLAN_MODES, LinkSpec, NetlinkFailure, NetnsGone, NodeNetlink, PodLink, PodNetns,
                                 Route, Uplink, netns_path, send_garp)
-from node_agent.shimroutes import via_node
 from node_agent.state import Attachment, AttachmentStore, owner, pod_label
 
 log = logging.getLogger("underlay.agent")
@@ -149,7 +149,7 @@ class Agent:
             shim_mac = self._shim(uplink, spec)
             routing = self._host_route(pod, uplink, ip=lease.ip, mac=mac, undo=undo) if shim_mac else None
             through_node = via_node(node_ip=uplink.ip, pod_ips=[lease.ip], node_addresses=node_addresses.result(),
-                                    service_cidrs=service_cidrs(config)) if shim_mac else []
+                                    config=config) if shim_mac else []
             self._kernel(pod, pod_ns.configure, tmp, ifname=ifname, mac=mac if kind == "macvlan" else None,
                          addresses=[f"{lease.ip}/{lease.prefix}"], routes=[*lease.routes, *through_node],
                          neighbours={uplink.ip: shim_mac} if shim_mac and uplink.ip else {})
