@@ -9,6 +9,8 @@ APT_PACKAGES = openvswitch-switch containernetworking-plugins iproute2 iputils-p
 # into ~/.cache/underlay/k8s/<version>/ (deploy/k8s/build.py; the first build is ~10 minutes), and
 # kubectl of the same release, which the manifests' tests apply deploy/kubernetes with.
 K8S_COMPONENTS = kube-apiserver kube-controller-manager kube-scheduler kubectl
+# The lab's real kubelet node (`underlay-lab up --kubernetes --kubelet`, deploy/lab/realnode.py).
+K8S_COMPONENTS += kubelet kube-proxy
 
 .PHONY: setup k8s image test lab lab-down install-cni clean
 

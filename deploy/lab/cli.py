@@ -17,6 +17,8 @@ from deploy.lab.kubelab import KubeLabError
 from deploy.lab.lab import DEFAULT_STATE_DIR, SUBNET, Lab, LabError, LabState
 from deploy.lab.umlnode import NodeFailed
 from deploy.uml.channel import ChannelError
+from deploy.lab import realnode
+from deploy.lab.realnode import NodeError
 from deploy.lab.rig import MissingPrerequisite
 from deploy.lab.runtime import CniError
 
@@ -34,6 +36,11 @@ def parser() -> argparse.ArgumentParser:
                     help="with a Kubernetes control plane: Node objects, pods as Pod objects, a kubeconfig")
     up.add_argument("--dual-stack", action="store_true",
                     help="every node, pod and the external host get an IPv6 address too (fd00:18::/64)")
+    up.add_argument("--kubelet", type=int, nargs="?", const=1, default=0, metavar="N",
+                    help="with --kubernetes: the first N nodes (1 if no N) run a real kubelet, containerd and "
+                         "kube-proxy; the others a stand-in")
+    up.add_argument("--image", type=Path, action="append", default=[], dest="images",
+                    help="an image archive to import into the real node's containerd (repeatable)")
     status = commands.add_parser("status", help="the lab's switch, nodes, pods and external host")
     status.add_argument("--json", action="store_true")
     run = commands.add_parser("exec", help="run a command in a node, a pod, `external` or `switch`")
@@ -64,14 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](lab, args)
     except (LabError, MissingPrerequisite, CniError, ApiError, ControllerDied, TimeoutError, NodeFailed,
-            ChannelError, KubeLabError, MissingBinary, StartFailed) as err:
+            ChannelError, KubeLabError, MissingBinary, StartFailed, NodeError) as err:
         print(f"underlay-lab {args.command}: {err}", file=sys.stderr)
         return 1
 
 
 def cmd_up(lab: Lab, args: argparse.Namespace) -> int:
     state = lab.up(nodes=args.nodes, pods_per_node=args.pods_per_node, mode=args.mode, kubernetes=args.kubernetes,
-                   dual_stack=args.dual_stack)
+                   dual_stack=args.dual_stack, kubelet=args.kubelet, images=args.images)
     print_table(lab, state)
     return 0
 
@@ -87,12 +94,14 @@ def cmd_status(lab: Lab, args: argparse.Namespace) -> int:
 
 def status_json(lab: Lab, state: LabState) -> dict[str, Any]:
     controller = lab.controller(state)
+    real = {path.name for path in realnode.node_dirs(lab.workdir)}
     return {
         "switch": {"bridge": state.bridge, "dpid": f"{state.dpid:016x}", "netns": lab.rig.mgmt_ns,
                    "ovs_rundir": str(lab.rig.ovs.workdir), "controller": f"tcp:127.0.0.1:{6653}",
                    "api": controller.url, "api_ca_file": str(controller.ca_file)},
         "mode": state.mode,
         "nodes": [{"name": n.name, "kernel": "uml" if n.spool else "host", "netns": n.netns, "ip": n.ip,
+                   **({"kubelet": "real" if n.name in real else "stand-in"} if state.kubernetes else {}),
                    "mac": n.mac, "port": n.port, "cni_conf": n.cni_conf, "agent_socket": n.agent_socket,
                    **({"spool": n.spool} if n.spool else {}), **({"ip6": n.ip6} if n.ip6 else {})}
                   for n in state.nodes.values()],

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,15 @@ from kubernetes import client
 from kubernetes.config import new_client_from_config
 
 from deploy.k8s import crds
-from deploy.k8s.testenv import ControlPlane
-from deploy.lab import netns
+from deploy.k8s.testenv import APISERVER, ControlPlane
+from deploy.lab import kubenode, netns, realnode
 from deploy.lab.kubelet import load_attached
 from deploy.lab.podsync import Attached
 from deploy.lab.process import start_daemon, stop_pidfile, wait_until
+from node_agent.state import AttachmentStore
 
 NAMESPACE = "default"
-POD_IMAGE = "registry.k8s.io/pause:3.10"  # never pulled: the stand-in runs no containers
+POD_IMAGE = kubenode.PAUSE_IMAGE  # imported into a real node's containerd; the stand-ins run no containers
 IP_ANNOTATION = "underlay.io/ip"
 POOL_NAME = "default"
 
@@ -58,10 +60,19 @@ class KubeSide:
         api: client.ApiClient = new_client_from_config(str(self.kubeconfig))  # type: ignore[no-untyped-call]
         return api
 
-    def start(self, *, subnet: str, ranges: Iterable[str], reach_from: str, gateway: str | None = None) -> None:
+    @property
+    def cluster_ca(self) -> Path:
+        return self.workdir / "k8s" / "cluster-ca"
+
+    def start(self, *, subnet: str, ranges: Iterable[str], reach_from: str, gateway: str | None = None,
+              kubelets: bool = False) -> None:
         """Control plane, CRDs, the lab's pool as the `default` IPPool, and the API server's port
-        inside namespace `reach_from` too (the controller's, see `reach_from`)."""
+        inside namespace `reach_from` too (the controller's, see `reach_from`). With `kubelets`, the
+        API server takes real kubelets' client certificates (deploy/lab/kubenode.py)."""
         self.plane.directory.mkdir(parents=True, exist_ok=True)
+        if kubelets:
+            authority = realnode.cluster_authority(self.cluster_ca)
+            self.plane.extra_args = {APISERVER: kubenode.apiserver_args(authority.path)}
         self.plane.start()
         with self.api() as api:
             crds.install(api)
@@ -73,12 +84,13 @@ class KubeSide:
                 "spec": spec})
         self.reach_from(reach_from)
 
-    def reach_from(self, namespace: str) -> None:
-        """The API server at the same address inside `namespace` (the controller's), through
-        deploy/lab/tcpforward.py; returns once it accepts connections there."""
+    def reach_from(self, namespace: str, *, pidfile: Path | None = None) -> None:
+        """The API server at the same address inside `namespace` (the controller's, or a real node's),
+        through deploy/lab/tcpforward.py; returns once it accepts connections there."""
         port = int(self.plane.server.rsplit(":", 1)[1])
+        pidfile = pidfile or self.forward_pidfile
         start_daemon([sys.executable, "-m", "deploy.lab.tcpforward", "--netns", namespace, "--port", str(port)],
-                     pidfile=self.forward_pidfile, logfile=self.workdir / "k8s-forward.log")
+                     pidfile=pidfile, logfile=pidfile.with_suffix(".log"))
         wait_until(lambda: _connects(namespace, port), timeout=10, error=KubeLabError,
                    what=f"the API server's port {port} inside {namespace}")
 
@@ -87,7 +99,9 @@ class KubeSide:
         return self.workdir / "k8s-forward.pid"
 
     def stop(self) -> None:
-        """The stand-ins first (they talk to the API server), then the control plane."""
+        """The nodes first (they talk to the API server), then the control plane."""
+        for node_dir in realnode.node_dirs(self.workdir):
+            realnode.RealNode(node_dir, prefix=self.prefix).teardown()
         for pidfile in sorted((self.workdir / "nodes").glob("*/kubelet.pid")):
             stop_pidfile(pidfile)
         stop_pidfile(self.forward_pidfile)
@@ -103,7 +117,36 @@ class KubeSide:
                 *(arg for path in cni_path for arg in ("--cni-path", str(path)))]
         start_daemon(argv, pidfile=node_dir / "kubelet.pid", logfile=node_dir / "kubelet.log")
 
-    def wait_nodes_ready(self, names: Iterable[str], *, timeout: float = 30) -> None:
+    def start_real_node(self, node: str, *, node_ip: str, node_netns: str, node_dir: Path,
+                        cni_sources: Sequence[Path], cni_conf_dir: Path, images: Sequence[Path]) -> None:
+        """containerd (the images imported), kubelet and kube-proxy in the node's namespace, the API
+        server's port reachable there (deploy/lab/realnode.py)."""
+        real = realnode.RealNode(node_dir, prefix=self.prefix)
+        real.prepare(node=node, node_ip=node_ip, server=self.plane.server, apiserver_ca=self.apiserver_ca,
+                     authority=realnode.cluster_authority(self.cluster_ca), cni_sources=cni_sources,
+                     cni_conf_dir=cni_conf_dir)
+        self.reach_from(node_netns, pidfile=node_dir / "k8s-forward.pid")
+        real.start_containerd(node_netns)
+        real.import_images(images)
+        if kubenode.PAUSE_IMAGE not in real.images():
+            raise KubeLabError(f"no {kubenode.PAUSE_IMAGE} among the images given ({', '.join(map(str, images)) or 'none'}): "
+                               "build it with `make image` and pass its archive with --image")
+        real.start_kubelet(node_netns, node=node, node_ip=node_ip)
+        real.start_proxy(node_netns)
+
+    def start_real_nodes(self, nodes: Mapping[str, Mapping[str, Any]], *, images: Sequence[Path]) -> None:
+        """`start_real_node(name, **spec)` for every node at once: a node's slowest step is importing
+        the images, each into its own containerd. No images given: deploy/image's."""
+        images = list(images) or default_images()
+        with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+            for started in [pool.submit(self.start_real_node, name, images=images, **spec) for name, spec in nodes.items()]:
+                started.result()
+
+    @property
+    def apiserver_ca(self) -> Path:
+        return self.plane.directory / "certs" / "apiserver.crt"
+
+    def wait_nodes_ready(self, names: Iterable[str], *, timeout: float = 90) -> None:
         wanted = set(names)
         with self.api() as api:
             core: Any = client.CoreV1Api(api)  # takes and gives plain dicts as well as models
@@ -111,10 +154,25 @@ class KubeSide:
                        timeout=timeout, what=f"nodes {', '.join(sorted(wanted))} to be Ready", error=KubeLabError)
 
     def attached(self) -> Iterator[tuple[str, Attached]]:
-        """(node, attachment) of every pod the stand-ins gave a network."""
+        """(node, attachment) of every pod the stand-ins or real kubelets gave a network."""
         for state in sorted((self.workdir / "nodes").glob("*/kubelet.json")):
             for attached in load_attached(state).values():
                 yield state.parent.name, attached
+        for node_dir in realnode.node_dirs(self.workdir):
+            yield from ((node_dir.name, attached) for attached in self.real_attached(node_dir))
+
+    def real_attached(self, node_dir: Path) -> Iterator[Attached]:
+        """A real node's pods: the API's pods bound to it joined with what its agent attached
+        (the records name each pod's namespace, made by containerd as /run/netns/cni-<uuid>)."""
+        records = {(a.namespace, a.name): a for a in AttachmentStore(node_dir / "state").all()}
+        with self.api() as api:
+            core: Any = client.CoreV1Api(api)
+            pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node_dir.name}")
+        for pod in pods.items:
+            record = records.get((pod.metadata.namespace, pod.metadata.name))
+            if record and pod.status.pod_ip == record.ip:
+                yield Attached(pod.metadata.uid, pod.metadata.namespace, pod.metadata.name, record.container_id,
+                               Path(record.netns).name, record.ip, record.mac)
 
     # --- pods -------------------------------------------------------------------------------------
 
@@ -163,6 +221,19 @@ class KubeSide:
         events = core.list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.uid={uid}").items
         warnings = [e for e in events if e.type == "Warning"]
         return f"{warnings[-1].reason}: {warnings[-1].message}" if warnings else "no event"
+
+
+def default_images() -> list[Path]:
+    """localhost/pause:3.10 and localhost/underlay:dev as containerd archives, built on first use
+    (deploy/image/build.py: podman on a Debian base made by debootstrap, cached per machine)."""
+    from deploy.image import build
+    from deploy.image.podman import ImageError
+
+    try:
+        return list(build.ensure(log=lambda line: print(line, file=sys.stderr, flush=True)).values())
+    except ImageError as error:
+        raise KubeLabError(f"the images for the real kubelet cannot be built: {error} "
+                           f"(or pass archives with --image)") from None
 
 
 def _connects(namespace: str, port: int) -> bool:

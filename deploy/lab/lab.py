@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cni import install
+from deploy.k8s.testenv import SERVICE_CIDR
 from deploy.lab import frames, netns, rig, statefile, transfer, umlnode
 from deploy.lab.control import Controller, NodeSpec, PoolSpec
 from deploy.lab.kubelab import KubeSide, controller_store
@@ -158,12 +159,17 @@ class Lab:
 
     # -- up / down ---------------------------------------------------------------------------
     def up(self, *, nodes: int = 2, pods_per_node: int = 2, mode: str = "macvlan",
-           kubernetes: bool = False, dual_stack: bool = False) -> LabState:
+           kubernetes: bool = False, dual_stack: bool = False, kubelet: int = 0,
+           images: Sequence[Path] = ()) -> LabState:
         if mode not in MODES:
             raise LabError(f"--mode {mode}: one of {', '.join(MODES)}")
         if dual_stack and kubernetes:
             raise LabError("--dual-stack with --kubernetes: the lab's IPPool and kubelet stand-ins are IPv4 only; "
                            "use --dual-stack without --kubernetes")
+        if kubelet and not kubernetes:
+            raise LabError("--kubelet runs a real kubelet against the lab's control plane: add --kubernetes")
+        if not 0 <= kubelet <= nodes:
+            raise LabError(f"--kubelet {kubelet}: real nodes are some of the {nodes} nodes (--nodes)")
         rig.check_prerequisites()
         in_uml = mode == "ipvlan" and not kernel_has_ipvlan()
         if kubernetes and in_uml:
@@ -182,14 +188,14 @@ class Lab:
         self.rig.start(persistent=True)
         try:
             return self._build(nodes=nodes, pods_per_node=pods_per_node, mode=mode, in_uml=in_uml,
-                               kubernetes=kubernetes, dual_stack=dual_stack)
+                               kubernetes=kubernetes, dual_stack=dual_stack, kubelet=kubelet, images=images)
         except BaseException:
             self.progress("failed: removing what was built")
             self.down()
             raise
 
     def _build(self, *, nodes: int, pods_per_node: int, mode: str, in_uml: bool, kubernetes: bool,
-               dual_stack: bool) -> LabState:
+               dual_stack: bool, kubelet: int, images: Sequence[Path]) -> LabState:
         bridge = self.rig.add_bridge(f"{self.prefix}-sw", controller=f"tcp:127.0.0.1:{OPENFLOW_PORT}")
         dpid = 1
         external = self.rig.add_host("external", bridge, cidr=f"{EXTERNAL_IP}/24")
@@ -213,7 +219,7 @@ class Lab:
         (self.workdir / "tokens.json").write_text(json.dumps(tokens))
         (self.workdir / "tokens.json").chmod(0o600)
         if kubernetes:
-            self._start_kubernetes(state)
+            self._start_kubernetes(state, kubelet=kubelet > 0)
         state.save(self.state_file)
 
         self.progress(f"starting the controller (OpenFlow 127.0.0.1:{OPENFLOW_PORT}, "
@@ -231,7 +237,7 @@ class Lab:
             if instance := self.uml_node(node):
                 instance.wait_ready(timeout=NODE_BOOT_TIMEOUT)
         if kubernetes:
-            self._start_kubelets(state)
+            self._start_kubelets(state, real=list(state.nodes)[:kubelet], images=images)
         state.save(self.state_file)
         for node in state.nodes.values():
             for index in range(1, pods_per_node + 1):
@@ -249,16 +255,26 @@ class Lab:
     def kube(self) -> KubeSide:
         return KubeSide(self.workdir, self.prefix)
 
-    def _start_kubernetes(self, state: LabState) -> None:
+    def _start_kubernetes(self, state: LabState, *, kubelet: bool) -> None:
         self.progress("starting Kubernetes: etcd, kube-apiserver, kube-controller-manager, kube-scheduler")
-        self.kube.start(subnet=SUBNET, ranges=(POD_RANGE,), reach_from=self.rig.mgmt_ns)
+        self.kube.start(subnet=SUBNET, ranges=(POD_RANGE,), reach_from=self.rig.mgmt_ns, kubelets=kubelet)
         store = controller_store()
         if store != "kubernetes":
             self.progress("this controller has no Kubernetes store yet: it keeps SQLite (pods are still Pod objects)")
         state.kubernetes = {"kubeconfig": str(self.kube.kubeconfig), "store": store}
 
-    def _start_kubelets(self, state: LabState) -> None:
+    def _start_kubelets(self, state: LabState, *, real: Sequence[str], images: Sequence[Path]) -> None:
+        """A real kubelet with containerd and kube-proxy for the nodes named `real`
+        (deploy/lab/realnode.py), the stand-in for every other node."""
+        if real:
+            self.progress(f"starting containerd, kubelet and kube-proxy in {', '.join(real)}")
+            self.kube.start_real_nodes({name: {
+                "node_ip": state.nodes[name].ip, "node_netns": state.nodes[name].netns, "node_dir": self._node_dir(name),
+                "cni_sources": self.cni_path, "cni_conf_dir": Path(state.nodes[name].cni_conf).parent}
+                for name in real}, images=images)
         for node in state.nodes.values():
+            if node.name in real:
+                continue
             self.progress(f"starting the kubelet stand-in of {node.name} (Node object, pods' network)")
             self.kube.start_kubelet(node.name, node_ip=node.ip, node_netns=node.netns, conflist=node.cni_conf,
                                     cni_path=self.cni_path, node_dir=self._node_dir(node.name))
@@ -305,8 +321,9 @@ class Lab:
         token_file.chmod(0o600)
         node.agent_socket = umlnode.AGENT_SOCKET if node.spool else str(directory / "agent.sock")
         # 1.0.0: the newest version Debian's reference plugins (tuning, chained after ours) speak
-        conflist = node_conflist(install.example_conflist(master="eth0", agent_socket=node.agent_socket,
-                                                          cni_version="1.0.0"), mode=mode)
+        conflist = node_conflist(install.example_conflist(
+            master="eth0", agent_socket=node.agent_socket, cni_version="1.0.0",
+            service_cidrs=(SERVICE_CIDR,) if state.kubernetes else ()), mode=mode)  # pods reach Services via the node
         node.cni_conf = str(directory / "net.d" / install.CONFLIST_NAME)
         Path(node.cni_conf).write_text(json.dumps(conflist, indent=2) + "\n")
         if node.spool:

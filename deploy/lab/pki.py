@@ -57,12 +57,16 @@ class Authority:
         return cls(cert, key, path)
 
     def issue(self, directory: Path, name: str, *, ip: str | None = None, dns: Sequence[str] = (),
-              client: bool = False) -> tuple[Path, Path]:
+              client: bool = False, common_name: str | None = None,
+              organizations: Sequence[str] = ()) -> tuple[Path, Path]:
         """A certificate for `name` (a server at `ip` and the DNS names `dns`, or a client) and its
-        key: (`name`.pem, `name`.key)."""
+        key: (`name`.pem, `name`.key). Kubernetes reads a client certificate's CN (`common_name`,
+        default `name`) as the user and its O entries (`organizations`) as the groups."""
         key = ec.generate_private_key(ec.SECP256R1())
         usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
-        builder = (_builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]), self.cert.subject,
+        subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, group) for group in organizations]
+        subject.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name or name))
+        builder = (_builder(x509.Name(subject), self.cert.subject,
                             key.public_key())
                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                    .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)

@@ -29,9 +29,11 @@ def lab_cli(state_dir: Path, *, timeout: float = 180) -> LabCli:
 
 
 @contextlib.contextmanager
-def running_lab(state_dir: Path, *up_args: str) -> Iterator[LabCli]:
-    """A lab brought up with `underlay-lab up UP_ARGS` for the body, brought down after it."""
-    run = lab_cli(state_dir)
+def running_lab(state_dir: Path, *up_args: str, timeout: float = 300) -> Iterator[LabCli]:
+    """A lab brought up with `underlay-lab up UP_ARGS` for the body, taken down after it even when `up`
+    failed half-way; the runner's `state_dir` attribute is `state_dir`."""
+    run = lab_cli(state_dir, timeout=timeout)
+    run.state_dir = state_dir  # type: ignore[attr-defined]
     try:
         run("up", *up_args)
         yield run

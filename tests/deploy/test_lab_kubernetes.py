@@ -15,7 +15,7 @@ from kubernetes import client
 from kubernetes.config import new_client_from_config
 
 from deploy.lab import netns, process
-from labcli import lab_cli
+from labcli import running_lab
 
 pytestmark = pytest.mark.rig
 T = TypeVar("T")
@@ -27,14 +27,9 @@ def wait_until(condition: Callable[[], T], *, timeout: float = 60, what: str = "
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    state_dir = tmp_path_factory.mktemp("klab")
-    run = lab_cli(state_dir, timeout=240)
-    run.state_dir = state_dir  # type: ignore[attr-defined]
-    try:
-        run("up", "--kubernetes", "--nodes", "2", "--pods-per-node", "1")
+    with running_lab(tmp_path_factory.mktemp("klab"), "--kubernetes", "--nodes", "2", "--pods-per-node", "1",
+                     timeout=240) as run:
         yield run
-    finally:
-        run("down", check=False)
 
 
 @pytest.fixture(scope="module")
