@@ -7,7 +7,9 @@ starts in ~1 ms instead of Python's ~10: the Python plugin is then installed bes
 `underlay.py` and the forwarder hands it every call it does not simply forward (errors above all).
 An image has no compiler: its build runs `--prebuild-shim`, which keeps a static forwarder (it runs on
 any node's libc) in the package with the paths compiled into it, used where they are the install's.
-An example conflist is written beside other networks unless one with that name already exists.
+An example conflist is written beside other networks unless one with that name already exists
+(`--replace`: always, as the cluster's DaemonSet does so that the file follows its ConfigMap).
+`--service-cidr` puts the cluster's Service ranges in it (`serviceCIDR`, see cni/spec.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from cni import plugin, spec
@@ -101,32 +104,45 @@ def _compile_shim(compiler: str, *, fallback: Path, python: str, static: bool = 
         return output.read_bytes()
 
 
-def _write_atomically(target: Path, content: bytes) -> None:
+def _write_atomically(target: Path, content: bytes, *, mode: int = 0o755) -> None:
     """A running runtime may exec the plugin at any moment: it sees the old file or the new one."""
     with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as tmp:
         tmp.write(content)
-    os.chmod(tmp.name, 0o755)
+    os.chmod(tmp.name, mode)
     os.replace(tmp.name, target)
 
 
 def example_conflist(*, name: str = "underlay", master: str | None = None, agent_socket: str = plugin.DEFAULT_SOCKET,
+                     service_cidrs: Sequence[str] = (), chain: Sequence[str] = ("tuning",),
                      cni_version: str = EXAMPLE_CNI_VERSION) -> spec.JsonObject:
-    """A conflist with our plugin first and the reference `tuning` plugin chained after it."""
+    """A conflist with our plugin first and the plugins of `chain` after it (by default the reference
+    `tuning` plugin, to show chaining)."""
     ours: spec.JsonObject = {"type": PLUGIN_NAME, "mode": "macvlan", "macvlanMode": "bridge",
                              "agentSocket": agent_socket, "capabilities": {"mac": True, "ips": True}}
     if master:
         ours["master"] = master
-    return {"cniVersion": cni_version, "name": name, "plugins": [ours, {"type": "tuning"}]}
+    if service_cidrs:
+        ours["serviceCIDR"] = list(service_cidrs)
+    conflist = {"cniVersion": cni_version, "name": name, "plugins": [ours, *({"type": kind} for kind in chain)]}
+    spec.validate_config({**ours, "name": name, "cniVersion": cni_version})  # refused here, not at the first ADD
+    return conflist
 
 
-def install_conflist(conf_dir: Path, conflist: spec.JsonObject, *, filename: str = CONFLIST_NAME) -> Path | None:
-    """Write `conflist` unless the file exists; return its path when written."""
+def install_conflist(conf_dir: Path, conflist: spec.JsonObject, *, filename: str = CONFLIST_NAME,
+                     replace: bool = False) -> Path | None:
+    """Write `conflist` unless the file exists (or always, with `replace`: atomically, a runtime may
+    be reading it); return its path when written."""
     conf_dir.mkdir(parents=True, exist_ok=True)
     target = conf_dir / filename
-    if target.exists():
+    if target.exists() and not replace:
         return None
-    target.write_text(json.dumps(conflist, indent=2) + "\n")
+    _write_atomically(target, (json.dumps(conflist, indent=2) + "\n").encode(), mode=0o644)
     return target
+
+
+def comma_list(text: str) -> list[str]:
+    """A flag's comma-separated values (`--service-cidr`, `--chain`); an empty value: none."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,15 +153,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", help="interpreter for the shebang (default: /usr/bin/python3)")
     parser.add_argument("--master", help="uplink interface to put in the example conflist")
     parser.add_argument("--agent-socket", default=plugin.DEFAULT_SOCKET)
+    parser.add_argument("--service-cidr", type=comma_list, default=[], metavar="CIDR[,CIDR]",
+                        help="the cluster's Service ranges, which pods reach through their node (serviceCIDR)")
+    parser.add_argument("--chain", type=comma_list, default=["tuning"], metavar="PLUGIN[,PLUGIN]",
+                        help="plugins chained after ours (default: tuning; an empty value: none)")
+    parser.add_argument("--replace", action="store_true", help="replace an existing conflist of ours")
     parser.add_argument("--prebuild-shim", action="store_true",
                         help="only compile the native forwarder for --bin-dir into the package (image builds)")
     args = parser.parse_args(argv)
     if args.prebuild_shim:
         print(f"built {prebuild_shim(args.bin_dir, python=args.python)}")
         return 0
+    try:
+        conflist = example_conflist(master=args.master, agent_socket=args.agent_socket, service_cidrs=args.service_cidr,
+                                    chain=args.chain)
+    except spec.CniError as err:
+        parser.error(f"{err.msg}: {err.details}" if err.details else err.msg)
     print(f"installed {install_binary(args.bin_dir, python=args.python)}")
     if not args.no_conf:
-        written = install_conflist(args.conf_dir, example_conflist(master=args.master, agent_socket=args.agent_socket))
+        written = install_conflist(args.conf_dir, conflist, replace=args.replace)
         print(f"wrote {written}" if written else f"kept the existing {args.conf_dir / CONFLIST_NAME}")
     return 0
 

@@ -14,6 +14,7 @@ stub raising why it cannot), `ipam(config, command, env, stdin)` runs the delega
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
@@ -245,6 +246,7 @@ def validate_config(config: JsonObject, command: str = "ADD") -> None:
     for key in ("master", "agentSocket", "ipvlanMode", "pool"):
         if config.get(key) is not None and not isinstance(config[key], str):
             raise CniError(INVALID_CONFIG, f"{key} must be a string, not {shown(config[key])}")
+    service_cidrs(config)
     ipam = config.get("ipam")
     if ipam is not None and not (isinstance(ipam, dict) and (not ipam or isinstance(ipam.get("type"), str))):
         raise CniError(INVALID_CONFIG, "ipam must be an object with a string type")
@@ -254,6 +256,26 @@ def validate_config(config: JsonObject, command: str = "ADD") -> None:
     if command == "GC":
         for key in ("cni.dev/valid-attachments", "cni.dev/attachments"):
             _validate_shape(config, {key: ATTACHMENT_SHAPE}, key)
+
+
+def service_cidrs(config: JsonObject) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The cluster's Service ranges (`serviceCIDR`: a list of networks, IPv4 and/or IPv6), which
+    pods reach through their node so that kube-proxy's rules there apply (node_agent/shimroutes.py)."""
+    value = config.get("serviceCIDR")
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise CniError(INVALID_CONFIG, f"serviceCIDR must be a list of networks, not {shown(value)}",
+                       'e.g. "serviceCIDR": ["10.96.0.0/12", "fd00:96::/112"]')
+    networks = []
+    for index, item in enumerate(value):
+        try:
+            if not isinstance(item, str) or "/" not in item:
+                raise ValueError("each entry is a string such as 10.96.0.0/12")
+            networks.append(ipaddress.ip_network(item))
+        except ValueError as exc:
+            raise CniError(INVALID_CONFIG, f"serviceCIDR[{index}]: {shown(item)} is not a network", str(exc)) from None
+    return networks
 
 
 # What the agent reads of these keys: {key: type} for an object, [shape] for a list of such objects;
