@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 from cni.spec import (BAD_ENV, INTERFACE_EXISTS, INTERNAL, INVALID_CONFIG, REFUSED,
-                        TRY_AGAIN_LATER, UNAVAILABLE, UNKNOWN_CONTAINER, CniError, JsonObject)
+                        TRY_AGAIN_LATER, UNAVAILABLE, UNKNOWN_CONTAINER, CniError, JsonObject, service_cidrs)
 from node_agent.announce import announce
 from node_agent.controller_client import ControllerClient, ControllerError, PermanentError, TemporaryError
 from node_agent.retry import RetryPolicy, retrying
+from node_agent.shimroutes import via_node
 from node_agent.netlink import (IPVLAN_MODES, LinkSpec, NetlinkFailure, NetnsGone, NodeNetlink, PodLink, PodNetns,
                                 Route, Uplink, netns_path)
 from node_agent.state import Attachment, AttachmentStore, owner, pod_label
@@ -160,6 +161,7 @@ class Agent:
             if pod_ns.has(ifname):
                 raise CniError(INTERFACE_EXISTS, f"pod {pod}: interface {ifname} already exists in netns {netns}")
             leasing = self._lease(pod, req, kind=kind, ips=ips, mac=mac, undo=undo)
+            node_addresses = self._aside.submit(self._kernel, pod, self.node.addresses)
             tmp = "ul" + secrets.token_hex(5)
             self._kernel(pod, self.node.create_child, uplink=uplink, spec=spec, pod_netns=netns, tmp_name=tmp)
             undo.callback(lambda: pod_ns.delete(ifname) or pod_ns.delete(tmp))
@@ -170,8 +172,11 @@ class Agent:
             v6 = lease.family(6)
             # the node's IPv6 address only for a pod with IPv6: the pod's namespace may have IPv6 off
             node_ips = [ip for ip in (uplink.ip, uplink.ip6 if v6 else None) if ip]
+            through_node = [route for node_ip in node_ips for route in via_node(
+                node_ip=node_ip, pod_ips=[a.ip for a in lease.addresses], node_addresses=node_addresses.result(),
+                service_cidrs=service_cidrs(config))] if shim_mac else []
             self._kernel(pod, pod_ns.configure, tmp, ifname=ifname, mac=mac if kind == "macvlan" else None,
-                         addresses=[a.cidr for a in lease.addresses], routes=list(lease.routes),
+                         addresses=[a.cidr for a in lease.addresses], routes=[*lease.routes, *through_node],
                          neighbours={ip: shim_mac for ip in node_ips} if shim_mac else {},
                          link_local=link_local(v6.ip) if v6 else None, accept_ra=not (v6 and v6.gateway))
             if routing:

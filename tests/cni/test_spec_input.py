@@ -128,11 +128,19 @@ def test_kubernetes_names_in_cni_args_are_bad_args() -> None:
     (dict(BASE, **{"cni.dev/valid-attachments": [1]}), "GC", "cni.dev/valid-attachments[0] must be an object, not 1"),
     (dict(BASE, pool=["a"]), "ADD", "pool must be a string, not ['a']"),
     (dict(BASE, mode="x" * 1000), "ADD", f"unknown mode {repr('x' * 1000)[:72]}...(cut)"),
+    (dict(BASE, serviceCIDR="10.96.0.0/12"), "ADD", "serviceCIDR must be a list of networks, not '10.96.0.0/12'"),
+    (dict(BASE, serviceCIDR=["192.0.2.0/24", "192.0.2.1/24"]), "ADD", "serviceCIDR[1]: '192.0.2.1/24' is not a network"),
+    (dict(BASE, serviceCIDR=["192.0.2.7"]), "ADD", "serviceCIDR[0]: '192.0.2.7' is not a network"),
+    (dict(BASE, serviceCIDR=[24]), "ADD", "serviceCIDR[0]: 24 is not a network"),
 ])  # fmt: skip
 def test_config_shapes_the_agent_reads_are_checked(config: dict, command: str, msg: str) -> None:
     with pytest.raises(CniError) as invalid:
         validate_config(config, command)
     assert (invalid.value.code, invalid.value.msg) == (INVALID_CONFIG, msg)
+
+
+def test_service_ranges_of_both_families_are_valid() -> None:
+    validate_config(dict(BASE, serviceCIDR=["192.0.2.0/24", "fd00:96::/112"]), "ADD")
 
 
 def test_a_del_does_not_fail_on_a_prev_result_it_does_not_read() -> None:

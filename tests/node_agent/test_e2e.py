@@ -3,6 +3,7 @@ whose flows alone carry the segment's frames (fail_mode=secure, no NORMAL-everyt
 
 from __future__ import annotations
 
+import subprocess
 import threading
 
 import pytest
@@ -204,3 +205,72 @@ def test_controller_restart_triggers_reregistration_and_resync(store, make_node,
     placed = segment.allocations("n1")[("c1", "eth0")]
     assert (placed["ip"], placed["mac"]) == (ip_of(result), result["interfaces"][0]["mac"])
     assert segment.external.ping(ip_of(result))
+
+
+# Services: what kube-proxy installs on a node, in iptables mode, for one ClusterIP with one backend
+# (KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP, masquerading what comes from outside its clusterCIDR),
+# written by hand into the node's namespace. The ClusterIP range is the conflist's serviceCIDR.
+SERVICE_CIDR = "198.19.96.0/24"
+CLUSTER_IP = "198.19.96.10"
+CLUSTER_CIDR = "198.19.128.0/17"  # kube-proxy's pod range: not the underlay pools, so it masquerades them
+NODE_EXTRA_ADDRESS = "198.19.97.1"  # an address of the node on another link than the uplink
+
+
+def kube_proxy_service(node, *, cluster_ip: str, backend: str, port: int = transfer.PORT) -> None:
+    rules = [
+        "*nat",
+        ":KUBE-SERVICES - [0:0]", ":KUBE-SVC-TEST - [0:0]", ":KUBE-SEP-TEST - [0:0]",
+        ":KUBE-MARK-MASQ - [0:0]", ":KUBE-POSTROUTING - [0:0]",
+        "-A PREROUTING -j KUBE-SERVICES", "-A OUTPUT -j KUBE-SERVICES", "-A POSTROUTING -j KUBE-POSTROUTING",
+        f"-A KUBE-SERVICES -d {cluster_ip}/32 -p tcp --dport {port} -j KUBE-SVC-TEST",
+        f"-A KUBE-SVC-TEST ! -s {CLUSTER_CIDR} -d {cluster_ip}/32 -p tcp --dport {port} -j KUBE-MARK-MASQ",
+        "-A KUBE-SVC-TEST -j KUBE-SEP-TEST",
+        f"-A KUBE-SEP-TEST -p tcp -j DNAT --to-destination {backend}:{port}",
+        "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000",
+        "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
+        "-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000",
+        "-A KUBE-POSTROUTING -j MASQUERADE",
+        "COMMIT",
+    ]
+    subprocess.run(lab_netns.exec_argv(node.host.netns, ["iptables-restore", "--noflush"]), input="\n".join(rules) + "\n",
+                   text=True, check=True, capture_output=True)
+    lab_netns.run(node.host.netns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])  # a Kubernetes node forwards
+
+
+@pytest.mark.parametrize("where", ["other node", "same node"])
+def test_a_pod_reaches_a_cluster_ip_through_its_nodes_kube_proxy_rules(make_node, pods, segment, where):
+    """A pod's packets to a ClusterIP go to its node through the host shim (serviceCIDR), meet the
+    node's DNAT and masquerade there, reach the backend pod, and the answers come back through the node."""
+    n1, n2 = make_node("n1"), make_node("n2")
+    client, backend = pods.make("client"), pods.make("backend")
+    client_ip = ip_of(add(n1, client, "client", serviceCIDR=[SERVICE_CIDR]))
+    backend_ip = ip_of(add(n2 if where == "other node" else n1, backend, "backend"))
+    kube_proxy_service(n1, cluster_ip=CLUSTER_IP, backend=backend_ip)
+
+    result = transfer.exchange(transfer.in_namespace(ns_of(backend)), transfer.in_namespace(ns_of(client)), CLUSTER_IP)
+    assert result.ok, f"{client_ip} -> {CLUSTER_IP} -> {backend_ip}: {result}"
+
+
+def test_without_service_cidr_the_cluster_ip_is_not_reached(make_node, pods, segment):
+    """The same rules, a pod whose network has no serviceCIDR: its packets never reach the node."""
+    n1, n2 = make_node("n1"), make_node("n2")
+    client, backend = pods.make("client"), pods.make("backend")
+    add(n1, client, "client")
+    kube_proxy_service(n1, cluster_ip=CLUSTER_IP, backend=ip_of(add(n2, backend, "backend")))
+
+    result = transfer.exchange(transfer.in_namespace(ns_of(backend)), transfer.in_namespace(ns_of(client)), CLUSTER_IP,
+                               timeout=3)
+    assert not result.ok
+
+
+def test_a_pod_reaches_every_address_of_its_node_and_the_node_probes_it(make_node, pods, segment):
+    """Kubelet probes a pod from its node, and a pod talks to its node's addresses (hostNetwork
+    pods, the API server's endpoint): through the shim, whichever link of the node holds the address."""
+    n1 = make_node("n1")
+    lab_netns.run(n1.host.netns, ["ip", "address", "add", f"{NODE_EXTRA_ADDRESS}/32", "dev", "lo"])
+    pod = pods.make("a")
+    ip = ip_of(add(n1, pod, "a"))
+
+    assert pod_ping(pod, NODE_EXTRA_ADDRESS) and pod_ping(pod, n1.host.ip)
+    probe = transfer.exchange(transfer.in_namespace(ns_of(pod)), transfer.in_namespace(n1.host.netns), ip)
+    assert probe.ok, f"{n1.name} -> {ip}: {probe}"
