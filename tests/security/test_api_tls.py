@@ -67,30 +67,6 @@ def test_the_agent_refuses_a_certificate_for_another_address(tmp_path):
         server.shutdown()
 
 
-@pytest.mark.parametrize("name, trusted", [("198.18.0.11", True), ("198.18.0.12", False)])
-def test_the_agent_checks_the_certificate_for_its_tls_server_name_not_the_address_it_dials(tmp_path, name, trusted):
-    """In a cluster the agent dials the controller Service's ClusterIP and checks the certificate for
-    the Service's name (`tls_server_name`): the name decides, whatever address was dialled."""
-    authority = Authority.create(tmp_path)
-    cert, key = authority.issue(tmp_path, "controller", ip="198.18.0.11")
-    def app(environ, start_response):
-        start_response("200 OK", [("Content-Type", "application/json")])
-        return [b"{}"]
-
-    server = HttpServer(app, "127.0.0.1", 0, tls=tls_context(cert=str(cert), key=str(key)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        agent = ControllerClient(f"https://127.0.0.1:{server.server_address[1]}", "n1", token="t",
-                                 ca_file=str(authority.path), server_name=name, timeout=5)
-        if trusted:
-            assert agent.health() == {}
-        else:
-            with pytest.raises(PermanentError, match="IP address mismatch"):
-                agent.health()
-    finally:
-        server.shutdown()
-
-
 def test_the_agent_refuses_plain_http_to_a_non_loopback_controller():
     with pytest.raises(ValueError, match="plain http only to a loopback address"):
         ControllerClient("http://198.18.0.1:6680", "n1", token="t")

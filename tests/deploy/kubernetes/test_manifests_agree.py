@@ -121,13 +121,13 @@ def test_the_agent_loads_its_config_from_the_daemonset_as_written(tmp_path, tls)
     config = agent_main.load_config(made.argv())
     root = str(tmp_path)
     assert config.node == "node-1"
-    assert config.controller_url == f"https://{CLUSTER_IP}:6680"
-    assert config.tls_server_name == f"{rest['metadata']['name']}.{NAMESPACE}.svc"
+    assert config.controller_url == f"https://{rest['metadata']['name']}.{NAMESPACE}.svc:{rest['spec']['ports'][0]['port']}"
+    assert config.controller_address == CLUSTER_IP
     assert config.socket == root + plugin.DEFAULT_SOCKET  # where the plugin on the host looks
     assert config.state_dir == root + agent_main.AgentConfig.state_dir
     assert Path(config.token_file).read_bytes() == b"a-projected-token"
     ControllerClient(config.controller_url, config.node, token="t", ca_file=config.ca_file,
-                     server_name=config.tls_server_name)  # the CA file loads
+                     connect_to=config.controller_address)  # the CA file loads
 
 
 def test_the_agent_token_is_the_agreed_projected_one_and_no_api_token():
