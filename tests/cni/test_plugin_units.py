@@ -60,6 +60,19 @@ def test_install_writes_a_self_contained_plugin_and_keeps_an_existing_conflist(t
     assert install.install_conflist(tmp_path / "conf", {"other": True}) is None
 
 
+def test_a_daemonsets_install_replaces_its_conflist_and_refuses_a_bad_service_range(tmp_path, capsys):
+    argv = ["--bin-dir", str(tmp_path / "bin"), "--conf-dir", str(tmp_path / "conf"), "--chain=", "--replace"]
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / install.CONFLIST_NAME).write_text("{}")
+    assert install.main([*argv, "--service-cidr", "198.19.96.0/24, fd00:96::/112"]) == 0
+    ours, = json.loads((tmp_path / "conf" / install.CONFLIST_NAME).read_text())["plugins"]
+    assert ours["serviceCIDR"] == ["198.19.96.0/24", "fd00:96::/112"]
+    with pytest.raises(SystemExit) as refused:
+        install.main([*argv, "--service-cidr", "198.19.96.1/24"])
+    assert refused.value.code == 2
+    assert "serviceCIDR[0]: '198.19.96.1/24' is not a network: 198.19.96.1/24 has host bits set" in capsys.readouterr().err
+
+
 def test_plugin_starts_fast(tmp_path):
     """The reason for the shim: a VERSION call costs a bare interpreter start, not pyroute2's import."""
     plugin = install.install_binary(tmp_path)

@@ -154,9 +154,9 @@ def test_the_agent_sees_new_pod_namespaces_and_keeps_its_state_on_the_host():
 
 def test_the_init_container_installs_the_plugin_and_a_valid_conflist_as_written(tmp_path, tls):
     made = lay_out(agent, "install-cni", tmp_path, downward={}, init=True)
-    assert made.spec["command"] == ["python3", "-m", "cni.install"]
+    assert made.spec["command"] == ["python", "-m", "cni.install"]
     assert install.main(made.argv()) == 0
-    bin_dir, conf_dir = tmp_path / "host/opt/cni/bin", tmp_path / "host/etc/cni/net.d"
+    bin_dir, conf_dir = tmp_path / "opt/cni/bin", tmp_path / "etc/cni/net.d"
     assert (bin_dir / install.PLUGIN_NAME).exists()
     conflist = json.loads((conf_dir / install.CONFLIST_NAME).read_text())
     ours = conflist["plugins"][0]
@@ -165,4 +165,6 @@ def test_the_init_container_installs_the_plugin_and_a_valid_conflist_as_written(
     spec.validate_config({**ours, "name": conflist["name"], "cniVersion": conflist["cniVersion"]})
     pod = agent["spec"]["template"]["spec"]
     hostpaths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
-    assert {hostpaths[m["name"]] for m in made.spec["volumeMounts"]} == {"/opt/cni/bin", "/etc/cni/net.d"}
+    mounts = {m["mountPath"]: hostpaths[m["name"]] for m in made.spec["volumeMounts"]}
+    assert mounts == {"/opt/cni/bin": "/opt/cni/bin", "/etc/cni/net.d": "/etc/cni/net.d"}  # the host's own paths
+    assert "--python=/usr/bin/python3" in made.spec["args"]
