@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 from cni.spec import (BAD_ENV, INTERFACE_EXISTS, INTERNAL, INVALID_CONFIG, REFUSED,
-                        TRY_AGAIN_LATER, UNAVAILABLE, UNKNOWN_CONTAINER, CniError, JsonObject, service_cidrs)
+                        TRY_AGAIN_LATER, UNAVAILABLE, UNKNOWN_CONTAINER, CniError, JsonObject)
 from node_agent.announce import announce
 from node_agent.controller_client import ControllerClient, ControllerError, PermanentError, TemporaryError
 from node_agent.retry import RetryPolicy, retrying
@@ -174,7 +174,7 @@ class Agent:
             node_ips = [ip for ip in (uplink.ip, uplink.ip6 if v6 else None) if ip]
             through_node = [route for node_ip in node_ips for route in via_node(
                 node_ip=node_ip, pod_ips=[a.ip for a in lease.addresses], node_addresses=node_addresses.result(),
-                service_cidrs=service_cidrs(config))] if shim_mac else []
+                config=config)] if shim_mac else []
             self._kernel(pod, pod_ns.configure, tmp, ifname=ifname, mac=mac if kind == "macvlan" else None,
                          addresses=[a.cidr for a in lease.addresses], routes=[*lease.routes, *through_node],
                          neighbours={ip: shim_mac for ip in node_ips} if shim_mac else {},

@@ -279,10 +279,10 @@ class NodeNetlink:
         return self._run(body)
 
     def addresses(self) -> list[str]:
-        """Every IPv4 address of the node's namespace, on any link: the node's own addresses, which
-        its pods reach through the shim (node_agent/shimroutes.py)."""
+        """Every address of the node's namespace (both families), on any link: the node's own
+        addresses, which its pods reach through the shim (node_agent/shimroutes.py)."""
         def body(ipr: IPRoute) -> list[str]:
-            return [str(a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr(family=socket.AF_INET)]
+            return [str(a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr()]
 
         return self._run(body)
 

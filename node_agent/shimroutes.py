@@ -25,15 +25,24 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 
+from cni.spec import JsonObject, service_cidrs
 from node_agent.netlink import Route
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def via_node(*, node_ip: str | None, pod_ips: Iterable[str], node_addresses: Iterable[str],
-             service_cidrs: Sequence[Network]) -> list[Route]:
-    """The routes the pod needs to reach `node_ip`'s node and, through it, the Service ranges and
-    the node's other addresses; the on-link route comes first (the others' gateway needs it)."""
+             config: JsonObject) -> list[Route]:
+    """The routes the pod needs to reach `node_ip`'s node and, through it, the Service ranges of
+    the network `config` and the node's other addresses; the on-link route comes first (the others'
+    gateway needs it)."""
+    return routes_via(node_ip=node_ip, pod_ips=pod_ips, node_addresses=node_addresses,
+                      service_cidrs=service_cidrs(config))
+
+
+def routes_via(*, node_ip: str | None, pod_ips: Iterable[str], node_addresses: Iterable[str],
+               service_cidrs: Sequence[Network]) -> list[Route]:
+    """`via_node` with the Service ranges given."""
     if node_ip is None:
         return []
     gateway = ipaddress.ip_address(node_ip)
