@@ -172,10 +172,9 @@ class Agent:
             v6 = lease.family(6)
             # the node's IPv6 address only for a pod with IPv6: the pod's namespace may have IPv6 off
             node_ips = [ip for ip in (uplink.ip, uplink.ip6 if v6 else None) if ip]
-            pod_ips = [a.ip for a in lease.addresses]
-            through_node = [route for node_ip in node_ips if shim_mac
-                            for route in via_node(node_ip=node_ip, pod_ips=pod_ips,
-                                                  node_addresses=node_addresses.result(), config=config)]
+            through_node = [route for node_ip in node_ips for route in via_node(
+                node_ip=node_ip, pod_ips=[a.ip for a in lease.addresses], node_addresses=node_addresses.result(),
+                config=config)] if shim_mac else []
             self._kernel(pod, pod_ns.configure, tmp, ifname=ifname, mac=mac if kind == "macvlan" else None,
                          addresses=[a.cidr for a in lease.addresses], routes=[*lease.routes, *through_node],
                          neighbours={ip: shim_mac for ip in node_ips} if shim_mac else {},
