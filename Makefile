@@ -10,7 +10,6 @@ APT_PACKAGES = openvswitch-switch containernetworking-plugins iproute2 iputils-p
 # kubectl of the same release, which the manifests' tests apply deploy/kubernetes with.
 K8S_COMPONENTS = kube-apiserver kube-controller-manager kube-scheduler kubectl
 # The lab's real kubelet node (`underlay-lab up --kubernetes --kubelet`, deploy/lab/realnode.py).
-APT_PACKAGES += containerd runc
 K8S_COMPONENTS += kubelet kube-proxy
 
 .PHONY: setup k8s image test lab lab-down install-cni clean

@@ -24,12 +24,14 @@ from typing import ParamSpec, TypeVar
 
 from cni.spec import (BAD_ENV, INTERFACE_EXISTS, INTERNAL, INVALID_CONFIG, REFUSED,
                         TRY_AGAIN_LATER, UNAVAILABLE, UNKNOWN_CONTAINER, CniError, JsonObject)
+from node_agent.announce import announce
 from node_agent.controller_client import ControllerClient, ControllerError, PermanentError, TemporaryError
 from node_agent.retry import RetryPolicy, retrying
 from node_agent.shimroutes import via_node
 from node_agent.netlink import (IPVLAN_MODES, LinkSpec, NetlinkFailure, NetnsGone, NodeNetlink, PodLink, PodNetns,
-                                Route, Uplink, netns_path, send_garp)
+                                Route, Uplink, netns_path)
 from node_agent.state import Attachment, AttachmentStore, owner, pod_label
+from openflow.model import link_local
 
 log = logging.getLogger("underlay.agent")
 P = ParamSpec("P")
@@ -38,15 +40,34 @@ MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 
 @dataclass(frozen=True)
-class Lease:
-    """The address a pod gets, from the controller or a delegated IPAM plugin."""
+class Address:
+    """One address of a pod's interface, with its pool's gateway of the same family."""
 
     ip: str
     prefix: int
-    gateway: str | None
+    gateway: str | None = None
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.ip}/{self.prefix}"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The addresses a pod gets (at most one per family, IPv4 first), from the controller or a
+    delegated IPAM plugin."""
+
+    addresses: tuple[Address, ...]
     routes: tuple[Route, ...]
     mac: str | None
     dns: JsonObject
+
+    @property
+    def ip(self) -> str:
+        return self.addresses[0].ip
+
+    def family(self, version: int) -> Address | None:
+        return next((a for a in self.addresses if (":" in a.ip) == (version == 6)), None)
 
 
 @dataclass
@@ -132,14 +153,14 @@ class Agent:
         pod = pod_label(req["args"].get("K8S_POD_NAMESPACE"), req["args"].get("K8S_POD_NAME"), cid)
         kind = config.get("mode", "macvlan")
         uplink = self._uplink(pod, config)
-        ip, mac = requested_address(pod, req)
+        ips, mac = requested_addresses(pod, req)
         spec = LinkSpec(kind=kind, mode=link_mode(pod, config), mtu=self._mtu(pod, config, uplink),
                         mac=mac if kind == "macvlan" else None)
         netns = netns_path(req["netns"])
         with self._pod_netns(pod, netns) as pod_ns, contextlib.ExitStack() as undo:
             if pod_ns.has(ifname):
                 raise CniError(INTERFACE_EXISTS, f"pod {pod}: interface {ifname} already exists in netns {netns}")
-            leasing = self._lease(pod, req, kind=kind, ip=ip, mac=mac, undo=undo)
+            leasing = self._lease(pod, req, kind=kind, ips=ips, mac=mac, undo=undo)
             node_addresses = self._aside.submit(self._kernel, pod, self.node.addresses)
             tmp = "ul" + secrets.token_hex(5)
             self._kernel(pod, self.node.create_child, uplink=uplink, spec=spec, pod_netns=netns, tmp_name=tmp)
@@ -147,25 +168,33 @@ class Agent:
             lease = leasing.result()
             mac = lease.mac if kind == "macvlan" and lease.mac else uplink.mac  # ipvlan: the uplink's
             shim_mac = self._shim(uplink, spec)
-            routing = self._host_route(pod, uplink, ip=lease.ip, mac=mac, undo=undo) if shim_mac else None
-            through_node = via_node(node_ip=uplink.ip, pod_ips=[lease.ip], node_addresses=node_addresses.result(),
-                                    config=config) if shim_mac else []
+            routing = self._host_routes(pod, uplink, lease, mac=mac, undo=undo) if shim_mac else None
+            v6 = lease.family(6)
+            # the node's IPv6 address only for a pod with IPv6: the pod's namespace may have IPv6 off
+            node_ips = [ip for ip in (uplink.ip, uplink.ip6 if v6 else None) if ip]
+            through_node = [route for node_ip in node_ips for route in via_node(
+                node_ip=node_ip, pod_ips=[a.ip for a in lease.addresses], node_addresses=node_addresses.result(),
+                config=config)] if shim_mac else []
             self._kernel(pod, pod_ns.configure, tmp, ifname=ifname, mac=mac if kind == "macvlan" else None,
-                         addresses=[f"{lease.ip}/{lease.prefix}"], routes=[*lease.routes, *through_node],
-                         neighbours={uplink.ip: shim_mac} if shim_mac and uplink.ip else {})
+                         addresses=[a.cidr for a in lease.addresses], routes=[*lease.routes, *through_node],
+                         neighbours={ip: shim_mac for ip in node_ips} if shim_mac else {},
+                         link_local=link_local(v6.ip) if v6 else None, accept_ra=not (v6 and v6.gateway))
             if routing:
                 routing.result()
-            attachment = Attachment(container_id=cid, ifname=ifname, netns=netns, ip=lease.ip, prefix=lease.prefix,
+            v4 = lease.family(4) or lease.addresses[0]
+            attachment = Attachment(container_id=cid, ifname=ifname, netns=netns, ip=v4.ip, prefix=v4.prefix,
                                     mac=mac, mode=kind, namespace=req["args"].get("K8S_POD_NAMESPACE"),
-                                    name=req["args"].get("K8S_POD_NAME"), standalone="ipam" in req)
+                                    name=req["args"].get("K8S_POD_NAME"), standalone="ipam" in req,
+                                    ip6=v6.ip if v6 and v6 is not v4 else None)
             self.store.put(attachment)
             undo.callback(self.store.remove, cid, ifname)
             undo.pop_all()
-        self._garp(attachment)
-        log.info("event=add pod=%s container=%s ifname=%s ip=%s mac=%s", pod, cid[:12], ifname, lease.ip, mac)
+        self._announce(attachment)
+        log.info("event=add pod=%s container=%s ifname=%s ips=%s mac=%s", pod, cid[:12], ifname,
+                 ",".join(attachment.ips), mac)
         return cni_result(attachment, lease)
 
-    def _lease(self, pod: str, req: JsonObject, *, kind: str, ip: str | None, mac: str | None,
+    def _lease(self, pod: str, req: JsonObject, *, kind: str, ips: list[str], mac: str | None,
                undo: contextlib.ExitStack) -> Future[Lease]:
         """Addresses from the delegated IPAM result, or being allocated (and placed) by the controller;
         an allocation is released on rollback, also one still under way."""
@@ -177,7 +206,7 @@ class Agent:
             raise CniError(INVALID_CONFIG, f"pod {pod}: this agent has no controller; add an ipam section")
         args = req["args"]
         body = {"container_id": req["container_id"], "ifname": req["ifname"], "mode": kind,
-                "pool": req["config"].get("pool"), "ip": ip, "mac": mac, "sticky": None,
+                "pool": req["config"].get("pool"), **address_fields(ips), "mac": mac, "sticky": None,
                 "uid": args.get("K8S_POD_UID") or None,
                 **owner(args.get("K8S_POD_NAMESPACE"), args.get("K8S_POD_NAME"), req["container_id"])}
         leasing = self._aside.submit(lambda: lease_from_controller(self._controller(pod, self._allocate, body)))
@@ -188,15 +217,21 @@ class Agent:
         if leasing.exception() is None:
             self._release(pod, container_id, ifname)
 
-    def _host_route(self, pod: str, uplink: Uplink, *, ip: str, mac: str, undo: contextlib.ExitStack) -> Future[None]:
-        """The node's /32 to the pod through the shim, made in the node's namespace while the pod's
-        is set up; on rollback removed once made."""
-        routing = self._aside.submit(self._kernel, pod, self.node.add_host_route, self.shim_ifname, ip=ip, mac=mac,
-                                     src=uplink.ip)
+    def _host_routes(self, pod: str, uplink: Uplink, lease: Lease, *, mac: str,
+                     undo: contextlib.ExitStack) -> Future[None]:
+        """The node's host routes to the pod's addresses through the shim, made in the node's
+        namespace while the pod's is set up; on rollback removed once made."""
+        def add() -> None:
+            for address in lease.addresses:
+                self._kernel(pod, self.node.add_host_route, self.shim_ifname, ip=address.ip, mac=mac,
+                             src=uplink.ip6 if ":" in address.ip else uplink.ip)
+
+        routing = self._aside.submit(add)
 
         def remove() -> None:
             wait([routing])  # not before it is made, or it would outlive the rollback
-            self.node.delete_host_route(self.shim_ifname, ip=ip)
+            for address in lease.addresses:
+                self.node.delete_host_route(self.shim_ifname, ip=address.ip)
 
         undo.callback(remove)
         return routing
@@ -227,8 +262,8 @@ class Agent:
                                                   req["args"].get("K8S_POD_NAME"), cid)
         netns = netns_path(req["netns"]) if req.get("netns") else record.netns if record else None
         aside = []
-        if record:
-            aside.append(self._aside.submit(self.node.delete_host_route, self.shim_ifname, ip=record.ip))
+        for ip in record.ips if record else ():
+            aside.append(self._aside.submit(self.node.delete_host_route, self.shim_ifname, ip=ip))
         if self.controller and not (record and record.standalone) and "ipam" not in req:
             aside.append(self._aside.submit(self._release, pod, cid, ifname))
         self._remove_link(pod, netns, ifname)
@@ -271,8 +306,10 @@ class Agent:
         match = [p for p in pods if (p["container_id"], p["ifname"]) == record.key]
         if not match:
             return [f"the controller has no allocation for {record.ifname}"]
-        if match[0]["ip"] != record.ip or (record.mode == "macvlan" and match[0]["mac"].lower() != record.mac):
-            return [f"the controller places {match[0]['ip']} {match[0]['mac']}, the link has {record.ip} {record.mac}"]
+        placed = tuple(match[0].get("ips") or [match[0]["ip"]])
+        if placed != record.ips or (record.mode == "macvlan" and match[0]["mac"].lower() != record.mac):
+            return [f"the controller places {','.join(placed)} {match[0]['mac']}, the link has "
+                    f"{','.join(record.ips)} {record.mac}"]
         return []
 
     # GC and STATUS ----------------------------------------------------------------------------
@@ -334,11 +371,11 @@ class Agent:
             return
         if pods_link:
             self._shim(uplink, pods_link)
-        wanted = {a.ip: a.mac for a in attachments}
+        wanted = {ip: a.mac for a in attachments for ip in a.ips}
         for ip in self.node.host_routes(self.shim_ifname) - set(wanted):
             self.node.delete_host_route(self.shim_ifname, ip=ip)
         for ip, mac in wanted.items():
-            self.node.add_host_route(self.shim_ifname, ip=ip, mac=mac, src=uplink.ip)
+            self.node.add_host_route(self.shim_ifname, ip=ip, mac=mac, src=uplink.ip6 if ":" in ip else uplink.ip)
 
     # helpers ----------------------------------------------------------------------------------
     def _shim(self, uplink: Uplink, pods_link: LinkSpec) -> str:
@@ -398,32 +435,45 @@ class Agent:
                 raise CniError(TRY_AGAIN_LATER, message) from None
             raise CniError(INVALID_CONFIG if exc.status == 400 else REFUSED, message) from None
 
-    def _garp(self, attachment: Attachment) -> None:
-        """One gratuitous ARP, off the ADD's path: a packet socket costs the kernel a synchronize_net()
-        (~30 ms), and arp_notify already announced the link when it came up. Best effort."""
+    def _announce(self, attachment: Attachment) -> None:
+        """One gratuitous ARP and, with an IPv6 address, one unsolicited NA, off
+        the ADD's path: a packet socket costs the kernel a synchronize_net() (~30 ms), and
+        arp_notify already announced the link when it came up. Best effort."""
         def send() -> None:
-            try:
-                send_garp(attachment.netns, attachment.ifname, ip=attachment.ip, mac=attachment.mac)
-            except (OSError, NetlinkFailure) as exc:  # ENXIO/ENODEV: a DEL already removed the link
-                log.debug("event=garp-failed pod=%s error=%s", attachment.pod, exc)
+            for ip in attachment.ips:
+                try:
+                    announce(attachment.netns, attachment.ifname, ip=ip, mac=attachment.mac)
+                except (OSError, NetlinkFailure) as exc:  # ENXIO/ENODEV: a DEL already removed the link
+                    log.debug("event=announce-failed pod=%s ip=%s error=%s", attachment.pod, ip, exc)
 
-        threading.Thread(target=send, name="garp", daemon=True).start()
+        threading.Thread(target=send, name="announce", daemon=True).start()
 
 
-def requested_address(pod: str, req: JsonObject) -> tuple[str | None, str | None]:
-    """IP and MAC asked for by CNI_ARGS (IP=, MAC=) or runtimeConfig capabilities (ips, mac)."""
+def requested_addresses(pod: str, req: JsonObject) -> tuple[list[str], str | None]:
+    """IPs (at most one per family, IPv4 first, prefix lengths dropped) and MAC asked for by
+    CNI_ARGS (IP=198.18.0.5,fd00::5; MAC=) or runtimeConfig capabilities (ips, mac)."""
     runtime = req["config"].get("runtimeConfig") or {}
-    ips = runtime.get("ips") or []
-    ip = req["args"].get("IP") or (ips[0] if ips else None)
-    mac = req["args"].get("MAC") or runtime.get("mac")
-    if ip is not None:
+    arg = req["args"].get("IP")
+    asked = [part.strip() for part in arg.split(",")] if arg else list(runtime.get("ips") or [])
+    ips: dict[int, str] = {}
+    for text in asked:
         try:
-            ip = str(ipaddress.ip_interface(ip).ip)
-        except ValueError:
-            raise CniError(INVALID_CONFIG, f"pod {pod}: requested IP {ip!r} is not an address") from None
+            ip = ipaddress.ip_interface(text).ip
+        except (ValueError, TypeError):
+            raise CniError(INVALID_CONFIG, f"pod {pod}: requested IP {text!r} is not an address") from None
+        if ips.setdefault(ip.version, str(ip)) != str(ip):
+            raise CniError(INVALID_CONFIG, f"pod {pod}: requested IPs {ips[ip.version]} and {ip} are both "
+                           f"IPv{ip.version}", "ask for at most one address of each family")
+    mac = req["args"].get("MAC") or runtime.get("mac")
     if mac is not None and not MAC_RE.match(mac):
         raise CniError(INVALID_CONFIG, f"pod {pod}: requested MAC {mac!r} is not a MAC address")
-    return ip, mac.lower() if mac else None
+    return [ips[v] for v in sorted(ips)], mac.lower() if mac else None
+
+
+def address_fields(ips: list[str]) -> JsonObject:
+    """A pod request's `ip` (the first asked for) and, when an IPv6 address is asked for, `ips`
+    (controller/API.md, "Dual stack"); an IPv4-only request stays as it always was."""
+    return {"ip": ips[0] if ips else None, **({"ips": ips} if any(":" in ip for ip in ips) else {})}
 
 
 def link_mode(pod: str, config: JsonObject) -> str:
@@ -445,29 +495,40 @@ def derived_mac(container_id: str, ifname: str) -> str:
 
 
 def lease_from_controller(answer: JsonObject) -> Lease:
-    return Lease(ip=answer["ip"], prefix=int(answer["prefix"]), gateway=answer.get("gateway"),
+    """The controller's answer: `ips` (dual stack), else the `ip`/`prefix`/`gateway` of one address."""
+    entries = answer.get("ips") or [{"address": f"{answer['ip']}/{answer['prefix']}", "gateway": answer.get("gateway")}]
+    return Lease(addresses=tuple(_address(e) for e in entries),
                  routes=tuple(Route(dst=r["dst"], gw=r.get("gw")) for r in answer.get("routes", [])),
                  mac=answer.get("mac"), dns={})
 
 
+def _address(entry: JsonObject) -> Address:
+    iface = ipaddress.ip_interface(entry["address"])
+    return Address(ip=str(iface.ip), prefix=iface.network.prefixlen, gateway=entry.get("gateway"))
+
+
 def lease_from_ipam(pod: str, result: JsonObject, mac: str) -> Lease:
-    ips = [ip for ip in result.get("ips", []) if ":" not in ip["address"]]
-    if not ips:
-        raise CniError(INVALID_CONFIG, f"pod {pod}: the IPAM plugin returned no IPv4 address")
-    iface = ipaddress.ip_interface(ips[0]["address"])
-    return Lease(ip=str(iface.ip), prefix=iface.network.prefixlen, gateway=ips[0].get("gateway"),
-                 routes=tuple(Route(dst=r["dst"], gw=r.get("gw") or ips[0].get("gateway"))
+    """The first address of each family the IPAM plugin returned; a route without a gateway goes
+    through the gateway of its own family."""
+    firsts: dict[int, Address] = {}
+    for entry in result.get("ips", []):
+        address = _address(entry)
+        firsts.setdefault(6 if ":" in address.ip else 4, address)
+    if not firsts:
+        raise CniError(INVALID_CONFIG, f"pod {pod}: the IPAM plugin returned no address")
+    gateways = {version: a.gateway for version, a in firsts.items()}
+    return Lease(addresses=tuple(firsts[v] for v in sorted(firsts)),
+                 routes=tuple(Route(dst=r["dst"], gw=r.get("gw") or gateways.get(6 if ":" in r["dst"] else 4))
                               for r in result.get("routes", [])),
                  mac=mac, dns=result.get("dns") or {})
 
 
 def cni_result(attachment: Attachment, lease: Lease) -> JsonObject:
-    ip: JsonObject = {"address": f"{lease.ip}/{lease.prefix}", "interface": 0}
-    if lease.gateway:
-        ip["gateway"] = lease.gateway
+    ips = [{"address": a.cidr, "interface": 0, **({"gateway": a.gateway} if a.gateway else {})}
+           for a in lease.addresses]
     interface = {"name": attachment.ifname, "mac": attachment.mac, "sandbox": attachment.netns}
     routes = [{"dst": r.dst, **({"gw": r.gw} if r.gw else {})} for r in lease.routes]
-    result: JsonObject = {"interfaces": [interface], "ips": [ip], "routes": routes}
+    result: JsonObject = {"interfaces": [interface], "ips": ips, "routes": routes}
     if lease.dns:
         result["dns"] = lease.dns
     return result

@@ -83,8 +83,9 @@ class ControllerClient:
     def health(self) -> Json:
         return self._call("GET", "/v1/health")
 
-    def register(self, *, mac: str, ip: str | None) -> Json:
-        return self._call("PUT", self._node_path(), {"mac": mac, "ip": ip})
+    def register(self, *, mac: str, ip: str | None, ip6: str | None = None) -> Json:
+        """`ip6`, the uplink's IPv6 address, only when it has one (controller/API.md)."""
+        return self._call("PUT", self._node_path(), {"mac": mac, "ip": ip, **({"ip6": ip6} if ip6 else {})})
 
     def allocate(self, request: Json) -> Json:
         """Allocate and place one pod: `POST .../pods`, or one entry of a batch if others wait too."""

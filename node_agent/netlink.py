@@ -21,7 +21,6 @@ import ctypes
 import errno
 import os
 import socket
-import struct
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +48,6 @@ allow_slow_netns_helper()
 
 CLONE_NEWNET = 0x40000000
 SCOPE_LINK = 253
-ETH_P_ARP = 0x0806
 MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
 IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -76,6 +74,7 @@ class Uplink:
     mtu: int
     mac: str
     ip: str | None
+    ip6: str | None = None  # its global IPv6 address, if it has one
 
 
 @dataclass(frozen=True)
@@ -224,8 +223,9 @@ class NodeNetlink:
             link = nl.link(name)
             if link is None:
                 raise NetlinkFailure(f"failed to lookup master {name!r} in {self._where()}: no such interface")
-            addrs = nl.ipv4_addresses(link.index)
-        return Uplink(name=name, index=link.index, mtu=link.mtu, mac=link.mac, ip=addrs[0] if addrs else None)
+            addrs, addrs6 = nl.addresses(link.index), nl.addresses(link.index, socket.AF_INET6)
+        return Uplink(name=name, index=link.index, mtu=link.mtu, mac=link.mac, ip=addrs[0] if addrs else None,
+                      ip6=addrs6[0] if addrs6 else None)
 
     def create_child(self, *, uplink: Uplink, spec: LinkSpec, pod_netns: str, tmp_name: str) -> None:
         """A macvlan/ipvlan child of the uplink, created directly inside the pod's namespace.
@@ -261,17 +261,20 @@ class NodeNetlink:
             if index is None:
                 ipr.link("add", ifname=name, **_child_kwargs(uplink, spec))
                 index = _index(ipr, name)
+            quiet_ipv6(name)  # this worker thread is in the node's namespace
             ipr.link("set", index=index, state="up")
             return str(ipr.get_links(index)[0].get_attr("IFLA_ADDRESS"))
 
         return self._run(body)
 
     def host_routes(self, shim: str) -> set[str]:
-        """The pod IPs the shim has /32 routes to."""
+        """The pod IPs the shim has host routes (/32, /128) to."""
         def body(ipr: IPRoute) -> set[str]:
             index = _index(ipr, shim)
-            routes = ipr.get_routes(family=socket.AF_INET, oif=index, table=254) if index is not None else []
-            return {r.get_attr("RTA_DST") for r in routes if r["dst_len"] == 32}
+            if index is None:
+                return set()
+            return {r.get_attr("RTA_DST") for family, full in ((socket.AF_INET, 32), (socket.AF_INET6, 128))
+                    for r in ipr.get_routes(family=family, oif=index, table=254) if r["dst_len"] == full}
 
         return self._run(body)
 
@@ -284,12 +287,13 @@ class NodeNetlink:
         return self._run(body)
 
     def add_host_route(self, shim: str, *, ip: str, mac: str, src: str | None) -> None:
-        """A /32 to the pod through the shim, and its neighbour entry (no ARP needed to start)."""
+        """A host route (/32, /128) to the pod through the shim from the node's address `src` of the
+        same family, and a permanent neighbour entry (no ARP or ND needed to start)."""
         with self._rtnl.socket() as nl:
             index = nl.index(shim)
             if index is None:
                 raise NetlinkFailure(f"host shim {shim} is missing from {self._where()}")
-            nl.route(f"{ip}/32", oif=index, scope=SCOPE_LINK, prefsrc=src)
+            nl.route(_host(ip), oif=index, scope=_host_scope(ip), prefsrc=src)
             nl.neighbour(ip, index=index, mac=mac)
 
     def delete_host_route(self, shim: str, *, ip: str) -> None:
@@ -298,12 +302,20 @@ class NodeNetlink:
             if index is None:
                 return
             with contextlib.suppress(RtnlError):  # already gone
-                nl.route(f"{ip}/32", oif=index, scope=SCOPE_LINK, delete=True)
+                nl.route(_host(ip), oif=index, scope=_host_scope(ip), delete=True)
             with contextlib.suppress(RtnlError):
                 nl.neighbour(ip, index=index)
 
     def _where(self) -> str:
         return f"netns {self.netns}" if self.netns else "the node's netns"
+
+
+def _host(ip: str) -> str:
+    return f"{ip}/128" if ":" in ip else f"{ip}/32"
+
+
+def _host_scope(ip: str) -> int:
+    return 0 if ":" in ip else SCOPE_LINK  # IPv6 routes have no scope of their own
 
 
 def _child_kwargs(uplink: Uplink, spec: LinkSpec) -> dict[str, object]:
@@ -367,22 +379,39 @@ class PodNetns:
         return True
 
     def configure(self, tmp_name: str, *, ifname: str, mac: str | None, addresses: list[str], routes: list[Route],
-                  neighbours: dict[str, str]) -> None:
+                  neighbours: dict[str, str], link_local: str | None = None, accept_ra: bool = True) -> None:
         """Rename the new link (and give it `mac`: it was made before the MAC was known), then
-        arp_notify, addresses, up, routes and static neighbours."""
+        arp_notify, IPv4 addresses, up, IPv6 addresses, routes and static neighbours.
+
+        With an IPv6 address the link makes no address of its own (addr_gen_mode none: in ipvlan
+        every pod has its node's MAC, so EUI-64 link-locals would collide) and gets exactly
+        `link_local`, the one the switch lets it send from. Both skip duplicate address detection
+        (nodad): the controller hands an address to one pod only and the switch drops anyone else
+        claiming it, so DAD could only keep the address tentative, unusable, for a second after
+        ADD returned. Autoconf is off (a SLAAC address would be dropped as spoofed); `accept_ra`
+        False when the pool gives the gateway, so a router's RA adds no second default route."""
         nl, where = self.nl, f"in netns {self.path}"
         index = nl.index(tmp_name)
         if index is None:
             raise NetlinkFailure(f"link {tmp_name} vanished from netns {self.path}")
         nl.set_link(index, name=ifname, mac=mac, what=f"rename {tmp_name} to {ifname} {where}")
+        ipv4 = [cidr for cidr in addresses if ":" not in cidr]
+        ipv6 = [cidr for cidr in addresses if ":" in cidr]
+        if ipv6 and not link_local:
+            raise NetlinkFailure(f"{ifname} {where}: an IPv6 address needs its link-local address")
         with entered(self.path):
             _write_sysctl(f"/proc/sys/net/ipv4/conf/{ifname}/arp_notify", "1")
-        for cidr in addresses:
+            if ipv6:
+                quiet_ipv6(ifname, accept_ra=accept_ra)
+        for cidr in ipv4:
             address, prefix = cidr.split("/")
             nl.add_address(index, address, int(prefix), what=f"add {cidr} to {ifname} {where}")
         nl.set_link(index, up=True, what=f"bring {ifname} up {where}")
+        for cidr in [*ipv6, f"{link_local}/64"] if ipv6 else []:
+            address, prefix = cidr.split("/")
+            nl.add_address(index, address, int(prefix), nodad=True, what=f"add {cidr} to {ifname} {where}")
         for route in routes:
-            nl.route(route.dst, oif=index, gateway=route.gw, scope=0 if route.gw else SCOPE_LINK)
+            nl.route(route.dst, oif=index, gateway=route.gw, scope=0 if route.gw or ":" in route.dst else SCOPE_LINK)
         for ip, lladdr in neighbours.items():
             nl.neighbour(ip, index=index, mac=lladdr)
 
@@ -395,15 +424,16 @@ class PodNetns:
         modes = {v: k for k, v in (MACVLAN_MODES if kind == "macvlan" else IPVLAN_MODES).items()}
         mode = data.get("IFLA_MACVLAN_MODE" if kind == "macvlan" else "IFLA_IPVLAN_MODE")
         mode = mode if isinstance(mode, str) or mode is None else modes.get(mode)  # pyroute2 names some modes
-        addrs = self.ipr.get_addr(index=index, family=socket.AF_INET)
-        routes = self.ipr.get_routes(family=socket.AF_INET, oif=index, table=254)
+        addrs = [a for family in (socket.AF_INET, socket.AF_INET6) for a in self.ipr.get_addr(index=index, family=family)]
+        routes = [r for family in (socket.AF_INET, socket.AF_INET6)
+                  for r in self.ipr.get_routes(family=family, oif=index, table=254)]
         return PodLink(
             ifname=ifname, kind=kind, mode=mode,
             mac=link.get_attr("IFLA_ADDRESS"), mtu=link.get_attr("IFLA_MTU"),
             up=bool(link["flags"] & 1),
             addresses=tuple(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in addrs),
-            routes=tuple(Route(dst=f"{r.get_attr('RTA_DST') or '0.0.0.0'}/{r['dst_len']}", gw=r.get_attr("RTA_GATEWAY"))
-                         for r in routes),
+            routes=tuple(Route(dst=f"{r.get_attr('RTA_DST') or _ANY[r['family']]}/{r['dst_len']}",
+                               gw=r.get_attr("RTA_GATEWAY")) for r in routes),
         )
 
     def mac(self, ifname: str) -> str:
@@ -413,20 +443,22 @@ class PodNetns:
         return link.mac
 
 
-def send_garp(netns: str, ifname: str, *, ip: str, mac: str) -> None:
-    """One gratuitous ARP request from a pod's link, so the segment learns its MAC now."""
-    with entered(netns):
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-    with sock:
-        sock.bind((ifname, ETH_P_ARP))
-        sock.send(garp_frame(ip=ip, mac=mac))
+_ANY = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
 
 
-def garp_frame(*, ip: str, mac: str) -> bytes:
-    hw, addr = bytes.fromhex(mac.replace(":", "")), socket.inet_aton(ip)
-    ether = b"\xff" * 6 + hw + struct.pack("!H", ETH_P_ARP)
-    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + hw + addr + b"\x00" * 6 + addr
-    return ether + arp
+def quiet_ipv6(ifname: str, *, accept_ra: bool = False) -> None:
+    """IPv6 on `ifname` (in the calling thread's namespace) with no address or route of its own
+    making: no link-local generated, no SLAAC, RAs only if `accept_ra`; then enabled, which a
+    namespace may have disabled by default. In this order: enabled first, it would make a
+    link-local at once. A kernel without IPv6 has no such settings: nothing to do."""
+    conf = f"/proc/sys/net/ipv6/conf/{ifname}"
+    if not os.path.isdir(conf):
+        if os.path.isdir("/proc/sys/net/ipv6"):
+            raise NetlinkFailure(f"no IPv6 settings for {ifname}")
+        return
+    for key, value in (("addr_gen_mode", "1"), ("autoconf", "0"), ("accept_ra", "1" if accept_ra else "0"),
+                       ("disable_ipv6", "0")):
+        _write_sysctl(f"{conf}/{key}", value)
 
 
 def _write_sysctl(path: str, value: str) -> None:

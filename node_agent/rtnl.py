@@ -32,7 +32,8 @@ RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 4, 5, 18, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
-IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+IFA_F_NODAD = 0x02
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 7, 15
 NDA_DST, NDA_LLADDR = 1, 2
 NLA_F_NESTED = 0x8000
@@ -87,8 +88,14 @@ def text(kind: int, value: str) -> bytes:
     return attr(kind, value.encode() + b"\0")
 
 
-def ipv4(kind: int, address: str) -> bytes:
-    return attr(kind, socket.inet_aton(address))
+def family_of(address: str) -> int:
+    """AF_INET6 for an IPv6 address (it has a colon), else AF_INET."""
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def ip(kind: int, address: str) -> bytes:
+    """An address attribute, IPv4 or IPv6 as `address` is."""
+    return attr(kind, socket.inet_pton(family_of(address), address))
 
 
 def mac_bytes(kind: int, mac: str) -> bytes:
@@ -235,19 +242,28 @@ class Rtnl:
         self.do(RTM_DELLINK, 0, ifinfo(index), what or f"delete link #{index}")
 
     # addresses, routes, neighbours -----------------------------------------------------------
-    def add_address(self, index: int, address: str, prefix: int, *, what: str = "") -> None:
-        body = _IFADDR.pack(socket.AF_INET, prefix, 0, RT_SCOPE_UNIVERSE, index)
-        body += ipv4(IFA_LOCAL, address) + ipv4(IFA_ADDRESS, address)
+    def add_address(self, index: int, address: str, prefix: int, *, nodad: bool = False, what: str = "") -> None:
+        """Add an IPv4 or IPv6 address; `nodad` (IPv6) makes it usable at once, skipping duplicate
+        address detection (the kernel computes an IPv6 address's scope itself)."""
+        family, flags = family_of(address), IFA_F_NODAD if nodad else 0
+        body = _IFADDR.pack(family, prefix, flags, RT_SCOPE_UNIVERSE, index)
+        body += (ip(IFA_LOCAL, address) if family == socket.AF_INET else b"") + ip(IFA_ADDRESS, address)
+        body += u32(IFA_FLAGS, flags) if flags else b""
         self.do(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, what or f"add {address}/{prefix}")
 
-    def ipv4_addresses(self, index: int) -> list[str]:
-        """The IPv4 addresses of link `index` (a dump of all, filtered here: no strict checking needed)."""
-        body = _IFADDR.pack(socket.AF_INET, 0, 0, 0, 0)
+    def addresses(self, index: int, family: int = socket.AF_INET) -> list[str]:
+        """The addresses of link `index` in `family` (IPv6: global scope only, no link-local), from a
+        dump of all, filtered here: no strict checking needed."""
+        body = _IFADDR.pack(family, 0, 0, 0, 0)
         found = []
         for msg in self.request(RTM_GETADDR, NLM_F_DUMP, body, "list addresses"):
-            if _IFADDR.unpack_from(msg)[4] == index:
-                found.append(socket.inet_ntoa(attrs(msg, _IFADDR.size)[IFA_ADDRESS]))
+            msg_family, _, _, scope, msg_index = _IFADDR.unpack_from(msg)
+            if msg_index == index and msg_family == family and scope == RT_SCOPE_UNIVERSE:
+                found.append(socket.inet_ntop(family, attrs(msg, _IFADDR.size)[IFA_ADDRESS]))
         return found
+
+    def ipv4_addresses(self, index: int) -> list[str]:
+        return self.addresses(index, socket.AF_INET)
 
     def default_route_oif(self) -> int | None:
         """The output link of the main table's IPv4 default route."""
@@ -262,24 +278,28 @@ class Rtnl:
 
     def route(self, dst: str, *, oif: int, gateway: str | None = None, scope: int = RT_SCOPE_UNIVERSE,
               prefsrc: str | None = None, delete: bool = False) -> None:
-        """Replace (or delete) the main-table IPv4 route to `dst` (a CIDR) through `oif`."""
+        """Replace (or delete) the main-table route to `dst` (an IPv4 or IPv6 CIDR) through `oif`."""
         address, _, prefix = dst.partition("/")
-        body = _RTMSG.pack(socket.AF_INET, int(prefix or 32), 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, scope,
+        family = family_of(address)
+        full = 32 if family == socket.AF_INET else 128
+        body = _RTMSG.pack(family, int(prefix or full), 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, scope,
                            RTN_UNICAST, 0)
-        body += ipv4(RTA_DST, address) + u32(RTA_OIF, oif)
-        body += (ipv4(RTA_GATEWAY, gateway) if gateway else b"") + (ipv4(RTA_PREFSRC, prefsrc) if prefsrc else b"")
+        body += ip(RTA_DST, address) + u32(RTA_OIF, oif)
+        body += (ip(RTA_GATEWAY, gateway) if gateway else b"") + (ip(RTA_PREFSRC, prefsrc) if prefsrc else b"")
         if delete:
             self.do(RTM_DELROUTE, 0, body, f"delete route to {dst}")
         else:
             self.do(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, body, f"route to {dst}")
 
-    def neighbour(self, ip: str, *, index: int, mac: str | None = None) -> None:
-        """Replace the permanent neighbour entry `ip` -> `mac` on link `index`; without `mac`, delete it."""
-        body = _NDMSG.pack(socket.AF_INET, index, NUD_PERMANENT, 0, 0) + ipv4(NDA_DST, ip)
+    def neighbour(self, address: str, *, index: int, mac: str | None = None) -> None:
+        """Replace the permanent neighbour entry `address` -> `mac` (IPv4 or IPv6) on link `index`;
+        without `mac`, delete it."""
+        body = _NDMSG.pack(family_of(address), index, NUD_PERMANENT, 0, 0) + ip(NDA_DST, address)
         if mac is None:
-            self.do(RTM_DELNEIGH, 0, body, f"delete neighbour {ip}")
+            self.do(RTM_DELNEIGH, 0, body, f"delete neighbour {address}")
         else:
-            self.do(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, body + mac_bytes(NDA_LLADDR, mac), f"neighbour {ip}")
+            self.do(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, body + mac_bytes(NDA_LLADDR, mac),
+                    f"neighbour {address}")
 
 
 class RtnlPool:

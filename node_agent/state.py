@@ -28,10 +28,16 @@ class Attachment:
     namespace: str | None = None
     name: str | None = None
     standalone: bool = False  # addresses from a delegated IPAM plugin: nothing to release at the controller
+    ip6: str | None = None  # a dual-stack attachment's IPv6 address (`ip` is then its IPv4 one)
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.container_id, self.ifname)
+
+    @property
+    def ips(self) -> tuple[str, ...]:
+        """Every address of the attachment, IPv4 first."""
+        return (self.ip, self.ip6) if self.ip6 else (self.ip,)
 
     @property
     def pod(self) -> str:

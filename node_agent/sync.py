@@ -18,7 +18,7 @@ import threading
 from typing import Any
 
 from cni.spec import CniError
-from node_agent.agent import Agent
+from node_agent.agent import Agent, address_fields
 from node_agent.controller_client import ControllerClient, ControllerError, PermanentError
 from node_agent.netlink import NetlinkFailure
 from node_agent.state import owner
@@ -41,10 +41,10 @@ class Syncer:
 
     def register(self) -> None:
         uplink = self.agent.node.uplink(self.agent.master)
-        self.client.register(mac=uplink.mac, ip=uplink.ip)
+        self.client.register(mac=uplink.mac, ip=uplink.ip, ip6=uplink.ip6)
         self.registered_epoch = self.client.epoch
-        log.info("event=registered node=%s mac=%s ip=%s epoch=%s", self.client.node, uplink.mac, uplink.ip,
-                 self.client.epoch)
+        log.info("event=registered node=%s mac=%s ip=%s ip6=%s epoch=%s", self.client.node, uplink.mac, uplink.ip,
+                 uplink.ip6, self.client.epoch)
 
     def sync_once(self) -> dict[str, Any]:
         """Register if the controller is new to us (or forgot us), then report the full state."""
@@ -86,7 +86,7 @@ class Syncer:
             if record is None or record.standalone:
                 continue
             body = {"container_id": record.container_id, "ifname": record.ifname, "mode": record.mode, "pool": None,
-                    "ip": record.ip, "mac": record.mac if record.mode == "macvlan" else None, "sticky": None,
+                    **address_fields(list(record.ips)), "mac": record.mac if record.mode == "macvlan" else None, "sticky": None,
                     **owner(record.namespace, record.name, record.container_id)}
             try:
                 self.client.allocate(body)

@@ -34,6 +34,8 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--mode", choices=("macvlan", "ipvlan"), default="macvlan")
     up.add_argument("--kubernetes", action="store_true",
                     help="with a Kubernetes control plane: Node objects, pods as Pod objects, a kubeconfig")
+    up.add_argument("--dual-stack", action="store_true",
+                    help="every node, pod and the external host get an IPv6 address too (fd00:18::/64)")
     up.add_argument("--kubelet", type=int, nargs="?", const=1, default=0, metavar="N",
                     help="with --kubernetes: the first N nodes (1 if no N) run a real kubelet, containerd and "
                          "kube-proxy; the others a stand-in")
@@ -52,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     add = pods.add_parser("add")
     add.add_argument("name")
     add.add_argument("--node", required=True)
-    add.add_argument("--ip")
+    add.add_argument("--ip", help="a fixed address, or one of each family: 198.18.0.150,fd00:18::150")
     delete = pods.add_parser("del")
     delete.add_argument("name")
     demo = commands.add_parser("demo", help="from the external host, ARP, ping and TCP to every pod; TCP pod to pod")
@@ -79,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_up(lab: Lab, args: argparse.Namespace) -> int:
     state = lab.up(nodes=args.nodes, pods_per_node=args.pods_per_node, mode=args.mode, kubernetes=args.kubernetes,
-                   kubelet=args.kubelet, images=args.images, in_cluster=args.in_cluster)
+                   dual_stack=args.dual_stack, kubelet=args.kubelet, images=args.images,
+                   in_cluster=args.in_cluster)
     print_table(lab, state)
     return 0
 
@@ -102,10 +105,14 @@ def status_json(lab: Lab, state: LabState) -> dict[str, Any]:
         "nodes": [{"name": n.name, "kernel": "uml" if n.spool else "host", "netns": n.netns, "ip": n.ip,
                    **({"kubelet": "real" if n.name in real else "stand-in"} if state.kubernetes else {}),
                    "mac": n.mac, "port": n.port, "cni_conf": n.cni_conf, "agent_socket": n.agent_socket,
-                   **({"spool": n.spool} if n.spool else {})} for n in state.nodes.values()],
+                   **({"spool": n.spool} if n.spool else {}), **({"ip6": n.ip6} if n.ip6 else {})}
+                  for n in state.nodes.values()],
         "pods": [{"name": p.name, "netns": p.netns, "node": p.node, "ip": p.ip, "mac": p.mac,
-                  "port": state.nodes[p.node].port} for p in lab.pods(state).values()],
-        "external": {"netns": state.external["netns"], "ip": state.external["ip"], "mac": state.external["mac"]},
+                  "port": state.nodes[p.node].port, **({"ip6": p.ip6} if p.ip6 else {})}
+                 for p in lab.pods(state).values()],
+        "external": {"netns": state.external["netns"], "ip": state.external["ip"], "mac": state.external["mac"],
+                     **({"ip6": state.external["ip6"]} if "ip6" in state.external else {})},
+        "dual_stack": state.dual_stack,
         **({"kubeconfig": state.kubernetes["kubeconfig"], "store": state.kubernetes["store"]}
            if state.kubernetes else {}),
     }
@@ -120,10 +127,12 @@ def controller_json(lab: Lab, state: LabState) -> dict[str, Any]:
 
 
 def print_table(lab: Lab, state: LabState) -> None:
-    rows = [("POD", "NODE", "IP", "MAC", "SWITCH PORT")]
-    rows += [(p.name, p.node, p.ip, p.mac, str(state.nodes[p.node].port)) for p in lab.pods(state).values()]
+    rows = [("POD", "NODE", "IP", *(("IPV6",) if state.dual_stack else ()), "MAC", "SWITCH PORT")]
+    rows += [(p.name, p.node, p.ip, *((p.ip6,) if state.dual_stack else ()), p.mac, str(state.nodes[p.node].port))
+             for p in lab.pods(state).values()]
     print_rows(rows)
-    print(f"\nexternal host: {state.external['ip']} (netns {state.external['netns']}); "
+    ext6 = f" and {state.external['ip6']}" if state.dual_stack else ""
+    print(f"\nexternal host: {state.external['ip']}{ext6} (netns {state.external['netns']}); "
           f"switch: bridge {state.bridge}; run in a pod: underlay-lab exec <pod> -- ip addr")
     if state.kubernetes:
         print(f"kubernetes: kubectl --kubeconfig {state.kubernetes['kubeconfig']} get pods -o wide "
@@ -175,8 +184,14 @@ def cmd_demo(lab: Lab, args: argparse.Namespace) -> int:
         print()
         print_rows([("TCP FROM POD", "TO POD ON ANOTHER NODE", "TRANSFER")]
                    + [(client, server, result.describe()) for client, server, result in across])
+    ipv6_rows = [row for row in rows if "ip6" in row]
+    if ipv6_rows:
+        print()
+        print_ipv6_demo(ipv6_rows)
     unreachable = [row["pod"] for row in rows
                    if not row["ping"] or row["arp_reply_mac"] != row["mac"] or not row["tcp"].ok]
+    unreachable += [f"{row['pod']} (IPv6)" for row in ipv6_rows
+                    if not row["ping6"] or row["nd_reply_mac"] != row["mac"] or not row["tcp6"].ok]
     failed = [f"{client} -> {server}" for client, server, result in across if not result.ok]
     if unreachable:
         print(f"\nunreachable from the external host: {', '.join(unreachable)}", file=sys.stderr)
@@ -189,7 +204,22 @@ def cmd_demo(lab: Lab, args: argparse.Namespace) -> int:
           "answered by the switch's responder flows")
     print(f"TCP, every byte checked: from the external host to all {len(rows)} pods, and {len(across)} "
           f"transfer{'s' * (len(across) != 1)} between pods on different nodes")
+    if ipv6_rows:
+        by_flow = sum(row["nd_answered_by"] == "switch flow" for row in ipv6_rows)
+        print(f"IPv6: all {len(ipv6_rows)} pods reached by ping6 and TCP; {by_flow} of {len(ipv6_rows)} Neighbor "
+              "Solicitations answered by the switch's responder flows")
     return kubernetes_demo(lab) if args.kubernetes else 0
+
+
+def print_ipv6_demo(rows: list[dict[str, Any]]) -> None:
+    """The external host's neighbour entry for each pod's IPv6 address, and who answered for it."""
+    table = [("POD", "IPV6", "NEIGHBOUR MAC (ip -6 neigh)", "ANSWERED BY", "PING6", "TCP6")]
+    for row in rows:
+        mac = row["nd_reply_mac"] or "-"
+        table.append((row["pod"], row["ip6"], mac if mac == row["mac"] else f"{mac} (expected {row['mac']})",
+                      f"{row['nd_answered_by']} (flow +{row['nd_flow_hits']}, packet-ins +{row['nd_packet_ins']})",
+                      "ok" if row["ping6"] else "FAILED", row["tcp6"].describe()))
+    print_rows(table)
 
 
 def kubernetes_demo(lab: Lab) -> int:

@@ -40,6 +40,10 @@ class PoolSpec:
     subnet: str
     ranges: tuple[str, ...] = ()
     gateway: str | None = None
+    subnet6: str | None = None  # with it, a dual-stack pool (controller/API.md, "Dual stack")
+    ranges6: tuple[str, ...] = ()
+    gateway6: str | None = None
+    routes: tuple[tuple[str, str], ...] = ()  # (dst, gw) of either family
 
 
 def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mapping[int, tuple[int, ...]],
@@ -65,6 +69,10 @@ def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mappin
         lines += [f'[switches."{dpid}"]', f"trusted_ports = {list(ports)}"]
     lines += ["[pools.default]", f'subnet = "{pool.subnet}"', f"ranges = {json.dumps(list(pool.ranges))}"]
     lines += [f'gateway = "{pool.gateway}"'] if pool.gateway else []
+    lines += [f'subnet6 = "{pool.subnet6}"', f"ranges6 = {json.dumps(list(pool.ranges6))}"] if pool.subnet6 else []
+    lines += [f'gateway6 = "{pool.gateway6}"'] if pool.gateway6 else []
+    lines += ["routes = [" + ", ".join(f'{{dst = "{dst}", gw = "{gw}"}}' for dst, gw in pool.routes) + "]"
+              ] if pool.routes else []
     lines += ["[kubernetes]", f'kubeconfig = "{kubeconfig}"'] if kubeconfig else []
     lines += [f"{key} = {json.dumps(value)}" for key, value in (election or {}).items()] if kubeconfig else []
     return "\n".join(lines) + "\n"

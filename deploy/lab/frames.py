@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from deploy.lab import netns
+from node_agent import announce
+from node_agent.announce import internet_checksum
 
 ETH_P_ARP = 0x0806
 ETH_P_IP = 0x0800
@@ -66,7 +68,7 @@ def ipv4_udp(*, src: str, dst: str, payload: bytes, sport: int = 40000, dport: i
     udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
                          socket.inet_aton(src), socket.inet_aton(dst))
-    return header[:10] + struct.pack("!H", _checksum(header)) + header[12:] + udp
+    return header[:10] + struct.pack("!H", internet_checksum(header)) + header[12:] + udp
 
 
 def ipv6_packet(*, src: str, dst: str, next_header: int, payload: bytes, hop_limit: int = 255) -> bytes:
@@ -78,7 +80,7 @@ def ipv6_packet(*, src: str, dst: str, next_header: int, payload: bytes, hop_lim
 def ipv6_udp(*, src: str, dst: str, payload: bytes, sport: int = 40000, dport: int = 9) -> bytes:
     """An IPv6 packet carrying one UDP datagram, checksum filled in (mandatory over IPv6)."""
     udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    checksum = _checksum(_pseudo_header(src, dst, len(udp), IPPROTO_UDP) + udp) or 0xFFFF
+    checksum = internet_checksum(_pseudo_header(src, dst, len(udp), IPPROTO_UDP) + udp) or 0xFFFF
     return ipv6_packet(src=src, dst=dst, next_header=IPPROTO_UDP, payload=udp[:6] + struct.pack("!H", checksum)
                        + udp[8:], hop_limit=64)
 
@@ -87,7 +89,7 @@ def icmpv6(*, src: str, dst: str, kind: int, body: bytes, code: int = 0) -> byte
     """An IPv6 packet carrying one ICMPv6 message (type `kind`), checksum filled in; `body` is what
     follows the checksum (an ND message's flags, target and options, say)."""
     message = struct.pack("!BBH", kind, code, 0) + body
-    checksum = _checksum(_pseudo_header(src, dst, len(message), IPPROTO_ICMPV6) + message)
+    checksum = internet_checksum(_pseudo_header(src, dst, len(message), IPPROTO_ICMPV6) + message)
     return ipv6_packet(src=src, dst=dst, next_header=IPPROTO_ICMPV6,
                        payload=message[:2] + struct.pack("!H", checksum) + message[4:])
 
@@ -111,21 +113,12 @@ def solicited_node(ip: str) -> tuple[str, str]:
 
 def multicast_mac(group: str) -> str:
     """The Ethernet address of an IPv6 multicast group: 33:33 and the group's low 32 bits."""
-    return mac_text(b"\x33\x33" + socket.inet_pton(socket.AF_INET6, group)[-4:])
+    return mac_text(announce.multicast_mac(group))
 
 
 def _pseudo_header(src: str, dst: str, length: int, next_header: int) -> bytes:
     return (socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst)
             + struct.pack("!I3xB", length, next_header))
-
-
-def _checksum(data: bytes) -> int:
-    """The 16-bit one's complement sum of RFC 1071 (an odd length padded with a zero byte)."""
-    data += b"\0" * (len(data) % 2)
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def parse_arp(frame: bytes) -> Arp | None:

@@ -34,12 +34,18 @@ from deploy.lab.process import start_daemon, stop_pidfile, wait_until
 from deploy.lab.runtime import REFERENCE_PLUGINS, Attachment, Execute, in_namespace, run_chain
 from deploy.lab.umlnode import UmlNode
 from deploy.uml.instance import MissingUml, find_kernel
+from openflow.model import link_local
 
 DEFAULT_STATE_DIR = Path("/run/underlay-lab")
 SUBNET = "198.18.0.0/24"
 POD_RANGE = "198.18.0.100-198.18.0.199"
 CONTROLLER_IP = "198.18.0.1"  # the controller's API on the segment, for agents inside UML nodes
 EXTERNAL_IP = "198.18.0.2"
+# --dual-stack: a ULA prefix, inside the lab's own namespaces only; addresses spell their IPv4 twins' last octet
+SUBNET6 = "fd00:18::/64"
+POD_RANGE6 = "fd00:18::100-fd00:18::199"
+GATEWAY6 = "fd00:18::1"  # the pool's: pods then take no router advertisements (accept_ra 0)
+EXTERNAL_IP6 = "fd00:18::2"
 OPENFLOW_PORT, API_PORT = 6653, 6680
 MODES = ("macvlan", "ipvlan")
 NODE_BOOT_TIMEOUT = 120
@@ -59,6 +65,7 @@ class NodeInfo:
     cni_conf: str
     agent_socket: str
     spool: str = ""  # a User-Mode Linux node's command channel; "" for a namespace node (netns is then "")
+    ip6: str = ""  # with --dual-stack
 
 
 @dataclass
@@ -70,6 +77,7 @@ class PodInfo:
     mac: str
     container_id: str
     result: dict[str, Any] = field(default_factory=dict)
+    ip6: str = ""  # with --dual-stack
 
 
 @dataclass
@@ -84,6 +92,7 @@ class LabState:
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     pods: dict[str, PodInfo] = field(default_factory=dict)  # without Kubernetes; with it, see Lab.pods
     kubernetes: dict[str, str] = field(default_factory=dict)  # kubeconfig and store, with --kubernetes
+    dual_stack: bool = False  # every pod gets an IPv6 address too (SUBNET6)
 
     @classmethod
     def load(cls, path: Path) -> LabState:
@@ -147,16 +156,19 @@ class Lab:
                    for n in state.nodes.values()},
             trusted={state.dpid: (state.external["port"],
                                   *((state.controller_port,) if state.controller_port else ()))},
-            pool=PoolSpec(SUBNET, ranges=(POD_RANGE,)), openflow_port=OPENFLOW_PORT, api_port=API_PORT,
+            pool=lab_pool(dual_stack=state.dual_stack), openflow_port=OPENFLOW_PORT, api_port=API_PORT,
             api_host=state.api_host, kubeconfig=Path(state.kubernetes["kubeconfig"])
             if state.kubernetes.get("store") == "kubernetes" else None)
 
     # -- up / down ---------------------------------------------------------------------------
     def up(self, *, nodes: int = 2, pods_per_node: int = 2, mode: str = "macvlan",
-           kubernetes: bool = False, kubelet: int = 0, images: Sequence[Path] = (),
-           in_cluster: bool = False) -> LabState:
+           kubernetes: bool = False, dual_stack: bool = False, kubelet: int = 0,
+           images: Sequence[Path] = (), in_cluster: bool = False) -> LabState:
         if mode not in MODES:
             raise LabError(f"--mode {mode}: one of {', '.join(MODES)}")
+        if dual_stack and kubernetes:
+            raise LabError("--dual-stack with --kubernetes: the lab's IPPool and kubelet stand-ins are IPv4 only; "
+                           "use --dual-stack without --kubernetes")
         if kubelet and not kubernetes:
             raise LabError("--kubelet runs a real kubelet against the lab's control plane: add --kubernetes")
         if not 0 <= kubelet <= nodes:
@@ -186,25 +198,32 @@ class Lab:
             if in_cluster:
                 return self._build_in_cluster(nodes=nodes, pods_per_node=pods_per_node, images=images)
             return self._build(nodes=nodes, pods_per_node=pods_per_node, mode=mode, in_uml=in_uml,
-                               kubernetes=kubernetes, kubelet=kubelet, images=images)
+                               kubernetes=kubernetes, dual_stack=dual_stack, kubelet=kubelet, images=images)
         except BaseException:
             self.progress("failed: removing what was built")
             self.down()
             raise
 
     def _build(self, *, nodes: int, pods_per_node: int, mode: str, in_uml: bool, kubernetes: bool,
-               kubelet: int, images: Sequence[Path]) -> LabState:
+               dual_stack: bool, kubelet: int, images: Sequence[Path]) -> LabState:
         bridge = self.rig.add_bridge(f"{self.prefix}-sw", controller=f"tcp:127.0.0.1:{OPENFLOW_PORT}")
         dpid = 1
         external = self.rig.add_host("external", bridge, cidr=f"{EXTERNAL_IP}/24")
         state = LabState(prefix=self.prefix, mode=mode, bridge=bridge, dpid=dpid,
                          external={"netns": external.netns, "ip": EXTERNAL_IP, "mac": external.mac,
-                                   "port": external.ofport})
+                                   "port": external.ofport}, dual_stack=dual_stack)
+        if dual_stack:
+            netns.configure_ipv6(external.netns, "eth0", f"{EXTERNAL_IP6}/64", link_local=link_local(EXTERNAL_IP6))
+            state.external["ip6"] = EXTERNAL_IP6
         if in_uml:
             state.api_host = CONTROLLER_IP
             state.controller_port = self.rig.add_mgmt_address(bridge, f"{CONTROLLER_IP}/24")
         for index in range(1, nodes + 1):
             node = self._add_uml_node(index, bridge) if in_uml else self._add_netns_node(index, bridge)
+            if dual_stack:
+                node.ip6 = ip6_of(node.ip)
+                if node.netns:  # a User-Mode Linux node configures its own at boot
+                    netns.configure_ipv6(node.netns, "eth0", f"{node.ip6}/64", link_local=link_local(node.ip6))
             state.nodes[node.name] = node
         tokens = {name: secrets.token_urlsafe(24) for name in state.nodes}
         (self.workdir / "tokens.json").write_text(json.dumps(tokens))
@@ -360,10 +379,11 @@ class Lab:
     def _boot_uml(self, node: NodeInfo, state: LabState) -> None:
         """Register the node's uplink first: until the controller places it, the switch drops what
         the node sends, so its agent could not reach the controller over the segment at all."""
-        self.controller(state).request("PUT", f"/v1/nodes/{node.name}", {"mac": node.mac, "ip": node.ip},
-                                       node=node.name)
+        self.controller(state).request("PUT", f"/v1/nodes/{node.name}", {
+            "mac": node.mac, "ip": node.ip, **({"ip6": node.ip6} if node.ip6 else {})}, node=node.name)
         UmlNode(self._node_dir(node.name)).boot(
             ns=self.rig.mgmt_ns, tap=self.rig.tap_name(node.port), mac=node.mac, cidr=f"{node.ip}/24",
+            cidr6=f"{node.ip6}/64" if node.ip6 else None, link_local=link_local(node.ip6) if node.ip6 else None,
             agent_argv=self._agent_argv(node, state), lab_dir=self.workdir,
             env={"PATH": f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
                  "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"})
@@ -415,8 +435,10 @@ class Lab:
             self._remove_pod_netns(where, pod_ns)
             raise
         interface = next(i for i in result["interfaces"] if i.get("sandbox"))
-        pod = PodInfo(name=name, netns=pod_ns, node=node, ip=result["ips"][0]["address"].split("/")[0],
-                      mac=interface["mac"], container_id=attachment.container_id, result=result)
+        addresses = [ip["address"].split("/")[0] for ip in result["ips"]]
+        pod = PodInfo(name=name, netns=pod_ns, node=node, ip=addresses[0], mac=interface["mac"],
+                      container_id=attachment.container_id, result=result,
+                      ip6=next((a for a in addresses if ":" in a), ""))
         with self._changing() as fresh:
             fresh.pods[name] = pod
         return pod
@@ -505,13 +527,23 @@ class Lab:
             return inside if inside is not None else transfer.in_namespace(self.namespace_of(name))(argv, timeout)
         return run
 
-    def exchange(self, client: str, server: str, *, proto: str = "tcp") -> transfer.Transfer:
-        """A checked TCP (or UDP) transfer from `client` to `server` (nodes, pods or `external`)."""
-        state = self.state
-        pods = self.pods(state)
-        address = (state.external["ip"] if server == "external" else
-                   pods[server].ip if server in pods else state.nodes[server].ip)
+    def exchange(self, client: str, server: str, *, proto: str = "tcp", ipv6: bool = False) -> transfer.Transfer:
+        """A checked TCP (or UDP) transfer from `client` to `server` (nodes, pods or `external`), to
+        its IPv6 address with `ipv6` (--dual-stack)."""
+        address = self.address_of(server, ipv6=ipv6)
         return transfer.exchange(self.runner(server), self.runner(client), address, proto=proto)
+
+    def address_of(self, name: str, *, ipv6: bool = False) -> str:
+        """The IPv4 (or IPv6) address of node, pod or `external` `name`."""
+        state = self.state
+        if name == "external":
+            address = str(state.external.get("ip6" if ipv6 else "ip", ""))
+        else:
+            holder: PodInfo | NodeInfo = self.pods(state).get(name) or state.nodes[name]
+            address = holder.ip6 if ipv6 else holder.ip
+        if not address:
+            raise LabError(f"{name} has no {'IPv6' if ipv6 else 'IPv4'} address (underlay-lab up --dual-stack)")
+        return address
 
     def switch_env(self) -> dict[str, str]:
         return self.rig.ovs.env
@@ -561,8 +593,32 @@ class Lab:
                 "responder_flow_hits": flow_hits, "controller_packet_ins": packet_ins,
                 "ping": ping.returncode == 0,
                 "tcp": self.exchange("external", pod.name),
+                **(self._demo_ipv6(state, pod) if pod.ip6 else {}),
             })
         return rows
+
+    def _demo_ipv6(self, state: LabState, pod: PodInfo) -> dict[str, Any]:
+        """The IPv6 half of a pod's demo row: the external host forgets the pod's address, pings it
+        (its kernel solicits the MAC first), and shows what its neighbour table learned; who
+        answered the solicitation (the responder flow's counter rose, the controller's packet-ins
+        did not); then TCP over IPv6."""
+        controller, ext = self.controller(state), state.external["netns"]
+        netns.run(ext, ["ip", "-6", "neigh", "flush", "to", pod.ip6], check=False)
+        before_flow = self._nd_responder_packets(state, pod.ip6)
+        before_packet_ins = controller.health()["stats"].get("packet_ins", 0)
+        ping6 = netns.run(ext, ["ping", "-n", "-c", "1", "-W", "2", pod.ip6], check=False)
+        neighbours = json.loads(netns.run(ext, ["ip", "-j", "-6", "neigh", "show", pod.ip6, "dev", "eth0"]).stdout
+                                or "[]")
+        # a packet that met a cached datapath flow is counted on its OpenFlow rule only when the
+        # revalidators next pass: wait for a full pass, not for some time
+        self.rig.ovs.appctl("revalidator/wait")
+        flow_hits = self._nd_responder_packets(state, pod.ip6) - before_flow
+        packet_ins = controller.health()["stats"].get("packet_ins", 0) - before_packet_ins
+        return {"ip6": pod.ip6, "nd_reply_mac": neighbours[0].get("lladdr") if neighbours else None,
+                "nd_answered_by": "switch flow" if flow_hits > 0 and packet_ins == 0 else
+                                  ("controller" if packet_ins else "nobody"),
+                "nd_flow_hits": flow_hits, "nd_packet_ins": packet_ins, "ping6": ping6.returncode == 0,
+                "tcp6": self.exchange("external", pod.name, ipv6=True)}
 
     def demo_across(self) -> list[tuple[str, str, transfer.Transfer]]:
         """A TCP transfer from the first pod of each node to the first pod of the next node."""
@@ -573,6 +629,12 @@ class Lab:
         pods = [first[node] for node in state.nodes if node in first]
         pairs = list(zip(pods, pods[1:] + pods[:1])) if len(pods) > 1 else []
         return [(a.name, b.name, self.exchange(a.name, b.name)) for a, b in pairs]
+
+    def _nd_responder_packets(self, state: LabState, ip6: str) -> int:
+        """Packets the flow that answers Neighbor Solicitations for `ip6` turned into advertisements."""
+        dump = self.rig.ovs.ofctl("dump-flows", state.bridge, f"icmp6,icmp_type=135,nd_target={ip6}")
+        return sum(int(m) for line in dump.splitlines() if "set_field" in line
+                   for m in re.findall(r"n_packets=(\d+)", line))
 
     def _responder_packets(self, state: LabState, ip: str) -> int:
         dump = self.rig.ovs.ofctl("dump-flows", state.bridge, f"arp,arp_tpa={ip}")
@@ -587,6 +649,18 @@ def node_conflist(example: dict[str, Any], *, mode: str) -> dict[str, Any]:
         ours.pop("macvlanMode", None)
         ours.update(mode="ipvlan", ipvlanMode="l2")
     return example
+
+
+def lab_pool(*, dual_stack: bool) -> PoolSpec:
+    if dual_stack:
+        return PoolSpec(SUBNET, ranges=(POD_RANGE,), subnet6=SUBNET6, ranges6=(POD_RANGE6,), gateway6=GATEWAY6,
+                        routes=(("::/0", GATEWAY6),))
+    return PoolSpec(SUBNET, ranges=(POD_RANGE,))
+
+
+def ip6_of(ip: str) -> str:
+    """A node's IPv6 address in SUBNET6, ending as its IPv4 one does (fd00:18::11 for 198.18.0.11)."""
+    return f"{SUBNET6.split('::')[0]}::{ip.rsplit('.', 1)[1]}"
 
 
 def mac_of(ip: str) -> str:

@@ -115,6 +115,17 @@ def configure(name: str, ifname: str, *, cidr: str | None = None, mac: str | Non
         return str(ipr.get_links(index)[0].get("IFLA_ADDRESS"))
 
 
+def configure_ipv6(name: str, ifname: str, cidr: str, *, link_local: str) -> None:
+    """Give `ifname` in namespace `name` (whose IPv6 `create` turned off) IPv6: the address `cidr`
+    and exactly the link-local `link_local`, both usable at once (nodad), no other address made
+    by the kernel and no router advertisement taken: what the switch's IPv6 port security allows
+    a node to send from (its registered address and that link-local)."""
+    for key, value in (("addr_gen_mode", "1"), ("accept_ra", "0"), ("autoconf", "0"), ("disable_ipv6", "0")):
+        set_sysctl(name, f"net.ipv6.conf.{ifname}.{key}", value)
+    for address in (cidr, f"{link_local}/64"):
+        run(name, ["ip", "-6", "addr", "replace", address, "dev", ifname, "nodad"])
+
+
 def tx_checksum_off(name: str, ifname: str) -> None:
     """`ethtool -K ifname tx off` inside namespace `name`: the kernel then fills in TCP and UDP
     checksums itself before a frame leaves `ifname`.

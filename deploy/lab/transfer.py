@@ -95,7 +95,7 @@ def _verdict(proc: subprocess.CompletedProcess[bytes]) -> Transfer:
 
 # -- the two sides, run as a program -----------------------------------------------------------
 def serve_tcp(port: int, timeout: float) -> Transfer:
-    with socket.create_server(("0.0.0.0", port)) as listener:
+    with _listener(port) as listener:
         listener.settimeout(timeout)
         conn, _ = listener.accept()
         with conn:
@@ -138,6 +138,14 @@ def _connect(address: str, port: int, timeout: float) -> socket.socket:
             if time.monotonic() > deadline:
                 raise OSError(f"no TCP connection to {address}:{port} within {timeout:g} s: {err}") from None
             time.sleep(0.1)
+
+
+def _listener(port: int) -> socket.socket:
+    """A TCP listener for both families where the host has IPv6 (--dual-stack labs), else IPv4."""
+    try:
+        return socket.create_server(("::", port), family=socket.AF_INET6, dualstack_ipv6=True)
+    except (OSError, ValueError):  # no IPv6 in this kernel
+        return socket.create_server(("0.0.0.0", port))
 
 
 def serve_udp(port: int, timeout: float) -> Transfer:

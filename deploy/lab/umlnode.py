@@ -50,13 +50,17 @@ class UmlNode:
         self.console = directory / "uml" / "console.log"
 
     def boot(self, *, ns: str, tap: str, mac: str, cidr: str, agent_argv: Sequence[str], lab_dir: Path,
-             env: Mapping[str, str]) -> None:
-        """Start the instance and return at once (`wait_ready` waits): nodes boot side by side."""
+             env: Mapping[str, str], cidr6: str | None = None, link_local: str | None = None) -> None:
+        """Start the instance and return at once (`wait_ready` waits): nodes boot side by side.
+        With `cidr6`, eth0 gets that IPv6 address and exactly `link_local` (as `netns.configure_ipv6`)."""
         self.spool.mkdir(parents=True, exist_ok=True)
         (self.spool / "ready").unlink(missing_ok=True)
+        ipv6 = [f"sysctl -q -w net.ipv6.conf.eth0.{key}={value}" for key, value in (
+            ("addr_gen_mode", 1), ("accept_ra", 0), ("autoconf", 0), ("disable_ipv6", 0))] + [
+            f"ip -6 addr add {address} dev eth0 nodad" for address in (cidr6, f"{link_local}/64")] if cidr6 else []
         command = "\n".join([
             "set -e",
-            f"ip link set eth0 address {mac}", "ip link set eth0 up", f"ip addr add {cidr} dev eth0",
+            f"ip link set eth0 address {mac}", *ipv6, "ip link set eth0 up", f"ip addr add {cidr} dev eth0",
             f"mkdir -p {RUN_DIR}",
             self.agent_start(agent_argv),
             f"exec python -m deploy.uml.channel {shlex.quote(str(self.spool))}",

@@ -17,6 +17,13 @@ Kubernetes side, deploy/lab/kubelab.py: etcd on the same disk as the SQLite file
 an IPPool, the API server reached from the controller's namespace through deploy/lab/tcpforward.py),
 with a Pod object for each pod the plugin is called for, as a cluster has. Its ratio to the SQLite
 store's run is the issue's ADD latency budget (at most 1.3).
+
+Dual stack, in the same run: the reference macvlan with host-local handing out two ranges (IPv4 and
+IPv6) against ours with the same host-local, and ours with a controller whose pool has both
+families (a controller, bridge and node of its own). Each dual-stack row's ratio is to the
+reference's dual-stack row. The reference waits out duplicate address detection on its IPv6
+address before it answers (the address is tentative until then); ours adds it with nodad (the
+controller's uniqueness and the switch's port security stand in for DAD: node_agent/netlink.py).
 """
 
 from __future__ import annotations
@@ -86,16 +93,26 @@ def start_agent(argv: list[str], sock: Path, *, ns: str, log: Path) -> subproces
 
 
 def start_controller(rig: Rig, bridge: str, node, workdir: Path, *, name: str = "node",  # noqa: ANN001
-                     subnet: str = "198.18.7", offset: int = 0, kubeconfig: Path | None = None) -> Controller:
+                     subnet: str = "198.18.7", offset: int = 0, kubeconfig: Path | None = None,
+                     subnet6: str | None = None) -> Controller:
     rig.ovs.vsctl("set-controller", bridge, f"tcp:127.0.0.1:{6653 + offset}")
     dpid = int(rig.ovs.vsctl("get", "bridge", bridge, "other-config:datapath-id").strip().strip('"'), 16)
     controller = Controller(workdir=workdir, ns=rig.mgmt_ns, verbose=False,
                             nodes={name: NodeSpec(name, dpid=dpid, port=node.ofport)}, trusted={},
-                            pool=PoolSpec(f"{subnet}.0/24", ranges=(f"{subnet}.100-{subnet}.199",)),
+                            pool=PoolSpec(f"{subnet}.0/24", ranges=(f"{subnet}.100-{subnet}.199",),
+                                          **dual_pool(subnet6)),
                             openflow_port=6653 + offset, api_port=6680 + offset, kubeconfig=kubeconfig)
     controller.start(timeout=60)
     controller.wait_healthy(timeout=15, switches=1)
     return controller
+
+
+def dual_pool(subnet6: str | None) -> dict:
+    """The IPv6 half of a bench pool (`fd00:9::`: fd00:9::/64, addresses from ::100, gateway ::1)."""
+    if subnet6 is None:
+        return {}
+    return {"subnet6": f"{subnet6}/64", "ranges6": (f"{subnet6}100-{subnet6}ffff",), "gateway6": f"{subnet6}1",
+            "routes": (("::/0", f"{subnet6}1"),)}
 
 
 def start_kubernetes(rig: Rig, workdir: Path, *, pods: int) -> KubeSide:
@@ -132,6 +149,11 @@ def main() -> None:
         node = rig.add_host("node", bridge, cidr="198.18.7.10/24")
         controller = start_controller(rig, bridge, node, rig.workdir / "controller")
         cleanup.callback(controller.stop)
+        ds_bridge = rig.add_bridge()
+        ds_node = rig.add_host("node-ds", ds_bridge, cidr="198.18.9.10/24")
+        ds_controller = start_controller(rig, ds_bridge, ds_node, rig.workdir / "controller-ds", name="node-ds",
+                                         subnet="198.18.9", offset=2, subnet6="fd00:9::")
+        cleanup.callback(ds_controller.stop)
         if "kubernetes" in args.store:
             side = start_kubernetes(rig, rig.workdir / "kubernetes", pods=runs + 2)
             cleanup.callback(side.stop)
@@ -147,8 +169,10 @@ def main() -> None:
         plugin = install.install_binary(bin_dir)
         (tmp / "token").write_text(controller.nodes["node"].token)
         agents = {}
+        (tmp / "token-ds").write_text(ds_controller.nodes["node-ds"].token)
         kinds = [("ctl", "node", node, [*controller.agent_args(), "--token-file", str(tmp / "token")]),
-                 ("alone", "node", node, [])]
+                 ("alone", "node", node, []),
+                 ("ds", "node-ds", ds_node, [*ds_controller.agent_args(), "--token-file", str(tmp / "token-ds")])]
         if "kubernetes" in args.store:
             (tmp / "token-k8s").write_text(k8s_controller.nodes["node-k8s"].token)
             kinds.append(("k8s", "node-k8s", k8s_node,
@@ -160,6 +184,9 @@ def main() -> None:
             agents[name] = (sock, start_agent(argv, sock, ns=rig.mgmt_ns, log=tmp / f"{name}.log"))
         host_local = {"type": "host-local", "dataDir": str(tmp / "ipam"),
                       "ranges": [[{"subnet": "198.18.7.0/24", "rangeStart": "198.18.7.100"}]]}
+        two_ranges = {"type": "host-local", "dataDir": str(tmp / "ipam-ds"),
+                      "ranges": [[{"subnet": "198.18.7.0/24", "rangeStart": "198.18.7.100"}],
+                                 [{"subnet": "fd00:7::/64", "rangeStart": "fd00:7::100"}]]}
         base = {"cniVersion": "1.0.0", "name": "bench"}
         confs = {
             "reference macvlan+host-local": (REFERENCE / "macvlan", dict(base, type="macvlan", master="eth0",
@@ -169,7 +196,16 @@ def main() -> None:
             "underlay + host-local": (plugin, dict(base, type="underlay", master="eth0",
                                                    agentSocket=str(agents["alone"][0]), ipam=host_local)),
         }
+        confs.update({
+            "reference, dual stack": (REFERENCE / "macvlan", dict(base, type="macvlan", master="eth0", mode="bridge",
+                                                                 ipam=two_ranges)),
+            "underlay + controller, dual stack": (plugin, dict(base, type="underlay", master="eth0",
+                                                               agentSocket=str(agents["ds"][0]))),
+            "underlay + host-local, dual stack": (plugin, dict(base, type="underlay", master="eth0",
+                                                               agentSocket=str(agents["alone"][0]), ipam=two_ranges)),
+        })
         namespaces = {name: node.netns for name in confs}
+        namespaces["underlay + controller, dual stack"] = ds_node.netns
         if "kubernetes" in args.store:
             confs["underlay + controller, kubernetes store"] = (plugin, dict(
                 base, type="underlay", master="eth0", agentSocket=str(agents["k8s"][0])))
@@ -183,11 +219,13 @@ def main() -> None:
                     samples[name].append(times)
         starts = [call(plugin, "VERSION", {}, cid="", node_ns=node.netns, **kw) for _ in range(runs)]
         ref_starts = [call(REFERENCE / "macvlan", "VERSION", {}, cid="", node_ns=node.netns, **kw) for _ in range(runs)]
-        reference = statistics.median(sum(t) for t in samples["reference macvlan+host-local"])
+        references = {stack: statistics.median(sum(t) for t in samples[name]) for stack, name in (
+            ("", "reference macvlan+host-local"), ("dual stack", "reference, dual stack"))}
         print(f"median of {runs} runs (ms):{'ADD+DEL':>31s} {'ADD':>7s} {'DEL':>7s}")
         for name, values in samples.items():
             total, adds, dels = (statistics.median(v) * 1000 for v in ([sum(t) for t in values], *zip(*values)))
-            print(f"  {name:32s} {total:7.1f} {adds:7.1f} {dels:7.1f}   ratio to reference {total / reference * 1e-3:5.2f}")
+            reference = references["dual stack" if name.endswith("dual stack") else ""]
+            print(f"  {name:38s} {total:7.1f} {adds:7.1f} {dels:7.1f}   ratio to reference {total / reference * 1e-3:5.2f}")
         if "kubernetes" in args.store:
             ratio = (statistics.median(sum(t) for t in samples["underlay + controller, kubernetes store"])
                      / statistics.median(sum(t) for t in samples["underlay + controller"]))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 LabCli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -26,7 +28,7 @@ def lab_cli(state_dir: Path, *, timeout: float = 180) -> LabCli:
     return run
 
 
-@contextmanager
+@contextlib.contextmanager
 def running_lab(state_dir: Path, *up_args: str, timeout: float = 300) -> Iterator[LabCli]:
     """A lab brought up with `underlay-lab up UP_ARGS` for the body, taken down after it even when `up`
     failed half-way; the runner's `state_dir` attribute is `state_dir`."""
@@ -37,6 +39,12 @@ def running_lab(state_dir: Path, *up_args: str, timeout: float = 300) -> Iterato
         yield run
     finally:
         run("down", check=False)
+
+
+def status(lab: LabCli) -> dict[str, Any]:
+    """`underlay-lab status --json`, decoded."""
+    result: dict[str, Any] = json.loads(lab("status", "--json").stdout)
+    return result
 
 
 def run_at_once(state_dir: Path, commands: list[tuple[str, ...]], *,

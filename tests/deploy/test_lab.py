@@ -12,7 +12,7 @@ import pytest
 
 from deploy.lab import netns, transfer
 from deploy.lab.lab import Lab
-from labcli import lab_cli, run_at_once
+from labcli import running_lab, run_at_once, status
 
 pytestmark = pytest.mark.rig
 
@@ -24,16 +24,8 @@ def lab_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def lab(lab_dir):
-    run = lab_cli(lab_dir)
-    try:
-        run("up", "--nodes", "2", "--pods-per-node", "2")
+    with running_lab(lab_dir, "--nodes", "2", "--pods-per-node", "2") as run:
         yield run
-    finally:
-        run("down", check=False)
-
-
-def status(lab) -> dict:
-    return json.loads(lab("status", "--json").stdout)
 
 
 def test_up_makes_two_nodes_with_two_pods_each(lab):

@@ -1,6 +1,8 @@
 """`underlay-lab up --mode ipvlan` on a kernel without ipvlan: every node is its own User-Mode Linux
 kernel on a tap port of the lab's switch, as a bare-metal node is on its switch port. The controller
 and the external host stay on this kernel; each node's agent reaches the controller over the segment.
+The lab is dual stack (`--dual-stack`): IPv4 as ever, and every pod reached over IPv6 too, its
+Neighbor Solicitations answered by the switch with its node's MAC.
 
 Runs on this host (ipvlan runs inside the nodes' kernels), through the command line as a user runs it.
 """
@@ -55,7 +57,7 @@ def lab(state_dir: Path) -> Iterator[Run]:
         return proc
 
     try:
-        run("up", "--nodes", "2", "--pods-per-node", "1", "--mode", "ipvlan")
+        run("up", "--nodes", "2", "--pods-per-node", "1", "--mode", "ipvlan", "--dual-stack")
         yield run
     finally:
         run("down", check=False)
@@ -106,15 +108,43 @@ def test_pods_on_two_node_kernels_reach_each_other_and_their_node(lab: Run) -> N
     assert lab("exec", "node1", "--", *ping, pods["node1-pod1"]["ip"]).returncode == 0
 
 
+def test_ipv6_from_the_external_host_nd_answered_by_the_switch_with_the_node_mac(lab: Run, state_dir: Path) -> None:
+    """Each row: the external host forgot the pod's IPv6 address and pinged it; its `ip -6 neigh`
+    has the pod's node's MAC (ipvlan), from the responder flow (+1), the controller untouched."""
+    state = status(lab)
+    nodes = {n["name"]: n for n in state["nodes"]}
+
+    rows = Lab(state_dir, progress=lambda _: None).demo()
+
+    assert [(row["ip6"], row["nd_reply_mac"]) for row in rows] == [
+        (p["ip6"], nodes[p["node"]]["mac"]) for p in state["pods"]]
+    assert all(row["nd_flow_hits"] >= 1 and row["nd_packet_ins"] == 0 for row in rows), rows
+    assert all(row["ping6"] and row["tcp6"].ok for row in rows), rows
+    assert "2 of 2 Neighbor Solicitations answered by the switch's responder flows" in lab("demo").stdout
+
+
+def test_ipv6_between_node_kernels_and_from_a_node_to_its_own_pod(lab: Run, state_dir: Path) -> None:
+    pods = {p["name"]: p for p in status(lab)["pods"]}
+    ping = ("ping", "-n", "-c", "1", "-W", "2")
+
+    assert lab("exec", "node1-pod1", "--", *ping, pods["node2-pod1"]["ip6"]).returncode == 0
+    assert lab("exec", "node1", "--", *ping, pods["node1-pod1"]["ip6"]).returncode == 0, "through the ipvlan shim"
+    assert lab("exec", "node1-pod1", "--", *ping, "fd00:18::11").returncode == 0
+    result = Lab(state_dir, progress=lambda _: None).exchange("node2-pod1", "node1-pod1", ipv6=True)
+    assert result.ok, result
+
+
 def test_pod_add_and_del_run_the_plugin_inside_the_node(lab: Run) -> None:
-    lab("pod", "add", "web", "--node", "node2", "--ip", "198.18.0.150")
+    lab("pod", "add", "web", "--node", "node2", "--ip", "198.18.0.150,fd00:18::150")
     assert lab("exec", "external", "--", "ping", "-n", "-c", "1", "-W", "2", "198.18.0.150").returncode == 0
+    assert lab("exec", "external", "--", "ping", "-n", "-c", "1", "-W", "2", "fd00:18::150").returncode == 0
 
     lab("pod", "del", "web")
 
     assert "web" not in [p["name"] for p in status(lab)["pods"]]
-    gone = lab("exec", "external", "--", "ping", "-n", "-c", "1", "-W", "1", "198.18.0.150", check=False)
-    assert gone.returncode != 0
+    for address in ("198.18.0.150", "fd00:18::150"):
+        gone = lab("exec", "external", "--", "ping", "-n", "-c", "1", "-W", "1", address, check=False)
+        assert gone.returncode != 0
 
 
 def test_agent_killed_inside_its_node_comes_back(lab: Run) -> None:

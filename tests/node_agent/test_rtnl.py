@@ -100,6 +100,44 @@ def test_makes_a_pod_link_in_another_namespace(node, pod) -> None:  # noqa: ANN0
     assert pod_nl.link("eth0") is None
 
 
+def test_ipv6_addresses_routes_and_neighbours(pod) -> None:  # noqa: ANN001
+    """IPv6 through the same calls: a nodad address is usable at once (not tentative), the default
+    route goes via the pool's IPv6 gateway, a /128 takes a preferred source, a permanent neighbour."""
+    pod_ns, nl = pod
+    with IPRoute(netns=pod_ns) as ipr:
+        ipr.link("add", ifname="d6", kind="veth", peer="d6p")  # this kernel has no dummy
+    netns.set_sysctl(pod_ns, "net.ipv6.conf.d6.disable_ipv6", "0")  # the rig's namespaces start without IPv6
+    index = nl.index("d6")
+    assert index is not None
+    nl.set_link(index, up=True)
+    nl.add_address(index, "fd00:18::5", 64, nodad=True)
+    nl.add_address(index, "fe80::5", 64, nodad=True)
+    nl.route("::/0", oif=index, gateway="fd00:18::1")
+    nl.route("fd00:19::7/128", oif=index, prefsrc="fd00:18::5")
+    nl.neighbour("fd00:18::10", index=index, mac="02:00:00:00:08:0a")
+
+    assert nl.addresses(index, socket.AF_INET6) == ["fd00:18::5"]  # global only: no link-local
+    with IPRoute(netns=pod_ns) as ipr:
+        addrs = {(a.get("IFA_ADDRESS"), a["prefixlen"], a.get("IFA_FLAGS")) for a in ipr.get_addr(index=index)}
+        assert {a[:2] for a in addrs} == {("fd00:18::5", 64), ("fe80::5", 64)}
+        assert all(flags & 0x02 and not flags & 0x40 for _, _, flags in addrs), "nodad, not tentative"
+        routes = {(r.get("RTA_DST"), r["dst_len"], r.get("RTA_GATEWAY"), r.get("RTA_PREFSRC"))
+                  for r in ipr.get_routes(family=socket.AF_INET6, table=254, oif=index)}
+        assert {(None, 0, "fd00:18::1", None), ("fd00:19::7", 128, None, "fd00:18::5")} <= routes
+        neighbours = {(n.get("NDA_DST"), n.get("NDA_LLADDR"), n["state"]) for n in ipr.get_neighbours(ifindex=index)}
+        assert ("fd00:18::10", "02:00:00:00:08:0a", 0x80) in neighbours
+
+    nl.route("fd00:19::7/128", oif=index, delete=True)
+    nl.neighbour("fd00:18::10", index=index)
+    with IPRoute(netns=pod_ns) as ipr:
+        assert not [r for r in ipr.get_routes(family=socket.AF_INET6, table=254, oif=index) if r["dst_len"] == 128
+                    and r.get("RTA_DST") == "fd00:19::7"]
+        assert "fd00:18::10" not in {n.get("NDA_DST") for n in ipr.get_neighbours(ifindex=index)}
+    with pytest.raises(RtnlError) as twice:
+        nl.add_address(index, "fd00:18::5", 64, nodad=True)
+    assert twice.value.errno == errno.EEXIST and "add fd00:18::5/64" in str(twice.value)
+
+
 def test_refusals_carry_the_errno_and_name_the_request(node) -> None:  # noqa: ANN001
     _, nl = node
     parent = nl.index("eth0") or 0

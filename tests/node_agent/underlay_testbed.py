@@ -126,7 +126,8 @@ def segment(rig: Rig, bridge: str, make_host: Callable[..., Host]) -> Iterator[S
     yield from run_segment(rig, bridge, make_host, pinned=True)
 
 
-def run_segment(rig: Rig, bridge: str, make_host: Callable[..., Host], *, pinned: bool) -> Iterator[Segment]:
+def run_segment(rig: Rig, bridge: str, make_host: Callable[..., Host], *, pinned: bool,
+                pool: PoolSpec = PoolSpec(SUBNET, ranges=(POD_RANGE,))) -> Iterator[Segment]:
     """The segment's life; `pinned=False` leaves the controller to learn the nodes' ports from
     their first frames (the external host's port is trusted either way)."""
     rig.ovs.vsctl("set-controller", bridge, "tcp:127.0.0.1:6653")
@@ -137,7 +138,7 @@ def run_segment(rig: Rig, bridge: str, make_host: Callable[..., Host], *, pinned
         workdir=rig.workdir / f"ctl-{bridge}", ns=rig.mgmt_ns,
         nodes={name: NodeSpec(name, dpid=dpid, port=host.ofport) if pinned else NodeSpec(name)
                for name, host in hosts.items()},
-        trusted={dpid: (external.ofport,)}, pool=PoolSpec(SUBNET, ranges=(POD_RANGE,)),
+        trusted={dpid: (external.ofport,)}, pool=pool,
         resync_grace=0)  # no grace for fresh allocations: tests check that a sync releases at once
     controller.start()
     try:

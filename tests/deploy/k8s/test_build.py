@@ -18,11 +18,11 @@ from deploy.k8s.build import BuildError, Module
 REPO = Path(__file__).resolve().parents[3]
 
 
-def test_the_pinned_module_builds_the_five_binaries_of_one_release():
+def test_the_pinned_module_builds_the_six_binaries_of_one_release():
     module = Module.read()
     assert module.version == "v1.36.3"
     assert set(module.packages) == {"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
-                                    "kube-proxy"}
+                                    "kube-proxy", "kubectl"}
     assert module.packages["kube-apiserver"] == "k8s.io/kubernetes/cmd/kube-apiserver"
 
 
@@ -30,8 +30,9 @@ def test_components_are_named_with_or_without_the_kube_prefix():
     module = Module.read()
     assert module.resolve(["apiserver", "kube-apiserver", "kubelet", "scheduler"]) == [
         "kube-apiserver", "kubelet", "kube-scheduler"]
-    with pytest.raises(BuildError, match=r"unknown component 'kubectl': go.mod builds kube-apiserver, "):
-        module.resolve(["kubectl"])
+    assert module.resolve(["kubectl"]) == ["kubectl"]
+    with pytest.raises(BuildError, match=r"unknown component 'kubeadm': go.mod builds kube-apiserver, "):
+        module.resolve(["kubeadm"])
 
 
 def test_the_cache_is_keyed_by_version_and_its_root_can_be_moved(tmp_path):
@@ -66,8 +67,8 @@ def test_the_machines_go_is_found_and_new_enough():
 
 
 def test_an_unknown_component_on_the_command_line_exits_1_with_the_list(capsys):
-    assert build.main(["kubectl"]) == 1
-    assert "unknown component 'kubectl'" in capsys.readouterr().err
+    assert build.main(["kubeadm"]) == 1
+    assert "unknown component 'kubeadm'" in capsys.readouterr().err
 
 
 # --- real go builds of a stand-in module ---------------------------------------------------------

@@ -67,18 +67,6 @@ def test_every_container_runs_our_image_and_never_pulls_it_when_present():
             assert (container["image"], container["imagePullPolicy"]) == (IMAGE, "IfNotPresent"), container["name"]
 
 
-# The agreed keys of branches being merged alongside this one (BRIEF: leader election by `ha`, agents'
-# TokenReview and controller_address by `nodeauth`): until the code has them these two tests are
-# expected to fail, visibly (xfail, strict), and from then on they run as any other.
-AWAITING_HA_AND_NODEAUTH = pytest.mark.xfail(
-    not {"leader_election", "agent_auth"} <= set(controller_config.KubernetesConfig.__dataclass_fields__),
-    reason="controller.config has no [kubernetes] leader_election/agent_auth yet (branches ha, nodeauth)", strict=True)
-AWAITING_NODEAUTH = pytest.mark.xfail(
-    "controller_address" not in agent_main.AgentConfig.__dataclass_fields__,
-    reason="the agent has no controller_address yet (branch nodeauth)", strict=True)
-
-
-@AWAITING_HA_AND_NODEAUTH
 def test_the_controller_loads_its_config_from_the_deployment_as_written(tmp_path, tls):
     made = lay_out(controller, "controller", tmp_path, downward={"metadata.name": "underlay-controller-abc",
                    "metadata.namespace": NAMESPACE, "status.podIP": NODE_IP},
@@ -128,7 +116,6 @@ def agent_container(tmp_path: Path, tls: dict[str, bytes]):
                    config_maps={"underlay-ca": {"ca.crt": tls["ca.crt"].decode()}}, service_env=service_env(rest))
 
 
-@AWAITING_NODEAUTH
 def test_the_agent_loads_its_config_from_the_daemonset_as_written(tmp_path, tls):
     made = agent_container(tmp_path, tls)
     config = agent_main.load_config(made.argv())

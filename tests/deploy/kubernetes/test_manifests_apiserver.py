@@ -2,7 +2,8 @@
 every file, and the kustomization as a whole, passes `kubectl apply --dry-run=server` (the API
 server's own validation and admission: schemas, field names, the priority classes, ports, probes);
 the RBAC, applied for real, gives each ServiceAccount what its code uses and nothing that matters
-more (SubjectAccessReviews, asked of the API server's own authorizer)."""
+more (SubjectAccessReviews, asked of the API server's own authorizer), and the controller's leader
+election runs on it with the ServiceAccount's own token."""
 
 from __future__ import annotations
 
@@ -14,11 +15,15 @@ import pytest
 import yaml
 from kubernetes import client
 
+from controller.kube.client import Forbidden, Kube
+from controller.kube.lease import KubeLease
+from controller.leader import LeaseRecord
 from deploy.k8s import manifests
 
 NAMESPACE = "underlay-system"
 CONTROLLER = f"system:serviceaccount:{NAMESPACE}:underlay-controller"
 AGENT = f"system:serviceaccount:{NAMESPACE}:underlay-agent"
+LEASE = "underlay-controller"
 RBAC_TIMEOUT = 15.0
 
 
@@ -155,3 +160,38 @@ def test_the_agent_may_do_nothing_with_the_api(rbac, verb, resource, group, ns):
     eventually_allowed(rbac, CONTROLLER, "create", "tokenreviews", group="authentication.k8s.io")  # bindings in
     plural, _, sub = resource.partition("/")
     assert not allowed(rbac, AGENT, verb, plural, group=group, namespace=ns, subresource=sub or None)
+
+
+@pytest.fixture
+def as_controller(kubeconfig: Path, rbac, tmp_path: Path) -> Iterator[Kube]:
+    """Our own client (controller/kube/client.py) with a token of the ServiceAccount underlay-controller,
+    as its pod would hold one; the Lease it makes is removed afterwards."""
+    assert eventually_allowed(rbac, CONTROLLER, "update", "leases", group="coordination.k8s.io", namespace=NAMESPACE,
+                              name=LEASE)
+    token = manifests.kubectl(kubeconfig, "-n", NAMESPACE, "create", "token", "underlay-controller").stdout.strip()
+    config = yaml.safe_load(kubeconfig.read_text())
+    config["users"] = [{"name": "underlay-controller", "user": {"token": token}}]
+    for context in config["contexts"]:
+        context["context"]["user"] = "underlay-controller"
+    path = tmp_path / "controller.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    kube = Kube.connect(kubeconfig=str(path))
+    yield kube
+    kube.close()
+    manifests.kubectl(kubeconfig, "-n", NAMESPACE, "delete", "--ignore-not-found", f"lease/{LEASE}")
+
+
+def test_the_controller_runs_its_leader_election_on_its_lease_and_no_other(as_controller):
+    """controller/kube/lease.py, as the controller's ServiceAccount bound by rbac.yaml: its Lease is
+    read, created and renewed; a Lease of another name, or in another namespace, cannot be touched."""
+    lease = KubeLease(as_controller, NAMESPACE, LEASE)
+    if lease.get() is None:
+        lease.create(LeaseRecord(holder="underlay-controller-a", duration=15.0), timeout=5)
+    held = lease.get()
+    assert held is not None
+    renewed = lease.update(LeaseRecord(holder="underlay-controller-a", duration=15.0, transitions=held.transitions,
+                                       version=held.version), acquired=False, timeout=5)
+    assert renewed.holder == "underlay-controller-a" and renewed.version != held.version
+    for namespace, name in ((NAMESPACE, "kube-scheduler"), ("kube-system", LEASE)):
+        with pytest.raises(Forbidden):
+            KubeLease(as_controller, namespace, name).get()
