@@ -45,6 +45,9 @@ subnet6 = "fd00:18:1::/64"           # IPv6: subnet6, ranges6, gateway6 (an IPv6
 ranges6 = ["fd00:18:1::100-fd00:18:1::ffff:ffff"]   # default: the whole subnet6 but its first address
 gateway6 = "fd00:18:1::1"
 routes = [{dst = "::/0", gw = "fd00:18:1::1"}]       # routes and exclude hold both families
+[pools.blue]                         # a VLAN pool: its pods' frames carry VID 100 (1-4094); pools in
+subnet = "198.18.2.0/24"             # different VLANs may share a subnet (one address, once per VLAN)
+vlan = 100
 ```
 """
 
@@ -108,6 +111,7 @@ class PoolConfig:
     subnet6: str | None = None
     ranges6: tuple[tuple[str, str], ...] = ()
     gateway6: str | None = None
+    vlan: int | None = None  # the VID its pods' frames carry; None: untagged
 
     @property
     def families(self) -> tuple[Family, ...]:
@@ -412,6 +416,13 @@ def _ip(value: Any) -> str:
     return str(ipaddress.ip_address(_str(value)))
 
 
+def _vid(value: Any) -> int:
+    """a VLAN id (1-4094)"""
+    if not 0 < _int(value) < 4095:
+        raise ValueError(value)
+    return int(value)
+
+
 def _port(value: Any) -> int:
     """a port number (1-65535)"""
     if not 0 < _int(value) < 65536:
@@ -703,6 +714,7 @@ def _pool(table: _Table, name: str) -> PoolConfig:
         subnet6=None if v6 is None else v6.subnet,
         ranges6=() if v6 is None else v6.ranges,
         gateway6=None if v6 is None else v6.gateway,
+        vlan=table.get("vlan", _vid, None),
     )
 
 
@@ -786,16 +798,18 @@ def _check_pinned_ip(node: NodeConfig, ip: str, pools: Iterable[PoolConfig]) -> 
 
 
 def _check_pools_disjoint(pools: Iterable[PoolConfig]) -> None:
-    """Two pools sharing an address could hand it out twice."""
-    seen: list[tuple[str, netaddr.IPSet]] = []
+    """Two pools sharing an address in one VLAN (or both untagged) could hand it out twice; in
+    different VLANs the address is two addresses."""
+    seen: list[tuple[str, int | None, netaddr.IPSet]] = []
     for pool in pools:
         for family in pool.families:
             addresses = netaddr.IPSet(netaddr.IPRange(first, last) for first, last in family.ranges)
-            for other, other_addresses in seen:
-                if addresses & other_addresses:
+            for other, vlan, other_addresses in seen:
+                if vlan == pool.vlan and addresses & other_addresses:
                     key = "ranges" if family.version == 4 else "ranges6"
-                    raise ConfigError(f"pools.{pool.name}.{key}: overlap pool {other}")
-            seen.append((pool.name, addresses))
+                    raise ConfigError(f"pools.{pool.name}.{key}: overlap pool {other}"
+                                      + ("" if vlan is None else f" in VLAN {vlan}"))
+            seen.append((pool.name, pool.vlan, addresses))
 
 
 def ranges_of(pool: PoolConfig) -> netaddr.IPSet:

@@ -72,9 +72,10 @@ def icmpv6_match(kind: int) -> dict[str, int]:
     return {**dict(_ICMPV6), "icmpv6_type": kind, "icmpv6_code": 0}
 
 
-def responder_flows(ip: str, mac: str, port: int, cookie: int) -> tuple[Flow, ...]:
-    """Answer solicitations for `ip` (at `mac`) from every port but `port`."""
-    solicitation = (*_ICMPV6, ("icmpv6_type", NEIGHBOR_SOLICITATION), ("icmpv6_code", 0), ("ipv6_nd_target", ip))
+def responder_flows(ip: str, mac: str, port: int, cookie: int, *, tag: tuple[str, int]) -> tuple[Flow, ...]:
+    """Answer solicitations for `ip` (at `mac`) in its VLAN (`tag`: the `vlan_vid` match) from every
+    port but `port`."""
+    solicitation = (tag, *_ICMPV6, ("icmpv6_type", NEIGHBOR_SOLICITATION), ("icmpv6_code", 0), ("ipv6_nd_target", ip))
     return (
         Flow(RESPONDER, PRIO_SKIP_OWNER, (("in_port", port), *solicitation), goto=L2, cookie=cookie),
         Flow(RESPONDER, PRIO_NO_SLL, (*solicitation, ("ipv6_nd_sll", NO_MAC)), goto=L2, cookie=cookie),

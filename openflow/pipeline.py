@@ -116,7 +116,7 @@ class DesiredFlows:
         self._state: SwitchState | None = None
         self._placements: frozenset[Placement] = frozenset()
         self._counts: Counter[Flow] = Counter()
-        self._by_ip: dict[str, Placement] = {}
+        self._by_ip: dict[tuple[int | None, str], Placement] = {}  # (VLAN, IP): one IP per VLAN
         self._by_mac: dict[str, tuple[int, int]] = {}  # mac -> (port, number of placements)
 
     @property
@@ -158,19 +158,19 @@ class DesiredFlows:
     def _add(self, placement: Placement, trusted: frozenset[int], cookie: int) -> None:
         _check_placement(placement)
         mac = placement.mac.lower()
-        other = self._by_ip.get(placement.ip)
+        other = self._by_ip.get(_ip_key(placement))
         if other is not None and (other.mac.lower(), other.port) != (mac, placement.port):
-            raise _clash(placement, other, placement.ip)
+            raise _clash(placement, other, _ip_named(placement))
         port, count = self._by_mac.get(mac, (placement.port, 0))
         if port != placement.port:
             raise _clash(placement, self._by_ip_of_mac(mac), mac)
-        self._by_ip[placement.ip] = placement
+        self._by_ip[_ip_key(placement)] = placement
         self._by_mac[mac] = (port, count + 1)
         self._counts.update(placement_flows(placement, placement.port in trusted, cookie))
 
     def _remove(self, placement: Placement, trusted: frozenset[int], cookie: int) -> None:
         mac = placement.mac.lower()
-        self._by_ip.pop(placement.ip, None)
+        self._by_ip.pop(_ip_key(placement), None)
         port, count = self._by_mac[mac]
         if count > 1:
             self._by_mac[mac] = (port, count - 1)
@@ -184,6 +184,16 @@ class DesiredFlows:
 
     def _by_ip_of_mac(self, mac: str) -> Placement:
         return next(p for p in self._by_ip.values() if p.mac.lower() == mac)
+
+
+def _ip_key(placement: Placement) -> tuple[int | None, str]:
+    """What must be unique among placements: an IP in its VLAN (pools with one subnet in two VLANs
+    place the same IP twice: the responder and l2 flows match the tag, so they never meet)."""
+    return (placement.vlan, placement.ip)
+
+
+def _ip_named(placement: Placement) -> str:
+    return placement.ip if placement.vlan is None else f"{placement.ip} in VLAN {placement.vlan}"
 
 
 def _as_set(placements: tuple[Placement, ...] | frozenset[Placement]) -> frozenset[Placement]:
@@ -232,14 +242,15 @@ def placement_flows(placement: Placement, on_trusted_port: bool, cookie: int) ->
     order of `flows.FIELD_ORDER`, lower-case MACs) instead of going through `make_match`;
     tests/openflow/test_desired_flows.py checks that each equals what `make_match` makes."""
     port, mac, ip = placement.port, placement.mac.lower(), placement.ip
-    # l2: frames for its MAC go to its port
-    forward = Flow(L2, PRIO_EXACT, (("eth_dst", mac),), actions=(Output(port),), cookie=cookie)
-    source = (("in_port", port), ("eth_src", mac), ("vlan_vid", vlan_vid(placement.vlan)))
+    tag = ("vlan_vid", vlan_vid(placement.vlan))
+    # l2: frames for its MAC, in its VLAN (or untagged), go to its port
+    forward = Flow(L2, PRIO_EXACT, (("eth_dst", mac), tag), actions=(Output(port),), cookie=cookie)
+    source = (("in_port", port), ("eth_src", mac), tag)
     if ipv6.is_ipv6(ip):
-        answer = ipv6.responder_flows(ip, mac, port, cookie)
+        answer = ipv6.responder_flows(ip, mac, port, cookie, tag=tag)
         return (*answer, forward) if on_trusted_port else (*ipv6.ingress_flows(ip, mac, source, cookie), *answer,
                                                             forward)
-    request = (("eth_dst", BROADCAST), ("eth_type", ETH_TYPE_ARP), ("arp_op", ARP_REQUEST), ("arp_tpa", ip))
+    request = (("eth_dst", BROADCAST), tag, ("eth_type", ETH_TYPE_ARP), ("arp_op", ARP_REQUEST), ("arp_tpa", ip))
     flows = (
         # responder: a request from the owner's port passes (DAD, gratuitous); others are answered
         Flow(RESPONDER, PRIO_SKIP_OWNER, (("in_port", port), *request), goto=L2, cookie=cookie),
@@ -295,15 +306,15 @@ _BACK_IN = Output(IN_PORT)
 
 def _check(state: SwitchState) -> None:
     """Reject states whose flows would contradict each other: one IP answered with two MACs or
-    ports, one MAC forwarded to two ports."""
-    by_ip: dict[str, Placement] = {}
+    ports in one VLAN, one MAC forwarded to two ports."""
+    by_ip: dict[tuple[int | None, str], Placement] = {}
     by_mac: dict[str, Placement] = {}
     for placement in state.placements:
         _check_placement(placement)
         mac = placement.mac.lower()
-        other = by_ip.setdefault(placement.ip, placement)
+        other = by_ip.setdefault(_ip_key(placement), placement)
         if (other.mac.lower(), other.port) != (mac, placement.port):
-            raise _clash(placement, other, placement.ip)
+            raise _clash(placement, other, _ip_named(placement))
         other = by_mac.setdefault(mac, placement)
         if other.port != placement.port:
             raise _clash(placement, other, mac)
