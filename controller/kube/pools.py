@@ -73,7 +73,7 @@ def read_pool(obj: Object) -> PoolObject:
             data[ours] = [text if "-" in str(text) else f"{text}-{text}" for text in spec[theirs]]
     if spec.get("excludeIPs"):
         data["exclude"] = spec["excludeIPs"]
-    for key in ("subnet", "subnet6", "gateway", "gateway6", "routes"):
+    for key in ("subnet", "subnet6", "gateway", "gateway6", "routes", "vlan"):
         if spec.get(key) is not None:
             data[key] = spec[key]
     cooldown = spec.get("reuseCooldownSeconds")
@@ -94,15 +94,17 @@ def read_pool(obj: Object) -> PoolObject:
 
 
 def judge(pools: Iterable[PoolObject]) -> dict[str, Verdict]:
-    """Each pool's Ready condition; of overlapping pools the oldest (then first by name) wins."""
+    """Each pool's Ready condition; of overlapping pools the oldest (then first by name) wins. Pools
+    in different VLANs do not overlap: their addresses are in different broadcast domains."""
     verdicts: dict[str, Verdict] = {}
-    serving: list[tuple[str, netaddr.IPSet]] = []
+    serving: list[tuple[str, int | None, netaddr.IPSet]] = []
     for pool in sorted(pools, key=lambda p: (p.created, p.name)):
         if pool.config is None:
             verdicts[pool.name] = Verdict(False, "InvalidSpec", pool.error or "")
             continue
         addresses = ranges_of(pool.config)
-        clash = next(((other, shared) for other, theirs in serving if (shared := addresses & theirs)), None)
+        clash = next(((other, shared) for other, vlan, theirs in serving
+                      if vlan == pool.config.vlan and (shared := addresses & theirs)), None)
         if clash is not None:
             other, shared = clash
             first = next(iter(shared.iter_ipranges()))
@@ -110,7 +112,7 @@ def judge(pools: Iterable[PoolObject]) -> dict[str, Verdict]:
             verdicts[pool.name] = Verdict(False, "OverlapsPool",
                                           f"its addresses overlap pool {other} ({where}); it serves none until fixed")  # fmt: skip
             continue
-        serving.append((pool.name, addresses))
+        serving.append((pool.name, pool.config.vlan, addresses))
         verdicts[pool.name] = Verdict(False, "Disabled", "spec.disabled is true") if pool.disabled \
             else Verdict(True, "Ready", "")  # fmt: skip
     return verdicts
