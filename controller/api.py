@@ -233,7 +233,8 @@ class Api:
 
     def placements(self, request: Request) -> Json:
         return {"placements": [
-            {"ip": p.ip, "mac": p.mac, "node": p.node, "port": p.port, "dpid": p.dpid, "owner": p.owner}
+            {"ip": p.ip, "mac": p.mac, "node": p.node, "port": p.port, "dpid": p.dpid, "owner": p.owner,
+             "vlan": p.vlan}
             for p in self.service.placements()
         ]}  # fmt: skip
 
@@ -272,6 +273,7 @@ def _pod(pod: Pod) -> Json:
     return {
         "container_id": pod.container_id, "ifname": pod.ifname, "namespace": pod.namespace, "name": pod.name,
         "ip": pod.ip, "ips": list(pod.ips), "mac": pod.mac, "mode": pod.mode.value, "pool": pod.pool, "uid": pod.uid,
+        "vlan": pod.vlan,
     }  # fmt: skip
 
 
@@ -281,7 +283,7 @@ def _attachment(attachment: Attachment) -> Json:
         "ip": pod.ip, "prefix": attachment.prefix, "gateway": attachment.gateway,
         "ips": [{"address": f"{a.ip}/{a.prefix}", "gateway": a.gateway, "family": a.family} for a in attachment.addresses],
         "routes": [{"dst": route.dst, "gw": route.gw} for route in attachment.routes],
-        "mac": pod.mac, "pool": pod.pool,
+        "mac": pod.mac, "pool": pod.pool, "vlan": pod.vlan,
     }  # fmt: skip
 
 

@@ -148,11 +148,12 @@ class Pool:
     cooldown: float | None = None  # the pool's own, else the IPAM's
     default: bool = False
     rules: PoolRules = PoolRules()  # who may use it (intent's pool selection asks)
+    vlan: int | None = None  # the VID its pods' frames carry
 
     @classmethod
     def from_config(cls, config: PoolConfig) -> Pool:
         spaces = tuple(Space.build(family, exclude=config.exclude) for family in config.families)
-        return cls(config.name, spaces, config.routes, config.cooldown, config.default, config.rules)
+        return cls(config.name, spaces, config.routes, config.cooldown, config.default, config.rules, config.vlan)
 
     def space(self, version: int) -> Space | None:
         return next((space for space in self.spaces if space.version == version), None)

@@ -111,6 +111,7 @@ class PlacementView:
     port: int
     dpid: int
     owner: str
+    vlan: int | None = None
 
 
 @dataclass(frozen=True)
@@ -285,7 +286,7 @@ class Service(Identity):
         pod = Pod(
             request.container_id, request.ifname, node.name, request.namespace, request.name,
             lease.pool, lease.ip, mac, request.mode, request.sticky, created_at=self.now(), uid=request.uid,
-            ip6=lease.ip6,
+            ip6=lease.ip6, vlan=self._ipam.pools[lease.pool].vlan,
         )  # fmt: skip
         tx.put_pod(pod)  # both families in one write: the store takes both or raises having taken none
         if pod.sticky is not None:
@@ -569,7 +570,7 @@ class Service(Identity):
         if dpid is None or port is None:
             return []
         pod = self._effective(pod)
-        return [PlacementView(ip, pod.mac, pod.node, port, dpid, pod.owner) for ip in pod.ips]
+        return [PlacementView(ip, pod.mac, pod.node, port, dpid, pod.owner, pod.vlan) for ip in pod.ips]
 
     def _converge_best_effort(self, dpids: set[int | None], *, why: str) -> None:
         """Push a change that must not fail its request: a switch that is down converges on reconnect.
@@ -596,7 +597,7 @@ class _PlacementIndex:
         self.discard(key)
         if not views:
             return
-        placed = [(view.dpid, Placement(view.ip, view.mac, view.port, view.owner)) for view in views]
+        placed = [(view.dpid, Placement(view.ip, view.mac, view.port, view.owner, view.vlan)) for view in views]
         for dpid, placement in placed:
             self._on.setdefault(dpid, set()).add(placement)
         self._where[key] = placed

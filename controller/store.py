@@ -69,6 +69,7 @@ class Pod:
     created_at: float = field(default=0.0, compare=False)
     uid: str | None = None  # the Kubernetes pod's, when the CNI request named it
     ip6: str | None = None  # a dual-stack interface's IPv6 address (`ip` is then its IPv4 one)
+    vlan: int | None = None  # its pool's VLAN when it was allocated: the tag its frames carry
 
     @property
     def key(self) -> tuple[str, str]:
@@ -191,6 +192,8 @@ class SqliteStore:
         if "ip6" not in columns:  # dual stack: SQLite adds no UNIQUE column, so an index makes it one
             self._db.execute("ALTER TABLE pods ADD COLUMN ip6 TEXT")
         self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS pods_ip6 ON pods (ip6)")
+        if "vlan" not in columns:
+            self._db.execute("ALTER TABLE pods ADD COLUMN vlan INTEGER")
         if "ip6" not in {row[1] for row in self._db.execute("PRAGMA table_info(nodes)")}:
             self._db.execute("ALTER TABLE nodes ADD COLUMN ip6 TEXT")
 

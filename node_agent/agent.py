@@ -31,6 +31,7 @@ from node_agent.shimroutes import via_node
 from node_agent.netlink import (IPVLAN_MODES, LinkSpec, NetlinkFailure, NetnsGone, NodeNetlink, PodLink, PodNetns,
                                 Route, Uplink, netns_path)
 from node_agent.state import Attachment, AttachmentStore, owner, pod_label
+from node_agent.vlans import VlanParents
 from openflow.model import link_local
 
 log = logging.getLogger("underlay.agent")
@@ -61,6 +62,7 @@ class Lease:
     routes: tuple[Route, ...]
     mac: str | None
     dns: JsonObject
+    vlan: int | None = None  # the pool's VLAN: the link goes on the uplink's sub-interface
 
     @property
     def ip(self) -> str:
@@ -94,6 +96,7 @@ class Agent:
         self.rejoin: Callable[[], None] | None = None
         self._shim_mac: str | None = None
         self._shim_lock = threading.Lock()
+        self.vlans = VlanParents(node)
         # controller calls and node-namespace steps that run alongside a request's pod-namespace work
         self._aside = ThreadPoolExecutor(32, thread_name_prefix="aside")
 
@@ -162,12 +165,17 @@ class Agent:
                 raise CniError(INTERFACE_EXISTS, f"pod {pod}: interface {ifname} already exists in netns {netns}")
             leasing = self._lease(pod, req, kind=kind, ips=ips, mac=mac, undo=undo)
             node_addresses = self._aside.submit(self._kernel, pod, self.node.addresses)
-            tmp = "ul" + secrets.token_hex(5)
-            self._kernel(pod, self.node.create_child, uplink=uplink, spec=spec, pod_netns=netns, tmp_name=tmp)
-            undo.callback(lambda: pod_ns.delete(ifname) or pod_ns.delete(tmp))
+            tmp, link, vid = "ul" + secrets.token_hex(5), undo.enter_context(contextlib.ExitStack()), \
+                self.vlans.expected(config.get("pool"))
+            parent = self._child(pod, pod_ns, link, uplink=uplink, spec=spec, netns=netns, ifname=ifname, tmp=tmp, vid=vid)
             lease = leasing.result()
+            if lease.vlan != vid:  # the first pod of its pool here, or the pool's VLAN changed: move it
+                self.vlans.learned(config.get("pool"), lease.vlan)
+                link.close()
+                parent = self._child(pod, pod_ns, link, uplink=uplink, spec=spec, netns=netns, ifname=ifname, tmp=tmp, vid=lease.vlan)
             mac = lease.mac if kind == "macvlan" and lease.mac else uplink.mac  # ipvlan: the uplink's
-            shim_mac = self._shim(uplink, spec)
+            # the node reaches its untagged pods through the shim; a VLAN pod is in another broadcast domain
+            shim_mac = self._shim(uplink, spec) if lease.vlan is None else None
             routing = self._host_routes(pod, uplink, lease, mac=mac, undo=undo) if shim_mac else None
             v6 = lease.family(6)
             # the node's IPv6 address only for a pod with IPv6: the pod's namespace may have IPv6 off
@@ -185,7 +193,8 @@ class Agent:
             attachment = Attachment(container_id=cid, ifname=ifname, netns=netns, ip=v4.ip, prefix=v4.prefix,
                                     mac=mac, mode=kind, namespace=req["args"].get("K8S_POD_NAMESPACE"),
                                     name=req["args"].get("K8S_POD_NAME"), standalone="ipam" in req,
-                                    ip6=v6.ip if v6 and v6 is not v4 else None)
+                                    ip6=v6.ip if v6 and v6 is not v4 else None, vlan=lease.vlan,
+                                    parent=parent.name if lease.vlan is not None else None)
             self.store.put(attachment)
             undo.callback(self.store.remove, cid, ifname)
             undo.pop_all()
@@ -193,6 +202,17 @@ class Agent:
         log.info("event=add pod=%s container=%s ifname=%s ips=%s mac=%s", pod, cid[:12], ifname,
                  ",".join(attachment.ips), mac)
         return cni_result(attachment, lease)
+
+    def _child(self, pod: str, pod_ns: PodNetns, undo: contextlib.ExitStack, *, uplink: Uplink, spec: LinkSpec,
+               netns: str, ifname: str, tmp: str, vid: int | None) -> Uplink:
+        """The pod's link, named `tmp`, on the uplink or (`vid`) on its VLAN sub-interface; its undo
+        (link, then the sub-interface's count) goes on `undo`. Returns the parent."""
+        parent = uplink if vid is None else self._kernel(pod, self.vlans.acquire, uplink, vid)
+        if vid is not None:
+            undo.callback(self.vlans.release, parent.name)
+        self._kernel(pod, self.node.create_child, uplink=parent, spec=spec, pod_netns=netns, tmp_name=tmp)
+        undo.callback(lambda: pod_ns.delete(ifname) or pod_ns.delete(tmp))
+        return parent
 
     def _lease(self, pod: str, req: JsonObject, *, kind: str, ips: list[str], mac: str | None,
                undo: contextlib.ExitStack) -> Future[Lease]:
@@ -262,7 +282,7 @@ class Agent:
                                                   req["args"].get("K8S_POD_NAME"), cid)
         netns = netns_path(req["netns"]) if req.get("netns") else record.netns if record else None
         aside = []
-        for ip in record.ips if record else ():
+        for ip in record.ips if record and record.vlan is None else ():  # a VLAN pod has no host route
             aside.append(self._aside.submit(self.node.delete_host_route, self.shim_ifname, ip=ip))
         if self.controller and not (record and record.standalone) and "ipam" not in req:
             aside.append(self._aside.submit(self._release, pod, cid, ifname))
@@ -270,6 +290,8 @@ class Agent:
         for step in aside:
             step.result()
         self.store.remove(cid, ifname)
+        if record and record.parent:
+            self.vlans.release(record.parent)
         log.info("event=del pod=%s container=%s ifname=%s", pod, cid[:12], ifname)
 
     def _remove_link(self, pod: str, netns: str | None, ifname: str) -> None:
@@ -360,6 +382,7 @@ class Agent:
                 log.info("event=forget pod=%s container=%s reason=link-gone", record.pod, record.container_id[:12])
                 self.store.remove(*record.key)
         self._reconcile_host_routes(kept, pods_link)
+        self.vlans.restore(record.parent for record in kept if record.parent)
         return kept
 
     def _reconcile_host_routes(self, attachments: list[Attachment], pods_link: LinkSpec | None) -> None:
@@ -371,7 +394,7 @@ class Agent:
             return
         if pods_link:
             self._shim(uplink, pods_link)
-        wanted = {ip: a.mac for a in attachments for ip in a.ips}
+        wanted = {ip: a.mac for a in attachments if a.vlan is None for ip in a.ips}  # VLAN pods: no shim
         for ip in self.node.host_routes(self.shim_ifname) - set(wanted):
             self.node.delete_host_route(self.shim_ifname, ip=ip)
         for ip, mac in wanted.items():
@@ -499,7 +522,7 @@ def lease_from_controller(answer: JsonObject) -> Lease:
     entries = answer.get("ips") or [{"address": f"{answer['ip']}/{answer['prefix']}", "gateway": answer.get("gateway")}]
     return Lease(addresses=tuple(_address(e) for e in entries),
                  routes=tuple(Route(dst=r["dst"], gw=r.get("gw")) for r in answer.get("routes", [])),
-                 mac=answer.get("mac"), dns={})
+                 mac=answer.get("mac"), dns={}, vlan=answer.get("vlan"))
 
 
 def _address(entry: JsonObject) -> Address:

@@ -198,6 +198,10 @@ class NodeNetlink:
     def _run(self, body: Callable[[IPRoute], T]) -> T:
         return self._pool.submit(lambda: body(self._local.ipr)).result()
 
+    def iproute(self, body: Callable[[IPRoute], T]) -> T:
+        """`body(ipr)` with a warm pyroute2 socket in the node's namespace (cold paths)."""
+        return self._run(body)
+
     def call(self, body: Callable[[], T]) -> T:
         """`body()` on a thread inside the node's namespace: a process it starts starts there too."""
         return self._pool.submit(body).result()

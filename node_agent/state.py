@@ -29,6 +29,8 @@ class Attachment:
     name: str | None = None
     standalone: bool = False  # addresses from a delegated IPAM plugin: nothing to release at the controller
     ip6: str | None = None  # a dual-stack attachment's IPv6 address (`ip` is then its IPv4 one)
+    vlan: int | None = None  # a VLAN pool's: the link is a child of `parent`, the uplink's VLAN sub-interface
+    parent: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:

@@ -82,6 +82,8 @@ def to_object(ip: str, slot: Slot, *, resource_version: str | None = None) -> Ob
         )  # fmt: skip
         if pod.ip6 is not None:
             spec["interfaceAddresses"] = list(pod.ips)
+        if pod.vlan is not None:
+            spec["vlan"] = pod.vlan
         status["boundAt"] = timestamp(pod.created_at)
     if slot.sticky is not None:
         spec["stickyKey"] = slot.sticky
@@ -112,7 +114,7 @@ def from_object(obj: Object) -> tuple[str, Slot]:
             pool=pool, ip=both[0] if len(both) == 2 else ip, mac=str(spec.get("mac", "")),
             mode=Mode(spec.get("mode", Mode.MACVLAN.value)), sticky=spec.get("stickyKey"),
             created_at=seconds(status.get("boundAt")) or seconds(obj["metadata"].get("creationTimestamp")) or 0.0,
-            uid=owner.get("uid"), ip6=both[1] if len(both) == 2 else None,
+            uid=owner.get("uid"), ip6=both[1] if len(both) == 2 else None, vlan=spec.get("vlan"),
         )  # fmt: skip
     phase = Phase(status.get("phase") or Phase.BOUND.value)
     return ip, Slot(phase, pool, pod, spec.get("stickyKey"), seconds(status.get("releasedAt")), status.get("reason"))

@@ -44,17 +44,19 @@ class PoolSpec:
     ranges6: tuple[str, ...] = ()
     gateway6: str | None = None
     routes: tuple[tuple[str, str], ...] = ()  # (dst, gw) of either family
+    vlan: int | None = None  # a VLAN pool (controller/API.md, "VLAN pools")
 
 
 def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mapping[int, tuple[int, ...]],
                   pool: PoolSpec, openflow_port: int, api_port: int, api_host: str = "127.0.0.1",
                   api_tls: pki.ServerFiles | None = None, api_limits: Mapping[str, float] | None = None,
                   cooldown: float = 0, resync_grace: float = 60, kubeconfig: Path | None = None,
-                  election: Mapping[str, Any] | None = None) -> str:
+                  election: Mapping[str, Any] | None = None, pools: Mapping[str, PoolSpec] | None = None) -> str:
     """The controller's TOML config for a rig (see controller/config.py for every key). With a
     `kubeconfig` the store is the Kubernetes API (pools are then IPPool objects; the [pools] table
     stays, unused, so the config reads the same either way); `election` adds [kubernetes] keys
-    (leader_election = true, lease_namespace, ...): a replica of several."""
+    (leader_election = true, lease_namespace, ...): a replica of several. `pools`: more pools beside
+    `pool` (the default), by name."""
     lines = [f'store = "{"kubernetes" if kubeconfig else store}"', f"release_cooldown = {cooldown}",
              f"resync_grace = {resync_grace}",
              "[openflow]", 'host = "127.0.0.1"', f"port = {openflow_port}",
@@ -67,15 +69,22 @@ def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mappin
         lines += [f"port = {node.port}"] if node.port is not None else []
     for dpid, ports in trusted.items():
         lines += [f'[switches."{dpid}"]', f"trusted_ports = {list(ports)}"]
-    lines += ["[pools.default]", f'subnet = "{pool.subnet}"', f"ranges = {json.dumps(list(pool.ranges))}"]
+    for name, spec in {"default": pool, **(pools or {})}.items():
+        lines += _pool_lines(name, spec, default=bool(pools) and spec is pool)
+    lines += ["[kubernetes]", f'kubeconfig = "{kubeconfig}"'] if kubeconfig else []
+    lines += [f"{key} = {json.dumps(value)}" for key, value in (election or {}).items()] if kubeconfig else []
+    return "\n".join(lines) + "\n"
+
+
+def _pool_lines(name: str, pool: PoolSpec, *, default: bool) -> list[str]:
+    lines = [f"[pools.{name}]", f'subnet = "{pool.subnet}"', f"ranges = {json.dumps(list(pool.ranges))}"]
     lines += [f'gateway = "{pool.gateway}"'] if pool.gateway else []
     lines += [f'subnet6 = "{pool.subnet6}"', f"ranges6 = {json.dumps(list(pool.ranges6))}"] if pool.subnet6 else []
     lines += [f'gateway6 = "{pool.gateway6}"'] if pool.gateway6 else []
     lines += ["routes = [" + ", ".join(f'{{dst = "{dst}", gw = "{gw}"}}' for dst, gw in pool.routes) + "]"
               ] if pool.routes else []
-    lines += ["[kubernetes]", f'kubeconfig = "{kubeconfig}"'] if kubeconfig else []
-    lines += [f"{key} = {json.dumps(value)}" for key, value in (election or {}).items()] if kubeconfig else []
-    return "\n".join(lines) + "\n"
+    lines += [f"vlan = {pool.vlan}"] if pool.vlan is not None else []
+    return lines + (["default = true"] if default else [])
 
 
 class ControllerDied(RuntimeError):
@@ -107,6 +116,7 @@ class Controller:
     api_limits: dict[str, float] = field(default_factory=dict)  # [api] limits (controller/config.py)
     election: dict[str, Any] = field(default_factory=dict)  # [kubernetes] election keys, with kubeconfig
     identity: str | None = None  # the replica's name in the Lease (its POD_NAME)
+    pools: dict[str, PoolSpec] = field(default_factory=dict)  # more pools beside `pool` (the default)
 
     @property
     def pidfile(self) -> Path:
@@ -133,7 +143,7 @@ class Controller:
             store=self.workdir / "store.sqlite", nodes=self.nodes, trusted=self.trusted, pool=self.pool,
             openflow_port=self.openflow_port, api_port=self.api_port, api_host=self.api_host,
             api_tls=api_tls, api_limits=self.api_limits, resync_grace=self.resync_grace, kubeconfig=self.kubeconfig,
-            election=self.election))
+            election=self.election, pools=self.pools))
         self.config_path.chmod(0o600)  # it holds the node tokens
 
     def start(self, *, timeout: float = 20) -> None:

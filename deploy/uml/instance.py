@@ -29,7 +29,7 @@ from deploy.lab import netns as lab_netns
 
 LINUX_UML = Path("/usr/bin/linux.uml")
 MODULES_ROOT = Path("/usr/lib/uml/modules")
-DEFAULT_MODULES = ("tun", "veth", "ipvlan", "macvlan", "openvswitch")
+DEFAULT_MODULES = ("tun", "veth", "ipvlan", "macvlan", "openvswitch", "8021q")  # 8021q: VLAN pools
 INNER_HOST_DIR = "/run/uml-host"  # inside UML: the host's `workdir`, the only host path UML writes
 MODROOT = "/run/uml-modroot"  # inside UML: lib/modules/<version> -> the package's module directory
 PACKAGE_HINT = "install the Debian package user-mode-linux (`make setup`)"

@@ -155,10 +155,10 @@ def test_add_pod_and_idempotent_post(call: Client, fabric: RecordingFabric) -> N
     status, listed, _ = call("GET", "/v1/nodes/n1/pods")
     assert listed["pods"] == [{"container_id": "abc", "ifname": "eth0", "namespace": "default", "name": "web-0",
                                "ip": "198.18.0.100", "ips": ["198.18.0.100"], "mac": "02:55:c6:12:00:64",
-                               "mode": "macvlan", "pool": "default", "uid": None},
+                               "mode": "macvlan", "pool": "default", "uid": None, "vlan": None},
                               {"container_id": "def", "ifname": "eth0", "namespace": "default", "name": "web-0",
                                "ip": "198.18.0.101", "ips": ["198.18.0.101"], "mac": "02:55:c6:12:00:65",
-                               "mode": "macvlan", "pool": "default", "uid": "u-1"}]  # fmt: skip
+                               "mode": "macvlan", "pool": "default", "uid": "u-1", "vlan": None}]  # fmt: skip
     assert fabric.calls[-3:] == [(1,), (1,), (1,)]
 
 

@@ -127,9 +127,10 @@ def segment(rig: Rig, bridge: str, make_host: Callable[..., Host]) -> Iterator[S
 
 
 def run_segment(rig: Rig, bridge: str, make_host: Callable[..., Host], *, pinned: bool,
-                pool: PoolSpec = PoolSpec(SUBNET, ranges=(POD_RANGE,))) -> Iterator[Segment]:
+                pool: PoolSpec = PoolSpec(SUBNET, ranges=(POD_RANGE,)),
+                pools: dict[str, PoolSpec] | None = None) -> Iterator[Segment]:
     """The segment's life; `pinned=False` leaves the controller to learn the nodes' ports from
-    their first frames (the external host's port is trusted either way)."""
+    their first frames (the external host's port is trusted either way); `pools` beside `pool`."""
     rig.ovs.vsctl("set-controller", bridge, "tcp:127.0.0.1:6653")
     hosts = {name: make_host(name, cidr=f"{ip}/24") for name, ip in NODES.items()}
     external = make_host("ext", cidr=f"{EXTERNAL_IP}/24")
@@ -138,7 +139,7 @@ def run_segment(rig: Rig, bridge: str, make_host: Callable[..., Host], *, pinned
         workdir=rig.workdir / f"ctl-{bridge}", ns=rig.mgmt_ns,
         nodes={name: NodeSpec(name, dpid=dpid, port=host.ofport) if pinned else NodeSpec(name)
                for name, host in hosts.items()},
-        trusted={dpid: (external.ofport,)}, pool=pool,
+        trusted={dpid: (external.ofport,)}, pool=pool, pools=pools or {},
         resync_grace=0)  # no grace for fresh allocations: tests check that a sync releases at once
     controller.start()
     try:
