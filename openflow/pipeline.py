@@ -96,6 +96,7 @@ PRIO_TRUSTED_ARP = 101
 PRIO_TRUSTED = 100
 PRIO_LEARN = 90  # below trusted ports: a node's MAC on a trusted port is forwarded, never diverted
 PRIO_EXACT = 100
+PRIO_FENCE = 90  # l2: a VLAN placement's MAC in any other VLAN (or untagged) goes nowhere
 PRIO_MULTICAST = 50
 PRIO_MISS = 0
 
@@ -280,14 +281,12 @@ def placement_flows(placement: Placement, on_trusted_port: bool, tag: int) -> tu
     tests/openflow/test_desired_flows.py checks that each equals what `make_match` makes."""
     port, mac, ip = placement.port, placement.mac.lower(), placement.ip
     vid = ("vlan_vid", vlan_vid(placement.vlan))
-    # l2: frames for its MAC, in its VLAN (or untagged), go to its port
-    forward = Flow(L2, PRIO_EXACT, (("eth_dst", mac), vid), actions=(Output(port),),
-                   cookie=cookies.make(tag, Purpose.FORWARD, cookies.mac_owner(mac)))
+    forward = _l2(placement, mac, vid, tag)
     source = (("in_port", port), ("eth_src", mac), vid)
     if ipv6.is_ipv6(ip):
         answer = ipv6.responder_flows(ip, mac, port, tag, vid=vid)
-        return (*answer, forward) if on_trusted_port else (*ipv6.ingress_flows(ip, mac, source, tag), *answer,
-                                                            forward)
+        return (*answer, *forward) if on_trusted_port else (*ipv6.ingress_flows(ip, mac, source, tag), *answer,
+                                                             *forward)
     owner = cookies.ip_owner(ip)
     request = (("eth_dst", BROADCAST), vid, ("eth_type", ETH_TYPE_ARP), ("arp_op", ARP_REQUEST), ("arp_tpa", ip))
     flows = (
@@ -296,7 +295,7 @@ def placement_flows(placement: Placement, on_trusted_port: bool, tag: int) -> tu
              cookie=cookies.make(tag, Purpose.OWNER_PASS, owner)),
         Flow(RESPONDER, PRIO_ANSWER, request, actions=arp_reply(placement),
              cookie=cookies.make(tag, Purpose.ARP_RESPONDER, owner)),
-        forward,
+        *forward,
     )
     if on_trusted_port:
         return flows
@@ -310,6 +309,18 @@ def placement_flows(placement: Placement, on_trusted_port: bool, tag: int) -> tu
         Flow(INGRESS, PRIO_ALLOW, (*source, ("eth_type", ETH_TYPE_IP), ("ipv4_src", ip)), goto=L2, cookie=cookie),
         *flows,
     )
+
+
+def _l2(placement: Placement, mac: str, vid: tuple[str, int], tag: int) -> tuple[Flow, ...]:
+    """Frames for its MAC in its VLAN (or untagged) go to its port. A VLAN placement's MAC in any
+    other VLAN, or untagged, is dropped rather than flooded by NORMAL into that VLAN: its MAC is
+    no destination there."""
+    owner = cookies.mac_owner(mac)
+    forward = Flow(L2, PRIO_EXACT, (("eth_dst", mac), vid), actions=(Output(placement.port),),
+                   cookie=cookies.make(tag, Purpose.FORWARD, owner))
+    if placement.vlan is None:
+        return (forward,)
+    return (forward, Flow(L2, PRIO_FENCE, (("eth_dst", mac),), cookie=cookies.make(tag, Purpose.VLAN, owner)))
 
 
 def vlan_vid(vlan: int | None) -> int:

@@ -243,7 +243,7 @@ def test_placements_with_any_token(call: Client, served: Client) -> None:
     status, body, _ = call("GET", "/v1/placements", token=TOKENS["n3"])
     assert status == 200
     assert {"ip": "198.18.0.100", "mac": "02:55:c6:12:00:64", "node": "n1", "port": 4, "dpid": 1,
-            "owner": "default/web-0"} in body["placements"]  # fmt: skip
+            "owner": "default/web-0", "vlan": None} in body["placements"]  # fmt: skip
 
 
 def test_unexpected_errors_are_500_without_a_traceback(

@@ -10,8 +10,9 @@ import pytest
 from ofsim import arp_request, ipv4, neighbor_solicitation, tagged, walk
 from ofstates import N1, N2, PORT_N1, PORT_N2, PORT_ROUTER, ROUTER, two_node_state
 
+from openflow import cookies
 from openflow.model import Placement
-from openflow.pipeline import DesiredFlows, StateError, desired_flows
+from openflow.pipeline import PRIO_FENCE, DesiredFlows, StateError, desired_flows
 
 IP = "198.18.6.100"  # the same address in both VLANs
 BLUE, RED = "06:64:c6:12:06:64", "06:c8:c6:12:06:64"  # a pod in VLAN 100 on n1, one in VLAN 200 on n2
@@ -70,10 +71,17 @@ def test_an_untagged_pod_is_not_answered_for_in_a_vlan() -> None:
 
 
 def test_a_frame_in_another_vlan_is_not_forwarded_to_the_pod() -> None:
+    """Dropped, not flooded: NORMAL would carry it to every port in that VLAN, the pod's among them."""
     frame = ipv4(src=ROUTER, dst=BLUE, ip_src="198.18.6.1", ip_dst=IP)
     assert walk(FLOWS, tagged(frame, 100), in_port=PORT_ROUTER).is_output(PORT_N1)
-    for other in (tagged(frame, 200), frame):
-        assert not walk(FLOWS, other, in_port=PORT_ROUTER).is_output(PORT_N1)
+    for other in (tagged(frame, 200), tagged(frame, 300), frame):
+        assert walk(FLOWS, other, in_port=PORT_ROUTER).dropped
+
+
+def test_only_vlan_placements_have_a_fence() -> None:
+    fences = [flow for flow in FLOWS if flow.table == "l2" and flow.priority == PRIO_FENCE]
+    assert sorted(flow.match for flow in fences) == [(("eth_dst", BLUE),), (("eth_dst", RED),)]
+    assert {cookies.decode(flow.cookie).purpose for flow in fences} == {cookies.Purpose.VLAN}
 
 
 def test_a_pod_sends_in_its_vlan_only() -> None:
