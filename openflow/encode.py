@@ -16,7 +16,7 @@ import struct
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from openflow.cookies import TAG_MASK
-from openflow.flows import Action, Flow, Learn, MatchValue, Move, Output, SetField
+from openflow.flows import Action, Flow, Learn, MatchValue, Move, Output, PopVlan, PushVlan, Resubmit, SetField
 from openflow.tables import table_id
 
 OFPXMC_ERICSSON = 0x1000  # the OXM class of Open vSwitch's ERICOXM_OF_* fields (os-ken lacks them)
@@ -54,6 +54,8 @@ _OXM_HEADERS = {name: (struct.pack("!HBB", OXM_CLASSES.get(name, ofp.OFPXMC_OPEN
                 for name, (number, width) in OXM_FIELDS.items()}
 NX_VENDOR_ID = 0x00002320
 NXAST_REG_MOVE = 6
+NXAST_RESUBMIT_TABLE = 14
+NX_IN_PORT = 0xFFF8  # OpenFlow 1.0's OFPP_IN_PORT: Nicira resubmit's port field is 16 bits
 NXAST_LEARN = 16
 # nx_action_learn after its experimenter header: idle and hard timeout, priority, cookie, flags,
 # table id, pad, fin idle and hard timeout; then the flow_mod_specs
@@ -141,6 +143,13 @@ def _action(action: Action) -> bytes:
                            action.src_ofs, action.dst_ofs, _oxm_header(action.src), _oxm_header(action.dst))
     if isinstance(action, Learn):
         return _learn(action)
+    if isinstance(action, PopVlan):
+        return struct.pack("!HH4x", ofp.OFPAT_POP_VLAN, 8)
+    if isinstance(action, PushVlan):
+        return struct.pack("!HHH2x", ofp.OFPAT_PUSH_VLAN, 8, action.ethertype)
+    if isinstance(action, Resubmit):
+        return struct.pack("!HHIHHB3x", ofp.OFPAT_EXPERIMENTER, 16, NX_VENDOR_ID, NXAST_RESUBMIT_TABLE,
+                           NX_IN_PORT, table_id(action.table))
     raise Unencodable(f"action {action}")
 
 

@@ -112,6 +112,35 @@ class Learn:
 
 
 @dataclass(frozen=True)
+class PopVlan:
+    """Take the outermost VLAN tag off."""
+
+    def __str__(self) -> str:
+        return "pop_vlan"
+
+
+@dataclass(frozen=True)
+class PushVlan:
+    """Put a new outermost VLAN tag on (its VID set by a following SetField of `vlan_vid`)."""
+
+    ethertype: int = 0x8100
+
+    def __str__(self) -> str:
+        return f"push_vlan:{self.ethertype:#06x}"
+
+
+@dataclass(frozen=True)
+class Resubmit:
+    """Nicira resubmit: look the packet (as the actions so far left it) up in `table` too, then go on;
+    unlike goto-table, any table, also one of a lower id."""
+
+    table: str
+
+    def __str__(self) -> str:
+        return f"resubmit(,{self.table})"
+
+
+@dataclass(frozen=True)
 class Opaque:
     """An action or instruction we never write, found on a switch under our cookie.
 
@@ -124,7 +153,7 @@ class Opaque:
         return f"opaque({self.text})"
 
 
-Action = Union[Output, SetField, Move, Learn, Opaque]
+Action = Union[Output, SetField, Move, Learn, PopVlan, PushVlan, Resubmit, Opaque]
 
 
 @dataclass(frozen=True)

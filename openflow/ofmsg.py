@@ -20,7 +20,8 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser13
 
 from openflow import cookies, encode
 from openflow.encode import OFPXMC_ERICSSON, OXM_CLASSES, OXM_FIELDS
-from openflow.flows import ETH_TYPE_ARP, ETH_TYPE_IPV6, Action, Flow, Learn, Move, Opaque, Output, SetField, make_match
+from openflow.flows import (ETH_TYPE_ARP, ETH_TYPE_IPV6, Action, Flow, Learn, Move, Opaque, Output, PopVlan, PushVlan,
+                            Resubmit, SetField, make_match)
 from openflow.pipeline import seen_cookie
 from openflow.tables import SEEN, table_id, table_name
 
@@ -183,6 +184,12 @@ def _encode_action(parser: Any, action: Action) -> Any:
     if isinstance(action, Move):
         return parser.NXActionRegMove(src_field=action.src, dst_field=action.dst, n_bits=action.n_bits,
                                       src_ofs=action.src_ofs, dst_ofs=action.dst_ofs)
+    if isinstance(action, PopVlan):
+        return parser.OFPActionPopVlan()
+    if isinstance(action, PushVlan):
+        return parser.OFPActionPushVlan(action.ethertype)
+    if isinstance(action, Resubmit):
+        return parser.NXActionResubmitTable(in_port=encode.NX_IN_PORT, table_id=table_id(action.table))
     if isinstance(action, Learn):
         specs = [parser.NXFlowSpecMatch(src=value, dst=(name, 0), n_bits=OXM_FIELDS[name][1] * 8)
                  for name, value in action.values]
@@ -218,6 +225,12 @@ def _parse_action(action: Any) -> Action:
                     action.src_ofs, action.dst_ofs)
     if isinstance(action, parser13.NXActionLearn):
         return _parse_learn(action)
+    if isinstance(action, parser13.OFPActionPopVlan):
+        return PopVlan()
+    if isinstance(action, parser13.OFPActionPushVlan):
+        return PushVlan(action.ethertype)
+    if isinstance(action, parser13.NXActionResubmitTable) and action.in_port == encode.NX_IN_PORT:
+        return Resubmit(table_name(action.table_id))
     return Opaque(str(action))
 
 

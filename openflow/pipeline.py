@@ -73,6 +73,13 @@ Port security matches the tag too (`vlan_vid`): a node port's frames are untagge
 802.1ad (QinQ) or priority-tagged frame from a pod matches no allow flow, whatever MAC and IP it
 carries, and is dropped; otherwise NORMAL would carry it into that VLAN on every trunk port.
 
+VLAN pools (a placement's `vlan`): its allow flows match its tag, and its responder and l2 flows
+too (an ARP request in another VLAN is not answered, a frame in another VLAN is not forwarded to
+it: l2 drops its MAC in any other VLAN rather than let NORMAL flood it there), so one IP may be
+placed once per VLAN. Its allowed frames pop their tag and pass table `vlan`, which lets only a
+frame without a second tag on, tagged again: no double-tagging hop, however many tags the switch
+parses (`_vlan_checked`). Trusted ports carry every VLAN, unchecked.
+
 Every placement-specific flow names that placement's IP or MAC and no one else's, so adding, removing
 or moving one placement changes only its own flows (ipvlan placements, sharing the node's MAC on
 one port, share one l2 flow and the IPv6 guard flows: the set dedupes them).
@@ -86,11 +93,11 @@ from collections.abc import Iterator
 
 from openflow.flows import (ARP_REPLY, ARP_REQUEST, BROADCAST, CONTROLLER, ETH_TYPE_ARP, ETH_TYPE_IP,
                             ETH_TYPE_IPV6, IN_PORT, MULTICAST, NORMAL, OFPVID_NONE, OFPVID_PRESENT, Action, Flow,
-                            Learn, Move, Output, SetField, make_flow)
+                            Learn, Move, Output, PopVlan, PushVlan, Resubmit, SetField, make_flow)
 from openflow import cookies, ipv6
 from openflow.cookies import Purpose
 from openflow.model import Placement, PortRole, SwitchState, UnknownDestination
-from openflow.tables import INGRESS, L2, PRIO_ALLOW, PRIO_ANSWER, PRIO_SKIP_OWNER, RESPONDER, SEEN
+from openflow.tables import INGRESS, L2, PRIO_ALLOW, PRIO_ANSWER, PRIO_SKIP_OWNER, RESPONDER, SEEN, VLAN
 
 PRIO_TRUSTED_ARP = 101
 PRIO_TRUSTED = 100
@@ -285,8 +292,9 @@ def placement_flows(placement: Placement, on_trusted_port: bool, tag: int) -> tu
     source = (("in_port", port), ("eth_src", mac), vid)
     if ipv6.is_ipv6(ip):
         answer = ipv6.responder_flows(ip, mac, port, tag, vid=vid)
-        return (*answer, *forward) if on_trusted_port else (*ipv6.ingress_flows(ip, mac, source, tag), *answer,
-                                                             *forward)
+        if on_trusted_port:
+            return (*answer, *forward)
+        return (*_vlan_checked(placement, tag, ipv6.ingress_flows(ip, mac, source, tag)), *answer, *forward)
     owner = cookies.ip_owner(ip)
     request = (("eth_dst", BROADCAST), vid, ("eth_type", ETH_TYPE_ARP), ("arp_op", ARP_REQUEST), ("arp_tpa", ip))
     flows = (
@@ -303,12 +311,34 @@ def placement_flows(placement: Placement, on_trusted_port: bool, tag: int) -> tu
     cookie = cookies.make(tag, Purpose.PORT_SECURITY, owner)
     return (
         # ingress: what a node port may send for it: its ARP (or an RFC 5227 probe for its IP), its IPv4
-        Flow(INGRESS, PRIO_ALLOW, (*arp, ("arp_spa", ip), ("arp_sha", mac)), goto=RESPONDER, cookie=cookie),
-        Flow(INGRESS, PRIO_ALLOW, (*arp, ("arp_spa", "0.0.0.0"), ("arp_sha", mac), ("arp_tpa", ip)),
-             goto=RESPONDER, cookie=cookie),
-        Flow(INGRESS, PRIO_ALLOW, (*source, ("eth_type", ETH_TYPE_IP), ("ipv4_src", ip)), goto=L2, cookie=cookie),
+        *_vlan_checked(placement, tag, (
+            Flow(INGRESS, PRIO_ALLOW, (*arp, ("arp_spa", ip), ("arp_sha", mac)), goto=RESPONDER, cookie=cookie),
+            Flow(INGRESS, PRIO_ALLOW, (*arp, ("arp_spa", "0.0.0.0"), ("arp_sha", mac), ("arp_tpa", ip)),
+                 goto=RESPONDER, cookie=cookie),
+            Flow(INGRESS, PRIO_ALLOW, (*source, ("eth_type", ETH_TYPE_IP), ("ipv4_src", ip)), goto=L2,
+                 cookie=cookie))),
         *flows,
     )
+
+
+def _vlan_checked(placement: Placement, tag: int, ingress: tuple[Flow, ...]) -> tuple[Flow, ...]:
+    """A VLAN placement's allowed frames, once more without their tag: OpenFlow 1.3 sees the outer
+    tag only, and an Open vSwitch that parses two (`vlan-limit` 2 or 0) shows a double-tagged
+    frame's payload as its `eth_type`, so the allow flows alone let a pod send into another VLAN
+    inside its own (the classic double-tagging hop). Each allow flow pops the tag and hands the
+    frame to table `vlan`, where only a frame with no second tag gets its tag back and walks the
+    pipeline from the responder on (resubmit: `vlan` comes after it)."""
+    if placement.vlan is None:
+        return ingress
+    checked = tuple(Flow(f.table, f.priority, f.match, (*f.actions, _POP), VLAN, f.cookie) if f.goto else f
+                    for f in ingress)
+    source = (("in_port", placement.port), ("eth_src", placement.mac.lower()), ("vlan_vid", OFPVID_NONE))
+    retag = (_PUSH, SetField("vlan_vid", vlan_vid(placement.vlan)), _TO_RESPONDER)
+    return (*checked, Flow(VLAN, PRIO_ALLOW, source, retag,
+                           cookie=cookies.make(tag, Purpose.VLAN, cookies.mac_owner(placement.mac))))
+
+
+_POP, _PUSH, _TO_RESPONDER = PopVlan(), PushVlan(), Resubmit(RESPONDER)
 
 
 def _l2(placement: Placement, mac: str, vid: tuple[str, int], tag: int) -> tuple[Flow, ...]:

@@ -19,7 +19,10 @@ SEEN = "seen"            # source MACs seen on trusted ports: learned by the swi
 ND_REPLY = "nd_reply"    # the last step of a Neighbor Advertisement the responder made (after `seen`:
                          # the ids of the older tables, and what the switch learned in them, stay put)
 
-TABLES: dict[str, int] = {INGRESS: 0, RESPONDER: 1, L2: 2, SEEN: 3, ND_REPLY: 4}
+VLAN = "vlan"            # a VLAN pod's frame with its tag popped: no second tag under it, then tagged again
+                         # and resubmitted to the responder (after nd_reply: the older tables' ids stay)
+
+TABLES: dict[str, int] = {INGRESS: 0, RESPONDER: 1, L2: 2, SEEN: 3, ND_REPLY: 4, VLAN: 5}
 
 # priorities both families' flows use (openflow.pipeline, openflow.ipv6)
 PRIO_ALLOW = 200       # ingress: a placement's own traffic

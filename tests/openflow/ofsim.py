@@ -13,7 +13,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from openflow.flows import CONTROLLER, IN_PORT, NO_MAC, NORMAL, Flow, Learn, Move, Output, SetField
+from openflow.flows import CONTROLLER, IN_PORT, NO_MAC, NORMAL, Flow, Learn, Move, Output, PopVlan, PushVlan, Resubmit, SetField
 from openflow.tables import INGRESS
 
 Frame = dict[str, object]
@@ -53,18 +53,23 @@ def walk(flows: Iterable[Flow], frame: Mapping[str, object], *, in_port: int) ->
     path: list[Flow] = []
     emitted: list[Emitted] = []
     learned: list[tuple[str, tuple[tuple[str, object], ...]]] = []
-    table: str | None = INGRESS
-    while table is not None:
-        won = winner(tables.get(table, []), fields)
-        if won is None:
-            break  # a table miss without a miss flow: OpenFlow 1.3 drops
-        path.append(won)
-        for action in won.actions:
-            if isinstance(action, Learn):
-                learned.append((action.table, (*action.values, *((name, fields[name]) for name in action.copy))))
-            else:
-                _act(action, fields, emitted, in_port)
-        table = won.goto
+
+    def run(table: str | None) -> None:
+        while table is not None:
+            won = winner(tables.get(table, []), fields)
+            if won is None:
+                break  # a table miss without a miss flow: OpenFlow 1.3 drops
+            path.append(won)
+            for action in won.actions:
+                if isinstance(action, Learn):
+                    learned.append((action.table, (*action.values, *((name, fields[name]) for name in action.copy))))
+                elif isinstance(action, Resubmit):
+                    run(action.table)
+                else:
+                    _act(action, fields, emitted, in_port)
+            table = won.goto
+
+    run(INGRESS)
     return Walk(tuple(path), tuple(emitted), tuple(learned))
 
 
@@ -96,6 +101,12 @@ def _act(action: object, fields: Frame, emitted: list[Emitted], in_port: int) ->
     elif isinstance(action, Move):
         assert action.src_ofs == action.dst_ofs == 0, "partial moves are not simulated"
         fields[action.dst] = fields[action.src]
+    elif isinstance(action, PopVlan):  # the inner tag (`vlan_vid1`, as OVS parses two) becomes the outer one
+        fields["vlan_vid"] = fields.pop("vlan_vid1", 0)
+    elif isinstance(action, PushVlan):
+        if fields.get("vlan_vid"):
+            fields["vlan_vid1"] = fields["vlan_vid"]
+        fields["vlan_vid"] = 0x1000
     elif isinstance(action, Output):
         names: dict[int, int | str] = {IN_PORT: in_port, NORMAL: "NORMAL", CONTROLLER: "CONTROLLER"}
         port = names.get(action.port, action.port)
@@ -174,3 +185,9 @@ def neighbor_advertisement(*, src: str, ip_src: str, target: str, tll: str | Non
 def tagged(frame: Frame, vid: int) -> Frame:
     """`frame` with an 802.1Q tag of `vid` (0: a priority tag), as OpenFlow's `vlan_vid` shows it."""
     return {**frame, "vlan_vid": 0x1000 | vid}
+
+
+def double_tagged(frame: Frame, outer: int, inner: int) -> Frame:
+    """`frame` with two tags, as Open vSwitch parses them with `vlan-limit` 2 (or 0): OpenFlow's
+    `vlan_vid` sees the outer one only, and `eth_type` is the payload's."""
+    return {**frame, "vlan_vid": 0x1000 | outer, "vlan_vid1": 0x1000 | inner}

@@ -70,7 +70,7 @@ def test_stats_request_asks_all_tables_for_our_tag_only() -> None:
 def test_foreign_content_under_our_cookie_is_kept_opaque_and_can_only_be_deleted() -> None:
     flow = sort_flows(desired_flows(two_node_state()))[-1]
     stats = as_stats(wire(flow_mod(DP, flow)))
-    stats.instructions = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [parser.OFPActionPopVlan()])]
+    stats.instructions = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [parser.OFPActionDecNwTtl()])]  # we never write it
     (found,) = parse_flow_stats([stats])
     assert found.key == flow.key and found != flow
     assert isinstance(found.actions[0], Opaque)

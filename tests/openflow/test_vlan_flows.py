@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from ofsim import arp_request, ipv4, neighbor_solicitation, tagged, walk
+from ofsim import arp_request, double_tagged, ipv4, neighbor_solicitation, tagged, walk
 from ofstates import N1, N2, PORT_N1, PORT_N2, PORT_ROUTER, ROUTER, two_node_state
 
 from openflow import cookies
@@ -123,3 +123,33 @@ def test_an_ipvlan_node_holds_untagged_and_vlan_pods_on_one_mac() -> None:
     frame = ipv4(src=N2, dst=N1, ip_src="198.18.6.2", ip_dst=IP)
     assert walk(flows, frame, in_port=PORT_ROUTER).is_output(PORT_N1)
     assert walk(flows, tagged(frame, 100), in_port=PORT_ROUTER).is_output(PORT_N1)
+
+
+@pytest.mark.parametrize("inner", [200, 100, 0], ids=["other-vlan-inside", "same-vlan-inside", "priority-inside"])
+def test_a_double_tagged_frame_does_not_hop(inner: int) -> None:
+    """Open vSwitch parsing two tags shows the payload's eth_type: the allow flow matches on the
+    outer tag; table `vlan` finds the second tag once the first is popped, and drops the frame."""
+    frame = ipv4(src=BLUE, dst=ROUTER, ip_src=IP, ip_dst="198.18.6.1")
+    assert walk(FLOWS, double_tagged(frame, 100, inner), in_port=PORT_N1).dropped
+
+
+def test_a_single_tagged_frame_leaves_with_its_one_tag_back_on() -> None:
+    frame = ipv4(src=BLUE, dst=RED, ip_src=IP, ip_dst="198.18.6.1")
+    assert walk(FLOWS, tagged(frame, 100), in_port=PORT_N1).dropped  # red's MAC in VLAN 100: the fence
+    result = walk(FLOWS, tagged(replace_dst(frame, ROUTER), 100), in_port=PORT_N1)
+    assert [flow.table for flow in result.path][:2] == ["ingress", "vlan"]
+    assert result.is_output("NORMAL")
+    assert result.only.frame["vlan_vid"] == 0x1000 | 100 and "vlan_vid1" not in result.only.frame
+
+
+def replace_dst(frame: dict[str, object], mac: str) -> dict[str, object]:
+    return {**frame, "eth_dst": mac}
+
+
+def test_an_arp_request_from_a_vlan_pod_is_answered_in_its_vlan() -> None:
+    other = Placement("198.18.6.101", "06:64:c6:12:06:65", PORT_N2, "blue/web-1", vlan=100)
+    flows = desired_flows(replace(STATE, placements=(*STATE.placements, other)))
+    request = tagged(arp_request(src=BLUE, spa=IP, tpa=other.ip), 100)
+    result = walk(flows, request, in_port=PORT_N1)
+    assert result.is_output(PORT_N1) and result.only.frame["arp_sha"] == other.mac
+    assert result.only.frame["vlan_vid"] == 0x1000 | 100
