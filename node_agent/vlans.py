@@ -17,6 +17,7 @@ Cold path (once per node and VLAN): pyroute2 on the node's netlink workers.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import threading
 from collections import Counter
@@ -82,7 +83,7 @@ class VlanParents:
         with self._lock:
             self._users = Counter(parents)
             for name in self.node.iproute(_ours) - set(self._users):
-                if self.node.iproute(lambda ipr, name=name: _delete_ours(ipr, name)):
+                if self.node.iproute(functools.partial(_delete_ours, name=name)):
                     log.info("event=vlan-removed link=%s reason=no-pods", name)
 
     def users(self) -> dict[str, int]:
