@@ -45,8 +45,10 @@ OXM_FIELDS = {
     # the flags word of a Neighbor Solicitation/Advertisement, the type of its first option
     "nd_reserved": (1, 4),
     "nd_options_type": (2, 1),
+    # Nicira register 0: where a VLAN pod's VID waits while its tag is off (openflow.pipeline)
+    "reg0": (0, 4),
 }
-OXM_CLASSES = {"nd_reserved": OFPXMC_ERICSSON, "nd_options_type": OFPXMC_ERICSSON}
+OXM_CLASSES = {"nd_reserved": OFPXMC_ERICSSON, "nd_options_type": OFPXMC_ERICSSON, "reg0": 0x0001}  # NXM_1
 # ... and their OXM headers, exact and masked, packed once
 _OXM_HEADERS = {name: (struct.pack("!HBB", OXM_CLASSES.get(name, ofp.OFPXMC_OPENFLOW_BASIC), number << 1, width),
                        struct.pack("!HBB", OXM_CLASSES.get(name, ofp.OFPXMC_OPENFLOW_BASIC), number << 1 | 1,

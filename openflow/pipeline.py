@@ -325,20 +325,19 @@ def _vlan_checked(placement: Placement, tag: int, ingress: tuple[Flow, ...]) -> 
     """A VLAN placement's allowed frames, once more without their tag: OpenFlow 1.3 sees the outer
     tag only, and an Open vSwitch that parses two (`vlan-limit` 2 or 0) shows a double-tagged
     frame's payload as its `eth_type`, so the allow flows alone let a pod send into another VLAN
-    inside its own (the classic double-tagging hop). Each allow flow pops the tag and hands the
-    frame to table `vlan`, where only a frame with no second tag gets its tag back and walks the
-    pipeline from the responder on (resubmit: `vlan` comes after it)."""
+    inside its own (the classic double-tagging hop). Each allow flow keeps the VID in reg0, pops
+    the tag and hands the frame to table `vlan`, where only a frame with no second tag gets its
+    tag back and walks the pipeline from the responder on (resubmit: `vlan` comes after it). One
+    `vlan` flow for all VLANs: ipvlan pods of several VLANs share their node's MAC and port."""
     if placement.vlan is None:
         return ingress
-    checked = tuple(Flow(f.table, f.priority, f.match, (*f.actions, _POP), VLAN, f.cookie) if f.goto else f
+    checked = tuple(Flow(f.table, f.priority, f.match, (*f.actions, _SAVE_VID, _POP), VLAN, f.cookie) if f.goto else f
                     for f in ingress)
-    source = (("in_port", placement.port), ("eth_src", placement.mac.lower()), ("vlan_vid", OFPVID_NONE))
-    retag = (_PUSH, SetField("vlan_vid", vlan_vid(placement.vlan)), _TO_RESPONDER)
-    return (*checked, Flow(VLAN, PRIO_ALLOW, source, retag,
-                           cookie=cookies.make(tag, Purpose.VLAN, cookies.mac_owner(placement.mac))))
+    return (*checked, Flow(VLAN, PRIO_ALLOW, (("vlan_vid", OFPVID_NONE),), _RETAG, cookie=cookies.make(tag, Purpose.VLAN)))
 
 
-_POP, _PUSH, _TO_RESPONDER = PopVlan(), PushVlan(), Resubmit(RESPONDER)
+_SAVE_VID, _POP = Move("vlan_vid", "reg0", 12), PopVlan()
+_RETAG = (PushVlan(), Move("reg0", "vlan_vid", 12), Resubmit(RESPONDER))
 
 
 def _l2(placement: Placement, mac: str, vid: tuple[str, int], tag: int) -> tuple[Flow, ...]:

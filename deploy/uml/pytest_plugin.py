@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 MARKER = "uml"
 IN_UML = "UNDERLAY_IN_UML"  # "1" inside UML: run the marked tests for real
 REPORT = "UNDERLAY_UML_REPORT"  # inside UML: where to append the JSON-lines reports
-TIMEOUT = "UNDERLAY_UML_TIMEOUT"  # on the host: seconds for the whole UML run (default 300)
+TIMEOUT = "UNDERLAY_UML_TIMEOUT"  # on the host: seconds for the whole UML run (default below)
+TIMEOUT_PER_TEST = 90  # default: this many seconds per selected test (a rig test in UML on a loaded host), 300 at least
 REPORT_NAME = "reports.jsonl"
 DECIDED_INSIDE = ("skip", "skipif", "xfail", "usefixtures", "filterwarnings")  # never acted on twice
 RUN_KEY = pytest.StashKey["UmlRun"]()
@@ -111,7 +112,8 @@ class UmlRun:
                 IN_UML: "1", REPORT: f"{INNER_HOST_DIR}/{REPORT_NAME}",
                 "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
             })
-            self.result = instance.run(timeout=float(os.environ.get(TIMEOUT, 300)))
+            default = max(300, TIMEOUT_PER_TEST * len(self.nodeids))
+            self.result = instance.run(timeout=float(os.environ.get(TIMEOUT, default)))
             for record in _read_json_lines(Path(workdir) / REPORT_NAME):
                 self.reports.setdefault(record["nodeid"], []).append(record)
 

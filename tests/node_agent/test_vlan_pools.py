@@ -82,64 +82,64 @@ def external_in_vlan(rig: Rig, external: Host, vid: int) -> str:
     return ns
 
 
-@pytest.fixture
-def four_pods(make_node, pods, segment) -> dict[str, tuple[object, str, str]]:
-    """A blue and a red pod on each node: name → (node, pod netns path, ip)."""
-    nodes = {"n1": make_node("n1"), "n2": make_node("n2")}
+def add_pods(nodes: dict[str, object], pods, wanted: list[tuple[str, str]]) -> dict[str, tuple[object, str, str]]:
+    """ADD a pod of each (node, pool): name → (node, pod netns path, ip)."""
     made = {}
-    for node_name, node in nodes.items():
-        for pool in ("blue", "red"):
-            name = f"{pool}-{node_name}"
-            path = pods.make(name)
-            answer = add(node, path, name, pool)
-            made[name] = (node, path, ip_of(answer))
+    for node_name, pool in wanted:
+        name = f"{pool}-{node_name}"
+        path = pods.make(name)
+        made[name] = (nodes[node_name], path, ip_of(add(nodes[node_name], path, name, pool)))
     return made
 
 
-def test_pods_of_one_vlan_reach_each_other_and_never_the_other_vlan(four_pods, segment):
-    blue1, blue2, red1, red2 = (four_pods[n] for n in ("blue-n1", "blue-n2", "red-n1", "red-n2"))
-    assert {ip for _, _, ip in four_pods.values()} <= {f"198.18.6.{n}" for n in range(100, 200)}
+def parent_of(path: str, node_host: Host) -> str:
+    """The name of the node-side link the pod's eth0 is a child of."""
+    with IPRoute(netns=ns_of(path), flags=0) as ipr:
+        (eth0,) = ipr.link_lookup(ifname="eth0")
+        parent_index = ipr.get_links(eth0)[0].get_attr("IFLA_LINK")
+    with IPRoute(netns=node_host.netns, flags=0) as ipr:
+        return str(ipr.get_links(parent_index)[0].get_attr("IFLA_IFNAME"))
+
+
+def test_two_vlans_in_one_subnet_reach_their_own_vlan_only(make_node, pods, segment, rig):
+    """A blue and a red pod on each node; the external host with a sub-interface in each VLAN (each
+    in a namespace of its own) and, untagged, an address in the subnet too."""
+    nodes = {"n1": make_node("n1"), "n2": make_node("n2")}
+    made = add_pods(nodes, pods, [(n, pool) for n in nodes for pool in ("blue", "red")])
+    blue1, blue2, red1, red2 = (made[n] for n in ("blue-n1", "blue-n2", "red-n1", "red-n2"))
+    assert {ip for _, _, ip in made.values()} <= {f"198.18.6.{n}" for n in range(100, 200)}
+
+    for name, (node, path, _) in made.items():  # tagged on the way out: a child of eth0.<vid>
+        assert parent_of(path, node.host) == f"eth0.{100 if name.startswith('blue') else 200}"
+    assert vlan_links(nodes["n1"].host) == {"eth0.100": 100, "eth0.200": 200}
+
     assert ping(ns_of(blue1[1]), blue2[2]) and ping(ns_of(red1[1]), red2[2]), "within a VLAN"
-    assert ping(ns_of(blue2[1]), blue1[2]) and ping(ns_of(red2[1]), red1[2])
-    for (_, source, _), (_, _, target) in ((blue1, red2), (red1, blue2), (blue2, red1), (red2, blue1)):
+    assert arping(ns_of(blue1[1]), blue2[2]), "ARP within the VLAN is answered"
+    for (_, source, _), (_, _, target) in ((blue1, red2), (red1, blue2)):
         assert not arping(ns_of(source), target), f"an ARP request from {source} was answered across VLANs"
         assert not ping(ns_of(source), target), f"{source} reached {target} across VLANs"
-    assert arping(ns_of(blue1[1]), blue2[2]), "the control: ARP within the VLAN is answered"
 
-
-def test_the_external_host_in_a_vlan_reaches_that_vlans_pods_only(four_pods, segment, rig):
     outside = {vid: external_in_vlan(rig, segment.external, vid) for vid in EXTERNAL}
-    for name, (_, path, ip) in four_pods.items():
+    for name, (_, path, ip) in made.items():
         own, other = (100, 200) if name.startswith("blue") else (200, 100)
         assert ping(outside[own], ip), f"the external host's VLAN {own} does not reach {name}"
         assert ping(ns_of(path), EXTERNAL[own])
         assert not ping(outside[other], ip), f"the external host's VLAN {other} reached {name}"
-        assert not ping(ns_of(path), EXTERNAL[other]), f"{name} reached the external host's VLAN {other}"
     segment.external.run("ip", "addr", "add", "198.18.6.252/24", "dev", segment.external.ifname)
-    for name, (_, _, ip) in four_pods.items():
-        assert not ping(segment.external.netns, ip), f"the external host, untagged, reached {name}"
+    assert not ping(segment.external.netns, blue1[2]), "the external host, untagged, reached a VLAN pod"
+    assert not ping(ns_of(red1[1]), EXTERNAL[100]), "a red pod reached the external host's VLAN 100"
 
 
-def test_frames_of_a_vlan_pod_leave_its_node_tagged(four_pods):
-    node, path, _ = four_pods["blue-n1"]
-    assert vlan_links(node.host) == {"eth0.100": 100, "eth0.200": 200}
-    with IPRoute(netns=ns_of(path), flags=0) as ipr:
-        (eth0,) = ipr.link_lookup(ifname="eth0")
-        parent_index = ipr.get_links(eth0)[0].get_attr("IFLA_LINK")
-    with IPRoute(netns=node.host.netns, flags=0) as ipr:
-        assert ipr.get_links(parent_index)[0].get_attr("IFLA_IFNAME") == "eth0.100"
-
-
-def test_the_vlan_link_goes_with_its_last_pod_also_after_an_agent_restart(four_pods, rig):
-    node, path, _ = four_pods["blue-n1"]
-    delete(node, path, "blue-n1", "blue")
+def test_the_vlan_link_goes_with_its_last_pod_also_after_an_agent_restart(make_node, pods, segment, rig):
+    node = make_node("n1")
+    made = add_pods({"n1": node}, pods, [("n1", "blue"), ("n1", "red")])
+    delete(node, made["blue-n1"][1], "blue-n1", "blue")
     assert vlan_links(node.host) == {"eth0.200": 200}, "eth0.100 had no pod left"
     stop_agent(node.process)
     restarted = start_agent(rig, node.argv, host=node.host, socket=node.socket, log=node.log, bin_dir=node.bin_dir)
     try:
-        _, red_path, _ = four_pods["red-n1"]
         assert vlan_links(node.host) == {"eth0.200": 200}, "a restart keeps the VLAN link its pod is on"
-        delete(restarted, red_path, "red-n1", "red")
+        delete(restarted, made["red-n1"][1], "red-n1", "red")
         wait_for(lambda: not vlan_links(node.host), what="eth0.200 to go with its last pod")
     finally:
         stop_agent(restarted.process)
@@ -150,5 +150,6 @@ def test_an_operators_own_vlan_link_is_used_and_kept(make_node, pods, segment):
     node.host.run("ip", "link", "add", "link", "eth0", "name", "eth0.100", "type", "vlan", "id", "100")
     path = pods.make("blue")
     add(node, path, "blue", "blue")
+    assert parent_of(path, node.host) == "eth0.100"
     delete(node, path, "blue", "blue")
     assert vlan_links(node.host) == {"eth0.100": 100}
