@@ -191,11 +191,16 @@ def _as_set(placements: tuple[Placement, ...] | frozenset[Placement]) -> frozens
 
 
 def _fixed_part(state: SwitchState) -> tuple[object, ...]:
-    return (state.cookie, state.ports, state.learn_macs, state.unknown_destination)
+    roles = tuple((port.number, port.role) for port in state.ports)  # SwitchPort compares numbers only
+    return (state.cookie, roles, state.learn_macs, state.unknown_destination)
 
 
 def _trusted(state: SwitchState) -> frozenset[int]:
-    return frozenset(port.number for port in state.ports if port.role is PortRole.TRUSTED)
+    """The ports whose placements get no port security (the edge is elsewhere): trusted and link ports."""
+    return frozenset(port.number for port in state.ports if port.role in _UNCHECKED)
+
+
+_UNCHECKED = (PortRole.TRUSTED, PortRole.LINK)
 
 
 def _fixed_flows(state: SwitchState, trusted: frozenset[int]) -> Iterator[Flow]:
@@ -203,8 +208,11 @@ def _fixed_flows(state: SwitchState, trusted: frozenset[int]) -> Iterator[Flow]:
     for mac in state.learn_macs:
         yield make_flow(INGRESS, PRIO_LEARN, {"eth_src": mac, "vlan_vid": OFPVID_NONE},
                         actions=(Output(CONTROLLER, LEARN_MAX_LEN),))
+    links = sorted(port.number for port in state.ports if port.role is PortRole.LINK)
+    for number in links:  # another switch's edge checked it; its sources are that switch's to record
+        yield make_flow(INGRESS, PRIO_TRUSTED, {"in_port": number}, goto=RESPONDER)
     seen_mac, seen_ip, seen_ip6 = _seen_records(state.cookie)
-    for number in sorted(trusted):
+    for number in sorted(trusted.difference(links)):
         yield make_flow(INGRESS, PRIO_TRUSTED_ARP, {"in_port": number, "eth_type": ETH_TYPE_ARP},
                         actions=(seen_mac, seen_ip), goto=RESPONDER)
         for kind in ipv6.NEIGHBOR_DISCOVERY:
