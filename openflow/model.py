@@ -60,6 +60,9 @@ class SwitchState:
     # MACs of registered nodes whose switch port is not known yet: the one thing sent to the
     # controller (truncated), so it can learn the port from the packet-in.
     learn_macs: tuple[str, ...] = ()
+    # Its LINK ports on the fabric's loop-free tree: broadcast and unknown traffic go there (and to
+    # its edge and trusted ports); its other LINK ports carry known destinations only (openflow.fabric).
+    tree_links: tuple[int, ...] = ()
 
 
 def link_local(ip: str) -> str:
