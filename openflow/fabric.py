@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from openflow import cookies
+from openflow import cookies, lldp
 from openflow.cookies import Purpose
 from openflow.flows import MULTICAST, Flow, Output, make_flow
 from openflow.model import PortRole, SwitchState, UnknownDestination
@@ -54,6 +54,7 @@ def fabric_flows(state: SwitchState) -> Iterator[Flow]:
     flood = _ports(state, PortRole.NODE) | _ports(state, PortRole.TRUSTED) | tree
     beyond = _ports(state, PortRole.TRUSTED) | tree  # where unknown destinations may live
     unknown = state.unknown_destination is UnknownDestination.NORMAL
+    yield from lldp.punt_flows(links, state.cookie)  # the controller's LLDP frames back to it
     for port in sorted(links):
         yield make_flow(INGRESS, PRIO_LINK, {"in_port": port}, goto=RESPONDER,
                         cookie=_cookie(state, Purpose.FORWARD, port))
