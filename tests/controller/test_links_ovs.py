@@ -149,6 +149,22 @@ def test_a_cable_down_takes_its_link_down_and_back_up_is_used_again(triangle: Fa
     assert wait_for(lambda: "output:101" in triangle.flows("a"), timeout=5, what="a floods out of 101 again")
 
 
+def test_a_link_whose_lldp_frames_stop_goes_down_and_returns_when_they_come_back(triangle: Fabric) -> None:
+    """Carrier stays up, but b stops hearing a (a flow of someone else's drops them: the controller
+    leaves flows without its tag alone): the link goes down once 3 intervals pass in silence."""
+    wait_for(lambda: all_up(triangle), timeout=10, what="all three links confirmed by LLDP")
+    a, b = (f"{triangle.dpids[n]:#x}" for n in "ab")
+    triangle.rig.ovs.ofctl("add-flow", triangle.bridges["b"], "cookie=0x1,priority=2000,in_port=101,dl_type=0x88cc,"
+                                                             "actions=drop")
+    link = wait_for(lambda: (lk := triangle.link("a", "b"))["state"] == "down" and lk, timeout=10,
+                    what="a-b down after its LLDP frames stopped")
+    assert link["reason"] == f"{b}:101 heard no LLDP from {a}:101 for 3s" and link["used"] is False
+    assert triangle.link("b", "c")["in_tree"] is True
+
+    triangle.rig.ovs.ofctl("del-flows", triangle.bridges["b"], "cookie=0x1/-1")
+    wait_for(lambda: triangle.link("a", "b")["state"] == "up", timeout=5, what="a-b up again")
+
+
 def test_a_miscabled_link_is_reported_and_not_used(rig: Rig) -> None:
     # configured a:101-b:101 and a:102-c:102, but a's two cables are swapped
     wiring = (("a", 101, "c", 102), ("b", 102, "c", 101), ("a", 102, "b", 101))
