@@ -155,6 +155,16 @@ def test_a_cable_down_takes_its_link_down_and_back_up_is_used_again(triangle: Fa
     assert wait_for(lambda: "output:101" in triangle.flows("a"), timeout=5, what="a floods out of 101 again")
 
 
+def test_a_link_port_deleted_takes_its_link_down_and_added_back_returns(triangle: Fabric) -> None:
+    wait_for(lambda: all_up(triangle), timeout=10, what="all three links confirmed by LLDP")
+    triangle.rig.ovs.vsctl("del-port", triangle.bridges["c"], triangle.cables["c", 101])
+    link = wait_for(lambda: (lk := triangle.link("b", "c"))["state"] == "down" and lk, timeout=2,
+                    what="b-c down after c's port was deleted")
+    assert link["reason"] == f"port {triangle.dpids['c']:#x}:101 is down"
+    triangle.rig.ovs.add_port(triangle.bridges["c"], triangle.cables["c", 101], 101)
+    wait_for(lambda: triangle.link("b", "c")["state"] == "up", timeout=5, what="b-c up again")
+
+
 def test_a_link_whose_lldp_frames_stop_goes_down_and_returns_when_they_come_back(triangle: Fabric) -> None:
     """Carrier stays up, but b stops hearing a (a flow of someone else's drops them: the controller
     leaves flows without its tag alone): the link goes down once 3 intervals pass in silence."""
