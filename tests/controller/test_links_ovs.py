@@ -7,120 +7,19 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
+from fabricrig import Fabric, all_up, build, packets, wait_for
 
 import openflow
-
-from deploy.lab import netns
-from deploy.lab.control import Controller, NodeSpec, PoolSpec
 from deploy.lab.rig import Rig
 
 pytestmark = pytest.mark.rig
 
-# link ports: 101.. on each bridge (the rig numbers host ports from 1, one counter for all bridges)
-TRIANGLE = (("a", 101, "b", 101), ("b", 102, "c", 101), ("a", 102, "c", 102))
-
-
-@dataclass
-class Fabric:
-    rig: Rig
-    bridges: dict[str, str]  # name -> bridge
-    dpids: dict[str, int]
-    cables: dict[tuple[str, int], str]  # (switch, port) -> the veth end in that bridge
-    controller: Controller
-
-    def topology(self) -> dict[str, Any]:
-        return self.controller.request("GET", "/v1/topology", token=self.controller.operator_token)
-
-    def link(self, a: str, b: str) -> dict[str, Any]:
-        """The link between switches `a` and `b` as GET /v1/topology shows it."""
-        dpids = {f"{self.dpids[a]:#x}", f"{self.dpids[b]:#x}"}
-        found: list[dict[str, Any]] = [link for link in self.topology()["links"]
-                                       if {link["a"].split(":")[0], link["b"].split(":")[0]} == dpids]
-        assert len(found) == 1, found
-        return found[0]
-
-    def set_cable(self, switch: str, port: int, state: str) -> None:
-        netns.run(self.rig.mgmt_ns, ["ip", "link", "set", self.cables[switch, port], state])
-
-    def flows(self, switch: str) -> str:
-        return self.rig.ovs.ofctl("dump-flows", self.bridges[switch])
-
-
-def wait_for(probe: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g}s (last: {value!r})")
-        time.sleep(0.02)
-
-
-def cable(rig: Rig, a: str, b: str) -> tuple[str, str]:
-    """A veth pair in the rig's management namespace, both ends up; named uniquely."""
-    cable.count += 1  # type: ignore[attr-defined]
-    ends = (f"{rig.prefix}k{cable.count}a", f"{rig.prefix}k{cable.count}b")  # type: ignore[attr-defined]
-    netns.add_veth(ns_a=rig.mgmt_ns, name_a=ends[0], ns_b=rig.mgmt_ns, name_b=ends[1])
-    for end in ends:
-        netns.tx_checksum_off(rig.mgmt_ns, end)
-    return ends
-
-
-cable.count = 0  # type: ignore[attr-defined]
-
-
-def build(rig: Rig, workdir_name: str, *, wiring: tuple[tuple[str, int, str, int], ...] = TRIANGLE,
-          configured: tuple[tuple[str, int, str, int], ...] = TRIANGLE) -> Iterator[Fabric]:
-    bridges = {name: rig.add_bridge() for name in "abc"}
-    dpids = {name: int(rig.ovs.vsctl("get", "bridge", br, "other-config:datapath-id").strip().strip('"'), 16)
-             for name, br in bridges.items()}
-    cables: dict[tuple[str, int], str] = {}
-    controller = Controller(workdir=rig.workdir / workdir_name, ns=rig.mgmt_ns, nodes={"n1": NodeSpec("n1")},
-                            trusted={dpid: () for dpid in dpids.values()}, pool=PoolSpec("198.18.0.0/24"))
-    try:
-        for a, port_a, b, port_b in wiring:
-            end_a, end_b = cable(rig, a, b)
-            rig.ovs.add_port(bridges[a], end_a, port_a)
-            rig.ovs.add_port(bridges[b], end_b, port_b)
-            cables[a, port_a], cables[b, port_b] = end_a, end_b
-        controller.write_config()
-        text = controller.config_path.read_text()
-        for name, dpid in dpids.items():
-            text = text.replace(f'[switches."{dpid}"]\n', f'[switches."{dpid}"]\nname = "{name}"\n')
-        text += "".join(f'[[links]]\na = "{dpids[a]}:{pa}"\nb = "{dpids[b]}:{pb}"\n' for a, pa, b, pb in configured)
-        controller.config_path.write_text(text)
-        controller.start()
-        for br in bridges.values():
-            rig.ovs.vsctl("set-controller", br, f"tcp:127.0.0.1:{controller.openflow_port}")
-        controller.wait_healthy(timeout=20, switches=3)
-        yield Fabric(rig, bridges, dpids, cables, controller)
-    finally:
-        controller.stop()
-        for br in bridges.values():
-            rig.ovs.vsctl("--if-exists", "del-br", br)
-        for end in cables.values():
-            netns.run(rig.mgmt_ns, ["ip", "link", "del", end], check=False)
-
-
 @pytest.fixture
 def triangle(rig: Rig) -> Iterator[Fabric]:
     yield from build(rig, "ctl-triangle")
-
-
-def packets(flow: str) -> int:
-    found = re.search(r"n_packets=(\d+)", flow)
-    assert found is not None, flow
-    return int(found.group(1))
-
-
-def all_up(fabric: Fabric) -> bool:
-    return all(link["state"] == "up" for link in fabric.topology()["links"])
 
 
 def test_lldp_confirms_every_link_and_the_tree_spans_from_the_lowest_dpid(triangle: Fabric) -> None:
@@ -153,6 +52,22 @@ def test_a_cable_down_takes_its_link_down_and_back_up_is_used_again(triangle: Fa
     wait_for(lambda: triangle.link("a", "b")["state"] == "up", timeout=5, what="a-b up again after LLDP")
     assert triangle.link("a", "b")["in_tree"] is True and triangle.link("b", "c")["in_tree"] is False
     assert wait_for(lambda: "output:101" in triangle.flows("a"), timeout=5, what="a floods out of 101 again")
+
+
+def test_hosts_on_two_switches_reach_each_other_along_the_tree_before_during_and_after_a_cut(rig: Rig) -> None:
+    """Hosts on trusted ports of b and c: their frames are flooded along the tree (b-a-c). With a-b
+    cut the tree is a-c-b and they still reach each other; with a-b back, as before."""
+    for fabric in build(rig, "ctl-pings", hosts=("b", "c")):
+        hb, hc = fabric.hosts["b"], fabric.hosts["c"]
+        wait_for(lambda: all_up(fabric), timeout=10, what="all three links confirmed by LLDP")
+        assert hb.ping(hc.ip or "", count=2)
+        fabric.set_cable("a", 101, "down")
+        wait_for(lambda: fabric.link("b", "c")["in_tree"], timeout=2, what="b-c in the tree")
+        wait_for(lambda: hb.ping(hc.ip or "", timeout=0.5), timeout=5, what="b reaches c through the new tree")
+        fabric.set_cable("a", 101, "up")
+        wait_for(lambda: fabric.link("a", "b")["in_tree"], timeout=5, what="a-b back in the tree")
+        assert not fabric.link("b", "c")["in_tree"]
+        wait_for(lambda: hb.ping(hc.ip or "", timeout=0.5), timeout=5, what="b reaches c through a again")
 
 
 def test_a_link_port_deleted_takes_its_link_down_and_added_back_returns(triangle: Fabric) -> None:
