@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +71,7 @@ cable.count = 0  # type: ignore[attr-defined]
 
 def build(rig: Rig, workdir_name: str, *, wiring: tuple[tuple[str, int, str, int], ...] = TRIANGLE,
           configured: tuple[tuple[str, int, str, int], ...] = TRIANGLE, hosts: tuple[str, ...] = ()
-          ) -> Iterator[Fabric]:
+          ) -> Generator[Fabric, None, None]:
     """The fabric, until the generator is closed; `hosts` names the switches that get a host
     (198.18.0.<n>/24) on a trusted port."""
     bridges = {name: rig.add_bridge() for name in "abc"}
