@@ -71,6 +71,20 @@ def test_hosts_on_two_switches_reach_each_other_along_the_tree_before_during_and
         wait_for(lambda: hb.ping(hc.ip or "", timeout=0.5), timeout=5, what="b reaches c through a again")
 
 
+def test_a_switch_lost_takes_its_links_down_and_returns(triangle: Fabric) -> None:
+    """b's OpenFlow connection goes (as after echo timeouts): its links go down, a and c converge to
+    the tree without it; b back, its links return once LLDP confirms them."""
+    wait_for(lambda: all_up(triangle), timeout=10, what="all three links confirmed by LLDP")
+    triangle.rig.ovs.vsctl("del-controller", triangle.bridges["b"])
+    wait_for(lambda: triangle.link("a", "b")["state"] == "down" and triangle.link("b", "c")["state"] == "down",
+             timeout=5, what="b's links down")
+    assert triangle.link("a", "b")["reason"] == f"switch {triangle.dpids['b']:#x} is not connected"
+    assert [link["state"] for link in triangle.topology()["links"]].count("up") == 1
+    wait_for(lambda: "output:101" not in triangle.flows("a"), timeout=5, what="a no longer floods towards b")
+    triangle.rig.ovs.vsctl("set-controller", triangle.bridges["b"], f"tcp:127.0.0.1:{triangle.controller.openflow_port}")
+    wait_for(lambda: all_up(triangle), timeout=15, what="b's links up again")
+
+
 def test_a_link_port_deleted_takes_its_link_down_and_added_back_returns(triangle: Fabric) -> None:
     wait_for(lambda: all_up(triangle), timeout=10, what="all three links confirmed by LLDP")
     triangle.rig.ovs.vsctl("del-port", triangle.bridges["c"], triangle.cables["c", 101])
