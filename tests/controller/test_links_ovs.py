@@ -1,7 +1,9 @@
 """The fabric's links on real switches: three bridges of the rig's Open vSwitch in a triangle, joined
 by veth pairs, and the real controller. LLDP confirms each link; a veth set down takes its link
 down (and the tree around it), set up brings it back; a cable to the wrong port is reported as
-miscabled and not used; a controller SIGKILL and restart changes no flow on any switch."""
+miscabled and not used; a port deleted, LLDP frames that stop, a switch disconnected take links
+down; hosts on two switches reach each other before, during and after a cut; a controller SIGKILL
+and restart changes no flow on any switch."""
 
 from __future__ import annotations
 
