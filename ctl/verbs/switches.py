@@ -29,8 +29,8 @@ def render(data: dict[str, Any], args: argparse.Namespace, *, now: datetime.date
                    right=("DESIRED", "ACTUAL"))]
     lines += [f"switch {dpid_text(s['dpid'])}: {s['error']}" for s in data["switches"] if s.get("error")]
     if any(s["in_sync"] is False for s in data["switches"]):
-        lines.append("a switch out of sync is repaired by the controller's next convergence; "
-                     "`underlayctl flows diff` shows what differs")
+        lines.append("out of sync: the switch's flows differ from the desired ones (`underlayctl flows diff` shows "
+                     "how); the controller sends that difference when it next reads the switch (on reconnect)")
     return "\n".join(lines)
 
 
