@@ -22,7 +22,11 @@ tls_key = "/etc/underlay/api.key"
 [nodes.n1]                           # token or token_file; optionally dpid and port (pinned uplink),
 token = "secret"                     # mac and ip (pinned identity: registering anything else is refused)
 [switches."0x1"]
+name = "leaf1"                       # optional, for humans (status, logs)
 trusted_ports = [1]
+[[links]]                            # a cable between two switches: "dpid:port" at each end, both
+a = "0x1:5"                          # switches in [switches], no port in two links, none trusted
+b = "0x3:1"                          # or a node's pinned port (controller/topology.py)
 [kubernetes]                         # with store = "kubernetes" (pools are then IPPool objects)
 kubeconfig = "/etc/underlay/kubeconfig"  # or in_cluster = true; optionally context
 leader_election = false              # true: replicas elect a leader with the Lease lease_namespace/lease_name
@@ -56,7 +60,7 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,6 +68,7 @@ import netaddr
 
 from controller.leader import Timing
 from controller.selectors import PoolRules
+from controller.topology import Link, LinkEnd
 from openflow.model import UnknownDestination
 
 DEFAULT_COOKIE = 0x55AA_0000_0000_0000
@@ -139,6 +144,7 @@ class NodeConfig:
 class SwitchConfig:
     dpid: int
     trusted_ports: tuple[int, ...] = ()
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,7 @@ class ApiConfig:
     tls_client_ca: str | None = None
     plaintext: bool = False
     limits: ApiLimits = ApiLimits()
+    operator_tokens: tuple[str, ...] = field(default=(), repr=False)  # read-only REST (GET) for underlayctl
 
     @property
     def scheme(self) -> str:
@@ -194,6 +201,8 @@ API_KEYS = """\
   body_timeout = 10        seconds for a body to arrive once the head is in, and for a client to take an answer
   idle_timeout = 30        seconds a keep-alive connection may wait between requests
   max_body = 1048576       bytes; a larger body is refused (413) before it is read
+  operator_tokens = []     bearer tokens of operators (underlayctl): every GET, nothing else
+  operator_token_file      a file of operator tokens, one a line (read at start, with operator_tokens)
 """
 
 
@@ -245,6 +254,7 @@ class Config:
     nodes: Mapping[str, NodeConfig] = field(default_factory=dict)
     switches: Mapping[int, SwitchConfig] = field(default_factory=dict)
     pools: Mapping[str, PoolConfig] = field(default_factory=dict)
+    links: tuple[Link, ...] = ()  # between switches, in the config's order
     kubernetes: KubernetesConfig | None = None  # set by a [kubernetes] table or store = "kubernetes"
 
     @property
@@ -295,6 +305,7 @@ def parse(data: Mapping[str, Any], *, base: Path = Path(".")) -> Config:
         pools=_default_pool(top.each("pools", _pool)),
         kubernetes=_kubernetes(top, base=base),
     )
+    config = replace(config, links=_links(top, config))
     top.done()
     _check_nodes(config)
     _check_pools_disjoint(config.pools.values())
@@ -556,9 +567,24 @@ def _api(table: _Table, *, base: Path) -> ApiConfig:
         host=table.get("host", _ip, defaults.host), port=table.get("port", _port, defaults.port),
         **{key: None if name is None else _readable(base / name, key=table.key(key)) for key, name in files.items()},
         plaintext=table.get("plaintext", _bool, False), limits=ApiLimits(**limits),
+        operator_tokens=_operator_tokens(table, base=base),
     )
     table.done()
     return config
+
+
+def _operator_tokens(table: _Table, *, base: Path) -> tuple[str, ...]:
+    """`operator_tokens` and the lines of `operator_token_file`: operators' read-only credentials."""
+    tokens = list(table.get("operator_tokens", _list(_str), ()))
+    path = table.get("operator_token_file", _str, None)
+    if path is not None:
+        text = _read_token(base / path, key=table.key("operator_token_file"))
+        tokens += [line.strip() for line in text.splitlines() if line.strip()]
+        if not tokens:
+            raise ConfigError(f"{table.key('operator_token_file')}: {base / path} holds no token")
+    if any(not token or token != token.strip() for token in tokens):
+        raise ConfigError(f"{table.key('operator_tokens')}: a token is empty or has surrounding whitespace")
+    return tuple(dict.fromkeys(tokens))
 
 
 def _kubernetes(top: _Table, *, base: Path) -> KubernetesConfig | None:
@@ -677,7 +703,46 @@ def _switch(table: _Table, name: str) -> SwitchConfig:
         dpid = _dpid(name)
     except ValueError as err:
         raise ConfigError(f"{table.name}: {name!r} is not a datapath id") from err
-    return SwitchConfig(dpid=dpid, trusted_ports=table.get("trusted_ports", _list(_ofport), ()))
+    return SwitchConfig(dpid=dpid, trusted_ports=table.get("trusted_ports", _list(_ofport), ()),
+                        name=table.get("name", _str, None))
+
+
+def _link_end(value: Any) -> LinkEnd:
+    """a "dpid:port" string (e.g. "0x1:5")"""
+    end = LinkEnd.parse(_str(value))
+    _dpid(end.dpid), _ofport(end.port)
+    return end
+
+
+def _links(top: _Table, config: Config) -> tuple[Link, ...]:
+    """The `[[links]]` tables. Each end on a configured switch, on a port no other link, trusted port
+    or pinned node port uses: a link port is unchecked like a trusted port but carries no node."""
+    top.seen.add("links")
+    raw = top.data.get("links", [])
+    if not isinstance(raw, list):
+        raise ConfigError("links: expected an array of tables [[links]] with a and b")
+    pinned = {(node.dpid, node.port): node.name for node in config.nodes.values() if node.port is not None}
+    used: dict[LinkEnd, str] = {}
+    links = []
+    for index, data in enumerate(raw):
+        table = _Table(data, f"links[{index}]")
+        ends = table.get("a", _link_end), table.get("b", _link_end)
+        table.done()
+        if ends[0].dpid == ends[1].dpid:
+            raise ConfigError(f"{table.name}: a and b are both on switch {ends[0].dpid:#x}: a link joins two switches")
+        for name, end in zip("ab", ends):
+            key, switch = table.key(name), config.switches.get(end.dpid)
+            if switch is None:
+                raise ConfigError(f"{key}: switch {end.dpid:#x} is not configured (add [switches.\"{end.dpid:#x}\"])")
+            if end in used:
+                raise ConfigError(f"{key}: port {end} is already {used[end]}")
+            if end.port in switch.trusted_ports:
+                raise ConfigError(f"{key}: port {end} is a trusted port of switch {end.dpid:#x}")
+            if (end.dpid, end.port) in pinned:
+                raise ConfigError(f"{key}: port {end} is node {pinned[end.dpid, end.port]}'s pinned port")
+            used[end] = key
+        links.append(Link(*ends))
+    return tuple(links)
 
 
 def _route(value: Any) -> Route:

@@ -27,13 +27,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from controller import cluster, edge, intent, ipam, sticky
+from controller import cluster, edge, intent, ipam, sticky, topology
 from controller.config import Config, PoolConfig, Route
 from controller.errors import (AddressInUse, BadRequest, ConflictError, ControllerError, NotFound, PoolCoolingDown,
                                PoolExhausted, TemporaryError)
 from controller.identity import Identity
 from controller.logs import kv
 from controller.store import AddressTaken, Mode, Node, Pod, Store, Writes
+from controller.topology import Forwarding
 from openflow.model import Placement, PortRole, SwitchPort, SwitchState
 
 LOG = logging.getLogger("underlay.service")
@@ -146,6 +147,9 @@ class Service(Identity):
         self._macvlan_macs: dict[str, Pod] = {}  # a MAC is one pod's: two on a segment break both
         self._index = _PlacementIndex()
         self._refusals = edge.Refusals(now=now)
+        # the fabric's forwarding: every configured link assumed up until controller/links.py says
+        # otherwise (`set_forwarding`), so a restart computes what the switches already hold
+        self.forwarding = topology.compute(config.switches, config.links, configured=config.links)
         self._restore()
 
     def _restore(self) -> None:
@@ -442,17 +446,33 @@ class Service(Identity):
             views += [view for pod in self._pods.values() for view in self._pod_placements(pod)]
         return views
 
+    def pool_usage(self) -> list[ipam.Usage]:
+        with self._lock:
+            return self._ipam.usage(now=self.now())
+
+    def nodes(self) -> list[NodeView]:
+        """Every registered node, where its uplink is (operators' GET /v1/nodes)."""
+        with self._lock:
+            return [self._view(name) for name in sorted(self._nodes)]
+
     def switches(self) -> list[int]:
         """Every switch the controller knows of: configured, or where a node was located."""
         with self._lock:
             located = {self._location(name)[0] for name in self._nodes}
         return sorted({*self.config.switches, *(d for d in located if d is not None)})
 
+    def set_forwarding(self, forwarding: Forwarding) -> None:
+        """The fabric's links changed (controller/links.py): desired states follow it from now on;
+        the caller has every switch converge (one bundle each)."""
+        with self._lock:
+            self.forwarding = forwarding
+
     def desired_state(self, dpid: int) -> SwitchState:
         """What switch `dpid` should hold: trusted ports, node ports, every placement behind them,
         and the MACs of nodes whose port is still to be learned (there, or anywhere if unpinned)."""
         with self._lock:
             ports = {n: SwitchPort(n, PortRole.TRUSTED) for n in self._trusted(dpid)}
+            ports.update({n: SwitchPort(n, PortRole.LINK) for n in self.forwarding.link_ports(dpid)})
             learn = []
             for name, node in self._nodes.items():
                 where, port = self._location(name)
@@ -467,6 +487,7 @@ class Service(Identity):
                 placements=self._index.on(dpid),
                 unknown_destination=self.config.unknown_destination,
                 learn_macs=tuple(sorted(learn)),
+                tree_links=tuple(sorted(self.forwarding.tree_ports(dpid))),
             )
 
     # -- helpers ---------------------------------------------------------------------------------
