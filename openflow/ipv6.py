@@ -74,17 +74,17 @@ def icmpv6_match(kind: int) -> dict[str, int]:
     return {**dict(_ICMPV6), "icmpv6_type": kind, "icmpv6_code": 0}
 
 
-def responder_flows(ip: str, mac: str, port: int, tag: int, *, vid: tuple[str, int]) -> tuple[Flow, ...]:
-    """Answer solicitations for `ip` (at `mac`) in its VLAN (`vid`: the `vlan_vid` match) from every
-    port but `port`."""
-    solicitation = (vid, *_ICMPV6, ("icmpv6_type", NEIGHBOR_SOLICITATION), ("icmpv6_code", 0), ("ipv6_nd_target", ip))
+def responder_flows(ip: str, mac: str, port: int, tag: int, *, vid: Match = (), up: int = 0) -> tuple[Flow, ...]:
+    """Answer solicitations for `ip` (at `mac`) from every port but `port`; a VLAN placement's in
+    its VLAN only (`vid`: its `vlan_vid` match), `up` priorities above the untagged ones."""
+    solicitation = (*vid, *_ICMPV6, ("icmpv6_type", NEIGHBOR_SOLICITATION), ("icmpv6_code", 0), ("ipv6_nd_target", ip))
     owner = cookies.ip_owner(ip)
     answer = cookies.make(tag, Purpose.ND_RESPONDER, owner)
     return (
-        Flow(RESPONDER, PRIO_SKIP_OWNER, (("in_port", port), *solicitation), goto=L2,
+        Flow(RESPONDER, PRIO_SKIP_OWNER + up, (("in_port", port), *solicitation), goto=L2,
              cookie=cookies.make(tag, Purpose.OWNER_PASS, owner)),
-        Flow(RESPONDER, PRIO_NO_SLL, (*solicitation, ("ipv6_nd_sll", NO_MAC)), goto=L2, cookie=answer),
-        Flow(RESPONDER, PRIO_ANSWER, solicitation, actions=advertisement(ip, mac), goto=ND_REPLY, cookie=answer),
+        Flow(RESPONDER, PRIO_NO_SLL + up, (*solicitation, ("ipv6_nd_sll", NO_MAC)), goto=L2, cookie=answer),
+        Flow(RESPONDER, PRIO_ANSWER + up, solicitation, actions=advertisement(ip, mac), goto=ND_REPLY, cookie=answer),
     )
 
 

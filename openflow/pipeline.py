@@ -298,20 +298,23 @@ def placement_flows(placement: Placement, on_trusted_port: bool, tag: int) -> tu
     tests/openflow/test_desired_flows.py checks that each equals what `make_match` makes."""
     port, mac, ip = placement.port, placement.mac.lower(), placement.ip
     vid = ("vlan_vid", vlan_vid(placement.vlan))
-    forward = _l2(placement, mac, vid, tag)
+    # a VLAN placement's responder and l2 flows match its tag, one priority above the untagged ones
+    # (which match none, as they always did): one IP may be untagged and in a VLAN
+    in_vlan, up = ((vid,), 1) if placement.vlan is not None else ((), 0)
+    forward = _l2(placement, mac, in_vlan, tag)
     source = (("in_port", port), ("eth_src", mac), vid)
     if ipv6.is_ipv6(ip):
-        answer = ipv6.responder_flows(ip, mac, port, tag, vid=vid)
+        answer = ipv6.responder_flows(ip, mac, port, tag, vid=in_vlan, up=up)
         if on_trusted_port:
             return (*answer, *forward)
         return (*_vlan_checked(placement, tag, ipv6.ingress_flows(ip, mac, source, tag)), *answer, *forward)
     owner = cookies.ip_owner(ip)
-    request = (("eth_dst", BROADCAST), vid, ("eth_type", ETH_TYPE_ARP), ("arp_op", ARP_REQUEST), ("arp_tpa", ip))
+    request = (("eth_dst", BROADCAST), *in_vlan, ("eth_type", ETH_TYPE_ARP), ("arp_op", ARP_REQUEST), ("arp_tpa", ip))
     flows = (
         # responder: a request from the owner's port passes (DAD, gratuitous); others are answered
-        Flow(RESPONDER, PRIO_SKIP_OWNER, (("in_port", port), *request), goto=L2,
+        Flow(RESPONDER, PRIO_SKIP_OWNER + up, (("in_port", port), *request), goto=L2,
              cookie=cookies.make(tag, Purpose.OWNER_PASS, owner)),
-        Flow(RESPONDER, PRIO_ANSWER, request, actions=arp_reply(placement),
+        Flow(RESPONDER, PRIO_ANSWER + up, request, actions=arp_reply(placement),
              cookie=cookies.make(tag, Purpose.ARP_RESPONDER, owner)),
         *forward,
     )
@@ -350,12 +353,12 @@ _SAVE_VID, _POP = Move("vlan_vid", "reg0", 12), PopVlan()
 _RETAG = (PushVlan(), Move("reg0", "vlan_vid", 12), Resubmit(RESPONDER))
 
 
-def _l2(placement: Placement, mac: str, vid: tuple[str, int], tag: int) -> tuple[Flow, ...]:
-    """Frames for its MAC in its VLAN (or untagged) go to its port. A VLAN placement's MAC in any
-    other VLAN, or untagged, is dropped rather than flooded by NORMAL into that VLAN: its MAC is
-    no destination there."""
+def _l2(placement: Placement, mac: str, in_vlan: tuple[tuple[str, int], ...], tag: int) -> tuple[Flow, ...]:
+    """Frames for its MAC (in its VLAN) go to its port. A VLAN placement's MAC in any other VLAN,
+    or untagged, is dropped rather than flooded by NORMAL into that VLAN: its MAC is no
+    destination there."""
     owner = cookies.mac_owner(mac)
-    forward = Flow(L2, PRIO_EXACT, (("eth_dst", mac), vid), actions=(Output(placement.port),),
+    forward = Flow(L2, PRIO_EXACT + len(in_vlan), (("eth_dst", mac), *in_vlan), actions=(Output(placement.port),),
                    cookie=cookies.make(tag, Purpose.FORWARD, owner))
     if placement.vlan is None:
         return (forward,)

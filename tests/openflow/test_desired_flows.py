@@ -114,11 +114,11 @@ def test_a_tagged_frame_from_a_learn_mac_does_not_reach_the_controller() -> None
 
 def test_a_placement_in_a_vlan_sends_in_that_vlan_only() -> None:
     """The VID is part of the placement's port security (tests/openflow/test_vlan_flows.py: the rest
-    of VLAN pools). In VLAN 7 the untagged n1 is not an exact destination: NORMAL takes it."""
+    of VLAN pools). Untagged placements' forward flows match no tag, as they always did."""
     vlan_pod = Placement("198.18.0.13", "02:00:c6:12:01:13", PORT_N2, "default/vlan-7", vlan=7)
     flows = desired_flows(two_node_state(placements=(*two_node_state().placements, vlan_pod)))
     frame = ipv4(src=vlan_pod.mac, dst=N1, ip_src=vlan_pod.ip, ip_dst="198.18.0.1")
-    assert walk(flows, tagged(frame, 7), in_port=PORT_N2).is_output("NORMAL")
+    assert walk(flows, tagged(frame, 7), in_port=PORT_N2).is_output(PORT_N1)
     assert walk(flows, frame, in_port=PORT_N2).dropped
     assert walk(flows, tagged(frame, 8), in_port=PORT_N2).dropped
 

@@ -65,9 +65,15 @@ def test_an_arp_request_from_another_vlan_is_not_answered(vid: int | None) -> No
     assert result.is_output("NORMAL")  # the broadcast floods in its own VLAN, unanswered
 
 
-def test_an_untagged_pod_is_not_answered_for_in_a_vlan() -> None:
-    request = tagged(arp_request(src=ROUTER, spa="198.18.0.254", tpa="198.18.0.11"), 100)
-    assert walk(FLOWS, request, in_port=PORT_ROUTER).is_output("NORMAL")
+def test_one_ip_untagged_and_in_a_vlan_is_answered_by_the_vlan_it_is_asked_in() -> None:
+    """Untagged placements' flows match no tag (unchanged since before VLAN pools: no flow-mod on
+    upgrade); a VLAN placement's, one priority above, win in their VLAN."""
+    plain = Placement(IP, "02:00:c6:12:06:64", PORT_N2, "plain/web-0")
+    flows = desired_flows(replace(STATE, placements=(*STATE.placements, plain)))
+    for vid, answer in ((None, plain.mac), (100, BLUE), (200, RED)):
+        request = arp_request(src=ROUTER, spa="198.18.6.1", tpa=IP)
+        result = walk(flows, request if vid is None else tagged(request, vid), in_port=PORT_ROUTER)
+        assert result.is_output(PORT_ROUTER) and result.only.frame["arp_sha"] == answer
 
 
 def test_a_frame_in_another_vlan_is_not_forwarded_to_the_pod() -> None:
