@@ -76,9 +76,10 @@ Port security matches the tag too (`vlan_vid`): a node port's frames are untagge
 carries, and is dropped; otherwise NORMAL would carry it into that VLAN on every trunk port.
 
 VLAN pools (a placement's `vlan`): its allow flows match its tag, and its responder and l2 flows
-too (an ARP request in another VLAN is not answered, a frame in another VLAN is not forwarded to
-it: l2 drops its MAC in any other VLAN rather than let NORMAL flood it there), so one IP may be
-placed once per VLAN. Its allowed frames pop their tag and pass table `vlan`, which lets only a
+too, one priority above the untagged ones (which match no tag, as before VLAN pools: a switch
+without them gets no flow-mod on upgrade): an ARP request in another VLAN is not answered, a frame
+in another VLAN is not forwarded to it (l2 drops its MAC in any other VLAN rather than let NORMAL
+flood it there), so one IP may be placed once per VLAN and once untagged. Its allowed frames pop their tag and pass table `vlan`, which lets only a
 frame without a second tag on, tagged again: no double-tagging hop, however many tags the switch
 parses (`_vlan_checked`). Trusted ports carry every VLAN, unchecked.
 
