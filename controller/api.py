@@ -24,12 +24,13 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from controller import fields
 from controller.agentauth import Authenticator, Refused, StaticTokens
 from controller.errors import BadRequest, ConflictError, ControllerError, NotFound, PermanentError, TemporaryError
 from controller.logs import kv
+from controller.metrics import ROUTE_KEY
 from controller.service import Attachment, PodRequest, Service
 from controller.store import Pod
 
@@ -72,11 +73,12 @@ class Route:
     pattern: re.Pattern[str]
     handler: str
     auth: Auth
+    path: str  # the pattern as written: the `route` of metrics and logs (bounded, unlike paths)
 
 
 def _route(method: str, path: str, handler: str, auth: Auth = Auth.NODE) -> Route:
     pattern = re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", path)
-    return Route(method, re.compile(pattern + r"\Z"), handler, auth)
+    return Route(method, re.compile(pattern + r"\Z"), handler, auth, path)
 
 
 ROUTES = (
@@ -131,6 +133,7 @@ class Api:
 
     def _handle(self, environ: Environ, method: str, path: str) -> tuple[int, Json]:
         route, params = _match(method, path)
+        cast(dict[str, Any], environ)[ROUTE_KEY] = route.path  # WSGI's environ is a dict: the metrics read it
         handler: Callable[[Request], Json] = getattr(self, route.handler)
         try:  # a field's BadRequest (path, body) and the service's errors alike become their status
             params = fields.path_params(params)

@@ -19,6 +19,7 @@ from controller import edge, ipam, nodelife
 from controller.config import KUBERNETES_STORE, Config, NodeConfig
 from controller.errors import BadRequest, ConflictError, ControllerError, NotFound, TemporaryError
 from controller.logs import kv
+from controller.metrics import ControllerMetrics
 from controller.store import Mode, Node, Pod, Store
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class Identity:
     _macvlan_macs: dict[str, Pod]
     _ipam: ipam.Ipam
     _refusals: edge.Refusals
+    metrics: ControllerMetrics
 
     if TYPE_CHECKING:  # what Service provides
         def switches(self) -> list[int]: ...
@@ -155,6 +157,8 @@ class Identity:
                 tx.put_node(moved)
             self._nodes[node.name] = moved
             self._place_node(node.name)
+            if node.port is not None:  # it was somewhere else: moved, not found for the first time
+                self.metrics.relocations.labels(node.name).inc()
         LOG.info(kv("node located", node=node.name, mac=mac, dpid=f"{dpid:x}", port=port, was=node.port))
         return frozenset(d for d in (node.dpid, dpid) if d is not None)
 

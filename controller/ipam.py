@@ -229,6 +229,22 @@ class Ipam:
     def leases(self) -> list[Lease]:
         return list(self._leases.values())
 
+    def usage(self, *, now: float) -> dict[str, tuple[int, int, int]]:
+        """Per pool: (addresses it may hand out, held, cooling down after a release). A scrape's
+        question: it walks the holders and release times, never the pools' spaces."""
+        counts = {name: [pool.size, 0, 0] for name, pool in self.pools.items()}
+        released = ((a, at) for a, at in self._released_at.items() if a not in self._holders)
+        for address, released_at in [*((a, None) for a in self._holders), *released]:
+            pool = next((pool for pool in self.pools.values() if pool.holds(address)), None)
+            if pool is None:
+                continue
+            cooldown = self.cooldown if pool.cooldown is None else pool.cooldown
+            if released_at is None:
+                counts[pool.name][1] += 1
+            elif now - released_at < cooldown:
+                counts[pool.name][2] += 1
+        return {name: (size, held, cooling) for name, (size, held, cooling) in counts.items()}
+
     def plan(self, request: Request, *, now: float) -> Lease:
         """The lease `request` should get: one address per family of its pool, or the error about
         the first family that has none. Changes nothing; `commit` the answer once persisted."""
