@@ -80,7 +80,7 @@ def _parsed(value: str) -> object:
     return None if value == "-" else value
 
 
-def configure(level: int, *, fmt: str = "text") -> None:
+def configure(level: int | str, *, fmt: str = "text") -> None:
     """The process's logging: to stderr, as text lines or (`fmt="json"`) JSON lines."""
     if fmt not in FORMATS:
         raise ValueError(f"log format {fmt!r}: one of {', '.join(FORMATS)}")
