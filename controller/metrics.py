@@ -10,7 +10,7 @@ between.
 Names follow Prometheus' conventions: the `underlay_` prefix, base units (`_seconds`), counters end
 in `_total` (prometheus_client adds it to a Counter's name). Label names are the project's agreed
 ones (the JSON log keys are the same, controller/logs.py): `switch` (dpid, 16 hex digits, as the
-logs write it), `node`, `pool`, `table`, `reason`, `route`, `status`, `result`, `step`. Every label's
+logs write it), `node`, `pool`, `table`, `reason`, `route`, `status`, `result`, `step`, and `role` (a switch connection's OpenFlow role, added for HA). Every label's
 values are bounded: a REST route is its pattern (`/v1/nodes/<node>/pods`), never the path.
 
 The listener (`serve`) is off unless configured; `parse_listen` takes `HOST:PORT` or `:PORT`
@@ -26,14 +26,15 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from openflow import cookies
 
+disable_created_metrics()  # no `_created` twin of every counter and histogram: half the series, nothing lost
 PREFIX = "underlay_"
-LABELS = ("switch", "node", "pool", "table", "reason", "route", "status", "result", "step")
+LABELS = ("switch", "node", "pool", "table", "reason", "route", "status", "result", "step", "role")
 """Every label name a metric (or a JSON log line) of underlay may use."""
 STEPS = ("ipam", "store", "switch")
 """The steps of an allocation: IPAM decision (under the service's lock), store commit, switch convergence."""
