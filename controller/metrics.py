@@ -32,7 +32,8 @@ from prometheus_client.registry import Collector
 
 from openflow import cookies
 
-disable_created_metrics()  # no `_created` twin of every counter and histogram: half the series, nothing lost
+# no `_created` twin of every counter and histogram: half the series, nothing lost (process-wide)
+disable_created_metrics()  # type: ignore[no-untyped-call]
 PREFIX = "underlay_"
 LABELS = ("switch", "node", "pool", "table", "reason", "route", "status", "result", "step", "role")
 """Every label name a metric (or a JSON log line) of underlay may use."""
