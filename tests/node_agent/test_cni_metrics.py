@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cni.spec import TRY_AGAIN_LATER, CniError
 from controller.logs import JsonFormatter
+from deploy.lab import labmetrics, netns
+from deploy.lab.process import start_daemon, stop_pidfile, wait_until
+from node_agent.main import load_config, main
 from node_agent.metrics import AgentMetrics
 from node_agent.server import AgentServer
 
@@ -45,7 +51,7 @@ def request(command: str, cid: str = "c0ffee") -> dict[str, Any]:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> AgentServer:
+def server(tmp_path: Path) -> Iterator[AgentServer]:
     made = AgentServer(tmp_path / "agent.sock", Answering(), metrics=AgentMetrics(clock=Ticking()))  # type: ignore[arg-type]
     yield made
     made.server_close()
@@ -90,3 +96,49 @@ def test_one_info_line_per_add_and_del_with_latency_and_result(server: AgentServ
         ("ADD", TRY_AGAIN_LATER, 0.25, "default/web-0")]
     assert lines[0]["ips"] == "198.18.0.100/24" and lines[2]["error"] == "the controller is away"
     assert all(line["level"] == "info" and line["event"] == "cni" for line in lines)
+
+
+def test_the_agent_flags_for_metrics_and_log_format(tmp_path: Path) -> None:
+    (tmp_path / "agent.toml").write_text('node = "n1"\nmetrics = "127.0.0.1:9471"\nlog_format = "json"\n')
+    config = load_config(["--config", str(tmp_path / "agent.toml")])
+    assert (config.metrics, config.log_format) == ("127.0.0.1:9471", "json")
+    assert load_config(["--node", "n1"]).metrics is None  # no listener unless configured
+    assert load_config(["--node", "n1", "--metrics", ""]).metrics is None
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--metrics", "localhost:9471"], "underlay-agent: metrics 'localhost:9471': expected HOST:PORT with an IP address"),
+    (["--log-format", "xml"], "underlay-agent: log format 'xml': one of text, json"),
+])
+def test_the_agent_refuses_a_bad_metrics_address_or_log_format(tmp_path: Path, flags: list[str], message: str) -> None:
+    with pytest.raises(SystemExit, match=message):
+        main(["--node", "n1", "--socket", str(tmp_path / "agent.sock"), "--state-dir", str(tmp_path / "state"), *flags])
+
+
+@pytest.fixture
+def node_ns() -> Iterator[str]:
+    name = f"ulmet-{secrets.token_hex(3)}"
+    netns.create(name)
+    try:
+        yield name
+    finally:
+        netns.remove(name)
+
+
+def test_the_agent_process_serves_metrics_and_logs_json_lines(tmp_path: Path, node_ns: str) -> None:
+    """The real daemon in a namespace of its own (standalone: no controller): its listener on that
+    namespace's loopback, its log lines JSON."""
+    pidfile, logfile = tmp_path / "agent.pid", tmp_path / "agent.log"
+    start_daemon([sys.executable, "-m", "node_agent.main", "--node", "n1", "--netns", node_ns,
+                  "--socket", str(tmp_path / "agent.sock"), "--state-dir", str(tmp_path / "state"),
+                  "--metrics", "127.0.0.1:9471", "--log-format", "json"],
+                 pidfile=pidfile, logfile=logfile, ns=node_ns, die_with_parent=True)
+    try:
+        wait_until(lambda: "started" in logfile.read_text(), timeout=20, what=f"the agent (log: {logfile})")
+        families = {f.name: f for f in text_string_to_metric_families(labmetrics.scrape(node_ns, 9471))}
+    finally:
+        stop_pidfile(pidfile)
+    assert {"underlay_cni_add_seconds", "underlay_cni_del_seconds"} <= set(families)
+    started = [json.loads(line) for line in logfile.read_text().splitlines() if '"started"' in line]
+    assert [(line["event"], line["node"], line["metrics"]) for line in started] == [
+        ("started", "n1", "http://127.0.0.1:9471/metrics")]
