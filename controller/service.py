@@ -33,7 +33,7 @@ from controller.errors import (AddressInUse, BadRequest, ConflictError, Controll
                                PoolExhausted, TemporaryError)
 from controller.identity import Identity
 from controller.logs import kv
-from controller.metrics import ControllerMetrics, PoolUsage
+from controller.metrics import ControllerMetrics, PoolUsage, switch_label
 from controller.store import AddressTaken, Mode, Node, Pod, Store, Writes
 from openflow.model import Placement, PortRole, SwitchPort, SwitchState
 
@@ -597,7 +597,7 @@ class Service(Identity):
             try:
                 self.fabric.apply([dpid], timeout=self.apply_timeout)
             except TemporaryError as err:
-                LOG.warning(kv("switch not converged", why=why, switch=f"{dpid:x}", error=err))
+                LOG.warning(kv("switch not converged", why=why, switch=switch_label(dpid), error=err))
 
 
 class _PlacementIndex:

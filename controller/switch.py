@@ -330,10 +330,10 @@ class SwitchSession:
 
     def _converge_once(self) -> None:
         started = self._clock_seconds()
-        self._converge()
+        self._reconcile()
         self._convergence.observe(self._clock_seconds() - started)
 
-    def _converge(self) -> None:
+    def _reconcile(self) -> None:
         state = self._state_of(self.dpid)
         appeared, vanished = self._desired.update(state)
         if not self._in_sync:  # first time, or after a failure: what does the switch hold?
