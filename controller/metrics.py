@@ -97,8 +97,9 @@ class ControllerMetrics:
         self.store_failures = Counter(f"{PREFIX}store_commit_failures", "Store commits that failed", registry=reg)
         self.requests = Counter(f"{PREFIX}http_requests", "REST API requests answered, by route pattern and status",
                                 ["route", "status"], registry=reg)
-        for step in STEPS:  # present from the first scrape, so a rate() has its zero
-            self.allocation.labels(step)
+        # children bound once: `labels()` costs more than the observation itself (a lock, checks)
+        self.steps = {step: self.allocation.labels(step) for step in STEPS}  # present from the first scrape
+        self._answers: dict[tuple[str, int], Any] = {}
 
     def stopwatch(self) -> Stopwatch:
         return Stopwatch(self)
@@ -111,8 +112,11 @@ class ControllerMetrics:
     def answered(self, environ: Mapping[str, Any] | None, status: int) -> None:
         """Count a REST answer (controller/httpd.py calls this): its route is what controller/api.py
         put in the environ under ROUTE_KEY; UNMATCHED for no route, or an answer of the server's own."""
-        route = UNMATCHED if environ is None else environ.get(ROUTE_KEY, UNMATCHED)
-        self.requests.labels(route, str(status)).inc()
+        key = (UNMATCHED if environ is None else environ.get(ROUTE_KEY, UNMATCHED), status)
+        child = self._answers.get(key)
+        if child is None:  # a few routes times a few statuses: bounded
+            child = self._answers.setdefault(key, self.requests.labels(key[0], str(status)))
+        child.inc()
 
 
 ROUTE_KEY = "underlay.route"
@@ -122,12 +126,12 @@ class Stopwatch:
     """`lap(step)` observes the time since the previous lap (or since it was made) as that step."""
 
     def __init__(self, metrics: ControllerMetrics) -> None:
-        self._metrics = metrics
-        self._last = metrics.clock()
+        self._steps, self._clock = metrics.steps, metrics.clock
+        self._last = self._clock()
 
     def lap(self, step: str) -> None:
-        now = self._metrics.clock()
-        self._metrics.allocation.labels(step).observe(now - self._last)
+        now = self._clock()
+        self._steps[step].observe(now - self._last)
         self._last = now
 
 
