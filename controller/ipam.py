@@ -87,6 +87,19 @@ class Lease:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """One family of one pool as operators see it (GET /v1/pools)."""
+
+    pool: str
+    family: int
+    subnet: str
+    size: int
+    allocated: int
+    reserved: int  # kept for a sticky key whose pod is gone
+    cooldown: int  # released lately: not handed out before the cooldown ends
+
+
+@dataclass(frozen=True)
 class Space:
     """One family's allocatable addresses as sorted, disjoint (first, last) key blocks."""
 
@@ -229,22 +242,6 @@ class Ipam:
     def leases(self) -> list[Lease]:
         return list(self._leases.values())
 
-    def usage(self, *, now: float) -> dict[str, tuple[int, int, int]]:
-        """Per pool: (addresses it may hand out, held, cooling down after a release). A scrape's
-        question: it walks the holders and release times, never the pools' spaces."""
-        counts = {name: [pool.size, 0, 0] for name, pool in self.pools.items()}
-        released = ((a, at) for a, at in self._released_at.items() if a not in self._holders)
-        for address, released_at in [*((a, None) for a in self._holders), *released]:
-            pool = next((pool for pool in self.pools.values() if pool.holds(address)), None)
-            if pool is None:
-                continue
-            cooldown = self.cooldown if pool.cooldown is None else pool.cooldown
-            if released_at is None:
-                counts[pool.name][1] += 1
-            elif now - released_at < cooldown:
-                counts[pool.name][2] += 1
-        return {name: (size, held, cooling) for name, (size, held, cooling) in counts.items()}
-
     def plan(self, request: Request, *, now: float) -> Lease:
         """The lease `request` should get: one address per family of its pool, or the error about
         the first family that has none. Changes nothing; `commit` the answer once persisted."""
@@ -330,6 +327,18 @@ class Ipam:
         """The pool that may hand out `ip`, if any."""
         address = key_of(ip)
         return next((pool.name for pool in self.pools.values() if pool.holds(address)), None)
+
+    def usage(self, *, now: float) -> list[Usage]:
+        """Each pool's families: how many addresses it has, holds, keeps for sticky keys, cools down."""
+        cooling = [a for a, at in self._released_at.items() if a not in self._holders and now - at < self._cooldown_of(a)]
+        kept = [a for a in self._reserved_for if a not in self._holders]
+        return [Usage(pool.name, space.version, str(space.network.cidr), space.size,
+                      *(sum(1 for a in group if space.offset(a) is not None) for group in (self._holders, kept, cooling)))
+                for pool in self.pools.values() for space in pool.spaces]
+
+    def _cooldown_of(self, address: int) -> float:
+        pool = next((pool for pool in self.pools.values() if pool.holds(address)), None)
+        return self.cooldown if pool is None or pool.cooldown is None else pool.cooldown
 
     def reserved(self) -> dict[str, str]:
         """Sticky key -> its addresses, as `unreserve` returns them."""

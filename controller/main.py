@@ -34,10 +34,13 @@ from controller.httpd import HttpServer, tls_context
 from controller.leader import Election, Timing
 from controller.leading import Leadership, identity
 from controller.leaks import LeakCollector
-from controller.metrics import ControllerMetrics, PoolUsage, serve
+from controller.ipam import Usage
+from controller.metrics import ControllerMetrics, serve
 from controller.nodelife import NodeLifecycle
 from controller.service import Service
 from controller.store import SqliteStore, Store
+from controller.switch import SessionStatus
+from openflow.flows import Flow
 
 if TYPE_CHECKING:
     from controller.kube.wiring import Cluster
@@ -70,6 +73,15 @@ class LateFabric:
 
     def connected(self) -> list[int]:
         return self.app.connected() if self.app is not None else []
+
+    def session_status(self, dpid: int) -> SessionStatus | None:
+        return self.app.session_status(dpid) if self.app is not None else None
+
+    def read_flows(self, dpid: int, *, cookie: int) -> frozenset[Flow]:
+        if self.app is None:
+            raise SwitchUnavailable("the OpenFlow application is not running yet")
+        flows: frozenset[Flow] = self.app.read_flows(dpid, cookie=cookie)
+        return flows
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -171,9 +183,9 @@ def connect_cluster(cfg: configuration.Config) -> Cluster | None:
 def serve_metrics(metrics: ControllerMetrics, cfg: configuration.Config, fabric: LateFabric) -> None:
     """The scrape reads pools from the service (the leader's, once there is one) and switches from
     the OpenFlow app; served only with a [metrics] table (or --metrics)."""
-    def pools() -> dict[str, PoolUsage]:
+    def pools() -> list[Usage]:
         service = None if fabric.app is None else fabric.app.service
-        return {} if service is None else service.pool_usage()
+        return [] if service is None else service.pool_usage()
 
     metrics.watch(pools=pools, switches=lambda: [] if fabric.app is None else fabric.app.views())
     if cfg.metrics is not None:
@@ -198,7 +210,8 @@ def open_service(cfg: configuration.Config, cluster: Cluster | None, fabric: Lat
 
 
 def make_api(service: Service, cfg: configuration.Config, cluster: Cluster | None) -> Api:
-    return Api(service, tokens=cfg.tokens, auth=agent_auth(cluster, cfg), max_body=cfg.api.limits.max_body)
+    return Api(service, tokens=cfg.tokens, auth=agent_auth(cluster, cfg), max_body=cfg.api.limits.max_body,
+               operators=cfg.api.operator_tokens)
 
 
 def elect(cfg: configuration.Config, cluster: Cluster, fabric: LateFabric, stop: threading.Event,

@@ -19,6 +19,7 @@ The listener (`serve`) is off unless configured; `parse_listen` takes `HOST:PORT
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -30,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from controller.ipam import Usage
 from openflow import cookies
 
 # no `_created` twin of every counter and histogram: half the series, nothing lost (process-wide)
@@ -44,12 +46,6 @@ LOOPBACK = "127.0.0.1"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNMATCHED = "unmatched"
 """The `route` of a request no route matched (404, 405): one value, whatever the path."""
-
-
-class PoolUsage(NamedTuple):
-    size: int
-    allocated: int
-    cooling: int
 
 
 class SwitchView(NamedTuple):
@@ -104,7 +100,7 @@ class ControllerMetrics:
     def stopwatch(self) -> Stopwatch:
         return Stopwatch(self)
 
-    def watch(self, *, pools: Callable[[], dict[str, PoolUsage]],
+    def watch(self, *, pools: Callable[[], Iterable[Usage]],
               switches: Callable[[], Iterable[SwitchView]]) -> None:
         """Read these at every scrape: pool usage (from the service) and connected switches (from the app)."""
         self.registry.register(StateCollector(pools=pools, switches=switches))
@@ -139,18 +135,21 @@ class Stopwatch:
 class StateCollector(Collector):
     """Gauges computed when scraped: nothing on the hot path keeps them up to date."""
 
-    pools: Callable[[], dict[str, PoolUsage]]
+    pools: Callable[[], Iterable[Usage]]  # each pool's families (controller/ipam.py): summed per pool
     switches: Callable[[], Iterable[SwitchView]]
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        size = GaugeMetricFamily(f"{PREFIX}pool_size", "Addresses a pool may hand out", labels=["pool"])
-        allocated = GaugeMetricFamily(f"{PREFIX}pool_allocated", "Addresses of a pool held by pods", labels=["pool"])
-        cooling = GaugeMetricFamily(f"{PREFIX}pool_cooldown", "Released addresses of a pool still cooling down",
-                                    labels=["pool"])
-        for name, usage in sorted(self.pools().items()):
-            size.add_metric([name], usage.size)
-            allocated.add_metric([name], usage.allocated)
-            cooling.add_metric([name], usage.cooling)
+        gauges = {field: GaugeMetricFamily(f"{PREFIX}pool_{field}", text, labels=["pool"]) for field, text in (
+            ("size", "Addresses a pool may hand out (both families of a dual-stack pool)"),
+            ("allocated", "Addresses of a pool held by pods"),
+            ("reserved", "Addresses of a pool kept for a StatefulSet pod that is away"),
+            ("cooldown", "Released addresses of a pool still cooling down"))}
+        totals: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        for usage in self.pools():
+            totals[usage.pool].update({field: getattr(usage, field) for field in gauges})
+        for name, counts in sorted(totals.items()):
+            for field, gauge in gauges.items():
+                gauge.add_metric([name], counts[field])
         connected = GaugeMetricFamily(f"{PREFIX}switch_connected", "Switches connected, with this controller's role",
                                       labels=["switch", "role"])
         flows = GaugeMetricFamily(f"{PREFIX}flows", "Flows the controller wants on a switch, per table "
@@ -160,7 +159,7 @@ class StateCollector(Collector):
             connected.add_metric([label, switch.role], 1)
             for table, count in sorted(switch.flows.items()):
                 flows.add_metric([label, table], count)
-        yield from (size, allocated, cooling, connected, flows)
+        yield from (*gauges.values(), connected, flows)
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())  # dynamic: nothing to check at registration

@@ -35,7 +35,8 @@ from os_ken.ofproto import ofproto_v1_3
 from controller.errors import SwitchUnavailable
 from controller.locator import Locator
 from controller.metrics import ControllerMetrics, SwitchView, packet_in_reason, switch_label
-from controller.switch import Roles, SwitchSession
+from controller.switch import Roles, SessionStatus, SwitchSession
+from openflow.flows import Flow
 from openflow.model import SwitchState
 
 LOG = logging.getLogger("underlay.ofapp")
@@ -127,6 +128,20 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
         with self._lock:
             sessions = list(self.sessions.values())
         return [session.view() for session in sessions]
+
+    def session_status(self, dpid: int) -> SessionStatus | None:
+        """The switch's session as operators see it (GET /v1/switches); None: not connected."""
+        with self._lock:
+            session = self.sessions.get(dpid)
+        return None if session is None else session.status()
+
+    def read_flows(self, dpid: int, *, cookie: int) -> frozenset[Flow]:
+        """The flows switch `dpid` holds under `cookie`, read through its session (flow stats)."""
+        with self._lock:
+            session = self.sessions.get(dpid)
+        if session is None:
+            raise SwitchUnavailable(f"switch {dpid:016x} is not connected: its flows cannot be read")
+        return session.read_flows(cookie=cookie)
 
     def stats(self) -> dict[str, int]:
         with self._lock:

@@ -33,7 +33,7 @@ from controller.errors import (AddressInUse, BadRequest, ConflictError, Controll
                                PoolExhausted, TemporaryError)
 from controller.identity import Identity
 from controller.logs import kv
-from controller.metrics import ControllerMetrics, PoolUsage, switch_label
+from controller.metrics import ControllerMetrics, switch_label
 from controller.store import AddressTaken, Mode, Node, Pod, Store, Writes
 from openflow.model import Placement, PortRole, SwitchPort, SwitchState
 
@@ -448,10 +448,14 @@ class Service(Identity):
             views += [view for pod in self._pods.values() for view in self._pod_placements(pod)]
         return views
 
-    def pool_usage(self) -> dict[str, PoolUsage]:
-        """Each pool's size, addresses held and addresses cooling down now (for the metrics)."""
+    def pool_usage(self) -> list[ipam.Usage]:
         with self._lock:
-            return {name: PoolUsage(*usage) for name, usage in self._ipam.usage(now=self.now()).items()}
+            return self._ipam.usage(now=self.now())
+
+    def nodes(self) -> list[NodeView]:
+        """Every registered node, where its uplink is (operators' GET /v1/nodes)."""
+        with self._lock:
+            return [self._view(name) for name in sorted(self._nodes)]
 
     def switches(self) -> list[int]:
         """Every switch the controller knows of: configured, or where a node was located."""

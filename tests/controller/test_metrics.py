@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from controller import metrics as m
 from controller.api import Api
 from controller.httpd import HttpServer
-from controller.ipam import Ipam
+from controller.ipam import Usage
 from controller.service import Service
 from controller.store import StoreError
 from openflow import cookies
@@ -50,7 +50,8 @@ class Ticking:
 @pytest.fixture
 def metrics() -> m.ControllerMetrics:
     made = m.ControllerMetrics()
-    made.watch(pools=lambda: {"default": m.PoolUsage(100, 3, 1)},
+    made.watch(pools=lambda: [Usage("default", 4, "198.18.0.0/24", 100, 3, 0, 1),
+                              Usage("default", 6, "fd00:18::/64", 100, 3, 2, 0)],  # a dual-stack pool: summed
                switches=lambda: [m.SwitchView(1, "master", {"classify": 4, "l2": 2})])
     return made
 
@@ -86,8 +87,9 @@ def test_names_units_and_labels_follow_the_conventions(metrics: m.ControllerMetr
 
 
 def test_scrape_time_state_comes_from_the_callables(metrics: m.ControllerMetrics) -> None:
-    assert value(metrics, "underlay_pool_size", pool="default") == 100
-    assert value(metrics, "underlay_pool_allocated", pool="default") == 3
+    assert value(metrics, "underlay_pool_size", pool="default") == 200
+    assert value(metrics, "underlay_pool_allocated", pool="default") == 6
+    assert value(metrics, "underlay_pool_reserved", pool="default") == 2
     assert value(metrics, "underlay_pool_cooldown", pool="default") == 1
     assert value(metrics, "underlay_switch_connected", switch="0000000000000001", role="master") == 1
     assert value(metrics, "underlay_flows", switch="0000000000000001", table="classify") == 4
@@ -135,23 +137,23 @@ def test_a_node_moving_is_a_relocation_its_first_sighting_is_not(ready: Service,
     assert value(metrics, "underlay_node_relocations_total", node="n1") == 1
 
 
-def test_pool_usage_counts_held_and_cooling_addresses(ready: Service, clock: Clock) -> None:
-    ready.allocate_and_place("n1", request("a"))
-    ready.allocate_and_place("n1", request("b"))
-    ready.release("n1", "a", "eth0")
-    assert ready.pool_usage()["default"] == m.PoolUsage(size=100, allocated=1, cooling=1)
-    assert ready.pool_usage()["small"] == m.PoolUsage(size=5, allocated=0, cooling=0)  # a /29 but network, broadcast, gateway
+def test_pool_gauges_follow_the_service_at_each_scrape(make_service: Callable[..., Service], clock: Clock) -> None:
+    metrics = m.ControllerMetrics()
+    service = make_service(metrics=metrics)
+    metrics.watch(pools=service.pool_usage, switches=list)
+    service.register_node("n1", mac=N1_MAC, ip="198.18.0.11")
+    service.node_located(N1_MAC, dpid=1, port=4)
+    service.allocate_and_place("n1", request("a"))
+    service.allocate_and_place("n1", request("b"))
+    service.release("n1", "a", "eth0")
+
+    def pool(name: str) -> tuple[float, ...]:
+        return tuple(value(metrics, f"underlay_pool_{field}", pool=name) for field in ("size", "allocated", "cooldown"))
+
+    assert pool("default") == (100, 1, 1)
+    assert pool("small") == (5, 0, 0)  # a /29 but its network, broadcast and gateway
     clock.advance(31)  # past release_cooldown
-    assert ready.pool_usage()["default"] == m.PoolUsage(size=100, allocated=1, cooling=0)
-
-
-def test_pool_usage_of_an_address_outside_every_pool_is_not_counted() -> None:
-    from ctlfakes import make_config
-    from controller.ipam import Lease
-
-    ipam = Ipam(make_config().pools.values(), cooldown=30)
-    ipam.commit(Lease("c", "eth0", "default/x", "gone", "203.0.113.9"))
-    assert ipam.usage(now=0)["default"] == (100, 0, 0)
+    assert pool("default") == (100, 1, 0)
 
 
 def test_packet_in_reason_is_the_purpose_in_the_cookie() -> None:
