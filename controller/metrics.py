@@ -10,8 +10,9 @@ between.
 Names follow Prometheus' conventions: the `underlay_` prefix, base units (`_seconds`), counters end
 in `_total` (prometheus_client adds it to a Counter's name). Label names are the project's agreed
 ones (the JSON log keys are the same, controller/logs.py): `switch` (dpid, 16 hex digits, as the
-logs write it), `node`, `pool`, `table`, `reason`, `route`, `status`, `result`, `step`, and `role` (a switch connection's OpenFlow role, added for HA). Every label's
-values are bounded: a REST route is its pattern (`/v1/nodes/<node>/pods`), never the path.
+logs write it), `node`, `pool`, `table`, `reason`, `route`, `status`, `result`, `step`, and `role`
+(a switch connection's OpenFlow role, for HA). Every label's values are bounded: a REST route is its
+pattern (`/v1/nodes/<node>/pods`), never the path.
 
 The listener (`serve`) is off unless configured; `parse_listen` takes `HOST:PORT` or `:PORT`
 (loopback), so a non-loopback address is only ever one written out in full.
@@ -46,13 +47,15 @@ LOOPBACK = "127.0.0.1"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNMATCHED = "unmatched"
 """The `route` of a request no route matched (404, 405): one value, whatever the path."""
+ROUTE_KEY = "underlay.route"
+"""Where controller/api.py leaves the matched route's pattern in a request's WSGI environ."""
 
 
 class SwitchView(NamedTuple):
     """A connected switch as the scrape sees it: its role and its desired flows per table."""
 
     dpid: int
-    role: str  # "master", "slave", or "equal" (no leader election)
+    role: str  # "master", "slave", "none" (not granted yet), or "equal" (no leader election)
     flows: dict[str, int]
 
 
@@ -88,8 +91,8 @@ class ControllerMetrics:
         self.packet_ins = Counter(
             f"{PREFIX}packet_ins", "Packet-ins received, by the purpose of the flow that sent them (its cookie)",
             ["switch", "reason"], registry=reg)
-        self.relocations = Counter(f"{PREFIX}node_relocations", "Nodes learned on a new switch port", ["node"],
-                                   registry=reg)
+        self.relocations = Counter(f"{PREFIX}node_relocations", "Located nodes seen again on another switch port",
+                                   ["node"], registry=reg)
         self.store_failures = Counter(f"{PREFIX}store_commit_failures", "Store commits that failed", registry=reg)
         self.requests = Counter(f"{PREFIX}http_requests", "REST API requests answered, by route pattern and status",
                                 ["route", "status"], registry=reg)
@@ -113,9 +116,6 @@ class ControllerMetrics:
         if child is None:  # a few routes times a few statuses: bounded
             child = self._answers.setdefault(key, self.requests.labels(key[0], str(status)))
         child.inc()
-
-
-ROUTE_KEY = "underlay.route"
 
 
 class Stopwatch:
