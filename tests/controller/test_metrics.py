@@ -79,8 +79,7 @@ def test_names_units_and_labels_follow_the_conventions(metrics: m.ControllerMetr
         "underlay_allocation_step_seconds", "underlay_convergence_seconds"}
     assert {name for name, kind in names.items() if kind == "gauge"} == {
         "underlay_pool_size", "underlay_pool_allocated", "underlay_pool_reserved", "underlay_pool_cooldown",
-        "underlay_switch_connected",
-        "underlay_flows"}
+        "underlay_switch_connected", "underlay_flows"}
     counter_samples = {s.name for f in families if f.type == "counter" for s in f.samples}
     assert all(name.endswith("_total") for name in counter_samples)
     labels = {label for f in families for s in f.samples for label in s.labels if label not in ("le",)}
