@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from controller import cluster, edge, intent, ipam, sticky
+from controller import cluster, edge, intent, ipam, sticky, topology
 from controller.config import Config, PoolConfig, Route
 from controller.errors import (AddressInUse, BadRequest, ConflictError, ControllerError, NotFound, PoolCoolingDown,
                                PoolExhausted, TemporaryError)
@@ -35,6 +35,7 @@ from controller.identity import Identity
 from controller.logs import kv
 from controller.metrics import ControllerMetrics, switch_label
 from controller.store import AddressTaken, Mode, Node, Pod, Store, Writes
+from controller.topology import Forwarding
 from openflow.model import Placement, PortRole, SwitchPort, SwitchState
 
 LOG = logging.getLogger("underlay.service")
@@ -148,6 +149,9 @@ class Service(Identity):
         self._macvlan_macs: dict[str, Pod] = {}  # a MAC is one pod's: two on a segment break both
         self._index = _PlacementIndex()
         self._refusals = edge.Refusals(now=now)
+        # the fabric's forwarding: every configured link assumed up until controller/links.py says
+        # otherwise (`set_forwarding`), so a restart computes what the switches already hold
+        self.forwarding = topology.compute(config.switches, config.links, configured=config.links)
         self._restore()
 
     def _restore(self) -> None:
@@ -463,11 +467,18 @@ class Service(Identity):
             located = {self._location(name)[0] for name in self._nodes}
         return sorted({*self.config.switches, *(d for d in located if d is not None)})
 
+    def set_forwarding(self, forwarding: Forwarding) -> None:
+        """The fabric's links changed (controller/links.py): desired states follow it from now on;
+        the caller has every switch converge (one bundle each)."""
+        with self._lock:
+            self.forwarding = forwarding
+
     def desired_state(self, dpid: int) -> SwitchState:
         """What switch `dpid` should hold: trusted ports, node ports, every placement behind them,
         and the MACs of nodes whose port is still to be learned (there, or anywhere if unpinned)."""
         with self._lock:
             ports = {n: SwitchPort(n, PortRole.TRUSTED) for n in self._trusted(dpid)}
+            ports.update({n: SwitchPort(n, PortRole.LINK) for n in self.forwarding.link_ports(dpid)})
             learn = []
             for name, node in self._nodes.items():
                 where, port = self._location(name)
@@ -482,6 +493,7 @@ class Service(Identity):
                 placements=self._index.on(dpid),
                 unknown_destination=self.config.unknown_destination,
                 learn_macs=tuple(sorted(learn)),
+                tree_links=tuple(sorted(self.forwarding.tree_ports(dpid))),
             )
 
     # -- helpers ---------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ responder  ARP broadcast request or NS for a placed IP from its owner's port
 l2         placed MAC → its port                                             prio 100
            broadcast/multicast → NORMAL                                      prio 50
            anything else → NORMAL or drop (`SwitchState.unknown_destination`) prio 0
+           (on a switch with inter-switch ports, no NORMAL: per-in-port flood
+           flows along the fabric's tree instead, see openflow.fabric)
 seen       (in_port, eth_src) of every frame, (in_port, arp_spa) of every ARP and
            (in_port, ipv6_src) of every NS and NA from a trusted port, learned
            by the switch itself (cookie `seen_cookie`, expiring SEEN_TIMEOUT
@@ -61,6 +63,7 @@ from openflow.flows import (ARP_REPLY, ARP_REQUEST, BROADCAST, CONTROLLER, ETH_T
                             ETH_TYPE_IPV6, IN_PORT, MULTICAST, NORMAL, OFPVID_NONE, OFPVID_PRESENT, Action, Flow,
                             Learn, Move, Output, SetField, make_flow)
 from openflow import ipv6
+from openflow.fabric import fabric_flows, is_fabric
 from openflow.model import Placement, PortRole, SwitchState, UnknownDestination
 from openflow.tables import INGRESS, L2, PRIO_ALLOW, PRIO_ANSWER, PRIO_SKIP_OWNER, RESPONDER, SEEN
 
@@ -96,7 +99,8 @@ def desired_flows(state: SwitchState) -> frozenset[Flow]:
     makes the diff against what the switch holds an identity check."""
     _check(state)
     trusted = _trusted(state)
-    flows = {flow.with_cookie(state.cookie) for flow in _fixed_flows(state, trusted)}
+    flows = {flow.with_cookie(state.cookie) for flow in _fixed_flows(state)}
+    flows.update(fabric_flows(state))
     for placement in state.placements:
         flows.update(placement_flows(placement, placement.port in trusted, state.cookie))
     return frozenset(flows)
@@ -150,7 +154,8 @@ class DesiredFlows:
 
     def _rebuild(self, state: SwitchState) -> None:
         trusted = _trusted(state)
-        self._counts = Counter(flow.with_cookie(state.cookie) for flow in _fixed_flows(state, trusted))
+        self._counts = Counter(flow.with_cookie(state.cookie) for flow in _fixed_flows(state))
+        self._counts.update(fabric_flows(state))
         self._by_ip, self._by_mac = {}, {}
         for placement in state.placements:
             self._add(placement, trusted, state.cookie)
@@ -191,20 +196,25 @@ def _as_set(placements: tuple[Placement, ...] | frozenset[Placement]) -> frozens
 
 
 def _fixed_part(state: SwitchState) -> tuple[object, ...]:
-    return (state.cookie, state.ports, state.learn_macs, state.unknown_destination)
+    roles = tuple((port.number, port.role) for port in state.ports)  # SwitchPort compares numbers only
+    return (state.cookie, roles, state.learn_macs, state.unknown_destination, state.tree_links)
 
 
 def _trusted(state: SwitchState) -> frozenset[int]:
-    return frozenset(port.number for port in state.ports if port.role is PortRole.TRUSTED)
+    """The ports whose placements get no port security (the edge is elsewhere): trusted and link ports."""
+    return frozenset(port.number for port in state.ports if port.role in _UNCHECKED)
 
 
-def _fixed_flows(state: SwitchState, trusted: frozenset[int]) -> Iterator[Flow]:
-    yield from _table_defaults(state.unknown_destination)
+_UNCHECKED = (PortRole.TRUSTED, PortRole.LINK)
+
+
+def _fixed_flows(state: SwitchState) -> Iterator[Flow]:
+    yield from _table_defaults(state.unknown_destination, fabric=is_fabric(state))
     for mac in state.learn_macs:
         yield make_flow(INGRESS, PRIO_LEARN, {"eth_src": mac, "vlan_vid": OFPVID_NONE},
                         actions=(Output(CONTROLLER, LEARN_MAX_LEN),))
     seen_mac, seen_ip, seen_ip6 = _seen_records(state.cookie)
-    for number in sorted(trusted):
+    for number in sorted(port.number for port in state.ports if port.role is PortRole.TRUSTED):
         yield make_flow(INGRESS, PRIO_TRUSTED_ARP, {"in_port": number, "eth_type": ETH_TYPE_ARP},
                         actions=(seen_mac, seen_ip), goto=RESPONDER)
         for kind in ipv6.NEIGHBOR_DISCOVERY:
@@ -265,11 +275,13 @@ def vlan_vid(vlan: int | None) -> int:
     return OFPVID_NONE if vlan is None else OFPVID_PRESENT | vlan
 
 
-def _table_defaults(unknown: UnknownDestination) -> Iterator[Flow]:
+def _table_defaults(unknown: UnknownDestination, *, fabric: bool) -> Iterator[Flow]:
+    """A fabric switch floods with explicit flows along the tree (openflow.fabric), never NORMAL."""
     yield make_flow(INGRESS, PRIO_MISS, {})  # the explicit drop
     yield make_flow(RESPONDER, PRIO_MISS, {}, goto=L2)
-    yield make_flow(L2, PRIO_MULTICAST, {"eth_dst": MULTICAST}, actions=(Output(NORMAL),))
-    miss = (Output(NORMAL),) if unknown is UnknownDestination.NORMAL else ()
+    if not fabric:
+        yield make_flow(L2, PRIO_MULTICAST, {"eth_dst": MULTICAST}, actions=(Output(NORMAL),))
+    miss = (Output(NORMAL),) if unknown is UnknownDestination.NORMAL and not fabric else ()
     yield make_flow(L2, PRIO_MISS, {}, actions=miss)
     yield ipv6.reply_flow()
 
