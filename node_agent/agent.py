@@ -199,8 +199,7 @@ class Agent:
             undo.callback(self.store.remove, cid, ifname)
             undo.pop_all()
         self._announce(attachment)
-        log.info("event=add pod=%s container=%s ifname=%s ips=%s mac=%s", pod, cid[:12], ifname,
-                 ",".join(attachment.ips), mac)
+        log.debug("event=add pod=%s container=%s ifname=%s mac=%s", pod, cid[:12], ifname, mac)  # INFO: server.py
         return cni_result(attachment, lease)
 
     def _child(self, pod: str, pod_ns: PodNetns, undo: contextlib.ExitStack, *, uplink: Uplink, spec: LinkSpec,
@@ -292,7 +291,6 @@ class Agent:
         self.store.remove(cid, ifname)
         if record and record.parent:
             self.vlans.release(record.parent)
-        log.info("event=del pod=%s container=%s ifname=%s", pod, cid[:12], ifname)
 
     def _remove_link(self, pod: str, netns: str | None, ifname: str) -> None:
         # A runtime calls DEL more than once, and after the netns is gone (node reboot, pod already
