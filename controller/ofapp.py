@@ -97,9 +97,13 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     # the Fabric protocol -------------------------------------------------------------------
     def apply(self, dpids: Iterable[int], *, timeout: float) -> None:
-        for dpid in sorted(set(dpids)):
-            with self._lock:
-                session = self.sessions.get(dpid)
+        with self._lock:
+            sessions = [(dpid, self.sessions.get(dpid)) for dpid in sorted(set(dpids))]
+        if len(sessions) > 1:  # a fabric's switches converge at once, not each after the one before
+            for _, waiting in sessions:
+                if waiting is not None:
+                    waiting.request()
+        for dpid, session in sessions:
             if session is None:
                 raise SwitchUnavailable(f"switch {dpid:016x} is not connected")
             session.converge(timeout=timeout)
