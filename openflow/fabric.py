@@ -6,7 +6,8 @@ for ever. So, on a fabric switch, broadcast and unknown traffic are forwarded by
 in-port, to the *flood ports* of the switch: its edge ports (node ports), its trusted ports and its
 link ports on the loop-free tree (`SwitchState.tree_links`, from controller/topology.py):
 
-ingress    frame from a link port → responder (unchecked: the edge of the
+ingress    LLDP from a link port → CONTROLLER (openflow.lldp)            prio 1000
+           frame from a link port → responder (unchecked: the edge of the
            switch it came from checked it; nothing recorded in `seen`)   prio 100
 l2         broadcast/multicast from flood port P → every other flood port prio 50
            broadcast/multicast from a link port off the tree → drop     prio 50
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from openflow import cookies
+from openflow import cookies, lldp
 from openflow.cookies import Purpose
 from openflow.flows import MULTICAST, Flow, Output, make_flow
 from openflow.model import PortRole, SwitchState, UnknownDestination
@@ -54,6 +55,7 @@ def fabric_flows(state: SwitchState) -> Iterator[Flow]:
     flood = _ports(state, PortRole.NODE) | _ports(state, PortRole.TRUSTED) | tree
     beyond = _ports(state, PortRole.TRUSTED) | tree  # where unknown destinations may live
     unknown = state.unknown_destination is UnknownDestination.NORMAL
+    yield from lldp.punt_flows(links, state.cookie)
     for port in sorted(links):
         yield make_flow(INGRESS, PRIO_LINK, {"in_port": port}, goto=RESPONDER,
                         cookie=_cookie(state, Purpose.FORWARD, port))

@@ -167,3 +167,10 @@ def test_lone_switch_flows_are_unchanged() -> None:
 
 
 LONE_SWITCH_DIGEST = "aff181327634441e3e2e8174fb07dc677eebb3c60294d79b3aebddd6f283ff61"
+
+
+def test_lldp_from_link_ports_goes_to_the_controller() -> None:
+    lldp = {"eth_src": NEAR, "eth_dst": "01:80:c2:00:00:0e", "vlan_vid": 0, "eth_type": 0x88CC}
+    for port in (TREE, OFF_TREE):
+        assert walk(FLOWS, lldp, in_port=port).only.port == "CONTROLLER"
+    assert walk(FLOWS, {**lldp, "eth_src": N2}, in_port=PORT_N2).dropped  # a pod's LLDP meets port security
