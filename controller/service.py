@@ -503,6 +503,14 @@ class Service(Identity):
         with self._lock:
             return changed | self._remote.peers(changed)
 
+    def _seen(self, dpids: Iterable[int], *, mac: str | None = None, ip: str | None = None) -> edge.Seen:
+        """In a fabric, a host behind any switch's trusted port is seen: ask every switch that
+        reaches these (controller/identity.py asks a located node's own switch)."""
+        dpids = set(dpids)
+        with self._lock:
+            dpids |= self._remote.peers(dpids)
+        return super()._seen(dpids, mac=mac, ip=ip)
+
     def _apply_placed(self, dpid: int) -> None:
         """Converge a switch whose placements were added, and every switch that reaches it, all at
         once; only the pod's own switch must acknowledge (the others converge on reconnect)."""

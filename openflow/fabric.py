@@ -58,7 +58,7 @@ def fabric_flows(state: SwitchState) -> Iterator[Flow]:
     yield from lldp.punt_flows(links, state.cookie)
     for port in sorted(links):
         yield make_flow(INGRESS, PRIO_LINK, {"in_port": port}, goto=RESPONDER,
-                        cookie=_cookie(state, Purpose.FORWARD, port))
+                        cookie=_cookie(state, Purpose.TRUSTED, port))
     for port in sorted(links - tree):
         yield make_flow(L2, PRIO_FLOOD, {"in_port": port, "eth_dst": MULTICAST}, cookie=_cookie(state, Purpose.FLOOD, port))
     for port in sorted(flood):

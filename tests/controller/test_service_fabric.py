@@ -19,7 +19,7 @@ from fabsim import cables, spread  # noqa: E402
 from ofsim import arp_request, ipv4  # noqa: E402
 
 from controller import topology  # noqa: E402
-from controller.errors import SwitchUnavailable  # noqa: E402
+from controller.errors import ConflictError, SwitchUnavailable  # noqa: E402
 from controller.service import Service  # noqa: E402
 from controller.topology import Link, LinkEnd  # noqa: E402
 from openflow.model import Placement, PortRole, SwitchPort  # noqa: E402
@@ -172,3 +172,10 @@ def test_without_links_a_switch_holds_its_own_placements_only(make_service: Call
     assert service.desired_state(LEAF1).ports == (SwitchPort(1, PortRole.TRUSTED), SwitchPort(4, PortRole.NODE))
     assert service.desired_state(LEAF1).tree_links == ()
     assert Placement(pod.ip, pod.mac, 4, pod.owner) in service.desired_state(LEAF1).placements
+
+
+def test_a_node_cannot_claim_an_address_seen_behind_another_switchs_trusted_port(
+        placed: Service, fabric: RecordingFabric) -> None:
+    fabric.sightings[(SPINE, "198.18.0.50")] = (7,)  # a host behind the spine, not n1's own leaf
+    with pytest.raises(ConflictError, match="node n1: 198.18.0.50"):
+        placed.register_node("n1", mac=N1_MAC, ip="198.18.0.50")
