@@ -29,7 +29,8 @@ from typing import Any
 
 from controller import fields
 from controller.agentauth import Authenticator, OperatorTokens, Refused, StaticTokens
-from controller.errors import BadRequest, ConflictError, ControllerError, NotFound, PermanentError, TemporaryError
+from controller.errors import (BadRequest, ConflictError, ControllerError, NotFound, PermanentError, SwitchUnavailable,
+                               TemporaryError)
 from controller.logs import kv
 from controller.opsapi import OperatorRoutes
 from controller.service import Attachment, PodRequest, Service
@@ -98,6 +99,7 @@ ROUTES = (
     _route("GET", "/v1/pools", "list_pools", Auth.OPERATOR),
     _route("GET", "/v1/nodes", "list_nodes", Auth.OPERATOR),
     _route("GET", "/v1/pods", "list_all_pods", Auth.OPERATOR),
+    _route("GET", "/v1/topology", "topology", Auth.OPERATOR),
 )
 
 
@@ -253,6 +255,14 @@ class Api(OperatorRoutes):
 
     def delete_pod(self, request: Request) -> Json:
         return {"released": self.service.release(request.params["node"], *fields.attachment_key(request.params))}
+
+    def topology(self, request: Request) -> Json:
+        """The fabric: switches (name, connected, link and tree ports), links (state, used, why), the tree."""
+        topology = getattr(self.service.fabric, "topology", None)
+        if topology is None:
+            raise SwitchUnavailable("the fabric's topology is not known yet: the OpenFlow side is not running")
+        status: Json = topology()
+        return status
 
     def placements(self, request: Request) -> Json:
         return {"placements": [

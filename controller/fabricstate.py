@@ -31,11 +31,15 @@ class RemotePlacements:
         return bool(self.forwarding.links)
 
     def set_forwarding(self, forwarding: Forwarding) -> bool:
-        """Take a new topology; False if it is the same. Re-pointed sets of ports no longer used go."""
+        """Take a new topology; False if it is the same. The re-pointed sets of (switch, port) pairs
+        still used are kept (a link that flaps costs nothing to rebuild), the others go."""
         if forwarding == self.forwarding:
             return False
         self.forwarding = forwarding
-        self._via.clear()
+        used = {(toward, port) for _, toward, port in forwarding.hops}
+        for origin, via in self._via.items():
+            for port in [port for port in via if (origin, port) not in used]:
+                del via[port]
         return True
 
     def added(self, dpid: int, placement: Placement) -> None:

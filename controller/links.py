@@ -31,11 +31,13 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from controller import lldp
+from controller.config import Config
 from controller.logs import kv
 from controller.topology import Forwarding, Link, LinkEnd, compute
 
@@ -87,20 +89,25 @@ class LinkMonitor:
         self._lock = threading.Lock()
         self._notify_lock = threading.Lock()
         self._wake = threading.Event()
+        self._connected: dict[int, float] = {}  # dpid -> since when
         self.reset(now, connect_grace=connect_grace)
 
     def reset(self, now: float, *, connect_grace: float = CONNECT_GRACE) -> None:
-        """Forget all evidence, as at a start (a follower that becomes the leader: it sent nothing
-        and heard nothing while it followed)."""
+        """Forget all evidence but which switches are connected, as at a start (a follower that
+        becomes the leader: it sent nothing and heard nothing while it followed)."""
         with self._lock:
             self._started, self._connect_grace = now, connect_grace
             self._ends = {end: _End() for end in self._far}
-            self._connected: dict[int, float] = {}  # dpid -> since when
+            self._connected = {dpid: now for dpid in self._connected}
             self._fresh = set(self.links)  # nothing said about them yet: the benefit of the doubt
             self._verdicts = {link: _ASSUMED for link in self.links}
             self._since = {link: now for link in self.links}
             self._forwarding = self._compute()
             self._notified: Forwarding | None = self._forwarding
+
+    def watches(self, end: LinkEnd) -> bool:
+        """`end` is a configured link port: LLDP frames arriving there are the monitor's."""
+        return end in self._far
 
     @property
     def forwarding(self) -> Forwarding:
@@ -256,9 +263,10 @@ class LinkMonitor:
                               if self._ends[end].wrong is not None}}
                    if self._verdicts[link].state is LinkState.MISCABLED else {}),
             } for link in self.links]
-            switches = [{"dpid": f"{dpid:#x}", "name": name, "connected": dpid in self._connected,
+            switches = [{"dpid": f"{dpid:#x}", "name": self.names.get(dpid), "connected": dpid in self._connected,
                          "link_ports": sorted(forwarding.link_ports(dpid)),
-                         "tree_ports": sorted(forwarding.tree_ports(dpid))} for dpid, name in sorted(self.names.items())]
+                         "tree_ports": sorted(forwarding.tree_ports(dpid))}
+                        for dpid in sorted({*self.names, *self._connected})]
         return {"switches": switches, "links": links,
                 "tree": [{"a": str(link.a), "b": str(link.b)} for link in sorted(forwarding.tree)]}
 
@@ -277,3 +285,18 @@ class LinkProber:
                 self.send(end, frame)
                 self.sent += 1
             self.monitor.wait(self.monitor.interval)
+
+
+def links_monitor(config: Config, *, now: float) -> LinkMonitor:
+    """The monitor of the config's links and switches (with no links: it only tells who is connected)."""
+    return LinkMonitor(config.links, {dpid: switch.name for dpid, switch in config.switches.items()}, now=now)
+
+
+def start_prober(monitor: LinkMonitor, send: Callable[[LinkEnd, bytes], None], stop: threading.Event
+                 ) -> LinkProber | None:
+    """The prober's thread, when there are links to probe."""
+    if not monitor.links:
+        return None
+    prober = LinkProber(monitor, send, clock=time.monotonic)
+    threading.Thread(target=prober.run, args=(stop,), name="lldp-prober", daemon=True).start()
+    return prober

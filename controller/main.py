@@ -33,6 +33,7 @@ from controller.httpd import HttpServer, tls_context
 from controller.leader import Election, Timing
 from controller.leading import Leadership, identity
 from controller.leaks import LeakCollector
+from controller.links import LinkMonitor, links_monitor, start_prober
 from controller.nodelife import NodeLifecycle
 from controller.service import Service
 from controller.store import SqliteStore, Store
@@ -73,6 +74,13 @@ class LateFabric:
 
     def session_status(self, dpid: int) -> SessionStatus | None:
         return self.app.session_status(dpid) if self.app is not None else None
+
+    def topology(self) -> dict[str, Any]:
+        """The fabric's switches, links and tree (GET /v1/topology)."""
+        if self.app is None:
+            raise SwitchUnavailable("the OpenFlow application is not running yet")
+        status: dict[str, Any] = self.app.links.status(now=time.monotonic())
+        return status
 
     def read_flows(self, dpid: int, *, cookie: int) -> frozenset[Flow]:
         if self.app is None:
@@ -128,13 +136,14 @@ def configure_os_ken(cfg: configuration.OpenFlowConfig) -> None:
         conf.set_override(key, getattr(cfg, key))
 
 
-def start_openflow(service: Service | None, fabric: LateFabric, *, roles: Leadership | None = None) -> None:
+def start_openflow(service: Service | None, fabric: LateFabric, *, roles: Leadership | None = None,
+                   links: LinkMonitor | None = None) -> None:
     from os_ken.base.app_manager import AppManager
 
     manager = AppManager.get_instance()
     manager.load_apps(["controller.ofapp"])
     contexts = manager.create_contexts()
-    contexts["underlay"], contexts["roles"] = service, roles
+    contexts["underlay"], contexts["roles"], contexts["links"] = service, roles, links
     manager.instantiate_apps(**contexts)
     fabric.app = manager.applications["UnderlayApp"]
 
@@ -204,6 +213,7 @@ def elect(cfg: configuration.Config, cluster: Cluster, fabric: LateFabric, stop:
 
     def promote(generation: int) -> Api:
         service = open_service(cfg, cluster, fabric)
+        fabric.app.links.reset(time.monotonic())  # what it saw as a follower (nothing) is no evidence
         fabric.app.service = service
         start_leak_collector(service, cfg, stop)
         start_node_lifecycle(service, cluster, cfg, stop)
@@ -276,12 +286,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"underlay-controller: cannot listen on {cfg.api.host}:{cfg.api.port} (REST API): {err}",
               file=sys.stderr)
         return 1
+    links = links_monitor(cfg, now=time.monotonic())
     try:
         configure_os_ken(cfg.openflow)
-        start_openflow(service, fabric, roles=leadership)
+        start_openflow(service, fabric, roles=leadership, links=links)
     except BaseException:
         api.shutdown()  # its pool's threads would keep the process from exiting
         raise
+    start_prober(links, fabric.app.send_frame, stop)
     if service is not None:
         start_leak_collector(service, cfg, stop)
         start_node_lifecycle(service, cluster, cfg, stop)

@@ -490,13 +490,12 @@ class Service(Identity):
     def forwarding(self) -> Forwarding:
         return self._remote.forwarding
 
-    def set_forwarding(self, forwarding: Forwarding) -> None:
-        """The fabric's links changed (controller/topology.py, after a link went up or down): remote
-        placements are re-pointed and every switch converges, one bundle each, best effort."""
+    def set_forwarding(self, forwarding: Forwarding) -> bool:
+        """The fabric's links changed (controller/links.py): desired states follow it from now on,
+        remote placements re-pointed. The caller has every switch converge (one bundle each): it
+        runs on the OpenFlow event thread, which must not wait for switches. False: no change."""
         with self._lock:
-            if not self._remote.set_forwarding(forwarding):
-                return
-        self._converge_best_effort({*self.switches(), *forwarding.switches}, why="topology changed")
+            return self._remote.set_forwarding(forwarding)
 
     def node_located(self, mac: str, *, dpid: int, port: int) -> frozenset[int]:
         changed = super().node_located(mac, dpid=dpid, port=port)

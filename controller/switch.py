@@ -231,6 +231,16 @@ class SwitchSession:
         replies = self._request(ofmsg.seen_request(self.datapath, cookie, mac=mac, ip=ip))
         return ofmsg.parse_seen_ports(stat for reply in replies for stat in reply.body)
 
+    def packet_out(self, port: int, frame: bytes) -> None:
+        """Send `frame` out of `port` (LLDP probes, controller/links.py): fire and forget, from the
+        caller's thread, with an xid of its own (no reply is awaited)."""
+        parser, ofp = self.datapath.ofproto_parser, self.datapath.ofproto
+        msg = parser.OFPPacketOut(self.datapath, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
+                                  actions=[parser.OFPActionOutput(port)], data=frame)
+        msg.set_xid(self._reserve_xids(1))
+        if not self._closed:
+            self.datapath.send_msg(msg)
+
     def read_flows(self, *, cookie: int) -> frozenset[Flow]:
         """What the switch holds under the controller's `cookie`, read now (flow stats), as the
         worker reads it before a full diff; sent from the caller's thread like `seen`."""

@@ -55,7 +55,7 @@ def fabric_flows(state: SwitchState) -> Iterator[Flow]:
     flood = _ports(state, PortRole.NODE) | _ports(state, PortRole.TRUSTED) | tree
     beyond = _ports(state, PortRole.TRUSTED) | tree  # where unknown destinations may live
     unknown = state.unknown_destination is UnknownDestination.NORMAL
-    yield from lldp.punt_flows(links, state.cookie)
+    yield from lldp.punt_flows(links, state.cookie)  # the controller's LLDP frames back to it
     for port in sorted(links):
         yield make_flow(INGRESS, PRIO_LINK, {"in_port": port}, goto=RESPONDER,
                         cookie=_cookie(state, Purpose.TRUSTED, port))
