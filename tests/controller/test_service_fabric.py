@@ -145,6 +145,15 @@ def test_arp_for_a_remote_pod_is_answered_on_the_requesters_switch(placed: Servi
     assert spread(flows_of(placed), WIRES, ask, at=(SPINE, 4)) == {(SPINE, 4): 1}
 
 
+def test_a_pods_own_probe_is_answered_by_no_switch(placed: Service) -> None:
+    """A pod on the spine probes for its address (RFC 5227): the probe floods along the tree
+    (spine → leaf 1 → leaf 2), though leaf 2's own shortest path to the spine is its direct link;
+    no switch may answer it with the pod's own placement."""
+    pod = placed.allocate_and_place("n3", request("a")).pod
+    probe = arp_request(src=pod.mac, spa="0.0.0.0", tpa=pod.ip)
+    assert spread(flows_of(placed), WIRES, probe, at=(SPINE, 4)) == {(LEAF1, 4): 1, (LEAF1, 1): 1, (LEAF2, 4): 1}
+
+
 @pytest.mark.parametrize("at", [(LEAF1, 4), (LEAF1, 1), (LEAF2, 4), (SPINE, 4)])
 def test_a_broadcast_on_the_triangle_reaches_each_edge_port_once(placed: Service, at: tuple[int, int]) -> None:
     placed.allocate_and_place("n1", request("a"))
