@@ -187,7 +187,8 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
             old = self.sessions.pop(datapath.id, None)
             self.sessions[datapath.id] = session
             self._buckets[datapath.id] = TokenBucket(rate=20, burst=50)
-            self._lldp_buckets[datapath.id] = TokenBucket(rate=10 + 4 * len(datapath.ports), burst=20 + 8 * len(datapath.ports))
+            ports = len(datapath.ports)  # LLDP: about one frame a second per link port, with room
+            self._lldp_buckets[datapath.id] = TokenBucket(rate=10 + 4 * ports, burst=20 + 8 * ports)
         if old:
             old.close()
         LOG.info("switch=%016x event=connected address=%s", datapath.id, datapath.address)

@@ -1,119 +1,27 @@
 """The fabric's links on real switches: three bridges of the rig's Open vSwitch in a triangle, joined
 by veth pairs, and the real controller. LLDP confirms each link; a veth set down takes its link
 down (and the tree around it), set up brings it back; a cable to the wrong port is reported as
-miscabled and not used; a controller SIGKILL and restart changes no flow on any switch."""
+miscabled and not used; a port deleted, LLDP frames that stop, a switch disconnected take links
+down; hosts on two switches reach each other before, during and after a cut; a controller SIGKILL
+and restart changes no flow on any switch."""
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
+from fabricrig import Fabric, all_up, build, packets, wait_for
 
 import openflow
-
-from deploy.lab import netns
-from deploy.lab.control import Controller, NodeSpec, PoolSpec
 from deploy.lab.rig import Rig
 
 pytestmark = pytest.mark.rig
 
-# link ports: 101.. on each bridge (the rig numbers host ports from 1, one counter for all bridges)
-TRIANGLE = (("a", 101, "b", 101), ("b", 102, "c", 101), ("a", 102, "c", 102))
-
-
-@dataclass
-class Fabric:
-    rig: Rig
-    bridges: dict[str, str]  # name -> bridge
-    dpids: dict[str, int]
-    cables: dict[tuple[str, int], str]  # (switch, port) -> the veth end in that bridge
-    controller: Controller
-
-    def topology(self) -> dict[str, Any]:
-        return self.controller.request("GET", "/v1/topology", token=self.controller.operator_token)
-
-    def link(self, a: str, b: str) -> dict[str, Any]:
-        """The link between switches `a` and `b` as GET /v1/topology shows it."""
-        dpids = {f"{self.dpids[a]:#x}", f"{self.dpids[b]:#x}"}
-        (found,) = [link for link in self.topology()["links"]
-                    if {link["a"].split(":")[0], link["b"].split(":")[0]} == dpids]
-        return found
-
-    def set_cable(self, switch: str, port: int, state: str) -> None:
-        netns.run(self.rig.mgmt_ns, ["ip", "link", "set", self.cables[switch, port], state])
-
-    def flows(self, switch: str) -> str:
-        return self.rig.ovs.ofctl("dump-flows", self.bridges[switch])
-
-
-def wait_for(probe: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g}s (last: {value!r})")
-        time.sleep(0.02)
-
-
-def cable(rig: Rig, a: str, b: str) -> tuple[str, str]:
-    """A veth pair in the rig's management namespace, both ends up; named uniquely."""
-    cable.count += 1  # type: ignore[attr-defined]
-    ends = (f"{rig.prefix}k{cable.count}a", f"{rig.prefix}k{cable.count}b")  # type: ignore[attr-defined]
-    netns.add_veth(ns_a=rig.mgmt_ns, name_a=ends[0], ns_b=rig.mgmt_ns, name_b=ends[1])
-    for end in ends:
-        netns.tx_checksum_off(rig.mgmt_ns, end)
-    return ends
-
-
-cable.count = 0  # type: ignore[attr-defined]
-
-
-def build(rig: Rig, workdir_name: str, *, wiring: tuple[tuple[str, int, str, int], ...] = TRIANGLE,
-          configured: tuple[tuple[str, int, str, int], ...] = TRIANGLE) -> Iterator[Fabric]:
-    bridges = {name: rig.add_bridge() for name in "abc"}
-    dpids = {name: int(rig.ovs.vsctl("get", "bridge", br, "other-config:datapath-id").strip().strip('"'), 16)
-             for name, br in bridges.items()}
-    cables: dict[tuple[str, int], str] = {}
-    controller = Controller(workdir=rig.workdir / workdir_name, ns=rig.mgmt_ns, nodes={"n1": NodeSpec("n1")},
-                            trusted={dpid: () for dpid in dpids.values()}, pool=PoolSpec("198.18.0.0/24"))
-    try:
-        for a, port_a, b, port_b in wiring:
-            end_a, end_b = cable(rig, a, b)
-            rig.ovs.add_port(bridges[a], end_a, port_a)
-            rig.ovs.add_port(bridges[b], end_b, port_b)
-            cables[a, port_a], cables[b, port_b] = end_a, end_b
-        controller.write_config()
-        text = controller.config_path.read_text()
-        for name, dpid in dpids.items():
-            text = text.replace(f'[switches."{dpid}"]\n', f'[switches."{dpid}"]\nname = "{name}"\n')
-        text += "".join(f'[[links]]\na = "{dpids[a]}:{pa}"\nb = "{dpids[b]}:{pb}"\n' for a, pa, b, pb in configured)
-        controller.config_path.write_text(text)
-        controller.start()
-        for br in bridges.values():
-            rig.ovs.vsctl("set-controller", br, f"tcp:127.0.0.1:{controller.openflow_port}")
-        controller.wait_healthy(timeout=20, switches=3)
-        yield Fabric(rig, bridges, dpids, cables, controller)
-    finally:
-        controller.stop()
-        for br in bridges.values():
-            rig.ovs.vsctl("--if-exists", "del-br", br)
-        for end in cables.values():
-            netns.run(rig.mgmt_ns, ["ip", "link", "del", end], check=False)
-
-
 @pytest.fixture
 def triangle(rig: Rig) -> Iterator[Fabric]:
     yield from build(rig, "ctl-triangle")
-
-
-def all_up(fabric: Fabric) -> bool:
-    return all(link["state"] == "up" for link in fabric.topology()["links"])
 
 
 def test_lldp_confirms_every_link_and_the_tree_spans_from_the_lowest_dpid(triangle: Fabric) -> None:
@@ -124,10 +32,10 @@ def test_lldp_confirms_every_link_and_the_tree_spans_from_the_lowest_dpid(triang
     assert body["tree"] == [{"a": f"{a}:101", "b": f"{b}:101"}, {"a": f"{a}:102", "b": f"{c}:102"}]
     assert triangle.link("b", "c")["in_tree"] is False and triangle.link("b", "c")["used"] is True
     for switch in "abc":  # the punt flows, one per link port, and they are what brought LLDP back
-        punts = [line for line in triangle.flows(switch).splitlines() if "dl_type=0x88cc" in line]
-        assert len(punts) == 2 and all("CONTROLLER" in line for line in punts)
-        assert all(int(re.search(r"n_packets=(\d+)", line).group(1)) > 0 for line in punts), \
-            (punts, triangle.controller.logfile.read_text()[-3000:])  # type: ignore[union-attr]
+        lldp = [line for line in triangle.flows(switch).splitlines() if "dl_type=0x88cc" in line]
+        punts = [line for line in lldp if "CONTROLLER" in line]
+        assert len(punts) == 2 and len(lldp) == 3  # and LLDP from any other port dropped
+        assert all(packets(line) > 0 for line in punts), punts
 
 
 def test_a_cable_down_takes_its_link_down_and_back_up_is_used_again(triangle: Fabric) -> None:
@@ -147,6 +55,62 @@ def test_a_cable_down_takes_its_link_down_and_back_up_is_used_again(triangle: Fa
     wait_for(lambda: triangle.link("a", "b")["state"] == "up", timeout=5, what="a-b up again after LLDP")
     assert triangle.link("a", "b")["in_tree"] is True and triangle.link("b", "c")["in_tree"] is False
     assert wait_for(lambda: "output:101" in triangle.flows("a"), timeout=5, what="a floods out of 101 again")
+
+
+def test_hosts_on_two_switches_reach_each_other_along_the_tree_before_during_and_after_a_cut(rig: Rig) -> None:
+    """Hosts on trusted ports of b and c: their frames are flooded along the tree (b-a-c). With a-b
+    cut the tree is a-c-b and they still reach each other; with a-b back, as before."""
+    for fabric in build(rig, "ctl-pings", hosts=("b", "c")):
+        hb, hc = fabric.hosts["b"], fabric.hosts["c"]
+        wait_for(lambda: all_up(fabric), timeout=10, what="all three links confirmed by LLDP")
+        assert hb.ping(hc.ip or "", count=2)
+        fabric.set_cable("a", 101, "down")
+        wait_for(lambda: fabric.link("b", "c")["in_tree"], timeout=2, what="b-c in the tree")
+        wait_for(lambda: hb.ping(hc.ip or "", timeout=0.5), timeout=5, what="b reaches c through the new tree")
+        fabric.set_cable("a", 101, "up")
+        wait_for(lambda: fabric.link("a", "b")["in_tree"], timeout=5, what="a-b back in the tree")
+        assert not fabric.link("b", "c")["in_tree"]
+        wait_for(lambda: hb.ping(hc.ip or "", timeout=0.5), timeout=5, what="b reaches c through a again")
+
+
+def test_a_switch_lost_takes_its_links_down_and_returns(triangle: Fabric) -> None:
+    """b's OpenFlow connection goes (as after echo timeouts): its links go down, a and c converge to
+    the tree without it; b back, its links return once LLDP confirms them."""
+    wait_for(lambda: all_up(triangle), timeout=10, what="all three links confirmed by LLDP")
+    triangle.rig.ovs.vsctl("del-controller", triangle.bridges["b"])
+    wait_for(lambda: triangle.link("a", "b")["state"] == "down" and triangle.link("b", "c")["state"] == "down",
+             timeout=5, what="b's links down")
+    assert triangle.link("a", "b")["reason"] == f"switch {triangle.dpids['b']:#x} is not connected"
+    assert [link["state"] for link in triangle.topology()["links"]].count("up") == 1
+    wait_for(lambda: "output:101" not in triangle.flows("a"), timeout=5, what="a no longer floods towards b")
+    triangle.rig.ovs.vsctl("set-controller", triangle.bridges["b"], f"tcp:127.0.0.1:{triangle.controller.openflow_port}")
+    wait_for(lambda: all_up(triangle), timeout=15, what="b's links up again")
+
+
+def test_a_link_port_deleted_takes_its_link_down_and_added_back_returns(triangle: Fabric) -> None:
+    wait_for(lambda: all_up(triangle), timeout=10, what="all three links confirmed by LLDP")
+    triangle.rig.ovs.vsctl("del-port", triangle.bridges["c"], triangle.cables["c", 101])
+    link = wait_for(lambda: (lk := triangle.link("b", "c"))["state"] == "down" and lk, timeout=2,
+                    what="b-c down after c's port was deleted")
+    assert link["reason"] == f"port {triangle.dpids['c']:#x}:101 is down"
+    triangle.rig.ovs.add_port(triangle.bridges["c"], triangle.cables["c", 101], 101)
+    wait_for(lambda: triangle.link("b", "c")["state"] == "up", timeout=5, what="b-c up again")
+
+
+def test_a_link_whose_lldp_frames_stop_goes_down_and_returns_when_they_come_back(triangle: Fabric) -> None:
+    """Carrier stays up, but b stops hearing a (a flow of someone else's drops them: the controller
+    leaves flows without its tag alone): the link goes down once 3 intervals pass in silence."""
+    wait_for(lambda: all_up(triangle), timeout=10, what="all three links confirmed by LLDP")
+    a, b = (f"{triangle.dpids[n]:#x}" for n in "ab")
+    triangle.rig.ovs.ofctl("add-flow", triangle.bridges["b"], "cookie=0x1,priority=2000,in_port=101,dl_type=0x88cc,"
+                                                             "actions=drop")
+    link = wait_for(lambda: (lk := triangle.link("a", "b"))["state"] == "down" and lk, timeout=10,
+                    what="a-b down after its LLDP frames stopped")
+    assert link["reason"] == f"{b}:101 heard no LLDP from {a}:101 for 3s" and link["used"] is False
+    assert triangle.link("b", "c")["in_tree"] is True
+
+    triangle.rig.ovs.ofctl("del-flows", triangle.bridges["b"], "cookie=0x1/-1")
+    wait_for(lambda: triangle.link("a", "b")["state"] == "up", timeout=5, what="a-b up again")
 
 
 def test_a_miscabled_link_is_reported_and_not_used(rig: Rig) -> None:

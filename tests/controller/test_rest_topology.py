@@ -33,7 +33,8 @@ class TopologyFabric(RecordingFabric):
 
     def topology(self) -> dict[str, Any]:
         assert self.monitor is not None
-        return self.monitor.status(now=10.0)
+        status: dict[str, Any] = self.monitor.status(now=10.0)
+        return status
 
 
 @pytest.fixture

@@ -27,7 +27,8 @@ def walk(forwarding: Forwarding, at: int, toward: int) -> list[int]:
     while visited[-1] != toward:
         port = forwarding.next_port(visited[-1], toward)
         assert port is not None, f"{visited[-1]:#x} has no way to {toward:#x}"
-        (far,) = [lk.far(LinkEnd(visited[-1], port)).dpid for lk in forwarding.up if LinkEnd(visited[-1], port) in lk.ends]
+        end = LinkEnd(visited[-1], port)
+        (far,) = [lk.far(end).dpid for lk in forwarding.up if end in lk.ends]
         assert far not in visited, f"loop: {visited} then {far:#x}"
         visited.append(far)
     return visited
