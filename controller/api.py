@@ -25,13 +25,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from controller import fields
 from controller.agentauth import Authenticator, OperatorTokens, Refused, StaticTokens
 from controller.errors import (BadRequest, ConflictError, ControllerError, NotFound, PermanentError, SwitchUnavailable,
                                TemporaryError)
 from controller.logs import kv
+from controller.metrics import ROUTE_KEY
 from controller.opsapi import OperatorRoutes
 from controller.service import Attachment, PodRequest, Service
 from controller.store import Pod
@@ -77,11 +78,12 @@ class Route:
     pattern: re.Pattern[str]
     handler: str
     auth: Auth
+    path: str  # the pattern as written: the `route` of metrics and logs (bounded, unlike paths)
 
 
 def _route(method: str, path: str, handler: str, auth: Auth = Auth.NODE) -> Route:
     pattern = re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", path)
-    return Route(method, re.compile(pattern + r"\Z"), handler, auth)
+    return Route(method, re.compile(pattern + r"\Z"), handler, auth, path)
 
 
 ROUTES = (
@@ -144,6 +146,7 @@ class Api(OperatorRoutes):
 
     def _handle(self, environ: Environ, method: str, path: str) -> tuple[int, Json]:
         route, params = _match(method, path)
+        cast(dict[str, Any], environ)[ROUTE_KEY] = route.path  # WSGI's environ is a dict: the metrics read it
         handler: Callable[[Request], Json] = getattr(self, route.handler)
         try:  # a field's BadRequest (path, body) and the service's errors alike become their status
             params = fields.path_params(params)

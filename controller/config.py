@@ -19,6 +19,9 @@ gc_grace = 120                       # with a cluster: seconds a new allocation 
 [api]                                # see API_KEYS below: host, port, TLS, connection limits, deadlines
 tls_cert = "/etc/underlay/api.crt"
 tls_key = "/etc/underlay/api.key"
+[metrics]                            # Prometheus metrics (controller/metrics.py); no table: not served
+host = "127.0.0.1"                   # the default; another address only when written here
+port = 9464
 [nodes.n1]                           # token or token_file; optionally dpid and port (pinned uplink),
 token = "secret"                     # mac and ip (pinned identity: registering anything else is refused)
 [switches."0x1"]
@@ -205,6 +208,14 @@ API_KEYS = """\
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Where Prometheus scrapes the controller (controller/metrics.py): loopback unless written out."""
+
+    host: str = "127.0.0.1"
+    port: int = 9464
+
+
+@dataclass(frozen=True)
 class KubernetesConfig:
     """How to reach the Kubernetes API: a kubeconfig (None: $KUBECONFIG, then ~/.kube/config) or
     the service account of the pod the controller runs in."""
@@ -254,6 +265,7 @@ class Config:
     pools: Mapping[str, PoolConfig] = field(default_factory=dict)
     links: tuple[Link, ...] = ()  # between switches, in the config's order
     kubernetes: KubernetesConfig | None = None  # set by a [kubernetes] table or store = "kubernetes"
+    metrics: MetricsConfig | None = None  # no [metrics] table: no metrics listener
 
     @property
     def default_pool(self) -> PoolConfig:
@@ -302,6 +314,7 @@ def parse(data: Mapping[str, Any], *, base: Path = Path(".")) -> Config:
         switches={sw.dpid: sw for sw in top.each("switches", _switch).values()},
         pools=_default_pool(top.each("pools", _pool)),
         kubernetes=_kubernetes(top, base=base),
+        metrics=_metrics(top.table("metrics")) if "metrics" in data else None,
     )
     config = replace(config, links=_links(top, config))
     top.done()
@@ -580,6 +593,12 @@ def _operator_tokens(table: _Table, *, base: Path) -> tuple[str, ...]:
     if any(not token or token != token.strip() for token in tokens):
         raise ConfigError(f"{table.key('operator_tokens')}: a token is empty or has surrounding whitespace")
     return tuple(dict.fromkeys(tokens))
+
+
+def _metrics(table: _Table) -> MetricsConfig:
+    config = MetricsConfig(host=table.get("host", _ip, MetricsConfig.host), port=table.get("port", _port, MetricsConfig.port))
+    table.done()
+    return config
 
 
 def _kubernetes(top: _Table, *, base: Path) -> KubernetesConfig | None:

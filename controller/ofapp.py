@@ -36,6 +36,7 @@ from controller import lldp
 from controller.errors import SwitchUnavailable
 from controller.links import LinkMonitor
 from controller.locator import Locator
+from controller.metrics import ControllerMetrics, SwitchView, packet_in_reason, switch_label
 from controller.switch import Roles, SessionStatus, SwitchSession
 from openflow.flows import Flow
 from controller.topology import Forwarding, LinkEnd
@@ -102,8 +103,9 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
 
     def __init__(self, *args: Any, underlay: Any = None, roles: Roles | None = None, links: LinkMonitor | None = None,
-                 **kwargs: Any) -> None:
+                 metrics: ControllerMetrics | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.metrics = metrics if metrics is not None else ControllerMetrics()
         self.service = underlay  # controller.service.Service, injected as an os-ken context (a follower: None)
         self.roles = roles  # with leader election: which OpenFlow role to claim (controller/leading.py)
         self.links = links  # the fabric's links (controller/links.py): told of connects, port status, LLDP
@@ -145,6 +147,12 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
         with self._lock:
             return sorted(self.sessions)
 
+    def views(self) -> list[SwitchView]:
+        """The connected switches as a metrics scrape sees them."""
+        with self._lock:
+            sessions = list(self.sessions.values())
+        return [session.view() for session in sessions]
+
     def session_status(self, dpid: int) -> SessionStatus | None:
         """The switch's session as operators see it (GET /v1/switches); None: not connected."""
         with self._lock:
@@ -182,7 +190,7 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
             self._disconnect(datapath)
 
     def _connect(self, datapath: Any) -> None:
-        session = SwitchSession(datapath, self._state_of, roles=self.roles)
+        session = SwitchSession(datapath, self._state_of, roles=self.roles, metrics=self.metrics)
         with self._lock:
             old = self.sessions.pop(datapath.id, None)
             self.sessions[datapath.id] = session
@@ -252,6 +260,7 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
         dpid = msg.datapath.id
         if self.service is None:
             return  # a follower (its connection not yet SLAVE): the leader learns from its own copy
+        self.metrics.packet_ins.labels(switch_label(dpid), packet_in_reason(msg.cookie)).inc()
         with self._lock:
             bucket = (self._lldp_buckets if _is_lldp(msg.data) else self._buckets).get(dpid)
             self.counters["packet_ins"] += 1

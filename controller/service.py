@@ -33,6 +33,7 @@ from controller.errors import (AddressInUse, BadRequest, ConflictError, Controll
                                PoolExhausted, TemporaryError)
 from controller.identity import Identity
 from controller.logs import kv
+from controller.metrics import ControllerMetrics, switch_label
 from controller.store import AddressTaken, Mode, Node, Pod, Store, Writes
 from controller.topology import Forwarding
 from openflow.model import Placement, PortRole, SwitchPort, SwitchState
@@ -132,10 +133,12 @@ class Service(Identity):
         apply_timeout: float = 5.0,
         epoch: str | None = None,
         cluster: intent.ClusterView | None = None,
+        metrics: ControllerMetrics | None = None,
     ) -> None:
         """With a `cluster`, a pod's pool, address, MAC and StatefulSet identity come from the
         cluster's objects (controller/intent.py); without one, from the request alone."""
         self.store, self.config, self.fabric, self.cluster = store, config, fabric, cluster
+        self.metrics = metrics if metrics is not None else ControllerMetrics()
         self.now, self.apply_timeout = now, apply_timeout
         self.epoch = epoch or secrets.token_hex(8)
         self._lock = threading.RLock()
@@ -189,6 +192,7 @@ class Service(Identity):
         claims: dict[int, tuple[Pod, bool]] = {}  # request index -> (pod, created by this call)
         try:
             with self._change():
+                watch = self.metrics.stopwatch()  # the steps' times, from holding the lock
                 node = self._registered(node_name)
                 dpid, port = self._location(node_name)
                 if dpid is None or port is None:
@@ -203,8 +207,11 @@ class Service(Identity):
                             claims[index] = self._claim(node, request, tx)
                         except ControllerError as err:  # raised before its pod wrote anything
                             answers[index] = err
+                watch.lap("ipam")
             if claims:
+                watch.lap("store")  # the commit (`_change`), shared with concurrent callers
                 self._apply_placed(dpid)
+                watch.lap("switch")
         except BaseException:
             self._undo([pod for pod, created in claims.values() if created])
             raise
@@ -531,7 +538,11 @@ class Service(Identity):
         caller answers only once its change is durable, and concurrent callers share a commit."""
         with self._lock:
             yield
-        self.store.sync()
+        try:
+            self.store.sync()
+        except Exception:
+            self.metrics.store_failures.inc()
+            raise
 
     def _registered(self, name: str) -> Node:
         node = self._nodes.get(name)
@@ -650,7 +661,7 @@ class Service(Identity):
             try:
                 self.fabric.apply([dpid], timeout=self.apply_timeout)
             except TemporaryError as err:
-                LOG.warning(kv("switch not converged", why=why, switch=f"{dpid:x}", error=err))
+                LOG.warning(kv("switch not converged", why=why, switch=switch_label(dpid), error=err))
 
 
 class _PlacementIndex:
