@@ -36,6 +36,33 @@ seen       (in_port, eth_src) of every frame, (in_port, arp_spa) of every ARP an
 nd_reply   NA from the responder: its MAC into the target link-layer option,
            out IN_PORT                                                       prio 100
 
+Every flow's cookie (openflow.cookies) carries the controller's tag, why the flow exists and whose
+it is; `openflow.explain` turns an `ovs-ofctl dump-flows` back into these names, and the rig names
+the tables in Open vSwitch (`tables.vsctl_name_tables`: `table=ingress` with `--names`):
+
+table (id)     flows                                                purpose        owner
+ingress (0)    a placement's allow flows (ARP, IPv4, IPv6 and ND    port_security  its IP (the link-local
+               of its own address or link-local)                                   flows: that address)
+               MLD from ::                                          port_security  its MAC
+               RA, NS, NA, Redirect guard                           ra_guard       its MAC
+               a trusted port's flows                               trusted        the port
+               a learn MAC → CONTROLLER                             learn          the MAC
+               the miss                                             pipeline       -
+responder (1)  a request from the owner's port passes               owner_pass     its IP
+               ARP request answered                                 arp_responder  its IP
+               NS answered, NS without a source link-layer passes   nd_responder   its IP
+               the miss                                             pipeline       -
+l2 (2)         placed MAC → its port                                forward        the MAC
+               broadcast/multicast, the miss                        pipeline       -
+seen (3)       the switch's own records (under `cookies.seen_tag`:  seen           -
+               never read as ours, and ignored by `diff` anyway)
+nd_reply (4)   the advertisement out IN_PORT                        pipeline       -
+
+A flow that placements share (ipvlan pods at their node's MAC) is owned by what it names, the MAC or
+the address, so every placement gives it the same cookie. Cookies are pure functions of the flow:
+a restart computes the same ones (zero flow-mods), and a switch holding an older version's flows
+under the bare configured cookie is converged once, each flow replaced in place by an add.
+
 `seen` is what "the switch has seen this MAC (or IP)" means when a pod asks for a MAC or a node
 registers (controller.identity): the switch records the sources on trusted ports (routers, external
 hosts, inter-switch links) itself, and the controller reads the table (flow stats for one eth_src,
