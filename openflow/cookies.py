@@ -57,13 +57,21 @@ class Decoded:
     purpose: Purpose | int  # an int for a purpose this version does not know
     owner_id: int
 
+    @property
+    def purpose_label(self) -> str:
+        """`arp_responder`, or `purpose<N>` for a purpose this version does not know."""
+        return self.purpose.label if isinstance(self.purpose, Purpose) else f"purpose{self.purpose}"
+
+    def owner_name(self, owners: Mapping[int, str] | None = None) -> str:
+        """Its owner's name in `owners`, `owner 0x...` (the id) when not there, "" for no owner."""
+        if not self.owner_id:
+            return ""
+        return (owners or {}).get(self.owner_id, f"owner {self.owner_id:#010x}")
+
     def describe(self, owners: Mapping[int, str] | None = None) -> str:
         """`arp_responder for default/web-0`, or the owner id in hex when it is not known."""
-        purpose = self.purpose.label if isinstance(self.purpose, Purpose) else f"purpose{self.purpose}"
-        if not self.owner_id:
-            return purpose
-        owner = (owners or {}).get(self.owner_id, f"owner {self.owner_id:#010x}")
-        return f"{purpose} for {owner}"
+        owner = self.owner_name(owners)
+        return f"{self.purpose_label} for {owner}" if owner else self.purpose_label
 
 
 def tag_of(cookie: int) -> int:

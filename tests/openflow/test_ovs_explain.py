@@ -9,7 +9,7 @@ from ofstates import COOKIE, LEARN, PORT_ROUTER, dual_stack_state
 
 from openflow import cookies
 from openflow.diff import diff
-from openflow.explain import explain, owner_map
+from openflow.explain import explain, explain_flow, owner_map
 from openflow.pipeline import desired_flows
 from openflow.tables import TABLES
 
@@ -32,9 +32,12 @@ def test_a_dump_in_either_form_explains_every_flow(rig, bridge) -> None:
     assert sorted((e.table, e.priority, e.cookie) for e in explained) == \
         sorted((f.table, f.priority, f.cookie) for f in desired)
     assert all(e.ours and e.table in TABLES for e in explained)
-    assert not [e for e in explained if e.owner.startswith("0x")], "an owner the map does not name"
+    assert not [e for e in explained if e.owner.startswith("owner 0x")], "an owner the map does not name"
     answers = {e.describe() for e in explained if e.table == "responder" and "arp_tpa=198.18.0.11" in e.match}
     assert answers == {"arp_responder for default/mac-1", "owner_pass for default/mac-1"}
     assert {e.describe() for e in explained if f"in_port={PORT_ROUTER}" in e.match} == {"trusted for uplink"}
     assert {e.describe() for e in explained if "dl_src=02:00:c6:12:00:03" in e.match} == {"learn for node/n3"}
     assert {e.describe() for e in explained if e.priority == 0} == {"pipeline"}
+    # the controller's own view of the same flows says the same (its match and actions in its own words)
+    assert sorted((e.table, e.priority, e.describe()) for e in explained) == \
+        sorted((e.table, e.priority, e.describe()) for e in (explain_flow(f, owners=owners) for f in desired))
