@@ -63,15 +63,17 @@ class Decoded:
         return self.purpose.label if isinstance(self.purpose, Purpose) else f"purpose{self.purpose}"
 
     def owner_name(self, owners: Mapping[int, str] | None = None) -> str:
-        """Its owner's name in `owners`, `owner 0x...` (the id) when not there, "" for no owner."""
+        """Its owner's name in `owners`, its id in hex (`0x0000abcd`) when not there, "" for no owner."""
         if not self.owner_id:
             return ""
-        return (owners or {}).get(self.owner_id, f"owner {self.owner_id:#010x}")
+        return (owners or {}).get(self.owner_id, f"{self.owner_id:#010x}")
 
     def describe(self, owners: Mapping[int, str] | None = None) -> str:
-        """`arp_responder for default/web-0`, or the owner id in hex when it is not known."""
+        """`arp_responder for default/web-0`, or `... for owner 0x0000abcd` when it is not known."""
         owner = self.owner_name(owners)
-        return f"{self.purpose_label} for {owner}" if owner else self.purpose_label
+        if not owner:
+            return self.purpose_label
+        return f"{self.purpose_label} for {owner if self.owner_id in (owners or {}) else 'owner ' + owner}"
 
 
 def tag_of(cookie: int) -> int:

@@ -44,7 +44,7 @@ class Explained:
     actions: str    # as printed, with table numbers turned into names
     cookie: int
     purpose: str    # `Purpose.label` ("arp_responder"), "purpose<N>" for one this version does not know
-    owner: str      # its owner's name, "owner 0x<id>" when unknown, "" for none
+    owner: str      # its owner's name, its id in hex ("0x0000abcd") when unknown, "" for none
     ours: bool | None = None  # under the controller's tag (None: no tag given)
 
     def describe(self) -> str:

@@ -42,6 +42,6 @@ def test_the_switchs_records_carry_another_tag_never_ours() -> None:
 
 def test_owner_name_is_empty_for_none_and_the_id_for_one_not_known() -> None:
     decoded = cookies.decode(cookies.make(TAG, Purpose.TRUSTED, cookies.port_owner(9)))
-    assert decoded.owner_name() == f"owner {cookies.owner_id('port:9'):#010x}"
+    assert decoded.owner_name() == f"{cookies.owner_id('port:9'):#010x}"
     assert decoded.owner_name(cookies.owner_names([("port:9", "uplink")])) == "uplink"
     assert cookies.decode(TAG).owner_name() == "" and cookies.decode(TAG).purpose_label == "pipeline"

@@ -60,8 +60,8 @@ def test_no_stats_lines_without_table_or_cookie() -> None:
 def test_unknown_owner_and_purpose_are_shown_not_lost() -> None:
     line = f" cookie={TAG | 0xFE << 40 | 0xABCD:#x}, table=2, priority=7,dl_dst=02:00:00:00:00:99 actions=drop"
     flow = explain_line(line, owners=OWNERS)
-    assert flow is not None and flow.describe() == "purpose254 for owner 0x0000abcd"
-    assert "# purpose254 for owner 0x0000abcd" in flow.render()
+    assert flow is not None and flow.describe() == "purpose254 for 0x0000abcd"
+    assert "# purpose254 for 0x0000abcd" in flow.render()
 
 
 def test_header_and_blank_lines_are_not_flows() -> None:
