@@ -74,7 +74,8 @@ def test_fixed_flows_name_their_port_or_learn_mac_or_the_pipeline() -> None:
 
 def test_ipvlan_placements_sharing_a_mac_and_a_link_local_share_its_flows() -> None:
     """Two ipvlan pods of n1 in different IPv6 prefixes with the same interface id: one link-local."""
-    state = two_node_state(placements=(Placement("fd00::5", N1, PORT_N1, "a/x"), Placement("fd01::5", N1, PORT_N1, "b/y")))
+    state = two_node_state(placements=(Placement("fd00::5", N1, PORT_N1, "a/x"),
+                                       Placement("fd01::5", N1, PORT_N1, "b/y")))
     flows = desired_flows(state)
     assert len({flow.key for flow in flows}) == len(flows)
     alone = desired_flows(replace(state, placements=state.placements[:1]))
