@@ -23,8 +23,13 @@ table would bring one message per flow. The audit catches all of these, a deleti
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
+
+from controller.logs import kv
+
+LOG = logging.getLogger("underlay.audit")
 
 DEFAULT_INTERVAL = 30.0  # seconds; `[openflow] audit_interval` in controller/config.py, 0 = off
 SPREAD = 0.5  # the wait is cut by up to this fraction of the interval, at random
@@ -57,3 +62,12 @@ class AuditSchedule:
     def wait(self) -> float | None:
         """Seconds until the next audit is due (0: now); None: none is scheduled."""
         return None if self._due is None else max(self._due - self._clock(), 0.0)
+
+
+def report_drift(dpid: int, *, missing: int, unexpected: int, interval: float) -> None:
+    """A WARNING when an audit repaired what the switch lost since we last wrote (`missing`: a flow
+    we sent is gone or was edited) or gained (`unexpected`: a flow under our cookie we did not
+    send); nothing when it found nothing."""
+    if missing or unexpected:
+        LOG.warning(kv("drift-repaired", switch=f"{dpid:016x}", missing=missing, unexpected=unexpected,
+                       audit_interval=interval))

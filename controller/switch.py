@@ -45,9 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from controller.audit import AuditSchedule
+from controller.audit import AuditSchedule, report_drift
 from controller.errors import SwitchUnavailable
-from controller.logs import kv
 from controller.metrics import ControllerMetrics, SwitchView, switch_label
 from openflow import ofmsg
 from openflow.diff import diff
@@ -410,8 +409,9 @@ class SwitchSession:
         if full:
             self._audit.done(full=True)
             self._audited_at = self._converged_at
-        if drifted:
-            self._report_drift(missing=len(set(to_add) - appeared), unexpected=len(set(to_delete) - vanished))
+        if drifted:  # what this worker changed itself (a pod came or went meanwhile) is no drift
+            report_drift(self.dpid, missing=len(set(to_add) - appeared), unexpected=len(set(to_delete) - vanished),
+                         interval=self._audit.interval)
 
     def _counts_agree(self, cookie: int) -> bool:
         """The audit's cheap look, while the switch should hold exactly our last desired set: as many
@@ -422,13 +422,6 @@ class SwitchSession:
                 return False
         return True
 
-    def _report_drift(self, *, missing: int, unexpected: int) -> None:
-        """An audit repaired what the switch lost (`missing`: a flow we sent is gone or was edited)
-        or gained (`unexpected`: a flow with our cookie we did not send) since we last wrote: the
-        changes this worker made itself (a pod came or went meanwhile) are not counted."""
-        if missing or unexpected:
-            LOG.warning(kv("drift-repaired", switch=f"{self.dpid:016x}", missing=missing, unexpected=unexpected,
-                           audit_interval=self._audit.interval))
 
     def _send_bundle(self, mods: list[bytes]) -> None:
         """All mods in one ONF bundle, applied at its commit: no packet sees half of a change.

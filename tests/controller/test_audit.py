@@ -77,7 +77,8 @@ class Desired:
 
 
 class Repairs(logging.Handler):
-    """The worker's drift-repaired lines, as they are logged (after the repair's barrier)."""
+    """The audit's drift-repaired lines, as they are logged (after the repair's barrier), and
+    anything else the worker says at INFO or above."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -101,7 +102,7 @@ class Repairs(logging.Handler):
 
 @pytest.fixture
 def repairs() -> Iterator[Repairs]:
-    handler, logger = Repairs(), logging.getLogger("underlay.switch")
+    handler, logger = Repairs(), logging.getLogger("underlay")  # underlay.audit and underlay.switch
     level, logger.level = logger.level, logging.DEBUG
     logger.addHandler(handler)
     try:
