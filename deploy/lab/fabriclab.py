@@ -48,17 +48,23 @@ def cmd_link(lab: Lab, args: argparse.Namespace) -> int:
 
 
 def status_json(lab: Lab, state: LabState) -> dict[str, Any]:
-    """The fabric's switches and links (the lab's view) and the controller's `GET /v1/topology`."""
+    """The fabric's switches and links (the lab's view: carrier), each link with what the controller
+    says of it (`GET /v1/topology`: state, used, reason), and the controller's whole answer."""
     fabric = fabric_of(state)
     described = labfabric.describe(lab.rig, fabric, prefix=state.prefix, switch_of=state.switch_of)
-    return {**described, "controller": controller_topology(lab, state)}
+    answer = controller_topology(lab, state)
+    seen = {frozenset((link["a"], link["b"])): link for link in (answer or {}).get("links", ())}
+    for link, ends in zip(described["links"], fabric.config_links()):
+        said = seen.get(frozenset(ends), {})
+        link["controller"] = {key: said.get(key) for key in ("state", "used", "reason")} if said else None
+    return {**described, "controller": answer}
 
 
 def controller_topology(lab: Lab, state: LabState) -> dict[str, Any] | None:
     """What the controller says of the topology; None while it serves no `GET /v1/topology`."""
     controller = lab.controller(state)
     try:
-        return controller.request("GET", "/v1/topology", node=next(iter(controller.nodes)))
+        return controller.request("GET", "/v1/topology", token=controller.operator_token)
     except ApiError as err:
         if err.status == 404:
             return None
@@ -73,9 +79,16 @@ def print_status(lab: Lab, state: LabState, print_rows: PrintRows) -> None:
     print_rows([("SWITCH", "DPID", "BRIDGE", "HOSTS")] + [
         (s["name"], s["dpid"], s["bridge"], ", ".join(s["hosts"]) or "-") for s in described["switches"]])
     print()
-    print_rows([("LINK", "", "STATE (CARRIER)")] + [(link["a"], link["b"], link["state"]) for link in described["links"]])
+    print_rows([("LINK", "", "CARRIER", "CONTROLLER")] + [
+        (link["a"], link["b"], link["state"], _controller_says(link["controller"])) for link in described["links"]])
     if described["controller"] is None:
         print("(the controller serves no GET /v1/topology yet: the links' state is the cables' carrier)")
+
+
+def _controller_says(said: dict[str, Any] | None) -> str:
+    if said is None:
+        return "-"
+    return f"{said['state']}, {'used' if said['used'] else 'not used'}" + (f" ({said['reason']})" if said["reason"] else "")
 
 
 def demo_rows(lab: Lab, state: LabState) -> list[dict[str, Any]]:

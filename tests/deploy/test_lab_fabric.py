@@ -67,19 +67,37 @@ def test_up_builds_two_spines_three_leaves_cabled_and_connected(lab, the_lab):
     assert config.count("[[links]]") == 6 and 'a = "0x11:1"' in config and 'name = "spine1"' in config
 
 
+def controller_says(the_lab: Lab) -> dict[tuple[str, str], str]:
+    """Each link's state as the controller's GET /v1/topology has it ("up, used"), by the lab's ends."""
+    links = fabriclab.status_json(the_lab, the_lab.state)["links"]
+    return {(link["a"], link["b"]): link["controller"] and
+            f"{link['controller']['state']}, {'used' if link['controller']['used'] else 'not used'}" for link in links}
+
+
+def wait_all_links_used(the_lab: Lab) -> None:
+    wait_until(lambda: set(controller_says(the_lab).values()) == {"up, used"}, timeout=15,
+               what="the controller to confirm every link (LLDP) and use it")
+
+
 def test_link_down_and_up_by_switch_names(lab, the_lab):
+    """The cable's carrier goes on both ends, OVS and the controller see it; `status` shows both."""
     cable = topology.parse("leaf-spine").cable("leaf2", "spine2")
     veths = cable.veth_names(the_lab.prefix)
+    wait_all_links_used(the_lab)
 
     assert lab("link", "down", "leaf2", "spine2").stdout.strip() == "link leaf2:2 - spine2:2: down"
     try:
         links = {(link["a"], link["b"]): link["state"] for link in status(lab)["fabric"]["links"]}
         assert links[("leaf2:2", "spine2:2")] == "down" and list(links.values()).count("down") == 1
         assert [the_lab.rig.ovs.vsctl("get", "interface", v, "link_state").strip() for v in veths] == ["down", "down"]
+        wait_until(lambda: controller_says(the_lab)[("leaf2:2", "spine2:2")] == "down, not used", timeout=10,
+                   what="the controller to take leaf2-spine2 down")
+        assert "down, not used" in lab("status").stdout
     finally:
         lab("link", "up", "spine2", "leaf2")
 
     assert {link["state"] for link in status(lab)["fabric"]["links"]} == {"up"}
+    wait_all_links_used(the_lab)
     wrong = lab("link", "down", "leaf1", "leaf2", check=False)
     assert wrong.returncode == 1 and "no link between leaf1 and leaf2: this lab's links are leaf1-spine1" in wrong.stderr
 
@@ -144,6 +162,7 @@ def test_a_spine_lost_under_10ms_pings_costs_at_most_1s_and_its_return_is_used_a
     lowest dpid): the restored spine's counters rise again."""
     a, b = pod_on(the_lab, "leaf1"), pod_on(the_lab, "leaf2")
     fabric = topology.parse(the_lab.state.topology)
+    wait_all_links_used(the_lab)
     assert netns.run(a.netns, ["ping", "-n", "-c", "1", "-W", "2", b.ip], check=False).returncode == 0
     before = uplink_tx(the_lab, "leaf1")
     ping = ping_flood(the_lab, a, b, seconds=8)
@@ -158,6 +177,7 @@ def test_a_spine_lost_under_10ms_pings_costs_at_most_1s_and_its_return_is_used_a
             labfabric.set_link(the_lab.rig, fabric, one, other, prefix=the_lab.prefix, up=True)
 
     assert lost(output) <= MAX_LOST, output
+    wait_all_links_used(the_lab)
     returned = uplink_tx(the_lab, "leaf1")
     again = ping_flood(the_lab, a, b, seconds=10)
     try:
