@@ -70,6 +70,19 @@ def describe(rig: Rig, fabric: Fabric, *, prefix: str, switch_of: Mapping[str, s
     }
 
 
+def packet_ins(stats: Mapping[str, int]) -> int:
+    """The controller's packet-ins (`GET /v1/health` stats) but its own LLDP frames coming back
+    from link ports, which a fabric's controller receives every second on every link port."""
+    return stats.get("packet_ins", 0) - stats.get("lldp_packet_ins", 0)
+
+
+def punted(ovs: PrivateOvs, bridge: str) -> int:
+    """Packets `bridge`'s flows sent to the controller, but LLDP: counted by the switch itself."""
+    dump = ovs.ofctl("dump-flows", bridge)
+    return sum(int(m) for line in dump.splitlines() if "CONTROLLER" in line and "0x88cc" not in line
+               for m in re.findall(r"n_packets=(\d+)", line))
+
+
 def responder_packets(ovs: PrivateOvs, bridge: str, ip: str) -> int:
     """Packets the ARP responder flow for `ip` on `bridge` answered (turned back out IN_PORT)."""
     dump = ovs.ofctl("dump-flows", bridge, f"arp,arp_tpa={ip}")

@@ -112,19 +112,21 @@ def _demo_pair(lab: Lab, state: LabState, fabric: topology.Fabric, requester: Po
                target: PodInfo) -> dict[str, Any]:
     controller = lab.controller(state)
     counters = _responder_counters(lab, fabric, state, target.ip)
-    packet_ins = controller.health()["stats"].get("packet_ins", 0)
+    punted = _punted(lab, fabric, state)
+    packet_ins = labfabric.packet_ins(controller.health()["stats"])
     request = frames.Arp(op=1, sha=requester.mac, spa=requester.ip, tha="00:00:00:00:00:00", tpa=target.ip,
                          eth_src=requester.mac, eth_dst=frames.BROADCAST)
     replies = frames.arp_exchange(requester.netns, "eth0", request, timeout=1.0)
     lab.rig.ovs.appctl("revalidator/wait")  # flow counters of cached datapath flows are credited on a pass
     after = _responder_counters(lab, fabric, state, target.ip)
+    row = {"from": requester.name, "from_switch": switch_of(state, requester), "to": target.name,
+           "to_switch": switch_of(state, target), "ip": target.ip, "mac": target.mac,
+           "arp_reply_mac": replies[0].sha if replies else None,
+           "answered_on": {name: after[name] - counters[name] for name in after if after[name] > counters[name]},
+           "controller_packet_ins": labfabric.packet_ins(controller.health()["stats"]) - packet_ins,
+           "switches_punted": _punted(lab, fabric, state) - punted}
     ping = netns.run(requester.netns, ["ping", "-n", "-c", "1", "-W", "2", target.ip], check=False)
-    return {"from": requester.name, "from_switch": switch_of(state, requester), "to": target.name,
-            "to_switch": switch_of(state, target), "ip": target.ip, "mac": target.mac,
-            "arp_reply_mac": replies[0].sha if replies else None,
-            "answered_on": {name: after[name] - counters[name] for name in after if after[name] > counters[name]},
-            "controller_packet_ins": controller.health()["stats"].get("packet_ins", 0) - packet_ins,
-            "ping": ping.returncode == 0}
+    return {**row, "ping": ping.returncode == 0}
 
 
 def _responder_counters(lab: Lab, fabric: topology.Fabric, state: LabState, ip: str) -> dict[str, int]:
@@ -133,8 +135,14 @@ def _responder_counters(lab: Lab, fabric: topology.Fabric, state: LabState, ip: 
             for s in fabric.switches}
 
 
+def _punted(lab: Lab, fabric: topology.Fabric, state: LabState) -> int:
+    """What every switch sent to the controller so far, LLDP aside (by the switches' own counters)."""
+    return sum(labfabric.punted(lab.rig.ovs, fabric.bridge(s.name, state.prefix)) for s in fabric.switches)
+
+
 def demo_ok(row: dict[str, Any]) -> bool:
     return (row["ping"] and row["arp_reply_mac"] == row["mac"] and row["controller_packet_ins"] == 0
+            and row["switches_punted"] == 0
             and list(row["answered_on"]) == [row["from_switch"]])
 
 

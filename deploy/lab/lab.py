@@ -604,12 +604,12 @@ class Lab:
         rows = []
         for pod in self.pods(state).values():
             before_flow = self._responder_packets(state, pod.ip)
-            before_packet_ins = controller.health()["stats"].get("packet_ins", 0)
+            before_packet_ins = labfabric.packet_ins(controller.health()["stats"])
             request = frames.Arp(op=1, sha=ext["mac"], spa=ext["ip"], tha="00:00:00:00:00:00", tpa=pod.ip,
                                  eth_src=ext["mac"], eth_dst=frames.BROADCAST)
             replies = frames.arp_exchange(ext["netns"], "eth0", request, timeout=1.0)
             flow_hits = self._responder_packets(state, pod.ip) - before_flow
-            packet_ins = controller.health()["stats"].get("packet_ins", 0) - before_packet_ins
+            packet_ins = labfabric.packet_ins(controller.health()["stats"]) - before_packet_ins
             ping = netns.run(ext["netns"], ["ping", "-n", "-c", "1", "-W", "2", pod.ip], check=False)
             rows.append({
                 "pod": pod.name, "node": pod.node, "ip": pod.ip, "mac": pod.mac,
@@ -631,7 +631,7 @@ class Lab:
         controller, ext = self.controller(state), state.external["netns"]
         netns.run(ext, ["ip", "-6", "neigh", "flush", "to", pod.ip6], check=False)
         before_flow = self._nd_responder_packets(state, pod.ip6)
-        before_packet_ins = controller.health()["stats"].get("packet_ins", 0)
+        before_packet_ins = labfabric.packet_ins(controller.health()["stats"])
         ping6 = netns.run(ext, ["ping", "-n", "-c", "1", "-W", "2", pod.ip6], check=False)
         neighbours = json.loads(netns.run(ext, ["ip", "-j", "-6", "neigh", "show", pod.ip6, "dev", "eth0"]).stdout
                                 or "[]")
@@ -639,7 +639,7 @@ class Lab:
         # revalidators next pass: wait for a full pass, not for some time
         self.rig.ovs.appctl("revalidator/wait")
         flow_hits = self._nd_responder_packets(state, pod.ip6) - before_flow
-        packet_ins = controller.health()["stats"].get("packet_ins", 0) - before_packet_ins
+        packet_ins = labfabric.packet_ins(controller.health()["stats"]) - before_packet_ins
         return {"ip6": pod.ip6, "nd_reply_mac": neighbours[0].get("lladdr") if neighbours else None,
                 "nd_answered_by": "switch flow" if flow_hits > 0 and packet_ins == 0 else
                                   ("controller" if packet_ins else "nobody"),
