@@ -134,7 +134,8 @@ def controller_json(lab: Lab, state: LabState) -> dict[str, Any]:
 
 def print_table(lab: Lab, state: LabState) -> None:
     rows = [("POD", "NODE", "IP", *(("IPV6",) if state.dual_stack else ()), "MAC", "SWITCH PORT")]
-    rows += [(p.name, p.node, p.ip, *((p.ip6,) if state.dual_stack else ()), p.mac, str(state.nodes[p.node].port))
+    rows += [(p.name, p.node, p.ip, *((p.ip6,) if state.dual_stack else ()), p.mac,
+              ":".join(filter(None, (state.switch_of.get(p.node), str(state.nodes[p.node].port)))))
              for p in lab.pods(state).values()]
     print_rows(rows)
     ext6 = f" and {state.external['ip6']}" if state.dual_stack else ""
