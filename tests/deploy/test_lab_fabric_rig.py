@@ -27,6 +27,8 @@ class Built:
 
 @pytest.fixture(scope="module")
 def built() -> Iterator[Built]:
+    """A rig of its own (not the session's): the fabric pins dpids 0x1, 0x2 and 0x11-0x13, which the
+    session rig's numbered bridges would also take."""
     try:
         rig = Rig().start()
     except MissingPrerequisite as missing:
