@@ -57,11 +57,15 @@ def test_cutting_the_only_path_and_restoring_it(lab, lab_dir):
     wait_until(lambda: reaches(the_lab, far.ip), timeout=20, what=f"{far.name} reachable again over s2-s3")
 
 
-def test_an_unknown_topology_is_refused_before_anything_is_built(tmp_path):
+@pytest.mark.parametrize("args, says", [
+    (("--topology", "ring"), "--topology ring: one of single, leaf-spine, line:N"),
+    (("--topology", "line:12"), "--topology line:12: a line of 2 to 8 switches"),
+    (("--topology", "leaf-spine", "--kubernetes", "--kubelet", "2", "--in-cluster"),
+     "--topology leaf-spine with --in-cluster: the in-cluster overlay pins one switch")])
+def test_a_topology_the_lab_cannot_build_is_refused_before_anything_is_built(tmp_path, args, says):
     run = lab_cli(tmp_path / "lab")
 
-    refused = run("up", "--topology", "ring", check=False)
+    refused = run("up", *args, check=False)
 
-    assert refused.returncode == 1
-    assert "--topology ring: one of single, leaf-spine, line:N" in refused.stderr
+    assert refused.returncode == 1 and says in refused.stderr, refused.stderr
     assert not (tmp_path / "lab").exists()
