@@ -30,7 +30,7 @@ from deploy.lab.process import wait_until  # noqa: E402
 def flows_per_switch(lab: Lab) -> dict[str, int]:
     fabric = topology.parse(lab.state.topology)
     return {s.name: len(lab.rig.ovs.ofctl("dump-flows", "--no-stats", fabric.bridge(s.name, lab.prefix))
-                        .splitlines()[1:]) for s in fabric.switches}
+                        .splitlines()) for s in fabric.switches}
 
 
 def in_sync(lab: Lab) -> bool:
@@ -58,7 +58,7 @@ def main() -> int:
 def report(lab: Lab, *, steps: list[int], nodes: int) -> None:
     names = [s.name for s in topology.parse(lab.state.topology).switches]
     print(f"{lab.state.topology}, {nodes} nodes: flows per switch (and per pod added since the last row)")
-    print("  ".join(["pods".rjust(5), *(name.rjust(14) for name in names)]))
+    print("  ".join(["pods".rjust(5), *(name.ljust(17) for name in names)]).rstrip())
     made, last = 0, None
     for target in steps:
         while made < target:
@@ -66,9 +66,9 @@ def report(lab: Lab, *, steps: list[int], nodes: int) -> None:
             lab.add_pod(f"b{made}", node=f"node{1 + (made - 1) % nodes}")
         wait_until(lambda: in_sync(lab), timeout=60, what="every switch in sync")
         counts = flows_per_switch(lab)
-        cells = [f"{counts[name]:>5}" + (f" (+{(counts[name] - last[0][name]) / (made - last[1]):.1f}/pod)"
-                                         if last and made > last[1] else " " * 12) for name in names]
-        print("  ".join([f"{made:>5}", *(cell.rjust(14) for cell in cells)]), flush=True)
+        cells = [f"{counts[name]:<5}" + (f" (+{(counts[name] - last[0][name]) / (made - last[1]):.1f}/pod)"
+                                         if last and made > last[1] else "") for name in names]
+        print("  ".join([f"{made:>5}", *(cell.ljust(17) for cell in cells)]).rstrip(), flush=True)
         last = (counts, made)
 
 

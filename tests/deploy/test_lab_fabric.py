@@ -233,7 +233,7 @@ def link_tx(the_lab: Lab, fabric: topology.Fabric) -> dict[str, int]:
 def flow_tables(the_lab: Lab) -> dict[str, list[str]]:
     fabric = topology.parse(the_lab.state.topology)
     return {s.name: sorted(the_lab.rig.ovs.ofctl("dump-flows", "--no-stats", fabric.bridge(s.name, the_lab.prefix))
-                           .splitlines()[1:]) for s in fabric.switches}
+                           .splitlines()) for s in fabric.switches}
 
 
 def converged(controller: Any) -> list[dict[str, Any]] | None:
