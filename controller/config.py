@@ -7,7 +7,7 @@ a config is written by a person, and the message is all they see.
 
 ```toml
 store = "/var/lib/underlay/store.sqlite"   # or "kubernetes": IPAllocation objects (see [kubernetes])
-cookie = 0x55aa000000000000          # or a string "0x55aa..." (TOML integers are signed)
+cookie = 0x55aa000000000000          # or "0x55aa...": its high 16 bits tag every flow (openflow.cookies)
 unknown_destination = "normal"       # or "drop"
 release_cooldown = 30                # seconds before a released address is handed out again
 resync_grace = 60                    # seconds a new allocation is safe from an agent's full sync
@@ -16,6 +16,7 @@ gc_interval = 300                    # with a cluster: seconds between the leak 
 gc_grace = 120                       # with a cluster: seconds a new allocation is safe from it
 
 [openflow]                           # host, port, and optionally ctl_privkey, ctl_cert, ca_certs
+audit_interval = 30                  # seconds between reads of a switch's flows that repair hand edits; 0: off
 [api]                                # see API_KEYS below: host, port, TLS, connection limits, deadlines
 tls_cert = "/etc/underlay/api.crt"
 tls_key = "/etc/underlay/api.key"
@@ -69,13 +70,16 @@ from typing import Any, TypeVar
 
 import netaddr
 
+from controller.audit import DEFAULT_INTERVAL as DEFAULT_AUDIT_INTERVAL
 from controller.leader import Timing
 from controller.selectors import PoolRules
 from controller.topology import Link, LinkEnd
+from openflow import cookies
 from openflow.model import UnknownDestination
 
 DEFAULT_COOKIE = 0x55AA_0000_0000_0000
-"""Ours, on every flow. High bits set so it stands out in `ovs-ofctl dump-flows`."""
+"""Its high 16 bits are the tag every flow of ours carries (openflow.cookies; the rest of a flow's
+cookie names its purpose and owner): set, so it stands out in `ovs-ofctl dump-flows`."""
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -157,6 +161,7 @@ class OpenFlowConfig:
     ctl_privkey: str | None = None
     ctl_cert: str | None = None
     ca_certs: str | None = None
+    audit_interval: float = DEFAULT_AUDIT_INTERVAL  # seconds (controller/audit.py); 0: no audit
 
 
 @dataclass(frozen=True)
@@ -406,6 +411,10 @@ def _cookie(value: Any) -> int:
     cookie = int(value, 0) if isinstance(value, str) else _int(value)
     if not 0 < cookie < 2**64:
         raise _Reason(f"{value!r} is not a non-zero 64-bit integer")
+    if not cookies.tag_of(cookie):
+        raise _Reason(f"{value!r} has no tag: its high 16 bits mark the flows that are ours (the rest names "
+                      "each flow's purpose and owner), and a zero tag would claim every untagged flow: "
+                      f"use e.g. {DEFAULT_COOKIE:#x}")
     return cookie
 
 
@@ -565,7 +574,8 @@ def _openflow(table: _Table) -> OpenFlowConfig:
     if (tls["ctl_privkey"] is None) != (tls["ctl_cert"] is None):
         raise ConfigError(f"{table.name}: ctl_privkey and ctl_cert go together")
     config = OpenFlowConfig(
-        host=table.get("host", _str, defaults.host), port=table.get("port", _port, defaults.port), **tls
+        host=table.get("host", _str, defaults.host), port=table.get("port", _port, defaults.port), **tls,
+        audit_interval=table.get("audit_interval", _seconds, defaults.audit_interval),
     )
     table.done()
     return config
