@@ -32,7 +32,7 @@ import json
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -80,6 +80,18 @@ class StaticTokens:
             ok = any([hmac.compare_digest(given, expected) for expected in self.tokens.values()])
         if not given or not ok:
             raise Unauthenticated("missing or invalid bearer token" + (f" for node {node}" if node else ""))
+
+
+class OperatorTokens:
+    """The config's `[api] operator_tokens`: who may read every GET route (underlayctl)."""
+
+    def __init__(self, tokens: Iterable[str]) -> None:
+        self.tokens = [token.encode() for token in tokens if token]
+
+    def holds(self, token: str) -> bool:
+        """Compared with every one, in constant time: a guess learns nothing from the timing."""
+        given = token.encode()
+        return bool(given) and any([hmac.compare_digest(given, expected) for expected in self.tokens])
 
 
 @dataclass(frozen=True)

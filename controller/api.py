@@ -23,13 +23,15 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+import urllib.parse
+from dataclasses import dataclass, field
 from typing import Any
 
 from controller import fields
-from controller.agentauth import Authenticator, Refused, StaticTokens
+from controller.agentauth import Authenticator, OperatorTokens, Refused, StaticTokens
 from controller.errors import BadRequest, ConflictError, ControllerError, NotFound, PermanentError, TemporaryError
 from controller.logs import kv
+from controller.opsapi import OperatorRoutes
 from controller.service import Attachment, PodRequest, Service
 from controller.store import Pod
 
@@ -55,6 +57,7 @@ class Auth(enum.Enum):
     OPTIONAL = "optional"  # health: liveness to anyone, the full answer to any node's token
     NODE = "node"  # the token of the node named in the path
     ANY = "any"  # any node's token
+    OPERATOR = "operator"  # an operator's token only (controller/opsapi.py); a node's is 403
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Request:
     params: dict[str, str]
     body: Json
     authenticated: bool = True  # False only for an Auth.OPTIONAL route asked without a token
+    query: Mapping[str, str] = field(default_factory=dict)  # the query string's keys (last value of each)
 
 
 @dataclass(frozen=True)
@@ -89,17 +93,24 @@ ROUTES = (
     _route("PUT", "/v1/nodes/<node>/pods", "sync_pods"),
     _route("DELETE", "/v1/nodes/<node>/pods/<container_id>/<ifname>", "delete_pod"),
     _route("GET", "/v1/placements", "placements", Auth.ANY),
+    _route("GET", "/v1/switches", "list_switches", Auth.OPERATOR),
+    _route("GET", "/v1/switches/<dpid>/flows", "switch_flows", Auth.OPERATOR),
+    _route("GET", "/v1/pools", "list_pools", Auth.OPERATOR),
+    _route("GET", "/v1/nodes", "list_nodes", Auth.OPERATOR),
+    _route("GET", "/v1/pods", "list_all_pods", Auth.OPERATOR),
 )
 
 
-class Api:
+class Api(OperatorRoutes):
     """The WSGI application: `Api(service, tokens=config.tokens)` is a callable(environ, start_response).
-    `auth` checks agents' tokens instead of `tokens` (controller/agentauth.py: by the cluster)."""
+    `auth` checks agents' tokens instead of `tokens` (controller/agentauth.py: by the cluster).
+    `operators` are operators' tokens: any GET route, nothing else (controller/opsapi.py)."""
 
     def __init__(self, service: Service, *, tokens: Mapping[str, str] | None = None, auth: Authenticator | None = None,
-                 max_body: int = MAX_BODY) -> None:
+                 max_body: int = MAX_BODY, operators: Iterable[str] = ()) -> None:
         self.service = service
         self.auth = auth if auth is not None else StaticTokens(tokens or {})
+        self.operators = OperatorTokens(operators)
         self.max_body = max_body
 
     @property
@@ -137,21 +148,33 @@ class Api:
             header = environ.get("HTTP_AUTHORIZATION", "")
             authenticated = bool(header) or route.auth is not Auth.OPTIONAL
             if authenticated:
-                self._authorize(route.auth, params.get("node"), header)
+                self._authorize(route, params.get("node"), header)
             body = self._body(environ) if method in ("POST", "PUT") else {}  # only now: see the module's docstring
-            request = Request(method, path, params, body, authenticated=authenticated)
+            request = Request(method, path, params, body, authenticated=authenticated, query=_query(environ))
             return 200, handler(request)
         except ControllerError as err:
             raise _http_error(err) from err
 
-    def _authorize(self, auth: Auth, node: str | None, header: str) -> None:
-        """The authenticator's refusal is a 401 (who are you?) or a 403 (not for this node)."""
+    def _authorize(self, route: Route, node: str | None, header: str) -> None:
+        """The authenticator's refusal is a 401 (who are you?) or a 403 (not for this node). An
+        operator's token reads (any GET) and writes nothing; a node's token reads no operator route
+        (it needs none of them, and a stolen one should tell as little as possible)."""
         scheme, _, token = header.partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else ""
+        if self.operators.holds(token):
+            if route.method != "GET":
+                raise HttpError(403, f"an operator token is read-only: {route.method} needs the node's own token")
+            return
         try:
-            self.auth.check(token.strip() if scheme.lower() == "bearer" else "",
-                            node=(node or "") if auth is Auth.NODE else None)
+            self.auth.check(token, node=(node or "") if route.auth is Auth.NODE else None)
         except Refused as err:
+            if route.auth is Auth.OPERATOR:
+                raise HttpError(401, "missing or invalid operator token: send an operator token "
+                                     "([api] operator_tokens of the controller's config)") from err
             raise HttpError(err.status, str(err)) from err
+        if route.auth is Auth.OPERATOR:
+            raise HttpError(403, "a node's token may not read operator endpoints: use an operator token "
+                                 "([api] operator_tokens of the controller's config)")
 
     def _body(self, environ: Environ) -> Json:
         try:
@@ -266,6 +289,12 @@ def _match(method: str, path: str) -> tuple[Route, dict[str, str]]:
     if allowed:
         raise HttpError(405, f"{method} is not allowed on {path}", headers=[("Allow", ", ".join(allowed))])
     raise HttpError(404, f"no such endpoint: {path}")
+
+
+def _query(environ: Environ) -> dict[str, str]:
+    """The query string's keys, the last value of each (`?state=actual`)."""
+    pairs = urllib.parse.parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    return dict(pairs)
 
 
 def _pod(pod: Pod) -> Json:

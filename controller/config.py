@@ -168,6 +168,7 @@ class ApiConfig:
     tls_client_ca: str | None = None
     plaintext: bool = False
     limits: ApiLimits = ApiLimits()
+    operator_tokens: tuple[str, ...] = field(default=(), repr=False)  # read-only REST (GET) for underlayctl
 
     @property
     def scheme(self) -> str:
@@ -190,6 +191,8 @@ API_KEYS = """\
   body_timeout = 10        seconds for a body to arrive once the head is in, and for a client to take an answer
   idle_timeout = 30        seconds a keep-alive connection may wait between requests
   max_body = 1048576       bytes; a larger body is refused (413) before it is read
+  operator_tokens = []     bearer tokens of operators (underlayctl): every GET, nothing else
+  operator_token_file      a file of operator tokens, one a line (read at start, with operator_tokens)
 """
 
 
@@ -545,9 +548,24 @@ def _api(table: _Table, *, base: Path) -> ApiConfig:
         host=table.get("host", _ip, defaults.host), port=table.get("port", _port, defaults.port),
         **{key: None if name is None else _readable(base / name, key=table.key(key)) for key, name in files.items()},
         plaintext=table.get("plaintext", _bool, False), limits=ApiLimits(**limits),
+        operator_tokens=_operator_tokens(table, base=base),
     )
     table.done()
     return config
+
+
+def _operator_tokens(table: _Table, *, base: Path) -> tuple[str, ...]:
+    """`operator_tokens` and the lines of `operator_token_file`: operators' read-only credentials."""
+    tokens = list(table.get("operator_tokens", _list(_str), ()))
+    path = table.get("operator_token_file", _str, None)
+    if path is not None:
+        text = _read_token(base / path, key=table.key("operator_token_file"))
+        tokens += [line.strip() for line in text.splitlines() if line.strip()]
+        if not tokens:
+            raise ConfigError(f"{table.key('operator_token_file')}: {base / path} holds no token")
+    if any(not token or token != token.strip() for token in tokens):
+        raise ConfigError(f"{table.key('operator_tokens')}: a token is empty or has surrounding whitespace")
+    return tuple(dict.fromkeys(tokens))
 
 
 def _kubernetes(top: _Table, *, base: Path) -> KubernetesConfig | None:

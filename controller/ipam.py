@@ -87,6 +87,19 @@ class Lease:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """One family of one pool as operators see it (GET /v1/pools)."""
+
+    pool: str
+    family: int
+    subnet: str
+    size: int
+    allocated: int
+    reserved: int  # kept for a sticky key whose pod is gone
+    cooldown: int  # released lately: not handed out before the cooldown ends
+
+
+@dataclass(frozen=True)
 class Space:
     """One family's allocatable addresses as sorted, disjoint (first, last) key blocks."""
 
@@ -314,6 +327,18 @@ class Ipam:
         """The pool that may hand out `ip`, if any."""
         address = key_of(ip)
         return next((pool.name for pool in self.pools.values() if pool.holds(address)), None)
+
+    def usage(self, *, now: float) -> list[Usage]:
+        """Each pool's families: how many addresses it has, holds, keeps for sticky keys, cools down."""
+        cooling = [a for a, at in self._released_at.items() if a not in self._holders and now - at < self._cooldown_of(a)]
+        kept = [a for a in self._reserved_for if a not in self._holders]
+        return [Usage(pool.name, space.version, str(space.network.cidr), space.size,
+                      *(sum(1 for a in group if space.offset(a) is not None) for group in (self._holders, kept, cooling)))
+                for pool in self.pools.values() for space in pool.spaces]
+
+    def _cooldown_of(self, address: int) -> float:
+        pool = next((pool for pool in self.pools.values() if pool.holds(address)), None)
+        return self.cooldown if pool is None or pool.cooldown is None else pool.cooldown
 
     def reserved(self) -> dict[str, str]:
         """Sticky key -> its addresses, as `unreserve` returns them."""

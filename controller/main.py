@@ -36,6 +36,8 @@ from controller.leaks import LeakCollector
 from controller.nodelife import NodeLifecycle
 from controller.service import Service
 from controller.store import SqliteStore, Store
+from controller.switch import SessionStatus
+from openflow.flows import Flow
 
 if TYPE_CHECKING:
     from controller.kube.wiring import Cluster
@@ -68,6 +70,15 @@ class LateFabric:
 
     def connected(self) -> list[int]:
         return self.app.connected() if self.app is not None else []
+
+    def session_status(self, dpid: int) -> SessionStatus | None:
+        return self.app.session_status(dpid) if self.app is not None else None
+
+    def read_flows(self, dpid: int, *, cookie: int) -> frozenset[Flow]:
+        if self.app is None:
+            raise SwitchUnavailable("the OpenFlow application is not running yet")
+        flows: frozenset[Flow] = self.app.read_flows(dpid, cookie=cookie)
+        return flows
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -179,7 +190,8 @@ def open_service(cfg: configuration.Config, cluster: Cluster | None, fabric: Lat
 
 
 def make_api(service: Service, cfg: configuration.Config, cluster: Cluster | None) -> Api:
-    return Api(service, tokens=cfg.tokens, auth=agent_auth(cluster, cfg), max_body=cfg.api.limits.max_body)
+    return Api(service, tokens=cfg.tokens, auth=agent_auth(cluster, cfg), max_body=cfg.api.limits.max_body,
+               operators=cfg.api.operator_tokens)
 
 
 def elect(cfg: configuration.Config, cluster: Cluster, fabric: LateFabric, stop: threading.Event) -> Leadership:

@@ -34,7 +34,8 @@ from os_ken.ofproto import ofproto_v1_3
 
 from controller.errors import SwitchUnavailable
 from controller.locator import Locator
-from controller.switch import Roles, SwitchSession
+from controller.switch import Roles, SessionStatus, SwitchSession
+from openflow.flows import Flow
 from openflow.model import SwitchState
 
 LOG = logging.getLogger("underlay.ofapp")
@@ -118,6 +119,20 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
     def connected(self) -> list[int]:
         with self._lock:
             return sorted(self.sessions)
+
+    def session_status(self, dpid: int) -> SessionStatus | None:
+        """The switch's session as operators see it (GET /v1/switches); None: not connected."""
+        with self._lock:
+            session = self.sessions.get(dpid)
+        return None if session is None else session.status()
+
+    def read_flows(self, dpid: int, *, cookie: int) -> frozenset[Flow]:
+        """The flows switch `dpid` holds under `cookie`, read through its session (flow stats)."""
+        with self._lock:
+            session = self.sessions.get(dpid)
+        if session is None:
+            raise SwitchUnavailable(f"switch {dpid:016x} is not connected: its flows cannot be read")
+        return session.read_flows(cookie=cookie)
 
     def stats(self) -> dict[str, int]:
         with self._lock:

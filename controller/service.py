@@ -441,6 +441,15 @@ class Service(Identity):
             views += [view for pod in self._pods.values() for view in self._pod_placements(pod)]
         return views
 
+    def pool_usage(self) -> list[ipam.Usage]:
+        with self._lock:
+            return self._ipam.usage(now=self.now())
+
+    def nodes(self) -> list[NodeView]:
+        """Every registered node, where its uplink is (operators' GET /v1/nodes)."""
+        with self._lock:
+            return [self._view(name) for name in sorted(self._nodes)]
+
     def switches(self) -> list[int]:
         """Every switch the controller knows of: configured, or where a node was located."""
         with self._lock:

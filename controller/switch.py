@@ -42,6 +42,7 @@ from typing import Any, Protocol
 from controller.errors import SwitchUnavailable
 from openflow import ofmsg
 from openflow.diff import diff
+from openflow.flows import Flow
 from openflow.model import SwitchState
 from openflow.pipeline import DesiredFlows
 
@@ -118,11 +119,22 @@ class SwitchCounters:
     bundles: int = 0
 
 
+@dataclass(frozen=True)
+class SessionStatus:
+    """What an operator asks of a connected switch (GET /v1/switches): the role the switch granted
+    us, when it last acknowledged the desired state (wall clock), the failure since, if any."""
+
+    role: str  # "equal" (no election), "master", "slave", or "none" while the claim is pending
+    last_convergence: float | None
+    failure: str | None
+
+
 class SwitchSession:
     def __init__(self, datapath: Any, state_of: Callable[[int], SwitchState], *,
                  clock: Callable[[], float] = time.monotonic, backoff: Backoff | None = None,
-                 roles: Roles | None = None) -> None:
-        """Without `roles` (no leader election) the connection keeps OpenFlow's EQUAL role."""
+                 roles: Roles | None = None, wall: Callable[[], float] = time.time) -> None:
+        """Without `roles` (no leader election) the connection keeps OpenFlow's EQUAL role.
+        `wall` stamps the last convergence for operators (`status`); `clock` times the retries."""
         self.datapath = datapath
         self._roles = roles
         self._held: Role | None = None  # the role the switch last granted us
@@ -135,7 +147,8 @@ class SwitchSession:
         self._failure: _Failure | None = None  # set from a failed convergence to the next success
         self._backoff = backoff or Backoff()
         self._logged: str | None = None  # the failure last logged: each distinct one is logged once
-        self._clock = clock
+        self._clock, self._wall = clock, wall
+        self._converged_at: float | None = None
         self._closed = False
         # One lock, two conditions: a new request wakes only the worker, a finished convergence
         # only the callers waiting for it (not every waiter on every request).
@@ -217,6 +230,18 @@ class SwitchSession:
         the caller's thread beside the worker's bundles; raises SwitchUnavailable."""
         replies = self._request(ofmsg.seen_request(self.datapath, cookie, mac=mac, ip=ip))
         return ofmsg.parse_seen_ports(stat for reply in replies for stat in reply.body)
+
+    def read_flows(self, *, cookie: int) -> frozenset[Flow]:
+        """What the switch holds under the controller's `cookie`, read now (flow stats), as the
+        worker reads it before a full diff; sent from the caller's thread like `seen`."""
+        replies = self._request(ofmsg.flow_stats_request(self.datapath, cookie))
+        return ofmsg.parse_flow_stats(stat for reply in replies for stat in reply.body)
+
+    def status(self) -> SessionStatus:
+        held = self._held
+        role = "equal" if self._roles is None else "none" if held is None else "master" if held.master else "slave"
+        failure = self._failure
+        return SessionStatus(role, self._converged_at, None if failure is None else failure.reason)
 
     def on_reply(self, msg: Any, *, more: bool = False, error: str | None = None) -> None:
         """Called from the os-ken event thread with every reply that may be ours."""
@@ -330,6 +355,7 @@ class SwitchSession:
         else:
             self._barrier()
         self._in_sync = True
+        self._converged_at = self._wall()
 
     def _send_bundle(self, mods: list[bytes]) -> None:
         """All mods in one ONF bundle, applied at its commit: no packet sees half of a change.

@@ -50,7 +50,7 @@ def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mappin
                   pool: PoolSpec, openflow_port: int, api_port: int, api_host: str = "127.0.0.1",
                   api_tls: pki.ServerFiles | None = None, api_limits: Mapping[str, float] | None = None,
                   cooldown: float = 0, resync_grace: float = 60, kubeconfig: Path | None = None,
-                  election: Mapping[str, Any] | None = None) -> str:
+                  election: Mapping[str, Any] | None = None, operator_token_file: Path | None = None) -> str:
     """The controller's TOML config for a rig (see controller/config.py for every key). With a
     `kubeconfig` the store is the Kubernetes API (pools are then IPPool objects; the [pools] table
     stays, unused, so the config reads the same either way); `election` adds [kubernetes] keys
@@ -61,6 +61,7 @@ def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mappin
              "[api]", f'host = "{api_host}"', f"port = {api_port}"]
     lines += [f'tls_cert = "{api_tls.cert}"', f'tls_key = "{api_tls.key}"'] if api_tls else ["plaintext = true"]
     lines += [f"{key} = {value}" for key, value in (api_limits or {}).items()]
+    lines += [f'operator_token_file = "{operator_token_file}"'] if operator_token_file else []
     for node in nodes.values():
         lines += [f"[nodes.{node.name}]", f'token = "{node.token}"']
         lines += [f"dpid = {node.dpid}"] if node.dpid is not None else []
@@ -125,15 +126,27 @@ class Controller:
         """The CA the API's certificate comes from: what its clients trust (None without TLS)."""
         return self.workdir / "pki" / "ca.pem" if self.tls else None
 
+    @property
+    def operator_token_file(self) -> Path:
+        """The operators' read-only token (underlayctl's), made with the config."""
+        return self.workdir / "operator.token"
+
+    @property
+    def operator_token(self) -> str:
+        return self.operator_token_file.read_text().strip()
+
     def write_config(self) -> None:
         """The config, and with TLS a new CA and server certificate for `api_host`."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.operator_token_file.exists():
+            self.operator_token_file.write_text(secrets.token_urlsafe(24) + "\n")
+            self.operator_token_file.chmod(0o600)
         api_tls = pki.server_files(self.workdir / "pki", ip=self.api_host) if self.tls else None
         self.config_path.write_text(render_config(
             store=self.workdir / "store.sqlite", nodes=self.nodes, trusted=self.trusted, pool=self.pool,
             openflow_port=self.openflow_port, api_port=self.api_port, api_host=self.api_host,
             api_tls=api_tls, api_limits=self.api_limits, resync_grace=self.resync_grace, kubeconfig=self.kubeconfig,
-            election=self.election))
+            election=self.election, operator_token_file=self.operator_token_file))
         self.config_path.chmod(0o600)  # it holds the node tokens
 
     def start(self, *, timeout: float = 20) -> None:
