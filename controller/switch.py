@@ -142,6 +142,7 @@ class SwitchSession:
         self._state_of = state_of
         self._desired = DesiredFlows()
         self._in_sync = False  # True: the switch holds exactly self._desired.flows
+        self._drifted = False  # set by `resync` (any thread): the worker drops `_in_sync`
         self._wanted = 1  # generation 1: the first convergence after connect
         self._applied = 0
         self._failure: _Failure | None = None  # set from a failed convergence to the next success
@@ -233,9 +234,24 @@ class SwitchSession:
 
     def read_flows(self, *, cookie: int) -> frozenset[Flow]:
         """What the switch holds under the controller's `cookie`, read now (flow stats), as the
-        worker reads it before a full diff; sent from the caller's thread like `seen`."""
+        worker reads it before a full diff; sent from the caller's thread like `seen`. A read that
+        finds the switch differing from what the worker last left there (flows deleted or added
+        behind the controller's back: `underlayctl trace` says so) sets the worker repairing it."""
         replies = self._request(ofmsg.flow_stats_request(self.datapath, cookie))
-        return ofmsg.parse_flow_stats(stat for reply in replies for stat in reply.body)
+        flows = ofmsg.parse_flow_stats(stat for reply in replies for stat in reply.body)
+        with self._lock:
+            drifted = self._in_sync and self._applied >= self._wanted and any(diff(flows, self._desired.flows))
+        if drifted:
+            self.resync()
+        return flows
+
+    def resync(self) -> None:
+        """Forget that the switch holds the desired flows: the next convergence (requested now)
+        reads what it has and sends the whole difference, as after a reconnect."""
+        with self._lock:
+            self._drifted = True
+            self._wanted += 1
+            self._work.notify()
 
     def status(self) -> SessionStatus:
         held = self._held
@@ -341,6 +357,9 @@ class SwitchSession:
     def _converge_once(self) -> None:
         state = self._state_of(self.dpid)
         appeared, vanished = self._desired.update(state)
+        with self._lock:
+            if self._drifted:
+                self._in_sync, self._drifted = False, False
         if not self._in_sync:  # first time, or after a failure: what does the switch hold?
             replies = self._request(ofmsg.flow_stats_request(self.datapath, state.cookie))
             installed = ofmsg.parse_flow_stats(stat for reply in replies for stat in reply.body)
