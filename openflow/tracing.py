@@ -19,8 +19,9 @@ import enum
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from openflow.flows import BROADCAST, Flow, MatchValue
+from openflow.flows import BROADCAST, FIELD_ORDER, Flow, MatchValue
 from openflow.model import link_local
 from openflow.tables import INGRESS, L2, ND_REPLY, RESPONDER
 
@@ -55,6 +56,24 @@ class FlowView:
             steps.append(f"goto_table:{flow.goto}")
         return cls(flow.table, flow.priority, tuple((name, match_text(name, value)) for name, value in flow.match),
                    ",".join(steps) or "drop", flow.cookie)
+
+
+    @classmethod
+    def from_json(cls, flow: Mapping[str, Any]) -> FlowView:
+        """A flow as the controller's operator REST answers it (controller/API.md, "Operators")."""
+        steps = [str(action) for action in flow.get("actions") or ()]
+        if flow.get("goto"):
+            steps.append(f"goto_table:{flow['goto']}")
+        match = sorted(dict(flow.get("match") or {}).items(), key=lambda item: _field_key(item[0]))
+        return cls(str(flow["table"]), int(flow["priority"]), tuple((name, match_text(name, value)) for name, value in match),
+                   ",".join(steps) or "drop", int(str(flow.get("cookie") or 0), 0))
+
+
+def trusted_ports(flows: Iterable[FlowView]) -> tuple[int, ...]:
+    """The trusted ports of a switch, read from its flows: each has an ingress flow that matches
+    its port alone and passes everything on (openflow.pipeline's trusted-port flow)."""
+    return tuple(sorted({port for flow in flows if flow.table == INGRESS and len(flow.match) == 1
+                         and (port := _int(flow.field("in_port"))) is not None and flow.actions != "drop"}))
 
 
 def match_text(name: str, value: MatchValue) -> str:
@@ -261,6 +280,10 @@ def _compressed(ip: str) -> str | None:
         return ipaddress.ip_address(ip).compressed
     except ValueError:
         return None
+
+
+def _field_key(name: str) -> tuple[int, str]:
+    return (FIELD_ORDER.index(name) if name in FIELD_ORDER else len(FIELD_ORDER), name)
 
 
 def _int(value: str | None) -> int | None:

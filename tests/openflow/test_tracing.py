@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from dataclasses import replace
 
@@ -11,7 +12,7 @@ from ofstates import N1, P1, PORT_N1, PORT_N2, PORT_ROUTER, two_node_state
 from openflow.model import Placement
 from openflow.pipeline import desired_flows
 from openflow.tracing import (Concern, FlowView, Kind, Role, Subject, concerning, default_source, drift,
-                              find_subject, pod_arp_reply, probes)
+                              find_subject, pod_arp_reply, probes, trusted_ports)
 
 MAC_POD = Subject("198.18.0.11", P1, PORT_N1, "default/mac-1")
 IPVLAN_POD = Subject("198.18.0.21", N1, PORT_N1, "default/ipv-1")
@@ -129,3 +130,16 @@ def test_an_unknown_or_ambiguous_subject_is_named_with_what_to_do(query: str, sa
     with pytest.raises(LookupError) as err:
         find_subject(query, PLACEMENTS)
     assert str(err.value).startswith(says)
+
+
+def test_a_flow_from_the_controllers_rest_reads_as_the_flow_itself() -> None:
+    """Desired flows come from the pipeline, actual ones from the operator REST: both compare."""
+    from controller.opsapi import flow_json
+
+    flows = desired_flows(two_node_state())
+    assert {FlowView.from_json(json.loads(json.dumps(flow_json(f, {})))) for f in flows} == {
+        FlowView.from_flow(f) for f in flows}
+
+
+def test_trusted_ports_are_read_from_the_flows() -> None:
+    assert trusted_ports(views()) == (PORT_ROUTER,)
