@@ -177,11 +177,18 @@ def judge(trace: Trace, packet: Packet, *, dp_ports: Mapping[int, int]) -> Leg:
         return Leg(packet, Outcome.ANSWERED if back else Outcome.ELSEWHERE, last, why, ports, answer)
     if not ports:
         return Leg(packet, Outcome.DROPPED, last, f"dropped at table {last.table} ({last.name}) by "
-                   f"{last.rule()}: {_drop_reason(last, packet)}", ports)
+                   f"{_by(last)}: {_drop_reason(last, packet)}", ports)
     if packet.expect_port in ports:
         return Leg(packet, Outcome.DELIVERED, last, _delivered(last, packet, ports), ports)
     return Leg(packet, Outcome.ELSEWHERE, last, f"leaves by {_ports(ports)}, not port {packet.expect_port} "
                f"(table {last.table} ({last.name}): {last.rule()})", ports)
+
+
+def _by(step: Step) -> str:
+    """The flow that decided, as a sentence names it: `its miss flow (priority=0 actions=drop)`."""
+    if step.match is None:
+        return "no flow"
+    return f"its miss flow ({step.rule()})" if step.match == "" and step.priority == 0 else f"flow {step.rule()}"
 
 
 def _answered_mac(step: Step) -> str | None:
@@ -200,7 +207,7 @@ def _delivered(last: Step, packet: Packet, ports: tuple[int, ...]) -> str:
     how = f"flooded to ports {_ports(ports)}" if flooded else "forwarded by NORMAL (MAC learning)"
     if packet.kind is Kind.ARP_REQUEST:
         return (f"reaches port {packet.expect_port}, {how}: the responder has no flow for {packet.dst_ip}, "
-                "so the switch does not answer and the pod must")
+                "so the switch does not answer and the pod must answer itself")
     if not packet.placed_dst or last.name != L2:
         return f"reaches port {packet.expect_port}, {how}"
     return f"reaches port {packet.expect_port}, {how}: no l2 flow forwards {packet.dst_mac} to its port"

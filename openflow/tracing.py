@@ -107,11 +107,13 @@ class Subject:
 
 
 class Role(enum.Enum):
-    ANSWER = "answers ARP/ND for it"
-    OWNER_PASS = "lets its own requests pass unanswered (DAD, gratuitous ARP)"
-    FORWARD = "forwards frames for its MAC"
-    ADMIT = "admits it from its port (port security)"
-    GUARD = "guards its port (RA guard)"
+    """What a flow does for the placement, as listings label it."""
+
+    ADMIT = "port security"  # admits its frames from its port
+    GUARD = "RA guard"  # drops router advertisements and foreign ND from its port
+    OWNER_PASS = "owner pass"  # lets its own requests (DAD, gratuitous ARP) pass unanswered
+    ANSWER = "answer"  # answers ARP/ND for it in the datapath
+    FORWARD = "forward"  # forwards frames for its MAC to its port
 
 
 @dataclass(frozen=True)
@@ -251,7 +253,7 @@ def pod_arp_reply(subject: Subject, source: Source) -> Packet:
     return Packet(Kind.ARP_REPLY, subject.port, subject.mac.lower(), subject.ip, source.mac, source.ip, source.port)
 
 
-def find_subject(query: str, placements: Iterable[Mapping[str, object]]) -> Mapping[str, object]:
+def find_subject(query: str, placements: Iterable[Mapping[str, Any]]) -> Mapping[str, Any]:
     """The placement `query` names: its IP (any spelling of it), or its owner (`default/web-0`, or
     `web-0` when only one namespace has it). Raises LookupError naming what was asked and what to do."""
     rows = list(placements)

@@ -95,14 +95,15 @@ def test_without_its_l2_flow_normal_forwards_by_learning() -> None:
 def test_without_port_security_flows_the_pods_answers_are_dropped_at_ingress(name: str, packet: Packet) -> None:
     dropped = leg(name, packet)
     assert dropped.outcome is Outcome.DROPPED and dropped.where() == "table 0 (ingress)"
-    assert dropped.why == ("dropped at table 0 (ingress) by priority=0 actions=drop: no port-security flow admits "
-                           "198.18.0.100 (02:55:c6:12:00:64) from port 2")
+    assert dropped.why == ("dropped at table 0 (ingress) by its miss flow (priority=0 actions=drop): no port-security "
+                           "flow admits 198.18.0.100 (02:55:c6:12:00:64) from port 2")
 
 
 def test_a_table_without_a_miss_flow() -> None:
     dropped = leg("ipv4_no_match", THERE)
     assert dropped.outcome is Outcome.DROPPED and dropped.where() == "table 2 (l2)"
-    assert dropped.why.endswith("no flow (not even a miss flow): table 2 has no flow that matches it, and no miss flow")
+    assert dropped.why == ("dropped at table 2 (l2) by no flow: table 2 has no flow that matches it, "
+                           "and no miss flow")
 
 
 def test_sent_elsewhere_is_not_delivered() -> None:

@@ -1,0 +1,184 @@
+"""`underlayctl trace IP|POD`: where an address is, which flows make it reachable, whether the switch
+has them, and, where the switch can be reached, what it does with an ARP request and an IPv4
+packet for it, ending in one line: reachable, or dropped at table N by flow F and why.
+
+The order matters: the packets are traced (`ofproto/trace` only simulates) before the switch's
+flows are read through the controller, because that read, when it finds flows missing, sets the
+controller repairing them (controller/switch.py `read_flows`): the trace shows the switch as it was
+found, and the verdict says the controller will repair it. The decisions are pure
+(openflow.tracing, openflow.ofproto_trace); this module fetches, runs and prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ctl.ovsprobe import OvsProbe, ProbeError
+from openflow.ofproto_trace import Leg, Outcome, TraceError, judge, verdict
+from openflow.tracing import (Concern, Drift, FlowView, Packet, Subject, concerning, default_source, drift,
+                              find_subject, pod_arp_reply, probes, trusted_ports)
+
+Json = dict[str, Any]
+Get = Callable[[str], Json]  # GET a path of the controller's REST, the answer's JSON; raises on an error status
+
+
+class TraceFailed(RuntimeError):
+    """The trace cannot be made (nothing placed there, no port to trace from); the message says why."""
+
+
+@dataclass
+class Report:
+    subject: Subject
+    node: str | None
+    dpid: int
+    desired: tuple[Concern, ...]
+    actual: tuple[Concern, ...] | None = None
+    actual_error: str | None = None
+    from_port: int | None = None
+    bridge: str | None = None
+    legs: tuple[Leg, ...] = ()
+    trace_error: str | None = None
+    reachable: bool | None = None
+    verdict: str = ""
+    drift: Drift | None = field(default=None, repr=False)
+
+
+def trace(get: Get, query: str, *, ovs_rundir: Path | None = None, from_port: int | None = None,
+          api_errors: tuple[type[Exception], ...] = ()) -> Report:
+    """Everything `underlayctl trace` shows about `query` (an IP or a pod's namespace/name).
+    `api_errors` are what `get` raises for an error answer: reading the switch's flows may fail
+    (switch not connected) without failing the trace."""
+    placements = get("/v1/placements")["placements"]
+    try:
+        row = find_subject(query, placements)
+    except LookupError as missing:
+        raise TraceFailed(str(missing)) from None
+    if row.get("dpid") is None or row.get("port") is None:
+        raise TraceFailed(f"{query}: {row.get('owner') or row['ip']} is not on a switch yet (its node's port is not "
+                          "known): `underlayctl nodes` shows where each node is")
+    subject = Subject(str(row["ip"]), str(row["mac"]), int(row["port"]), str(row.get("owner") or ""))
+    dpid = int(row["dpid"])
+    desired_flows = _flows(get, dpid, "desired")
+    report = Report(subject, _node(row), dpid, concerning(desired_flows, subject))
+    report.from_port = from_port if from_port is not None else _default_port(desired_flows)
+    if ovs_rundir is not None and report.from_port is not None:
+        try:
+            _trace_packets(report, OvsProbe(ovs_rundir), placed=_placed(placements, dpid))
+        except (ProbeError, TraceError) as err:
+            report.trace_error = str(err)
+    try:
+        report.actual = concerning(_flows(get, dpid, "actual"), subject)
+        report.drift = drift(report.desired, report.actual)
+    except api_errors as err:
+        report.actual_error = str(err)
+    report.reachable, report.verdict = _verdict(report, traced=ovs_rundir is not None)
+    return report
+
+
+def _flows(get: Get, dpid: int, state: str) -> list[FlowView]:
+    return [FlowView.from_json(flow) for flow in get(f"/v1/switches/{dpid:#x}/flows?state={state}")["flows"]]
+
+
+def _node(row: Mapping[str, Any]) -> str | None:
+    return str(row["node"]) if row.get("node") else None
+
+
+def _default_port(flows: list[FlowView]) -> int | None:
+    """The first trusted port: where routers and external hosts, who reach pods, come from."""
+    ports = trusted_ports(flows)
+    return ports[0] if ports else None
+
+
+def _placed(placements: list[Mapping[str, Any]], dpid: int) -> list[Subject]:
+    return [Subject(str(p["ip"]), str(p["mac"]), int(p["port"]), str(p.get("owner") or ""))
+            for p in placements if p.get("dpid") == dpid and p.get("port") is not None]
+
+
+def _trace_packets(report: Report, probe: OvsProbe, *, placed: list[Subject]) -> None:
+    """ofproto/trace the probes; when the switch does not answer the ARP request itself but passes
+    it on to the pod, the pod's own reply too."""
+    assert report.from_port is not None
+    source = default_source(report.from_port, placed)
+    bridge = report.bridge = probe.bridge_of(report.dpid)
+    ports = probe.datapath_ports(bridge)
+
+    def run(packet: Packet) -> Leg:
+        return judge(probe.trace(bridge, packet.ofproto_flow()), packet, dp_ports=ports)
+
+    arp, there, back = probes(report.subject, source)
+    first = run(arp)
+    legs = [first]
+    if first.outcome is Outcome.DELIVERED:
+        legs.append(run(pod_arp_reply(report.subject, source)))
+    report.legs = (*legs, run(there), run(back))
+
+
+def _verdict(report: Report, *, traced: bool) -> tuple[bool | None, str]:
+    if report.legs:
+        reachable, line = verdict(report.legs, mac=report.subject.mac, from_port=report.legs[0].packet.in_port)
+    elif report.from_port is None:
+        reachable, line = None, "not traced: the switch has no trusted port to trace from (give --from-port)"
+    elif not traced:
+        reachable, line = None, "not traced (give --ovs-rundir, the switch's run directory, to trace packets)"
+    else:
+        reachable, line = None, f"not traced: {report.trace_error}"
+    if report.drift is not None and not report.drift.in_sync:
+        return reachable, f"{line}; {report.drift.describe(len(report.desired))}"
+    if report.actual_error:
+        return reachable, f"{line}; what the switch holds is unknown: {report.actual_error}"
+    if not report.desired:
+        return False, f"{line}; the controller wants no flow for it on switch {report.dpid:016x}"
+    return reachable, line
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+def to_json(report: Report) -> Json:
+    subject = report.subject
+    return {
+        "ip": subject.ip, "owner": subject.owner or None, "mac": subject.mac, "node": report.node,
+        "dpid": f"{report.dpid:016x}", "port": subject.port,
+        "desired": [_concern_json(c) for c in report.desired],
+        "actual": None if report.actual is None else [_concern_json(c) for c in report.actual],
+        "actual_error": report.actual_error,
+        "missing": [f.text() for f in report.drift.missing] if report.drift else None,
+        "extra": [f.text() for f in report.drift.extra] if report.drift else None,
+        "in_sync": report.drift.in_sync if report.drift else None,
+        "bridge": report.bridge, "from_port": report.from_port,
+        "trace": [{"packet": leg.packet.describe(), "ofproto_flow": leg.packet.ofproto_flow(),
+                   "outcome": leg.outcome.name.lower(), "table": leg.step.table if leg.step else None,
+                   "flow": leg.step.rule() if leg.step else None, "ports": list(leg.ports), "why": leg.why}
+                  for leg in report.legs],
+        "reachable": report.reachable, "verdict": report.verdict,
+    }
+
+
+def _concern_json(concern: Concern) -> Json:
+    return {"role": concern.role.name.lower(), "flow": concern.flow.text()}
+
+
+def lines(report: Report) -> list[str]:
+    """The human form: who and where, the flows, what the switch lacks, the traced packets, the verdict."""
+    subject = report.subject
+    who = f"{subject.owner}  " if subject.owner else ""
+    out = [f"{who}{subject.ip}  MAC {subject.mac}",
+           f"node {report.node or '-'}, switch {report.dpid:016x} port {subject.port}", ""]
+    missing = set(report.drift.missing) if report.drift else set()
+    out.append(f"flows the controller wants for it ({len(report.desired)}):")
+    width = max((len(c.role.value) for c in report.desired), default=0)
+    out += [f"  {'MISSING ' if c.flow in missing else ''}{c.role.value:<{width}}  {c.flow.text()}"
+            for c in report.desired]
+    if report.actual_error:
+        out.append(f"what the switch holds: unknown ({report.actual_error})")
+    elif report.drift is not None:
+        have = len(report.desired) - len(report.drift.missing)
+        out.append(f"the switch holds {have} of them" + ("" if report.drift.missing else " (all)"))
+        out += [f"  EXTRA {flow.text()}" for flow in report.drift.extra]
+    if report.legs:
+        out += ["", f"ofproto/trace on bridge {report.bridge} from port {report.from_port}:"]
+        out += [f"  {leg.line()}" for leg in report.legs]
+    out += ["", f"verdict: {report.verdict}"]
+    return out
