@@ -4,7 +4,7 @@ VENV    ?= .venv
 PYTHON  ?= python3
 APT_PACKAGES = openvswitch-switch containernetworking-plugins iproute2 iputils-ping iputils-arping \
                user-mode-linux tcpdump python3-venv python3-pip gcc libc6-dev etcd-server iptables \
-               podman runc debootstrap containerd
+               podman runc debootstrap containerd graphviz
 # The Kubernetes control plane the tests run against, built once per machine from deploy/k8s/bin/go.mod
 # into ~/.cache/underlay/k8s/<version>/ (deploy/k8s/build.py; the first build is ~10 minutes), and
 # kubectl of the same release, which the manifests' tests apply deploy/kubernetes with.

@@ -120,6 +120,7 @@ class OperatorRoutes:
 
     def _switch(self, dpid: int, fabric: Inspectable | None, *, connected: bool) -> Json:
         status = fabric.session_status(dpid) if fabric is not None and connected else None
+        ports = self.service.desired_state(dpid).ports
         desired, actual, error = self._desired(dpid), None, None
         if status is not None:
             try:
@@ -133,6 +134,7 @@ class OperatorRoutes:
             "flows_actual": None if actual is None else len(actual),
             "last_convergence": None if status is None else iso(status.last_convergence),
             "in_sync": in_sync, "error": error or (None if status is None else status.failure),
+            "ports": [{"number": port.number, "role": port.role.value} for port in ports],
         }  # fmt: skip
 
     def _switch_name(self, dpid: int) -> str | None:
