@@ -137,17 +137,17 @@ def _verdict(report: Report, *, traced: bool) -> tuple[bool | None, str]:
 # -- output ---------------------------------------------------------------------------------------
 
 def to_json(report: Report) -> Json:
-    subject = report.subject
+    """The report as `underlayctl trace --json` prints it, and what `render` reads."""
+    subject, gap = report.subject, report.drift
+    missing = set(gap.missing) if gap else set()
     return {
         "ip": subject.ip, "owner": subject.owner or None, "mac": subject.mac, "node": report.node,
         "dpid": f"{report.dpid:016x}", "port": subject.port,
-        "desired": [_concern_json(c) for c in report.desired],
-        "actual": None if report.actual is None else [_concern_json(c) for c in report.actual],
-        "actual_error": report.actual_error,
-        "missing": [f.text() for f in report.drift.missing] if report.drift else None,
-        "extra": [f.text() for f in report.drift.extra] if report.drift else None,
-        "in_sync": report.drift.in_sync if report.drift else None,
-        "bridge": report.bridge, "from_port": report.from_port,
+        "desired": [{"role": c.role.name.lower(), "label": c.role.value, "flow": c.flow.text(),
+                     "on_switch": None if gap is None else c.flow not in missing} for c in report.desired],
+        "extra": None if gap is None else [flow.text() for flow in gap.extra],
+        "in_sync": None if gap is None else gap.in_sync, "actual_error": report.actual_error,
+        "bridge": report.bridge, "from_port": report.from_port, "trace_error": report.trace_error,
         "trace": [{"packet": leg.packet.describe(), "ofproto_flow": leg.packet.ofproto_flow(),
                    "outcome": leg.outcome.name.lower(), "table": leg.step.table if leg.step else None,
                    "flow": leg.step.rule() if leg.step else None, "ports": list(leg.ports), "why": leg.why}
@@ -156,29 +156,23 @@ def to_json(report: Report) -> Json:
     }
 
 
-def _concern_json(concern: Concern) -> Json:
-    return {"role": concern.role.name.lower(), "flow": concern.flow.text()}
-
-
-def lines(report: Report) -> list[str]:
-    """The human form: who and where, the flows, what the switch lacks, the traced packets, the verdict."""
-    subject = report.subject
-    who = f"{subject.owner}  " if subject.owner else ""
-    out = [f"{who}{subject.ip}  MAC {subject.mac}",
-           f"node {report.node or '-'}, switch {report.dpid:016x} port {subject.port}", ""]
-    missing = set(report.drift.missing) if report.drift else set()
-    out.append(f"flows the controller wants for it ({len(report.desired)}):")
-    width = max((len(c.role.value) for c in report.desired), default=0)
-    out += [f"  {'MISSING ' if c.flow in missing else ''}{c.role.value:<{width}}  {c.flow.text()}"
-            for c in report.desired]
-    if report.actual_error:
-        out.append(f"what the switch holds: unknown ({report.actual_error})")
-    elif report.drift is not None:
-        have = len(report.desired) - len(report.drift.missing)
-        out.append(f"the switch holds {have} of them" + ("" if report.drift.missing else " (all)"))
-        out += [f"  EXTRA {flow.text()}" for flow in report.drift.extra]
-    if report.legs:
-        out += ["", f"ofproto/trace on bridge {report.bridge} from port {report.from_port}:"]
-        out += [f"  {leg.line()}" for leg in report.legs]
-    out += ["", f"verdict: {report.verdict}"]
-    return out
+def render(data: Json) -> str:
+    """The human form of `to_json`'s answer: who and where, its flows (marked when the switch lacks
+    them), what the switch has extra, the traced packets, the verdict."""
+    who = f"{data['owner']}  " if data.get("owner") else ""
+    out = [f"{who}{data['ip']}  MAC {data['mac']}", f"node {data.get('node') or '-'}, switch {data['dpid']} "
+           f"port {data['port']}", "", f"flows the controller wants for it ({len(data['desired'])}):"]
+    width = max((len(c["label"]) for c in data["desired"]), default=0)
+    out += [f"  {'MISSING ' if c['on_switch'] is False else ''}{c['label']:<{width}}  {c['flow']}"
+            for c in data["desired"]]
+    if data.get("actual_error"):
+        out.append(f"what the switch holds: unknown ({data['actual_error']})")
+    elif data.get("in_sync") is not None:
+        have = sum(c["on_switch"] is True for c in data["desired"])
+        out.append(f"the switch holds {have} of them" + (" (all)" if have == len(data["desired"]) else ""))
+        out += [f"  EXTRA {flow}" for flow in data.get("extra") or ()]
+    if data["trace"]:
+        out += ["", f"ofproto/trace on bridge {data['bridge']} from port {data['from_port']}:"]
+        out += [f"  {leg['packet']}: {leg['why']}" for leg in data["trace"]]
+    out += ["", f"verdict: {data['verdict']}"]
+    return "\n".join(out)

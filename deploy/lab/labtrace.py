@@ -1,25 +1,24 @@
-"""`underlayctl trace` of a lab pod: the controller's operator REST reached from inside the lab's
-management namespace (where its API listens), and the lab's own Open vSwitch run directory, so
-packets are traced too. `underlay-lab demo` ends with one; tests/deploy/test_lab_trace.py uses it."""
+"""`underlayctl trace` of a lab pod, as a user runs it: the lab's controller (`--lab`, which
+underlayctl reaches inside the lab's management namespace) and the lab's own Open vSwitch run
+directory (`--ovs-rundir`), so packets are traced too. `underlay-lab demo` ends with one."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from ctl import trace
-from deploy.lab.control import ApiError
+import subprocess
+import sys
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from deploy.lab.lab import Lab
 
+TIMEOUT = 60
 
-def trace_pod(lab: Lab, query: str, *, from_port: int | None = None) -> trace.Report:
-    """Trace `query` (a pod's IP or name, as `underlayctl trace` takes it) in `lab`."""
-    controller = lab.controller()
-    token = controller.operator_token
 
-    def get(path: str) -> dict[str, Any]:
-        return controller.request("GET", path, token=token)
+def trace_argv(lab: Lab, target: str, *extra: str) -> list[str]:
+    """The command line: `underlayctl --lab STATE_DIR trace TARGET --ovs-rundir RUNDIR EXTRA...`."""
+    return [sys.executable, "-m", "ctl.main", "--lab", str(lab.state_dir), "trace", target,
+            "--ovs-rundir", str(lab.rig.ovs.workdir), *extra]
 
-    return trace.trace(get, query, ovs_rundir=lab.rig.ovs.workdir, from_port=from_port,
-                       api_errors=(ApiError, OSError))
+
+def run_trace(lab: Lab, target: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(trace_argv(lab, target, *extra), capture_output=True, text=True, timeout=TIMEOUT)
