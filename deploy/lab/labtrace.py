@@ -14,11 +14,19 @@ if TYPE_CHECKING:
 TIMEOUT = 60
 
 
-def trace_argv(lab: Lab, target: str, *extra: str) -> list[str]:
-    """The command line: `underlayctl --lab STATE_DIR trace TARGET --ovs-rundir RUNDIR EXTRA...`."""
-    return [sys.executable, "-m", "ctl.main", "--lab", str(lab.state_dir), "trace", target,
-            "--ovs-rundir", str(lab.rig.ovs.workdir), *extra]
+def trace_argv(lab: Lab, target: str, *extra: str, json: bool = False) -> list[str]:
+    """The command line: `underlayctl --lab STATE_DIR [--json] trace TARGET --ovs-rundir RUNDIR EXTRA...`."""
+    return [sys.executable, "-m", "ctl.main", "--lab", str(lab.state_dir), *(["--json"] if json else []), "trace",
+            target, "--ovs-rundir", str(lab.rig.ovs.workdir), *extra]
 
 
-def run_trace(lab: Lab, target: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(trace_argv(lab, target, *extra), capture_output=True, text=True, timeout=TIMEOUT)
+def run_trace(lab: Lab, target: str, *extra: str, json: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(trace_argv(lab, target, *extra, json=json), capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def demo_trace(lab: Lab, pod: str) -> tuple[bool, str]:
+    """The demo's last part: the command, its output, and whether it found `pod` reachable."""
+    proc = run_trace(lab, pod)
+    shown = ["underlayctl", "--lab", str(lab.state_dir), "trace", pod, "--ovs-rundir", str(lab.rig.ovs.workdir)]
+    text = f"$ {' '.join(shown)}\n{proc.stdout.rstrip()}{proc.stderr.rstrip()}"
+    return proc.returncode == 0 and "\nverdict: reachable" in proc.stdout, text
