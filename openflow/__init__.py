@@ -2,8 +2,6 @@
 
 `pipeline.desired_flows` builds the flows, `diff.diff` reconciles them with what a switch has,
 `ofmsg` translates to and from os-ken message objects (building them, never sending them).
+Every flow we own carries the controller's tag in its cookie (`cookies`): requests and deletes
+match the tag only (`cookies.TAG_MASK`), so flows of anyone else are never dumped, modified or deleted.
 """
-
-COOKIE_MASK = 0xFFFF_FFFF_FFFF_FFFF
-"""Every flow we own carries exactly the controller's cookie: requests and deletes match all 64 bits,
-so flows of anyone else (another cookie) are never dumped, modified or deleted."""

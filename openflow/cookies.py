@@ -7,7 +7,10 @@
 
 The switch compares only the tag (`TAG_MASK`) when the controller reads or deletes its flows, so
 other controllers' flows stay untouched, and `ovs-ofctl dump-flows` output turns back into names:
-the purpose directly, the owner by hashing the keys the controller knows (`owner_id`).
+the purpose directly, the owner by hashing the keys the controller knows (`owner_id`;
+openflow.explain). The records the switch learns itself (table `seen`) carry another tag,
+`seen_tag(tag)` (the tag's bitwise complement: 0xaa55 for 0x55aa), so a read of our flows never
+returns them.
 Everything here is pure and deterministic: the same flow gets the same cookie after a restart, which
 keeps reconciliation at zero flow-mods.
 """
@@ -40,6 +43,7 @@ class Purpose(enum.IntEnum):
     FLOOD = 9          # broadcast and unknown traffic along the fabric's loop-free tree
     TOPOLOGY = 10      # LLDP between switches, sent to the controller
     VLAN = 11          # a VLAN's admission or trunking
+    SEEN = 12          # a trusted port's source, recorded by the switch itself (under `seen_tag`)
 
     @property
     def label(self) -> str:
@@ -65,6 +69,12 @@ class Decoded:
 def tag_of(cookie: int) -> int:
     """The controller's tag in a configured cookie (its low 48 bits are ignored)."""
     return cookie & TAG_MASK
+
+
+def seen_tag(tag: int) -> int:
+    """The tag of the `seen` records the switch learns for the controller tagged `tag`: its
+    complement, never equal to it, and as easy to spot in a dump (0x55aa → 0xaa55)."""
+    return ~tag_of(tag) & TAG_MASK
 
 
 def owner_id(key: str) -> int:

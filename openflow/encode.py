@@ -15,7 +15,7 @@ import struct
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
-from openflow import COOKIE_MASK
+from openflow.cookies import TAG_MASK
 from openflow.flows import Action, Flow, Learn, MatchValue, Move, Output, SetField
 from openflow.tables import table_id
 
@@ -69,12 +69,13 @@ class Unencodable(ValueError):
 
 
 def flow_mod(flow: Flow, *, delete: bool = False, xid: int = 0) -> bytes:
-    """The OFPT_FLOW_MOD for `flow`: an add, or a delete-strict of exactly it under its cookie."""
+    """The OFPT_FLOW_MOD for `flow`: an add, or a delete-strict of exactly it (its table, priority
+    and match) under the controller's tag, whatever purpose and owner the cookie on the switch says."""
     match = _match(flow.match)
     body = b"" if delete else _instructions(flow)
     length = _FLOW_MOD.size + len(match) + len(body)
     header = _FLOW_MOD.pack(
-        ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD, length, xid, flow.cookie, COOKIE_MASK if delete else 0,
+        ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD, length, xid, flow.cookie, TAG_MASK if delete else 0,
         table_id(flow.table), ofp.OFPFC_DELETE_STRICT if delete else ofp.OFPFC_ADD, 0, 0, flow.priority,
         ofp.OFP_NO_BUFFER, ofp.OFPP_ANY, ofp.OFPG_ANY, 0)
     return header + match + body

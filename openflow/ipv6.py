@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from openflow import cookies
+from openflow.cookies import Purpose
 from openflow.flows import (ETH_TYPE_IPV6, IN_PORT, IPPROTO_ICMPV6, MLD2_REPORT, MLD_DONE, MLD_REPORT,
                             ND_OPT_TARGET_LL, NEIGHBOR_ADVERTISEMENT, NEIGHBOR_SOLICITATION, NO_MAC, REDIRECT,
                             ROUTER_ADVERTISEMENT, UNSPECIFIED_IPV6, Action, Flow, Match, Move, Output, SetField,
@@ -72,23 +74,32 @@ def icmpv6_match(kind: int) -> dict[str, int]:
     return {**dict(_ICMPV6), "icmpv6_type": kind, "icmpv6_code": 0}
 
 
-def responder_flows(ip: str, mac: str, port: int, cookie: int) -> tuple[Flow, ...]:
+def responder_flows(ip: str, mac: str, port: int, tag: int) -> tuple[Flow, ...]:
     """Answer solicitations for `ip` (at `mac`) from every port but `port`."""
     solicitation = (*_ICMPV6, ("icmpv6_type", NEIGHBOR_SOLICITATION), ("icmpv6_code", 0), ("ipv6_nd_target", ip))
+    owner = cookies.ip_owner(ip)
+    answer = cookies.make(tag, Purpose.ND_RESPONDER, owner)
     return (
-        Flow(RESPONDER, PRIO_SKIP_OWNER, (("in_port", port), *solicitation), goto=L2, cookie=cookie),
-        Flow(RESPONDER, PRIO_NO_SLL, (*solicitation, ("ipv6_nd_sll", NO_MAC)), goto=L2, cookie=cookie),
-        Flow(RESPONDER, PRIO_ANSWER, solicitation, actions=advertisement(ip, mac), goto=ND_REPLY, cookie=cookie),
+        Flow(RESPONDER, PRIO_SKIP_OWNER, (("in_port", port), *solicitation), goto=L2,
+             cookie=cookies.make(tag, Purpose.OWNER_PASS, owner)),
+        Flow(RESPONDER, PRIO_NO_SLL, (*solicitation, ("ipv6_nd_sll", NO_MAC)), goto=L2, cookie=answer),
+        Flow(RESPONDER, PRIO_ANSWER, solicitation, actions=advertisement(ip, mac), goto=ND_REPLY, cookie=answer),
     )
 
 
-def ingress_flows(ip: str, mac: str, source: Match, cookie: int) -> tuple[Flow, ...]:
-    """What a node port may send for `ip`: `source` is the port, MAC and tag it must come with."""
+def ingress_flows(ip: str, mac: str, source: Match, tag: int) -> tuple[Flow, ...]:
+    """What a node port may send for `ip`: `source` is the port, MAC and VLAN it must come with.
+
+    A flow that names an address is owned by that address (the link-local one too: ipvlan
+    placements of one node may share it), one that names only the source by the MAC: every
+    placement that shares a flow gives it the same cookie."""
     ipv6 = (*source, ("eth_type", ETH_TYPE_IPV6))
     icmp = (*ipv6, ("ip_proto", IPPROTO_ICMPV6))
-    own = (ip, link_local(ip))
-    flows = [Flow(INGRESS, PRIO_GUARD, (*icmp, ("icmpv6_type", kind)), cookie=cookie) for kind in GUARDED]
-    for address in own:
+    shared = cookies.mac_owner(mac)
+    guard, mld = cookies.make(tag, Purpose.RA_GUARD, shared), cookies.make(tag, Purpose.PORT_SECURITY, shared)
+    flows = [Flow(INGRESS, PRIO_GUARD, (*icmp, ("icmpv6_type", kind)), cookie=guard) for kind in GUARDED]
+    for address in (ip, link_local(ip)):
+        cookie = cookies.make(tag, Purpose.PORT_SECURITY, cookies.ip_owner(address))
         flows.append(Flow(INGRESS, PRIO_ALLOW, (*ipv6, ("ipv6_src", address)), goto=L2, cookie=cookie))
         flows.append(Flow(INGRESS, PRIO_ND_ALLOW, (
             *icmp, ("ipv6_src", address), ("icmpv6_type", NEIGHBOR_SOLICITATION), ("icmpv6_code", 0),
@@ -100,7 +111,7 @@ def ingress_flows(ip: str, mac: str, source: Match, cookie: int) -> tuple[Flow, 
             *icmp, ("ipv6_src", address), ("icmpv6_type", NEIGHBOR_ADVERTISEMENT), ("icmpv6_code", 0),
             ("ipv6_nd_target", address), ("ipv6_nd_tll", tll)), goto=L2, cookie=cookie) for tll in (mac, NO_MAC))
     flows.extend(Flow(INGRESS, PRIO_ALLOW, (*icmp, ("ipv6_src", UNSPECIFIED_IPV6), ("icmpv6_type", kind)),
-                      goto=L2, cookie=cookie) for kind in MLD_LISTENER)
+                      goto=L2, cookie=mld) for kind in MLD_LISTENER)
     return tuple(flows)
 
 
@@ -111,10 +122,11 @@ def advertisement(ip: str, mac: str) -> tuple[Action, ...]:
             _TYPE_ADVERTISEMENT, _FLAGS, _OPTION_TARGET_LL)
 
 
-def reply_flow() -> Flow:
+def reply_flow(tag: int) -> Flow:
     """nd_reply: the advertisement's target link-layer address is its (new) Ethernet source; back."""
     return make_flow(ND_REPLY, PRIO_REPLY, icmpv6_match(NEIGHBOR_ADVERTISEMENT),
-                     actions=(Move("eth_src", "ipv6_nd_tll", 48), Output(IN_PORT)))
+                     actions=(Move("eth_src", "ipv6_nd_tll", 48), Output(IN_PORT)),
+                     cookie=cookies.make(tag, Purpose.PIPELINE))
 
 
 # the parts of every advertisement that do not depend on the placement

@@ -18,7 +18,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp13
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 from os_ken.ofproto import ofproto_v1_3_parser as parser13
 
-from openflow import COOKIE_MASK, encode
+from openflow import cookies, encode
 from openflow.encode import OFPXMC_ERICSSON, OXM_CLASSES, OXM_FIELDS
 from openflow.flows import ETH_TYPE_ARP, ETH_TYPE_IPV6, Action, Flow, Learn, Move, Opaque, Output, SetField, make_match
 from openflow.pipeline import seen_cookie
@@ -56,7 +56,7 @@ _teach_os_ken()
 
 
 def flow_mod(datapath: Any, flow: Flow, *, delete: bool = False) -> Any:
-    """An OFPFlowMod adding `flow`, or deleting exactly it (delete-strict, our cookie only).
+    """An OFPFlowMod adding `flow`, or deleting exactly it (delete-strict, under our tag only).
 
     `datapath` is an os-ken Datapath or anything with `.ofproto` and `.ofproto_parser`
     (e.g. `os_ken.ofproto.ofproto_protocol.ProtocolDesc(0x04)`).
@@ -65,7 +65,7 @@ def flow_mod(datapath: Any, flow: Flow, *, delete: bool = False) -> Any:
     return parser.OFPFlowMod(
         datapath,
         cookie=flow.cookie,
-        cookie_mask=COOKIE_MASK if delete else 0,
+        cookie_mask=cookies.TAG_MASK if delete else 0,
         table_id=table_id(flow.table),
         command=ofp.OFPFC_DELETE_STRICT if delete else ofp.OFPFC_ADD,
         priority=flow.priority,
@@ -123,10 +123,12 @@ def _bundle_ctrl(kind: int, bundle_id: int, flags: int, xid: int) -> bytes:
 
 
 def flow_stats_request(datapath: Any, cookie: int) -> Any:
-    """A request for every flow, in all tables, carrying exactly `cookie`."""
+    """A request for every flow, in all tables, carrying the tag of `cookie` (whatever purpose and
+    owner: also flows an older version wrote with the bare configured cookie)."""
     ofp, parser = datapath.ofproto, datapath.ofproto_parser
     return parser.OFPFlowStatsRequest(
-        datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, COOKIE_MASK, parser.OFPMatch())
+        datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, cookies.tag_of(cookie), cookies.TAG_MASK,
+        parser.OFPMatch())
 
 
 def role_request(datapath: Any, *, master: bool | None, generation: int = 0) -> Any:
@@ -149,7 +151,7 @@ def seen_request(datapath: Any, cookie: int, *, mac: str | None = None, ip: str 
     else:
         match = parser.OFPMatch(eth_type=ETH_TYPE_ARP, arp_spa=ip)
     return parser.OFPFlowStatsRequest(
-        datapath, 0, table_id(SEEN), ofp.OFPP_ANY, ofp.OFPG_ANY, seen_cookie(cookie), COOKIE_MASK, match)
+        datapath, 0, table_id(SEEN), ofp.OFPP_ANY, ofp.OFPG_ANY, seen_cookie(cookie), cookies.TAG_MASK, match)
 
 
 def parse_seen_ports(stats: Iterable[Any]) -> tuple[int, ...]:

@@ -34,6 +34,33 @@ seen       (in_port, eth_src) of every frame, (in_port, arp_spa) of every ARP an
 nd_reply   NA from the responder: its MAC into the target link-layer option,
            out IN_PORT                                                       prio 100
 
+Every flow's cookie (openflow.cookies) carries the controller's tag, why the flow exists and whose
+it is; `openflow.explain` turns an `ovs-ofctl dump-flows` back into these names, and the rig names
+the tables in Open vSwitch (`tables.vsctl_name_tables`: `table=ingress` with `--names`):
+
+table (id)     flows                                                purpose        owner
+ingress (0)    a placement's allow flows (ARP, IPv4, IPv6 and ND    port_security  its IP (the link-local
+               of its own address or link-local)                                   flows: that address)
+               MLD from ::                                          port_security  its MAC
+               RA, NS, NA, Redirect guard                           ra_guard       its MAC
+               a trusted port's flows                               trusted        the port
+               a learn MAC → CONTROLLER                             learn          the MAC
+               the miss                                             pipeline       -
+responder (1)  a request from the owner's port passes               owner_pass     its IP
+               ARP request answered                                 arp_responder  its IP
+               NS answered, NS without a source link-layer passes   nd_responder   its IP
+               the miss                                             pipeline       -
+l2 (2)         placed MAC → its port                                forward        the MAC
+               broadcast/multicast, the miss                        pipeline       -
+seen (3)       the switch's own records (under `cookies.seen_tag`:  seen           -
+               never read as ours, and ignored by `diff` anyway)
+nd_reply (4)   the advertisement out IN_PORT                        pipeline       -
+
+A flow that placements share (ipvlan pods at their node's MAC) is owned by what it names, the MAC or
+the address, so every placement gives it the same cookie. Cookies are pure functions of the flow:
+a restart computes the same ones (zero flow-mods), and a switch holding an older version's flows
+under the bare configured cookie is converged once, each flow replaced in place by an add.
+
 `seen` is what "the switch has seen this MAC (or IP)" means when a pod asks for a MAC or a node
 registers (controller.identity): the switch records the sources on trusted ports (routers, external
 hosts, inter-switch links) itself, and the controller reads the table (flow stats for one eth_src,
@@ -60,7 +87,8 @@ from collections.abc import Iterator
 from openflow.flows import (ARP_REPLY, ARP_REQUEST, BROADCAST, CONTROLLER, ETH_TYPE_ARP, ETH_TYPE_IP,
                             ETH_TYPE_IPV6, IN_PORT, MULTICAST, NORMAL, OFPVID_NONE, OFPVID_PRESENT, Action, Flow,
                             Learn, Move, Output, SetField, make_flow)
-from openflow import ipv6
+from openflow import cookies, ipv6
+from openflow.cookies import Purpose
 from openflow.model import Placement, PortRole, SwitchState, UnknownDestination
 from openflow.tables import INGRESS, L2, PRIO_ALLOW, PRIO_ANSWER, PRIO_SKIP_OWNER, RESPONDER, SEEN
 
@@ -74,13 +102,13 @@ PRIO_MISS = 0
 LEARN_MAX_LEN = 128  # bytes of a learning frame the controller needs: the Ethernet header and a bit
 SEEN_TIMEOUT = 300  # seconds a source MAC stays seen after its last frame: Open vSwitch's own MAC aging
 NX_LEARN_F_DELETE_LEARNED = 2  # a trusted port's records go with its flow (the port is no longer trusted)
-_SEEN_TAG = 0x5EE0
 
 
 def seen_cookie(cookie: int) -> int:
-    """The cookie of the switch-learned `seen` flows: not the controller's, so reconciliation (which
-    reads and deletes only flows carrying exactly the controller's cookie) leaves them alone."""
-    return cookie ^ _SEEN_TAG
+    """The cookie of the switch-learned `seen` flows: under another tag than the controller's
+    (`cookies.seen_tag`), so reconciliation (which reads and deletes only flows carrying the
+    controller's tag) leaves them alone."""
+    return cookies.make(cookies.seen_tag(cookie), Purpose.SEEN)
 
 
 class StateError(ValueError):
@@ -88,7 +116,8 @@ class StateError(ValueError):
 
 
 def desired_flows(state: SwitchState) -> frozenset[Flow]:
-    """All flows for `state`, each stamped with the controller's cookie.
+    """All flows for `state`, each with a cookie under the controller's tag that names its purpose
+    and owner (openflow.cookies).
 
     The controller calls this on every convergence, with thousands of placements of which one or
     two changed: each placement's flows are built once and reused (`placement_flows` is cached), so
@@ -96,7 +125,7 @@ def desired_flows(state: SwitchState) -> frozenset[Flow]:
     makes the diff against what the switch holds an identity check."""
     _check(state)
     trusted = _trusted(state)
-    flows = {flow.with_cookie(state.cookie) for flow in _fixed_flows(state, trusted)}
+    flows = set(_fixed_flows(state, trusted))
     for placement in state.placements:
         flows.update(placement_flows(placement, placement.port in trusted, state.cookie))
     return frozenset(flows)
@@ -150,7 +179,7 @@ class DesiredFlows:
 
     def _rebuild(self, state: SwitchState) -> None:
         trusted = _trusted(state)
-        self._counts = Counter(flow.with_cookie(state.cookie) for flow in _fixed_flows(state, trusted))
+        self._counts = Counter(_fixed_flows(state, trusted))
         self._by_ip, self._by_mac = {}, {}
         for placement in state.placements:
             self._add(placement, trusted, state.cookie)
@@ -199,18 +228,24 @@ def _trusted(state: SwitchState) -> frozenset[int]:
 
 
 def _fixed_flows(state: SwitchState, trusted: frozenset[int]) -> Iterator[Flow]:
-    yield from _table_defaults(state.unknown_destination)
+    """The flows that name no placement: table defaults (purpose pipeline), learn MACs (owned by
+    the MAC), trusted ports (owned by the port)."""
+    tag = state.cookie
+    yield from _table_defaults(state.unknown_destination, tag)
     for mac in state.learn_macs:
         yield make_flow(INGRESS, PRIO_LEARN, {"eth_src": mac, "vlan_vid": OFPVID_NONE},
-                        actions=(Output(CONTROLLER, LEARN_MAX_LEN),))
+                        actions=(Output(CONTROLLER, LEARN_MAX_LEN),),
+                        cookie=cookies.make(tag, Purpose.LEARN, cookies.mac_owner(mac)))
     seen_mac, seen_ip, seen_ip6 = _seen_records(state.cookie)
     for number in sorted(trusted):
+        cookie = cookies.make(tag, Purpose.TRUSTED, cookies.port_owner(number))
         yield make_flow(INGRESS, PRIO_TRUSTED_ARP, {"in_port": number, "eth_type": ETH_TYPE_ARP},
-                        actions=(seen_mac, seen_ip), goto=RESPONDER)
+                        actions=(seen_mac, seen_ip), goto=RESPONDER, cookie=cookie)
         for kind in ipv6.NEIGHBOR_DISCOVERY:
             yield make_flow(INGRESS, PRIO_TRUSTED_ARP, {"in_port": number, **ipv6.icmpv6_match(kind)},
-                            actions=(seen_mac, seen_ip6), goto=RESPONDER)
-        yield make_flow(INGRESS, PRIO_TRUSTED, {"in_port": number}, actions=(seen_mac,), goto=RESPONDER)
+                            actions=(seen_mac, seen_ip6), goto=RESPONDER, cookie=cookie)
+        yield make_flow(INGRESS, PRIO_TRUSTED, {"in_port": number}, actions=(seen_mac,), goto=RESPONDER,
+                        cookie=cookie)
 
 
 def _seen_records(cookie: int) -> tuple[Learn, Learn, Learn]:
@@ -225,30 +260,37 @@ def _seen_records(cookie: int) -> tuple[Learn, Learn, Learn]:
 
 
 @functools.lru_cache(maxsize=1 << 17)
-def placement_flows(placement: Placement, on_trusted_port: bool, cookie: int) -> tuple[Flow, ...]:
-    """Every flow that exists for this one placement (and names only it).
+def placement_flows(placement: Placement, on_trusted_port: bool, tag: int) -> tuple[Flow, ...]:
+    """Every flow that exists for this one placement (and names only it), under the controller's
+    `tag`: a flow naming the IP is owned by the IP, one naming only the MAC (shared by the ipvlan
+    placements of a node) by the MAC, so every placement that shares a flow gives it one cookie.
 
     The hot path of an allocation: the matches are written out in their canonical form (field
     order of `flows.FIELD_ORDER`, lower-case MACs) instead of going through `make_match`;
     tests/openflow/test_desired_flows.py checks that each equals what `make_match` makes."""
     port, mac, ip = placement.port, placement.mac.lower(), placement.ip
     # l2: frames for its MAC go to its port
-    forward = Flow(L2, PRIO_EXACT, (("eth_dst", mac),), actions=(Output(port),), cookie=cookie)
+    forward = Flow(L2, PRIO_EXACT, (("eth_dst", mac),), actions=(Output(port),),
+                   cookie=cookies.make(tag, Purpose.FORWARD, cookies.mac_owner(mac)))
     source = (("in_port", port), ("eth_src", mac), ("vlan_vid", vlan_vid(placement.vlan)))
     if ipv6.is_ipv6(ip):
-        answer = ipv6.responder_flows(ip, mac, port, cookie)
-        return (*answer, forward) if on_trusted_port else (*ipv6.ingress_flows(ip, mac, source, cookie), *answer,
+        answer = ipv6.responder_flows(ip, mac, port, tag)
+        return (*answer, forward) if on_trusted_port else (*ipv6.ingress_flows(ip, mac, source, tag), *answer,
                                                             forward)
+    owner = cookies.ip_owner(ip)
     request = (("eth_dst", BROADCAST), ("eth_type", ETH_TYPE_ARP), ("arp_op", ARP_REQUEST), ("arp_tpa", ip))
     flows = (
         # responder: a request from the owner's port passes (DAD, gratuitous); others are answered
-        Flow(RESPONDER, PRIO_SKIP_OWNER, (("in_port", port), *request), goto=L2, cookie=cookie),
-        Flow(RESPONDER, PRIO_ANSWER, request, actions=arp_reply(placement), cookie=cookie),
+        Flow(RESPONDER, PRIO_SKIP_OWNER, (("in_port", port), *request), goto=L2,
+             cookie=cookies.make(tag, Purpose.OWNER_PASS, owner)),
+        Flow(RESPONDER, PRIO_ANSWER, request, actions=arp_reply(placement),
+             cookie=cookies.make(tag, Purpose.ARP_RESPONDER, owner)),
         forward,
     )
     if on_trusted_port:
         return flows
     arp = (*source, ("eth_type", ETH_TYPE_ARP))
+    cookie = cookies.make(tag, Purpose.PORT_SECURITY, owner)
     return (
         # ingress: what a node port may send for it: its ARP (or an RFC 5227 probe for its IP), its IPv4
         Flow(INGRESS, PRIO_ALLOW, (*arp, ("arp_spa", ip), ("arp_sha", mac)), goto=RESPONDER, cookie=cookie),
@@ -265,13 +307,14 @@ def vlan_vid(vlan: int | None) -> int:
     return OFPVID_NONE if vlan is None else OFPVID_PRESENT | vlan
 
 
-def _table_defaults(unknown: UnknownDestination) -> Iterator[Flow]:
-    yield make_flow(INGRESS, PRIO_MISS, {})  # the explicit drop
-    yield make_flow(RESPONDER, PRIO_MISS, {}, goto=L2)
-    yield make_flow(L2, PRIO_MULTICAST, {"eth_dst": MULTICAST}, actions=(Output(NORMAL),))
+def _table_defaults(unknown: UnknownDestination, tag: int) -> Iterator[Flow]:
+    cookie = cookies.make(tag, Purpose.PIPELINE)
+    yield make_flow(INGRESS, PRIO_MISS, {}, cookie=cookie)  # the explicit drop
+    yield make_flow(RESPONDER, PRIO_MISS, {}, goto=L2, cookie=cookie)
+    yield make_flow(L2, PRIO_MULTICAST, {"eth_dst": MULTICAST}, actions=(Output(NORMAL),), cookie=cookie)
     miss = (Output(NORMAL),) if unknown is UnknownDestination.NORMAL else ()
-    yield make_flow(L2, PRIO_MISS, {}, actions=miss)
-    yield ipv6.reply_flow()
+    yield make_flow(L2, PRIO_MISS, {}, actions=miss, cookie=cookie)
+    yield ipv6.reply_flow(tag)
 
 
 def arp_reply(placement: Placement) -> tuple[Action, ...]:

@@ -41,6 +41,18 @@ def table_name(number: int) -> str:
     return TABLE_NAMES.get(number, f"table{number}")
 
 
+def vsctl_name_tables(bridge: str) -> list[str]:
+    """ovs-vsctl arguments (one transaction, appendable to an `add-br`) that name the pipeline's
+    tables on `bridge` in Open vSwitch's `Flow_Table` rows, so that `ovs-ofctl --names` (the default
+    at a terminal) prints `table=ingress` and `goto_table:responder` instead of numbers. Names only:
+    OpenFlow itself still carries the numbers (`TABLES`)."""
+    args: list[str] = []
+    for name, number in TABLES.items():
+        args += ["--", f"--id=@{name}", "create", "Flow_Table", f"name={name}"]
+    args += ["--", "set", "Bridge", bridge, *(f"flow_tables:{number}=@{name}" for name, number in TABLES.items())]
+    return args
+
+
 def render(flow: Flow) -> str:
     """One line in ovs-ofctl's spirit, e.g.
     `ingress(0) prio=200 in_port=1,eth_type=0x806,... actions=goto_table:responder`."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from deploy.lab import netns
 from deploy.lab.process import stop_pidfile
+from openflow.tables import vsctl_name_tables
 
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 DAEMONS = ("ovs-vswitchd", "ovsdb-server")  # stop order: the switch before its database
@@ -85,7 +86,7 @@ class PrivateOvs:
         ]
         if controller:
             args += ["--", "set-controller", name, controller]
-        self.vsctl(*args)
+        self.vsctl(*args, *vsctl_name_tables(name))
         return Bridge(name=name, dpid=dpid)
 
     def add_port(self, bridge: str, port: str, ofport: int) -> None:

@@ -247,3 +247,74 @@ def _placed_or_none(controller: Controller, node: str, name: str) -> dict | None
         if err.status != 503:
             raise
         return None
+
+
+OLD_COOKIE, OLD_SEEN_COOKIE = 0x55AA_0000_0000_0000, 0x55AA_0000_0000_5EE0  # before cookies named flows
+
+
+def test_an_upgrade_from_exact_cookie_flows_converges_in_place_once_then_sends_nothing(rig, bridge, segment):
+    """The switch holds what the version before openflow.cookies wrote: every flow under the bare
+    configured cookie, `seen` records learned under cookie ^ 0x5ee0 (inside our tag). The new
+    controller reads them all as ours, replaces each in place (an add over the same table,
+    priority and match: no moment without it, no ping lost), sends no delete (Open vSwitch drops
+    the old records with the trusted-port flows that learned them: a source is recorded again by
+    its next frame), and after that a restart sends nothing."""
+    controller, n1, _, ext = segment
+    pod = place(controller, "n1", "web-0")
+    pod_host = rig.add_macvlan_pod("upgrade-pod", n1, cidr=f"{pod['ip']}/24", mac=pod["mac"])
+    assert ext.ping(pod["ip"])
+    desired = _ours(_flow_table(rig, bridge))
+    controller.stop()
+    _downgrade(rig, bridge, ext)
+    assert {re.match(r"cookie=(\w+)", line).group(1) for line in _ours(_flow_table(rig, bridge))} == {hex(OLD_COOKIE)}
+    records = _records(rig, bridge)
+    assert records and all(f"cookie={OLD_SEEN_COOKIE:#x}" in line for line in records)
+
+    ping = subprocess.Popen(netns.exec_argv(ext.netns, ["ping", "-n", "-q", "-i", "0.01", "-c", "300", pod["ip"]]),
+                            stdout=subprocess.PIPE, text=True)
+    controller.start()
+    controller.wait_healthy(timeout=15, switches=1)
+    upgraded = _wait_for(lambda: True if _ours(_flow_table(rig, bridge)) == desired else None, timeout=15)
+    output, _ = ping.communicate(timeout=30)
+
+    assert upgraded, "the flows after the upgrade differ from those the controller writes"
+    assert " 0% packet loss" in output, output
+    renamed = [line for line in desired if not line.startswith(f"cookie={OLD_COOKIE:#x},")]  # table defaults keep it
+    assert controller.health()["stats"]["flow_mods"] == len(renamed)  # one add each: no delete, no second pass
+    # the old records went with the flows that learned them (delete_learned); the pings recorded ext anew
+    after = _records(rig, bridge)
+    assert not [line for line in after if f"cookie={OLD_SEEN_COOKIE:#x}" in line]
+    assert [line for line in after if f"dl_src={ext.mac}" in line and "cookie=0xaa55" in line]
+
+    controller.restart(kill=True)
+    controller.wait_healthy(timeout=15, switches=1)
+    place(controller, "n2", "web-1")
+    netns.remove(pod_host.netns)
+    assert controller.health()["stats"]["flow_mods"] == 6  # web-1's own flows, nothing else
+
+
+def _downgrade(rig, bridge: str, ext) -> None:
+    """Rewrite the bridge's flows as the old version wrote them, and let the trusted port's
+    sources be recorded again under the old `seen` cookie."""
+    lines = []
+    for line in rig.ovs.ofctl("--no-stats", "dump-flows", bridge).splitlines():
+        if ", table=3," in line or "actions=" not in line:
+            continue
+        line = re.sub(r"learn\((.*?)cookie=0x\w+", rf"learn(\1cookie={OLD_SEEN_COOKIE:#x}", line)
+        lines.append(re.sub(r"^\s*cookie=0x\w+", f"cookie={OLD_COOKIE:#x}", line))
+    flows = rig.workdir / f"old-flows-{bridge}"
+    flows.write_text("\n".join(lines) + "\n")
+    rig.ovs.ofctl("add-flows", bridge, str(flows))  # an add replaces the flow with the same key
+    rig.ovs.ofctl("del-flows", bridge, "table=3")
+    ext.run("arping", "-c", "1", "-w", "2", "-I", ext.ifname, "198.18.0.11", check=False)
+
+
+def _ours(table: list[str]) -> list[str]:
+    """The lines of tables other than `seen` (where a learn action names it too)."""
+    return [line for line in table if ", table=3," not in line]
+
+
+def _records(rig, bridge: str) -> list[str]:
+    """The `seen` table, without counters."""
+    return [line.strip() for line in rig.ovs.ofctl("--no-stats", "dump-flows", bridge, "table=3").splitlines()
+            if "actions=" in line]

@@ -9,6 +9,7 @@ from hypothesis import given
 from ofsim import arp_request, ipv4, ipv6, tagged, walk
 from ofstates import COOKIE, LEARN, N1, N2, P1, P2, PORT_N1, PORT_N2, PORT_ROUTER, ROUTER, states, two_node_state
 
+from openflow.cookies import is_ours, tag_of
 from openflow.flows import CONTROLLER, Learn, Output, make_match
 from openflow.model import Placement, SwitchState, UnknownDestination
 from openflow.pipeline import StateError, desired_flows, seen_cookie
@@ -204,10 +205,11 @@ def test_node_ports_record_nothing_and_nothing_walks_into_seen() -> None:
     assert not [flow for flow in FLOWS if flow.goto == "seen" or flow.table == "seen"]
 
 
-def test_seen_records_carry_their_own_cookie() -> None:
-    """Reconciliation reads and deletes flows of exactly the controller's cookie: never these."""
+def test_seen_records_carry_their_own_tag() -> None:
+    """Reconciliation reads and deletes flows under the controller's tag: never these."""
     learns = {action for flow in FLOWS for action in flow.actions if isinstance(action, Learn)}
-    assert {learn.cookie for learn in learns} == {seen_cookie(COOKIE)} and seen_cookie(COOKIE) != COOKIE
+    assert {learn.cookie for learn in learns} == {seen_cookie(COOKIE)}
+    assert not is_ours(seen_cookie(COOKIE), COOKIE)
 
 
 def test_nothing_else_goes_to_controller() -> None:
@@ -217,8 +219,9 @@ def test_nothing_else_goes_to_controller() -> None:
 
 
 # the state -------------------------------------------------------------------------------------
-def test_every_flow_carries_the_cookie() -> None:
-    assert {flow.cookie for flow in FLOWS} == {COOKIE}
+def test_every_flow_carries_the_tag() -> None:
+    """The rest of each cookie names the flow's purpose and owner: test_pipeline_cookies.py."""
+    assert {tag_of(flow.cookie) for flow in FLOWS} == {tag_of(COOKIE)}
 
 
 def test_same_state_gives_equal_flows() -> None:

@@ -15,7 +15,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
-from openflow import COOKIE_MASK
+from openflow.cookies import TAG_MASK, tag_of
 from openflow.flows import Opaque, sort_flows
 from openflow.model import SwitchState
 from openflow.ofmsg import bundle_transaction, flow_mod, flow_mod_bytes, flow_stats_request, parse_flow_stats
@@ -43,11 +43,12 @@ def test_flow_mods_parse_back_to_the_same_flows(state: SwitchState) -> None:
     assert parse_flow_stats(as_stats(wire(flow_mod(DP, flow))) for flow in flows) == flows
 
 
-def test_delete_is_strict_and_cookie_masked() -> None:
+def test_delete_is_strict_and_masked_to_our_tag() -> None:
     flow = sort_flows(desired_flows(two_node_state()))[0]
     mod = wire(flow_mod(DP, flow, delete=True))
     assert (mod.command, mod.cookie, mod.cookie_mask, mod.priority) == (  # type: ignore[attr-defined]
-        ofp.OFPFC_DELETE_STRICT, COOKIE, COOKIE_MASK, flow.priority)
+        ofp.OFPFC_DELETE_STRICT, flow.cookie, TAG_MASK, flow.priority)
+    assert tag_of(mod.cookie) == tag_of(COOKIE)  # type: ignore[attr-defined]
     assert (mod.out_port, mod.out_group, mod.instructions) == (ofp.OFPP_ANY, ofp.OFPG_ANY, [])  # type: ignore
     assert dict(mod.match.items()) == dict(flow.match)  # type: ignore[attr-defined]
 
@@ -55,13 +56,14 @@ def test_delete_is_strict_and_cookie_masked() -> None:
 def test_add_does_not_touch_other_cookies() -> None:
     flow = sort_flows(desired_flows(two_node_state()))[0]
     mod = wire(flow_mod(DP, flow))
-    assert (mod.command, mod.cookie, mod.flags) == (ofp.OFPFC_ADD, COOKIE, 0)  # type: ignore[attr-defined]
+    assert (mod.command, mod.cookie, mod.cookie_mask, mod.flags) == (  # type: ignore[attr-defined]
+        ofp.OFPFC_ADD, flow.cookie, 0, 0)  # type: ignore[attr-defined]
 
 
-def test_stats_request_asks_all_tables_for_our_cookie_only() -> None:
-    request = flow_stats_request(DP, COOKIE)
+def test_stats_request_asks_all_tables_for_our_tag_only() -> None:
+    request = flow_stats_request(DP, COOKIE | 0x1234)  # the configured cookie's low bits do not count
     request.serialize()  # os-ken cannot parse requests back; the fields it serialised from:
-    assert (request.table_id, request.cookie, request.cookie_mask) == (ofp.OFPTT_ALL, COOKIE, COOKIE_MASK)
+    assert (request.table_id, request.cookie, request.cookie_mask) == (ofp.OFPTT_ALL, tag_of(COOKIE), TAG_MASK)
     assert (request.out_port, request.out_group, dict(request.match.items())) == (ofp.OFPP_ANY, ofp.OFPG_ANY, {})
 
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from ofstates import PORTS, node_mac, placements, states, two_node_state
+from ofstates import COOKIE, PORTS, node_mac, placements, states, two_node_state
 
 from openflow.diff import apply, diff
 from openflow.flows import Flow
@@ -117,3 +117,22 @@ def test_a_clash_is_refused_and_the_next_update_rebuilds():
     with pytest.raises(StateError):
         tracker.update(clash)
     assert tracker.update(state)[1] == frozenset() and tracker.flows == desired_flows(state)
+
+
+# upgrade from flows carrying the bare configured cookie ------------------------------------------
+@given(states)
+def test_an_upgrade_from_exact_cookie_flows_replaces_in_place_once(state: SwitchState) -> None:
+    """An older controller stamped every flow with the configured cookie: each is overwritten by
+    an add (same key), none deleted, and the next diff is empty."""
+    desired = desired_flows(state)
+    old = frozenset(flow.with_cookie(state.cookie) for flow in desired)
+    to_delete, to_add = diff(old, desired)
+    assert to_delete == () and {flow.key for flow in to_add} == {flow.key for flow in old - desired}
+    assert diff(apply(old, to_delete, to_add), desired) == ((), ())
+
+
+def test_records_in_seen_are_never_deleted_whatever_their_cookie() -> None:
+    desired = desired_flows(two_node_state())
+    # under our tag: what an older version learned
+    record = Flow("seen", 0, (("in_port", 9), ("eth_src", "02:00:c6:12:00:fe")), cookie=COOKIE ^ 0x5EE0)
+    assert diff({*desired, record}, desired) == ((), ())
