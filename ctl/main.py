@@ -1,7 +1,8 @@
 """`underlayctl`: look inside a running underlay controller (pods, nodes, pools, switches, flows,
 a picture of the fabric) through its read-only operator API.
 
-Exit status: 0 done, 1 an error (the message says what to do), 2 a usage error.
+Exit status: 0 done, 1 an error (the message says what to do), 2 a usage error, 3 (`trace`) the
+address found unreachable or its flows missing on the switch.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def run(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = No
     except CtlError as err:
         print(f"underlayctl {verb.NAME}: {err}", file=sys.stderr)
         return 1
-    return 0
+    exit_status: Callable[[dict[str, object]], int] | None = getattr(verb, "exit_status", None)
+    return exit_status(data) if exit_status else 0
 
 
 def client(resolved: Settings) -> Client:

@@ -64,7 +64,10 @@ def trace(get: Get, query: str, *, ovs_rundir: Path | None = None, from_port: in
     desired_flows = _flows(get, dpid, "desired")
     report = Report(subject, _node(row), dpid, concerning(desired_flows, subject))
     report.from_port = from_port if from_port is not None else _default_port(desired_flows)
-    if ovs_rundir is not None and report.from_port is not None:
+    if ovs_rundir is not None and report.from_port is not None and ":" in subject.ip:
+        report.trace_error = ("packets are traced for IPv4 addresses (ARP and ICMP); for an IPv6 one the flows "
+                              "above (Neighbor Discovery answered, forwarding, port security) are what there is")
+    elif ovs_rundir is not None and report.from_port is not None:
         try:
             _trace_packets(report, OvsProbe(ovs_rundir), placed=_placed(placements, dpid))
         except (ProbeError, TraceError) as err:

@@ -41,3 +41,8 @@ def fetch(client: Client, args: argparse.Namespace) -> dict[str, Any]:
 
 def render(data: dict[str, Any], args: argparse.Namespace, *, now: datetime.datetime) -> str:
     return trace.render(data)
+
+
+def exit_status(data: dict[str, Any]) -> int:
+    """3 when the trace found the address unreachable or the switch lacking its flows, else 0."""
+    return 3 if data.get("reachable") is False or data.get("in_sync") is False else 0

@@ -29,4 +29,4 @@ def demo_trace(lab: Lab, pod: str) -> tuple[bool, str]:
     proc = run_trace(lab, pod)
     shown = ["underlayctl", "--lab", str(lab.state_dir), "trace", pod, "--ovs-rundir", str(lab.rig.ovs.workdir)]
     text = f"$ {' '.join(shown)}\n{proc.stdout.rstrip()}{proc.stderr.rstrip()}"
-    return proc.returncode == 0 and "\nverdict: reachable" in proc.stdout, text
+    return proc.returncode == 0 and "\nverdict: reachable" in proc.stdout, text  # 3: unreachable, flows missing

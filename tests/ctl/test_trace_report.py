@@ -80,3 +80,32 @@ def test_a_bad_run_directory_is_said_in_the_verdict(tmp_path: Path) -> None:
 def test_what_is_not_placed_is_named(query: str, says: str) -> None:
     with pytest.raises(TraceFailed, match=says):
         trace(controller(FLOWS), query)
+
+
+def test_an_ipv6_address_shows_its_flows_and_says_what_is_traced(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from openflow.model import Placement
+
+    state = two_node_state()
+    state = replace(state, placements=(*state.placements, Placement("fd00:18::11", P1, PORT_N1, "default/mac-1")))
+    flows = [flow_json(f, {}) for f in desired_flows(state)]
+    rows = [*PLACEMENTS, {"ip": "fd00:18::11", "mac": P1, "port": PORT_N1, "dpid": 1, "owner": "default/mac-1",
+                          "node": "n1"}]
+
+    def get(path: str) -> dict:
+        return {"placements": rows} if path == "/v1/placements" else {"flows": flows}
+
+    report = trace(get, "fd00:18::11", ovs_rundir=tmp_path)
+    assert {c.role.name for c in report.desired} == {"ADMIT", "GUARD", "OWNER_PASS", "ANSWER", "FORWARD"}
+    assert report.verdict.startswith("not traced: packets are traced for IPv4 addresses (ARP and ICMP)")
+    assert trace(get, "default/mac-1").subject.ip == "198.18.0.11"  # a dual-stack pod by name: its IPv4 address
+
+
+def test_exit_status_3_when_unreachable_or_flows_are_missing() -> None:
+    from ctl.verbs.trace import exit_status
+
+    assert exit_status(to_json(trace(controller(FLOWS), "198.18.0.11"))) == 0  # in sync, not traced
+    missing = [f for f in FLOWS if f["match"].get("arp_tpa") != "198.18.0.11"]
+    assert exit_status(to_json(trace(controller(missing), "198.18.0.11"))) == 3
+    assert exit_status({"reachable": False, "in_sync": True}) == 3

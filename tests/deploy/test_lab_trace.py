@@ -32,9 +32,10 @@ def lab(tmp_path_factory) -> Any:
         yield Lab(state_dir, progress=lambda _: None), status(run)
 
 
-def trace(lab: Lab, target: str, *extra: str) -> dict[str, Any]:
+def trace(lab: Lab, target: str, *extra: str, status: int = 0) -> dict[str, Any]:
+    """`underlayctl --json trace TARGET EXTRA...`: its answer; its exit status must be `status`."""
     proc = run_trace(lab, target, *extra, json=True)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == status, proc.stderr or proc.stdout
     answer: dict[str, Any] = json.loads(proc.stdout)
     return answer
 
@@ -84,7 +85,7 @@ def test_after_its_flows_are_deleted_trace_names_the_table_and_the_controller_re
         lab.rig.ovs.ofctl("del-flows", bridge, match)
     assert pod_flows(lab, bridge, pod) == []
 
-    answer = trace(lab, pod["name"])
+    answer = trace(lab, pod["name"], status=3)
 
     assert answer["in_sync"] is False and not any(flow["on_switch"] for flow in answer["desired"])
     assert answer["reachable"] is False
