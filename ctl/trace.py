@@ -11,13 +11,15 @@ found, and the verdict says the controller will repair it. The decisions are pur
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ctl.ovsprobe import OvsProbe, ProbeError
-from openflow.ofproto_trace import Leg, Outcome, TraceError, judge, verdict
+from openflow.ofproto_trace import LOCAL, Leg, Outcome, TraceError, judge, verdict
 from openflow.tracing import (Concern, Drift, FlowView, Packet, Subject, concerning, default_source, drift,
                               find_subject, pod_arp_reply, probes, trusted_ports)
 
@@ -59,7 +61,7 @@ def trace(get: Get, query: str, *, ovs_rundir: Path | None = None, from_port: in
     if row.get("dpid") is None or row.get("port") is None:
         raise TraceFailed(f"{query}: {row.get('owner') or row['ip']} is not on a switch yet (its node's port is not "
                           "known): `underlayctl nodes` shows where each node is")
-    subject = Subject(str(row["ip"]), str(row["mac"]), int(row["port"]), str(row.get("owner") or ""))
+    subject = _subject(row)
     dpid = int(row["dpid"])
     desired_flows = _flows(get, dpid, "desired")
     report = Report(subject, _node(row), dpid, concerning(desired_flows, subject))
@@ -81,6 +83,21 @@ def trace(get: Get, query: str, *, ovs_rundir: Path | None = None, from_port: in
     return report
 
 
+def _subject(row: Mapping[str, Any]) -> Subject:
+    """The placement the controller answered, checked: its values end up in ofproto/trace's flow."""
+    try:
+        ip = ipaddress.ip_address(str(row["ip"])).compressed
+        port = int(row["port"])
+    except (ValueError, TypeError):
+        raise TraceFailed(f"the controller answered a malformed placement: {dict(row)}") from None
+    if not _MAC.fullmatch(str(row["mac"])) or not 0 < port < LOCAL:
+        raise TraceFailed(f"the controller answered a malformed placement: {dict(row)}")
+    return Subject(ip, str(row["mac"]).lower(), port, str(row.get("owner") or ""))
+
+
+_MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+
+
 def _flows(get: Get, dpid: int, state: str) -> list[FlowView]:
     return [FlowView.from_json(flow) for flow in get(f"/v1/switches/{dpid:#x}/flows?state={state}")["flows"]]
 
@@ -96,8 +113,7 @@ def _default_port(flows: list[FlowView]) -> int | None:
 
 
 def _placed(placements: list[Mapping[str, Any]], dpid: int) -> list[Subject]:
-    return [Subject(str(p["ip"]), str(p["mac"]), int(p["port"]), str(p.get("owner") or ""))
-            for p in placements if p.get("dpid") == dpid and p.get("port") is not None]
+    return [_subject(p) for p in placements if p.get("dpid") == dpid and p.get("port") is not None]
 
 
 def _trace_packets(report: Report, probe: OvsProbe, *, placed: list[Subject]) -> None:
@@ -107,6 +123,10 @@ def _trace_packets(report: Report, probe: OvsProbe, *, placed: list[Subject]) ->
     source = default_source(report.from_port, placed)
     bridge = report.bridge = probe.bridge_of(report.dpid)
     ports = probe.datapath_ports(bridge)
+    if report.from_port not in ports.values():
+        known = ", ".join(str(port) for port in sorted(ports.values()) if port < LOCAL)
+        raise TraceFailed(f"--from-port {report.from_port}: switch {report.dpid:016x} (bridge {bridge}) has no such "
+                          f"port; its ports are {known}")
 
     def run(packet: Packet) -> Leg:
         return judge(probe.trace(bridge, packet.ofproto_flow()), packet, dp_ports=ports)

@@ -234,10 +234,10 @@ def _ports(ports: tuple[int, ...]) -> str:
 def _port(port: int) -> str:
     if port < 0:
         return f"datapath port {-port}"
-    return "LOCAL" if port == _LOCAL else str(port)
+    return "LOCAL" if port == LOCAL else str(port)
 
 
-_LOCAL = 0xFFFE  # the bridge's own internal port (OFPP_LOCAL)
+LOCAL = 0xFFFE  # the bridge's own internal port (OFPP_LOCAL)
 
 
 def verdict(legs: tuple[Leg, ...], *, mac: str, from_port: int) -> tuple[bool, str]:

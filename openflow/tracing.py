@@ -274,7 +274,7 @@ def find_subject(query: str, placements: Iterable[Mapping[str, Any]]) -> Mapping
         raise LookupError(f"{query}: {len(owners)} placements have that name ({', '.join(sorted(owners))}): "
                           "give namespace/name or the IP")
     # a dual-stack pod: two placements; trace the IPv4 one unless an IPv6 address was asked
-    return sorted(hits, key=lambda row: ipaddress.ip_address(str(row["ip"])).version)[0]
+    return sorted(hits, key=lambda row: ":" in str(row.get("ip")))[0]
 
 
 def _compressed(ip: str) -> str | None:

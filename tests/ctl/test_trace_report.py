@@ -109,3 +109,14 @@ def test_exit_status_3_when_unreachable_or_flows_are_missing() -> None:
     missing = [f for f in FLOWS if f["match"].get("arp_tpa") != "198.18.0.11"]
     assert exit_status(to_json(trace(controller(missing), "198.18.0.11"))) == 3
     assert exit_status({"reachable": False, "in_sync": True}) == 3
+
+
+@pytest.mark.parametrize("bad", [{"mac": "02:00:00:00:00:01 --x"}, {"ip": "198.18.0.11,in_port=1"}, {"port": 0}])
+def test_a_malformed_placement_from_the_controller_is_refused(bad: dict) -> None:
+    row = {**PLACEMENTS[2], **bad}
+
+    def get(path: str) -> dict:
+        return {"placements": [row]} if path == "/v1/placements" else {"flows": FLOWS}
+
+    with pytest.raises(TraceFailed, match="the controller answered a malformed placement"):
+        trace(get, "default/mac-1")

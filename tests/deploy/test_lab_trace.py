@@ -119,3 +119,8 @@ def test_the_text_names_the_missing_flows_and_errors_name_what_to_do(lab):
     assert unknown.returncode == 1
     assert unknown.stderr.strip() == ("underlayctl trace: 198.18.0.250: no placement has that address; "
                                       "`underlayctl pods` lists what the controller placed")
+
+    no_port = run_trace(lab, pod["ip"], "--from-port", "99")
+    assert no_port.returncode == 1
+    assert no_port.stderr.strip().startswith("underlayctl trace: --from-port 99: switch 0000000000000001 (bridge ")
+    assert no_port.stderr.strip().endswith(") has no such port; its ports are 1, 2, 3")
