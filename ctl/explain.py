@@ -64,7 +64,7 @@ def render(data: Json) -> str:
     """One flow a line, `table  prio  match  actions  # purpose for owner`, under where they came from."""
     rows = data["flows"]
     width = max((len(row["table"]) for row in rows), default=0)
-    lines = [f"{len(rows)} flows from {data['source']}:"]
+    lines = [f"{len(rows)} flow{'s' * (len(rows) != 1)} from {data['source']}:"]
     lines += [f"  {row['table']:<{width}}  prio={row['priority']:<5} {row['match'] or '*'}  actions={row['actions']}"
               f"  # {row['purpose']}{' for ' + row['owner'] if row.get('owner') else ''}" for row in rows]
     if data.get("note"):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ctl.ovsprobe import OvsProbe, ProbeError
+from openflow import cookies
 from openflow.ofproto_trace import LOCAL, Leg, Outcome, TraceError, judge, verdict
 from openflow.tracing import (Concern, Drift, FlowView, Packet, Subject, concerning, default_source, drift,
                               find_subject, pod_arp_reply, probes, trusted_ports)
@@ -63,7 +64,8 @@ def trace(get: Get, query: str, *, ovs_rundir: Path | None = None, from_port: in
                           "known): `underlayctl nodes` shows where each node is")
     subject = _subject(row)
     dpid = int(row["dpid"])
-    desired_flows = _flows(get, dpid, "desired")
+    desired_json = get(f"/v1/switches/{dpid:#x}/flows?state=desired")["flows"]
+    desired_flows = [FlowView.from_json(flow) for flow in desired_json]
     report = Report(subject, _node(row), dpid, concerning(desired_flows, subject))
     report.from_port = from_port if from_port is not None else _default_port(desired_flows)
     if ovs_rundir is not None and report.from_port is not None and ":" in subject.ip:
@@ -71,7 +73,8 @@ def trace(get: Get, query: str, *, ovs_rundir: Path | None = None, from_port: in
                               "above (Neighbor Discovery answered, forwarding, port security) are what there is")
     elif ovs_rundir is not None and report.from_port is not None:
         try:
-            _trace_packets(report, OvsProbe(ovs_rundir), placed=_placed(placements, dpid))
+            _trace_packets(report, OvsProbe(ovs_rundir), placed=_placed(placements, dpid),
+                           owners=owner_names(desired_json))
         except (ProbeError, TraceError) as err:
             report.trace_error = str(err)
     try:
@@ -98,6 +101,12 @@ def _subject(row: Mapping[str, Any]) -> Subject:
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 
 
+def owner_names(flows: list[Json]) -> dict[int, str]:
+    """{owner id: name} from the controller's flows (each names its owner, decoded from its cookie)."""
+    return {cookies.decode(int(str(flow["cookie"]), 0)).owner_id: str(flow["owner"])
+            for flow in flows if flow.get("owner")}
+
+
 def _flows(get: Get, dpid: int, state: str) -> list[FlowView]:
     return [FlowView.from_json(flow) for flow in get(f"/v1/switches/{dpid:#x}/flows?state={state}")["flows"]]
 
@@ -116,7 +125,7 @@ def _placed(placements: list[Mapping[str, Any]], dpid: int) -> list[Subject]:
     return [_subject(p) for p in placements if p.get("dpid") == dpid and p.get("port") is not None]
 
 
-def _trace_packets(report: Report, probe: OvsProbe, *, placed: list[Subject]) -> None:
+def _trace_packets(report: Report, probe: OvsProbe, *, placed: list[Subject], owners: Mapping[int, str]) -> None:
     """ofproto/trace the probes; when the switch does not answer the ARP request itself but passes
     it on to the pod, the pod's own reply too."""
     assert report.from_port is not None
@@ -129,7 +138,7 @@ def _trace_packets(report: Report, probe: OvsProbe, *, placed: list[Subject]) ->
                           f"port; its ports are {known}")
 
     def run(packet: Packet) -> Leg:
-        return judge(probe.trace(bridge, packet.ofproto_flow()), packet, dp_ports=ports)
+        return judge(probe.trace(bridge, packet.ofproto_flow()), packet, dp_ports=ports, owners=owners)
 
     arp, there, back = probes(report.subject, source)
     first = run(arp)

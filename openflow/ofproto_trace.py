@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from openflow import cookies
 from openflow.tables import INGRESS, L2, RESPONDER, table_name
 from openflow.tracing import Kind, Packet
 
@@ -163,25 +164,35 @@ class Leg:
         return f"table {self.step.table} ({self.step.name})" if self.step else "no table"
 
 
-def judge(trace: Trace, packet: Packet, *, dp_ports: Mapping[int, int]) -> Leg:
-    """What became of `packet` according to `trace` (its ofproto/trace)."""
+def judge(trace: Trace, packet: Packet, *, dp_ports: Mapping[int, int], owners: Mapping[int, str] | None = None) -> Leg:
+    """What became of `packet` according to `trace` (its ofproto/trace). The deciding flow is
+    named by its cookie's purpose and owner (`owners`: owner id -> name, openflow.cookies)."""
     ports = tuple(sorted({dp_ports.get(dp, -dp) for dp in trace.dp_outputs()}))
     last = trace.steps[-1] if trace.steps else None
     if last is None:
         return Leg(packet, Outcome.DROPPED, None, "the bridge has no flow table entries at all", ports)
+    whose = _whose(last, owners or {})
     if packet.kind is Kind.ARP_REQUEST and (answer := _answered_mac(last)) is not None:
         back = packet.in_port in ports
         why = (f"answered by the switch with {answer}, out port {packet.in_port} "
-               f"(table {last.table} ({last.name}) flow {last.match})" if back else
+               f"(table {last.table} ({last.name}) flow {last.match}{whose})" if back else
                f"turned into a reply by table {last.table} ({last.name}) but it leaves by {_ports(ports)}")
         return Leg(packet, Outcome.ANSWERED if back else Outcome.ELSEWHERE, last, why, ports, answer)
     if not ports:
         return Leg(packet, Outcome.DROPPED, last, f"dropped at table {last.table} ({last.name}) by "
                    f"{_by(last)}: {_drop_reason(last, packet)}", ports)
     if packet.expect_port in ports:
-        return Leg(packet, Outcome.DELIVERED, last, _delivered(last, packet, ports), ports)
+        return Leg(packet, Outcome.DELIVERED, last, _delivered(last, packet, ports, whose), ports)
     return Leg(packet, Outcome.ELSEWHERE, last, f"leaves by {_ports(ports)}, not port {packet.expect_port} "
                f"(table {last.table} ({last.name}): {last.rule()})", ports)
+
+
+def _whose(step: Step, owners: Mapping[int, str]) -> str:
+    """`: forward for default/web-0` for a flow whose cookie names an owner, else ""."""
+    if step.cookie is None:
+        return ""
+    decoded = cookies.decode(step.cookie)
+    return f": {decoded.describe(owners)}" if decoded.owner_id else ""
 
 
 def _by(step: Step) -> str:
@@ -199,10 +210,10 @@ def _answered_mac(step: Step) -> str | None:
                  if action.startswith("set_field:") and action.endswith("->arp_sha")), None)
 
 
-def _delivered(last: Step, packet: Packet, ports: tuple[int, ...]) -> str:
+def _delivered(last: Step, packet: Packet, ports: tuple[int, ...], whose: str) -> str:
     normal = "NORMAL" in last.actions
     if not normal:
-        return f"reaches port {packet.expect_port} (table {last.table} ({last.name}) flow {last.match})"
+        return f"reaches port {packet.expect_port} (table {last.table} ({last.name}) flow {last.match}{whose})"
     flooded = any("flooding" in note for note in last.notes) or len(ports) > 1
     how = f"flooded to ports {_ports(ports)}" if flooded else "forwarded by NORMAL (MAC learning)"
     if packet.kind is Kind.ARP_REQUEST:

@@ -60,6 +60,8 @@ def test_trace_explains_a_reachable_pod(lab):
     assert answer["from_port"] == external_port  # the first trusted port: the external host's
     assert [leg["outcome"] for leg in answer["trace"]] == ["answered", "delivered", "delivered"]
     assert answer["trace"][1]["ports"] == [pod["port"]]
+    assert answer["trace"][1]["why"] == (f"reaches port {pod['port']} (table 2 (l2) flow dl_dst={pod['mac']}: "
+                                         f"forward for default/{pod['name']})")  # named from its cookie
     assert answer["reachable"] is True
     assert answer["verdict"] == f"reachable from port {external_port}: ARP answered by the switch, IPv4 there and back"
     assert netns.run(external["netns"], ["ping", "-n", "-c", "1", "-W", "2", pod["ip"]], check=False).returncode == 0

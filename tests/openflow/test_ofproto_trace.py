@@ -134,3 +134,16 @@ def test_an_answer_with_another_mac_is_unreachable() -> None:
 def test_what_is_not_a_trace_is_refused_with_its_text(text: str) -> None:
     with pytest.raises(TraceError):
         parse(text)
+
+
+def test_the_deciding_flow_is_named_by_its_cookie() -> None:
+    from openflow import cookies
+    from openflow.cookies import Purpose
+
+    cookie = cookies.make(0x55AA000000000000, Purpose.FORWARD, cookies.mac_owner(POD.mac))
+    text = sample("ipv4_forwarded").replace("priority 100, cookie 0x55aa000000000000", f"priority 100, cookie {cookie:#x}")
+    owners = cookies.owner_names([(cookies.mac_owner(POD.mac), "default/node1-pod1")])
+    assert judge(parse(text), THERE, dp_ports=dp_ports(), owners=owners).why == (
+        "reaches port 2 (table 2 (l2) flow dl_dst=02:55:c6:12:00:64: forward for default/node1-pod1)")
+    assert judge(parse(text), THERE, dp_ports=dp_ports()).why.endswith(
+        f": forward for owner {cookie & 0xFFFFFFFF:#010x})")  # not known: its id
