@@ -6,6 +6,7 @@ a `graphviz.Graph` out; `svg` lays it out with Graphviz's `dot`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import graphviz
@@ -15,12 +16,13 @@ from ctl.render import dpid_text
 
 # state -> (fill, border): green is as it should be, orange needs the controller, red is broken
 COLOURS = {"in_sync": ("#c8e6c9", "#2e7d32"), "out_of_sync": ("#ffe0b2", "#ef6c00"), "down": ("#ffcdd2", "#c62828"),
-           "placed": ("#c8e6c9", "#2e7d32"), "unplaced": ("#ffe0b2", "#ef6c00"),
+           "placed": ("#c8e6c9", "#2e7d32"), "drifted": ("#ffe0b2", "#ef6c00"), "unplaced": ("#eeeeee", "#757575"),
            "located": ("#bbdefb", "#1565c0"), "unlocated": ("#eeeeee", "#757575"), "trusted": ("#f5f5f5", "#424242")}
 NL = "\\n"  # DOT's line break inside a label (centred)
 LINK_STYLES = {"up": ("#424242", "solid"), "down": ("#c62828", "dashed"), "miscabled": ("#ef6c00", "dotted")}
-LEGEND = ("switch: green in sync, orange out of sync (the controller repairs it), red not connected | "
-          "node: blue uplink located, grey not yet | pod: green placed, orange its node's port unknown")
+LEGEND = ("switch: green in sync, orange its flows differ from the desired ones, red not connected | "
+          "node: blue uplink located, grey not yet | pod: green placed, orange a flow of its address differs on "
+          "the switch, grey its node's port unknown")
 
 
 def switch_state(switch: dict[str, Any]) -> str:
@@ -39,8 +41,10 @@ def fabric(data: dict[str, Any]) -> graphviz.Graph:
         _switch(graph, switch)
     for node in data["nodes"]:
         _node(graph, node)
+    drifted = set(data.get("drifted", ()))
     for index, pod in enumerate(data["pods"]):
-        fill, border = COLOURS[pod["state"]]
+        state = "drifted" if pod["state"] == "placed" and drifted & set(pod["ips"]) else pod["state"]
+        fill, border = COLOURS.get(state, COLOURS["unplaced"])
         pod_id = f"pod{index}"
         graph.node(pod_id, NL.join([f"{pod['namespace']}/{pod['name']}", *pod["ips"], pod["mac"]]),
                    shape="ellipse", fillcolor=fill, color=border)
@@ -48,6 +52,14 @@ def fabric(data: dict[str, Any]) -> graphviz.Graph:
     for link in ((data.get("topology") or {}).get("links") or []):
         _link(graph, link)
     return graph
+
+
+def drifted(diffs: Iterable[dict[str, Any]], ips: Iterable[str]) -> list[str]:
+    """Which of `ips` a differing flow matches on (GET /v1/switches/<dpid>/flows?state=diff answers)."""
+    wanted = set(ips)
+    found = {value for diff in diffs for flow in [*diff.get("to_add", ()), *diff.get("to_delete", ())]
+             for value in flow["match"].values() if value in wanted}
+    return sorted(found)
 
 
 def _switch(graph: graphviz.Graph, switch: dict[str, Any]) -> None:

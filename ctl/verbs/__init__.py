@@ -32,6 +32,17 @@ class Verb(Protocol):
     def render(self, data: dict[str, Any], args: argparse.Namespace, *, now: datetime.datetime) -> str: ...
 
 
+def no_arguments(parser: argparse.ArgumentParser) -> None:
+    """`add_arguments` of a verb without flags of its own."""
+
+
+def reads(path: str) -> Callable[[Client, argparse.Namespace], dict[str, Any]]:
+    """`fetch` of a verb whose data is one GET of `path`."""
+    def fetch(client: Client, args: argparse.Namespace) -> dict[str, Any]:
+        return client.get(path)
+    return fetch
+
+
 def load() -> dict[str, Verb]:
     """Every verb module in VERBS, by its NAME."""
     verbs = [cast(Verb, importlib.import_module(f"ctl.verbs.{name}")) for name in VERBS]

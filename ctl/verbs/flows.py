@@ -1,6 +1,7 @@
 """`underlayctl flows diff|show [--switch DPID]`: a switch's flows, and what differs between what
 the controller wants there and what the switch holds (read through the controller's OpenFlow
-session). A diff is exactly what the controller's next convergence of that switch sends."""
+session). A diff is exactly what the controller sends when it next reads that switch (its worker
+reads the switch on connect and after a failed convergence, and sends only changes in between)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from ctl.render import dpid_text
 
 NAME = "flows"
 HELP = "flows of the switches: `diff` desired vs actual, `show` one state"
-LEGEND = ("- on the switch but not desired: the controller deletes it\n"
-          "+ desired but not on the switch: the controller adds it")
+LEGEND = ("- on the switch but not desired: the controller deletes it when it next reads the switch\n"
+          "+ desired but not on the switch: the controller adds it when it next reads the switch")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,6 +11,7 @@ from ctl.client import Client
 
 NAME = "graph"
 HELP = "an SVG of the fabric: switches, ports, nodes, pods with addresses, coloured by state (-o FILE)"
+# Colours: ctl/graph.py's COLOURS and LEGEND (the legend is drawn under the picture).
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,8 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def fetch(client: Client, args: argparse.Namespace) -> dict[str, Any]:
-    return {"switches": client.get("/v1/switches")["switches"], "nodes": client.get("/v1/nodes")["nodes"],
-            "pods": client.get("/v1/pods")["pods"], "topology": client.get_optional("/v1/topology")}
+    """The fabric's parts, and which pods' addresses have a flow that differs on a connected switch."""
+    switches = client.get("/v1/switches")["switches"]
+    pods = client.get("/v1/pods")["pods"]
+    diffs = [client.get(f"/v1/switches/{s['dpid']}/flows?state=diff") for s in switches if s["in_sync"] is False]
+    return {"switches": switches, "nodes": client.get("/v1/nodes")["nodes"], "pods": pods,
+            "topology": client.get_optional("/v1/topology"),
+            "drifted": graph.drifted(diffs, (ip for pod in pods for ip in pod["ips"]))}
 
 
 def render(data: dict[str, Any], args: argparse.Namespace, *, now: datetime.datetime) -> str:

@@ -6,19 +6,14 @@ import argparse
 import datetime
 from typing import Any
 
-from ctl.client import Client
 from ctl.render import dpid_text, table
+from ctl.verbs import no_arguments, reads
 
 NAME = "nodes"
 HELP = "registered nodes: address, MAC, switch port, pods"
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
-
-
-def fetch(client: Client, args: argparse.Namespace) -> dict[str, Any]:
-    return client.get("/v1/nodes")
+add_arguments = no_arguments
+fetch = reads("/v1/nodes")
 
 
 def render(data: dict[str, Any], args: argparse.Namespace, *, now: datetime.datetime) -> str:

@@ -6,8 +6,8 @@ import argparse
 import datetime
 from typing import Any
 
-from ctl.client import Client
 from ctl.render import bar, percent, table
+from ctl.verbs import reads
 
 NAME = "pools"
 HELP = "address pools: size, allocated, reserved (sticky), cooling down, as bars"
@@ -18,8 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=30, help="characters of a usage bar (30)")
 
 
-def fetch(client: Client, args: argparse.Namespace) -> dict[str, Any]:
-    return client.get("/v1/pools")
+fetch = reads("/v1/pools")
 
 
 def render(data: dict[str, Any], args: argparse.Namespace, *, now: datetime.datetime) -> str:

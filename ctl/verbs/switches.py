@@ -6,19 +6,14 @@ import argparse
 import datetime
 from typing import Any
 
-from ctl.client import Client
 from ctl.render import age, dpid_text, table
+from ctl.verbs import no_arguments, reads
 
 NAME = "switches"
 HELP = "switches: connected, OpenFlow role, flows desired/actual, last convergence, in sync"
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
-
-
-def fetch(client: Client, args: argparse.Namespace) -> dict[str, Any]:
-    return client.get("/v1/switches")
+add_arguments = no_arguments
+fetch = reads("/v1/switches")
 
 
 def render(data: dict[str, Any], args: argparse.Namespace, *, now: datetime.datetime) -> str:
@@ -29,8 +24,8 @@ def render(data: dict[str, Any], args: argparse.Namespace, *, now: datetime.date
                    right=("DESIRED", "ACTUAL"))]
     lines += [f"switch {dpid_text(s['dpid'])}: {s['error']}" for s in data["switches"] if s.get("error")]
     if any(s["in_sync"] is False for s in data["switches"]):
-        lines.append("a switch out of sync is repaired by the controller's next convergence; "
-                     "`underlayctl flows diff` shows what differs")
+        lines.append("out of sync: the switch's flows differ from the desired ones (`underlayctl flows diff` shows "
+                     "how); the controller sends that difference when it next reads the switch (on reconnect)")
     return "\n".join(lines)
 
 

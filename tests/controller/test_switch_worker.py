@@ -94,3 +94,18 @@ def test_an_error_that_repeats_is_logged_once(caplog: pytest.LogCaptureFixture) 
             switch.close()
     failures = [r for r in caplog.records if "converge-failed" in r.getMessage()]
     assert len(failures) == 1 and failures[0].levelno == logging.ERROR and failures[0].exc_info
+
+
+def test_operators_see_the_failure_and_no_convergence_yet() -> None:
+    """What GET /v1/switches reports of a session (controller/opsapi.py): its role without leader
+    election, and, until a convergence succeeds, no time of one and the failure that stops it."""
+    broken = BrokenState()
+    switch = session(broken, Backoff(first=30, cap=30))
+    try:
+        with pytest.raises(SwitchUnavailable):
+            switch.converge(timeout=20)
+        status = switch.status()
+        assert (status.role, status.last_convergence) == ("equal", None)
+        assert status.failure is not None and status.failure.startswith("switch 0000000000000001 cannot converge")
+    finally:
+        switch.close()

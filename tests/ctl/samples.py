@@ -11,7 +11,7 @@ FLOW = {"table": "responder", "table_id": 1, "priority": 100,
         "owner": "default/web-0",
         "text": "responder(1) prio=100 eth_dst=ff:ff:ff:ff:ff:ff,eth_type=0x0806,arp_op=1,arp_tpa=198.18.0.100 "
                 "actions=IN_PORT cookie=0x55aa040012345678"}
-STALE = {**FLOW, "purpose": "forward", "owner": None, "table": "l2", "text": "l2(2) prio=100 eth_dst=02:00:00:00:00:09 "
+STALE = {**FLOW, "purpose": "forward", "owner": None, "table": "l2", "match": {"eth_dst": "02:00:00:00:00:09"}, "text": "l2(2) prio=100 eth_dst=02:00:00:00:00:09 "
          "actions=output:7 cookie=0x55aa080000000009"}
 
 

@@ -10,12 +10,12 @@ import shutil
 import xml.etree.ElementTree as ET
 
 import pytest
-from samples import nodes, pods, switches
+from samples import FLOW, STALE, nodes, pods, switches
 
 from ctl import graph
 from ctl.verbs import graph as graph_verb
 
-DATA = {"switches": switches(), "nodes": nodes(), "pods": pods(),
+DATA = {"switches": switches(), "nodes": nodes(), "pods": pods(), "drifted": ["198.18.0.101"],
         "topology": {"links": [{"a": "0x1:5", "b": "0x2:1", "state": "up"}, {"a": "0x2:2", "b": "0x30:1", "state": "down"},
                                {"a": {"dpid": 1, "port": 6}, "b": {"dpid": 0x30, "port": 2}, "state": "miscabled"},
                                {"what": "a link this version cannot read"}]}}
@@ -33,7 +33,8 @@ def test_switches_nodes_pods_and_links_are_drawn_in_the_colour_of_their_state() 
     assert "-- node_node2" not in source
     assert 'pod0 [label="default/web-0\\n198.18.0.100\\n02:00:c6:12:00:64"' in source
     assert 'pod2 [label="default/db-0\\n198.18.0.102\\nfd00:18::102' in source
-    assert 'fillcolor="#ffe0b2"' in _line(source, "pod2 [")  # unplaced
+    assert 'fillcolor="#eeeeee"' in _line(source, "pod2 [")  # unplaced: grey
+    assert 'fillcolor="#ffe0b2"' in _line(source, "pod1 [")  # a flow of its address differs on the switch
     assert "node_node1 -- pod0" in source and "node_node2 -- pod2" in source
     assert 'sw1 -- sw2 [label=up color="#424242" headlabel=1' in source
     assert 'sw2 -- sw30 [label=down color="#c62828"' in source and "style=dashed" in _line(source, "sw2 -- sw30")
@@ -42,6 +43,12 @@ def test_switches_nodes_pods_and_links_are_drawn_in_the_colour_of_their_state() 
 
 def _line(source: str, start: str) -> str:
     return next(line for line in source.splitlines() if line.strip().startswith(start))
+
+
+def test_the_addresses_a_differing_flow_matches_on_are_drifted() -> None:
+    diffs = [{"to_add": [FLOW], "to_delete": []}, {"to_add": [], "to_delete": [STALE]}, {"in_sync": True}]
+    assert graph.drifted(diffs, ["198.18.0.100", "198.18.0.101", "02:00:00:00:00:09"]) == [
+        "02:00:00:00:00:09", "198.18.0.100"]
 
 
 def test_without_a_topology_endpoint_one_switch_is_drawn_all_the_same() -> None:

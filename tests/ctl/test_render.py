@@ -105,8 +105,8 @@ def test_a_flows_diff_says_what_the_controller_will_do() -> None:
         f"  - {STALE['text']}  # forward",
         f"  + {FLOW['text']}  # arp_responder for default/web-0",
         "switch 0000000000000030: not connected, nothing to compare",
-        "- on the switch but not desired: the controller deletes it",
-        "+ desired but not on the switch: the controller adds it",
+        "- on the switch but not desired: the controller deletes it when it next reads the switch",
+        "+ desired but not on the switch: the controller adds it when it next reads the switch",
     ]
 
 
