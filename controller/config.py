@@ -7,7 +7,7 @@ a config is written by a person, and the message is all they see.
 
 ```toml
 store = "/var/lib/underlay/store.sqlite"   # or "kubernetes": IPAllocation objects (see [kubernetes])
-cookie = 0x55aa000000000000          # or a string "0x55aa..." (TOML integers are signed)
+cookie = 0x55aa000000000000          # or "0x55aa...": its high 16 bits tag every flow (openflow.cookies)
 unknown_destination = "normal"       # or "drop"
 release_cooldown = 30                # seconds before a released address is handed out again
 resync_grace = 60                    # seconds a new allocation is safe from an agent's full sync
@@ -61,10 +61,12 @@ import netaddr
 
 from controller.leader import Timing
 from controller.selectors import PoolRules
+from openflow import cookies
 from openflow.model import UnknownDestination
 
 DEFAULT_COOKIE = 0x55AA_0000_0000_0000
-"""Ours, on every flow. High bits set so it stands out in `ovs-ofctl dump-flows`."""
+"""Its high 16 bits are the tag every flow of ours carries (openflow.cookies; the rest of a flow's
+cookie names its purpose and owner): set, so it stands out in `ovs-ofctl dump-flows`."""
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -381,6 +383,10 @@ def _cookie(value: Any) -> int:
     cookie = int(value, 0) if isinstance(value, str) else _int(value)
     if not 0 < cookie < 2**64:
         raise _Reason(f"{value!r} is not a non-zero 64-bit integer")
+    if not cookies.tag_of(cookie):
+        raise _Reason(f"{value!r} has no tag: its high 16 bits mark the flows that are ours (the rest names "
+                      "each flow's purpose and owner), and a zero tag would claim every untagged flow: "
+                      f"use e.g. {DEFAULT_COOKIE:#x}")
     return cookie
 
 

@@ -4,8 +4,9 @@ A `SwitchSession` owns one datapath. Callers (REST threads, packet-in learning) 
 convergence and may wait for it; one worker thread per switch does the work, so requests that arrive
 while a bundle is in flight are served together by the next one (group commit). The worker:
 
-1. on start (and after any failure), reads the switch's flows carrying our cookie (flow stats) and
-   diffs them against the desired set; afterwards, while the switch is known to hold the previous
+1. on start (and after any failure), reads the switch's flows carrying our tag (flow stats, cookie
+   masked to `openflow.cookies.TAG_MASK`: any purpose and owner, or an older version's bare cookie)
+   and diffs them against the desired set; afterwards, while the switch is known to hold the previous
    desired set, only the change since then (`openflow.pipeline.DesiredFlows`);
 2. sends only the difference inside one atomic ONF bundle, then a barrier, and waits for it.
 

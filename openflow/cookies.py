@@ -57,13 +57,23 @@ class Decoded:
     purpose: Purpose | int  # an int for a purpose this version does not know
     owner_id: int
 
-    def describe(self, owners: Mapping[int, str] | None = None) -> str:
-        """`arp_responder for default/web-0`, or the owner id in hex when it is not known."""
-        purpose = self.purpose.label if isinstance(self.purpose, Purpose) else f"purpose{self.purpose}"
+    @property
+    def purpose_label(self) -> str:
+        """`arp_responder`, or `purpose<N>` for a purpose this version does not know."""
+        return self.purpose.label if isinstance(self.purpose, Purpose) else f"purpose{self.purpose}"
+
+    def owner_name(self, owners: Mapping[int, str] | None = None) -> str:
+        """Its owner's name in `owners`, its id in hex (`0x0000abcd`) when not there, "" for no owner."""
         if not self.owner_id:
-            return purpose
-        owner = (owners or {}).get(self.owner_id, f"owner {self.owner_id:#010x}")
-        return f"{purpose} for {owner}"
+            return ""
+        return (owners or {}).get(self.owner_id, f"{self.owner_id:#010x}")
+
+    def describe(self, owners: Mapping[int, str] | None = None) -> str:
+        """`arp_responder for default/web-0`, or `... for owner 0x0000abcd` when it is not known."""
+        owner = self.owner_name(owners)
+        if not owner:
+            return self.purpose_label
+        return f"{self.purpose_label} for {owner if self.owner_id in (owners or {}) else 'owner ' + owner}"
 
 
 def tag_of(cookie: int) -> int:

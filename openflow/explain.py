@@ -19,9 +19,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from openflow import cookies
-from openflow.cookies import Purpose
+from openflow.flows import Flow
 from openflow.model import Placement, link_local
-from openflow.tables import table_name
+from openflow.tables import actions_text, match_text, table_name
 
 DEFAULT_PRIORITY = 32768  # what OpenFlow gives a flow added without one; ovs-ofctl then prints none
 # `key=value, ` fields before the match (statistics, timeouts; `table` and `cookie` are read)
@@ -44,7 +44,7 @@ class Explained:
     actions: str    # as printed, with table numbers turned into names
     cookie: int
     purpose: str    # `Purpose.label` ("arp_responder"), "purpose<N>" for one this version does not know
-    owner: str      # its owner's name, its id in hex when unknown, "" for none
+    owner: str      # its owner's name, its id in hex ("0x0000abcd") when unknown, "" for none
     ours: bool | None = None  # under the controller's tag (None: no tag given)
 
     def describe(self) -> str:
@@ -83,13 +83,20 @@ def explain_line(line: str, *, owners: Mapping[int, str] | None = None,
     if (found := _PRIORITY.match(head)) is not None:
         priority, head = int(found.group(1)), head[found.end():]
     cookie = int(fields.get("cookie", "0"), 16)
-    decoded = cookies.decode(cookie)
-    purpose = decoded.purpose.label if isinstance(decoded.purpose, Purpose) else f"purpose{decoded.purpose}"
-    owner = "" if not decoded.owner_id else (owners or {}).get(decoded.owner_id, f"{decoded.owner_id:#010x}")
+    purpose, owner = _names(cookie, owners)
     return Explained(table=_table(fields.get("table", "0")), priority=priority, match=head,
                      actions=_TABLE_REF.sub(lambda m: m.group(1) + _table(m.group(3)), actions),
                      cookie=cookie, purpose=purpose, owner=owner,
                      ours=None if tag is None else cookies.is_ours(cookie, tag))
+
+
+def explain_flow(flow: Flow, *, owners: Mapping[int, str] | None = None, tag: int | None = None) -> Explained:
+    """A `Flow` (desired, or parsed from flow stats) in the same words as a dump's line: for
+    listings built from the controller's own view (`underlayctl flows`, the flows endpoint)."""
+    purpose, owner = _names(flow.cookie, owners)
+    return Explained(table=flow.table, priority=flow.priority, match=match_text(flow), actions=actions_text(flow),
+                     cookie=flow.cookie, purpose=purpose, owner=owner,
+                     ours=None if tag is None else cookies.is_ours(flow.cookie, tag))
 
 
 def owner_map(placements: Iterable[Placement], *, ports: Mapping[int, str] | None = None,
@@ -109,6 +116,11 @@ def owner_map(placements: Iterable[Placement], *, ports: Mapping[int, str] | Non
     pairs = [(key, _one_name(owners)) for key, owners in by_key.items()]
     pairs += [(cookies.port_owner(number), name) for number, name in (ports or {}).items()]
     return cookies.owner_names([*pairs, *names])
+
+
+def _names(cookie: int, owners: Mapping[int, str] | None) -> tuple[str, str]:
+    decoded = cookies.decode(cookie)
+    return decoded.purpose_label, decoded.owner_name(owners)
 
 
 def _one_name(owners: set[str]) -> str:

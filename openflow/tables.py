@@ -56,12 +56,21 @@ def vsctl_name_tables(bridge: str) -> list[str]:
 def render(flow: Flow) -> str:
     """One line in ovs-ofctl's spirit, e.g.
     `ingress(0) prio=200 in_port=1,eth_type=0x806,... actions=goto_table:responder`."""
-    match = ",".join(f"{name}={_value(name, value)}" for name, value in flow.match) or "*"
+    return (f"{flow.table}({table_id(flow.table)}) prio={flow.priority} {match_text(flow) or '*'} "
+            f"actions={actions_text(flow)} cookie={flow.cookie:#x}")
+
+
+def match_text(flow: Flow) -> str:
+    """`in_port=1,eth_type=0x0806,...`; "" for a flow that matches everything."""
+    return ",".join(f"{name}={_value(name, value)}" for name, value in flow.match)
+
+
+def actions_text(flow: Flow) -> str:
+    """`set_field:...,goto_table:l2`; "drop" for none."""
     steps = [str(action) for action in flow.actions]
     if flow.goto is not None:
         steps.append(f"goto_table:{flow.goto}")
-    return (f"{flow.table}({table_id(flow.table)}) prio={flow.priority} {match} "
-            f"actions={','.join(steps) or 'drop'} cookie={flow.cookie:#x}")
+    return ",".join(steps) or "drop"
 
 
 def _value(name: str, value: object) -> str:

@@ -128,6 +128,7 @@ def test_whole_subnet_is_the_default_range() -> None:
         ({"store": "s", "stor": 1}, "stor: unknown key"),
         ({"store": "s", "cookie": "zz"}, "cookie: 'zz' is not a 64-bit cookie"),
         ({"store": "s", "cookie": 0}, "cookie: 0 is not a non-zero 64-bit integer"),
+        ({"store": "s", "cookie": "0x99"}, "cookie: '0x99' has no tag: its high 16 bits mark the flows that are ours"),
         ({"store": "s", "unknown_destination": "flood"}, "unknown_destination: 'flood' is not one of \"normal\", \"drop\""),
         ({"store": "s", "release_cooldown": -1}, "release_cooldown: -1 is not a number of seconds"),
         ({"store": "s", "api": {"port": 70000}}, "api.port: 70000 is not a port number"),

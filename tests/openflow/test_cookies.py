@@ -31,3 +31,17 @@ def test_unknown_purpose_and_owner_are_shown_not_lost() -> None:
     assert decoded.purpose == 0xFE
     assert decoded.describe() == "purpose254 for owner 0x0000abcd"
     assert cookies.decode(cookies.make(TAG, Purpose.PIPELINE)).describe() == "pipeline"
+
+
+def test_the_switchs_records_carry_another_tag_never_ours() -> None:
+    assert cookies.seen_tag(TAG | 0x1234) == 0xAA55 << 48
+    assert not cookies.is_ours(cookies.make(cookies.seen_tag(TAG), Purpose.SEEN), TAG)
+    for tag in (1 << 48, 0xFFFF << 48, 0x8000 << 48):
+        assert cookies.seen_tag(tag) != tag
+
+
+def test_owner_name_is_empty_for_none_and_the_id_for_one_not_known() -> None:
+    decoded = cookies.decode(cookies.make(TAG, Purpose.TRUSTED, cookies.port_owner(9)))
+    assert decoded.owner_name() == f"{cookies.owner_id('port:9'):#010x}"
+    assert decoded.owner_name(cookies.owner_names([("port:9", "uplink")])) == "uplink"
+    assert cookies.decode(TAG).owner_name() == "" and cookies.decode(TAG).purpose_label == "pipeline"

@@ -7,12 +7,13 @@ with names (`--names`, or a terminal, when the bridge's Flow_Table rows are name
 
 from __future__ import annotations
 
-from ofstates import N1, PORT_ROUTER, dual_stack_state
+from ofstates import COOKIE, N1, PORT_ROUTER, dual_stack_state
 
 from openflow import cookies
 from openflow.cookies import Purpose
-from openflow.explain import Explained, explain, explain_line, owner_map
+from openflow.explain import Explained, explain, explain_flow, explain_line, owner_map
 from openflow.model import link_local
+from openflow.pipeline import desired_flows
 
 TAG = 0x55AA_0000_0000_0000
 RESPONDER = cookies.make(TAG, Purpose.ARP_RESPONDER, cookies.ip_owner("198.18.0.11"))
@@ -76,3 +77,13 @@ def test_owner_map_names_ips_link_locals_macs_ports_and_extra_keys() -> None:
     assert owners[cookies.owner_id(cookies.mac_owner(N1))] == "node/n1"
     assert owners[cookies.owner_id(cookies.port_owner(PORT_ROUTER))] == "uplink"
     assert owners[cookies.owner_id(cookies.mac_owner("02:00:00:00:00:03"))] == "node/n3"
+
+
+def test_a_flow_value_explains_like_its_dump_line() -> None:
+    flows = desired_flows(dual_stack_state())
+    (answer,) = [explain_flow(f, owners=OWNERS, tag=COOKIE) for f in flows
+                 if f.table == "responder" and f.actions and ("arp_tpa", "198.18.0.11") in f.match]
+    assert (answer.table, answer.priority, answer.describe(), answer.ours) == (
+        "responder", 100, "arp_responder for default/mac-1", True)
+    assert answer.match == "eth_dst=ff:ff:ff:ff:ff:ff,eth_type=0x0806,arp_op=1,arp_tpa=198.18.0.11"
+    assert answer.actions.endswith("IN_PORT")

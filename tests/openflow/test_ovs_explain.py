@@ -9,7 +9,7 @@ from ofstates import COOKIE, LEARN, PORT_ROUTER, dual_stack_state
 
 from openflow import cookies
 from openflow.diff import diff
-from openflow.explain import explain, owner_map
+from openflow.explain import explain, explain_flow, owner_map
 from openflow.pipeline import desired_flows
 from openflow.tables import TABLES
 
@@ -38,3 +38,6 @@ def test_a_dump_in_either_form_explains_every_flow(rig, bridge) -> None:
     assert {e.describe() for e in explained if f"in_port={PORT_ROUTER}" in e.match} == {"trusted for uplink"}
     assert {e.describe() for e in explained if "dl_src=02:00:c6:12:00:03" in e.match} == {"learn for node/n3"}
     assert {e.describe() for e in explained if e.priority == 0} == {"pipeline"}
+    # the controller's own view of the same flows says the same (its match and actions in its own words)
+    assert sorted((e.table, e.priority, e.describe()) for e in explained) == \
+        sorted((e.table, e.priority, e.describe()) for e in (explain_flow(f, owners=owners) for f in desired))
