@@ -74,6 +74,11 @@ class LateFabric:
     def session_status(self, dpid: int) -> SessionStatus | None:
         return self.app.session_status(dpid) if self.app is not None else None
 
+    def resync(self, dpid: int) -> None:
+        if self.app is None:
+            raise SwitchUnavailable("the OpenFlow application is not running yet")
+        self.app.resync(dpid)
+
     def read_flows(self, dpid: int, *, cookie: int) -> frozenset[Flow]:
         if self.app is None:
             raise SwitchUnavailable("the OpenFlow application is not running yet")

@@ -235,20 +235,15 @@ class SwitchSession:
 
     def read_flows(self, *, cookie: int) -> frozenset[Flow]:
         """What the switch holds under the controller's `cookie`, read now (flow stats), as the
-        worker reads it before a full diff; sent from the caller's thread like `seen`. A read that
-        finds the switch differing from what the worker last left there (flows deleted or added
-        behind the controller's back: `underlayctl trace` says so) sets the worker repairing it."""
+        worker reads it before a full diff; sent from the caller's thread like `seen`."""
         replies = self._request(ofmsg.flow_stats_request(self.datapath, cookie))
-        flows = ofmsg.parse_flow_stats(stat for reply in replies for stat in reply.body)
-        with self._lock:
-            drifted = self._in_sync and self._applied >= self._wanted and any(diff(flows, self._desired.flows))
-        if drifted:
-            self.resync()
-        return flows
+        return ofmsg.parse_flow_stats(stat for reply in replies for stat in reply.body)
 
     def resync(self) -> None:
         """Forget that the switch holds the desired flows: the next convergence (requested now)
-        reads what it has and sends the whole difference, as after a reconnect."""
+        reads what it has and sends the whole difference, as after a reconnect. For a switch found
+        differing from what the worker left there (flows deleted or added by hand: an operator's
+        read with `repair`, which `underlayctl trace` makes)."""
         with self._lock:
             self._drifted = True
             self._wanted += 1

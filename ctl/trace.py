@@ -3,9 +3,9 @@ has them, and, where the switch can be reached, what it does with an ARP request
 packet for it, ending in one line: reachable, or dropped at table N by flow F and why.
 
 The order matters: the packets are traced (`ofproto/trace` only simulates) before the switch's
-flows are read through the controller, because that read, when it finds flows missing, sets the
-controller repairing them (controller/switch.py `read_flows`): the trace shows the switch as it was
-found, and the verdict says the controller will repair it. The decisions are pure
+flows are read through the controller, because that read asks the controller to repair what it
+finds different (`repair=true`, controller/API.md): the trace shows the switch as it was found, and
+the verdict says the controller will repair it, which it then does at once. The decisions are pure
 (openflow.tracing, openflow.ofproto_trace); this module fetches, runs and prints.
 """
 
@@ -78,7 +78,7 @@ def trace(get: Get, query: str, *, ovs_rundir: Path | None = None, from_port: in
         except (ProbeError, TraceError) as err:
             report.trace_error = str(err)
     try:
-        report.actual = concerning(_flows(get, dpid, "actual"), subject)
+        report.actual = concerning(_flows(get, dpid, "actual&repair=true"), subject)
         report.drift = drift(report.desired, report.actual)
     except api_errors as err:
         report.actual_error = str(err)

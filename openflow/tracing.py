@@ -23,7 +23,7 @@ from typing import Any
 
 from openflow.flows import BROADCAST, FIELD_ORDER, Flow, MatchValue
 from openflow.model import link_local
-from openflow.tables import INGRESS, L2, ND_REPLY, RESPONDER
+from openflow.tables import INGRESS, L2, ND_REPLY, RESPONDER, actions_text
 
 # the fields whose value is an address of the placement (its own, or one it asks about)
 _IP_FIELDS = ("arp_spa", "arp_tpa", "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "ipv6_nd_target")
@@ -51,11 +51,8 @@ class FlowView:
 
     @classmethod
     def from_flow(cls, flow: Flow) -> FlowView:
-        steps = [str(action) for action in flow.actions]
-        if flow.goto is not None:
-            steps.append(f"goto_table:{flow.goto}")
         return cls(flow.table, flow.priority, tuple((name, match_text(name, value)) for name, value in flow.match),
-                   ",".join(steps) or "drop", flow.cookie)
+                   actions_text(flow), flow.cookie)
 
 
     @classmethod
