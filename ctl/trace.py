@@ -55,28 +55,14 @@ def trace(get: Get, query: str, *, ovs_rundir: Path | None = None, from_port: in
     `api_errors` are what `get` raises for an error answer: reading the switch's flows may fail
     (switch not connected) without failing the trace."""
     placements = get("/v1/placements")["placements"]
-    try:
-        row = find_subject(query, placements)
-    except LookupError as missing:
-        raise TraceFailed(str(missing)) from None
-    if row.get("dpid") is None or row.get("port") is None:
-        raise TraceFailed(f"{query}: {row.get('owner') or row['ip']} is not on a switch yet (its node's port is not "
-                          "known): `underlayctl nodes` shows where each node is")
-    subject = _subject(row)
-    dpid = int(row["dpid"])
+    row = _placement(query, placements)
+    subject, dpid = _subject(row), int(row["dpid"])
     desired_json = get(f"/v1/switches/{dpid:#x}/flows?state=desired")["flows"]
     desired_flows = [FlowView.from_json(flow) for flow in desired_json]
     report = Report(subject, _node(row), dpid, concerning(desired_flows, subject))
     report.from_port = from_port if from_port is not None else _default_port(desired_flows)
-    if ovs_rundir is not None and report.from_port is not None and ":" in subject.ip:
-        report.trace_error = ("packets are traced for IPv4 addresses (ARP and ICMP); for an IPv6 one the flows "
-                              "above (Neighbor Discovery answered, forwarding, port security) are what there is")
-    elif ovs_rundir is not None and report.from_port is not None:
-        try:
-            _trace_packets(report, OvsProbe(ovs_rundir), placed=_placed(placements, dpid),
-                           owners=owner_names(desired_json))
-        except (ProbeError, TraceError) as err:
-            report.trace_error = str(err)
+    if ovs_rundir is not None and report.from_port is not None:
+        _trace_packets(report, ovs_rundir, placed=_placed(placements, dpid), owners=owner_names(desired_json))
     try:
         report.actual = concerning(_flows(get, dpid, "actual&repair=true"), subject)
         report.drift = drift(report.desired, report.actual)
@@ -84,6 +70,18 @@ def trace(get: Get, query: str, *, ovs_rundir: Path | None = None, from_port: in
         report.actual_error = str(err)
     report.reachable, report.verdict = _verdict(report, traced=ovs_rundir is not None)
     return report
+
+
+def _placement(query: str, placements: list[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The placement `query` names, on a switch port."""
+    try:
+        row = find_subject(query, placements)
+    except LookupError as missing:
+        raise TraceFailed(str(missing)) from None
+    if row.get("dpid") is None or row.get("port") is None:
+        raise TraceFailed(f"{query}: {row.get('owner') or row['ip']} is not on a switch yet (its node's port is not "
+                          "known): `underlayctl nodes` shows where each node is")
+    return row
 
 
 def _subject(row: Mapping[str, Any]) -> Subject:
@@ -125,9 +123,22 @@ def _placed(placements: list[Mapping[str, Any]], dpid: int) -> list[Subject]:
     return [_subject(p) for p in placements if p.get("dpid") == dpid and p.get("port") is not None]
 
 
-def _trace_packets(report: Report, probe: OvsProbe, *, placed: list[Subject], owners: Mapping[int, str]) -> None:
-    """ofproto/trace the probes; when the switch does not answer the ARP request itself but passes
-    it on to the pod, the pod's own reply too."""
+def _trace_packets(report: Report, rundir: Path, *, placed: list[Subject], owners: Mapping[int, str]) -> None:
+    """ofproto/trace the probes on the switch of `rundir`; what keeps them from being traced (an
+    IPv6 address, a switch that cannot be asked) goes into the report instead."""
+    if ":" in report.subject.ip:
+        report.trace_error = ("packets are traced for IPv4 addresses (ARP and ICMP); for an IPv6 one the flows "
+                              "above (Neighbor Discovery answered, forwarding, port security) are what there is")
+        return
+    try:
+        _run_probes(report, OvsProbe(rundir), placed=placed, owners=owners)
+    except (ProbeError, TraceError) as err:
+        report.trace_error = str(err)
+
+
+def _run_probes(report: Report, probe: OvsProbe, *, placed: list[Subject], owners: Mapping[int, str]) -> None:
+    """The probes (openflow.tracing.probes); when the switch does not answer the ARP request itself
+    but passes it on to the pod, the pod's own reply too."""
     assert report.from_port is not None
     source = default_source(report.from_port, placed)
     bridge = report.bridge = probe.bridge_of(report.dpid)
