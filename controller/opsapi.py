@@ -21,6 +21,7 @@ from controller.switch import SessionStatus
 from openflow import cookies
 from openflow.diff import diff
 from openflow.flows import Flow, sort_flows
+from openflow.model import SwitchState
 from openflow.pipeline import StateError, desired_flows
 from openflow.tables import render, table_id
 
@@ -136,8 +137,8 @@ class OperatorRoutes:
 
     def _switch(self, dpid: int, fabric: Inspectable | None, *, connected: bool) -> Json:
         status = fabric.session_status(dpid) if fabric is not None and connected else None
-        ports = self.service.desired_state(dpid).ports
-        desired, actual, error = self._desired(dpid), None, None
+        state = self.service.desired_state(dpid)
+        desired, actual, error = self._desired(dpid, state), None, None
         if status is not None:
             try:
                 actual = self._actual(dpid, fabric)
@@ -150,7 +151,7 @@ class OperatorRoutes:
             "flows_actual": None if actual is None else len(actual),
             "last_convergence": None if status is None else iso(status.last_convergence),
             "in_sync": in_sync, "error": error or (None if status is None else status.failure),
-            "ports": [{"number": port.number, "role": port.role.value} for port in ports],
+            "ports": [{"number": port.number, "role": port.role.value} for port in state.ports],
         }  # fmt: skip
 
     def _switch_name(self, dpid: int) -> str | None:
@@ -158,9 +159,9 @@ class OperatorRoutes:
         name = getattr(switch, "name", None)  # `[switches."0x1"] name`, once the config has it
         return name if isinstance(name, str) else None
 
-    def _desired(self, dpid: int) -> frozenset[Flow]:
+    def _desired(self, dpid: int, state: SwitchState | None = None) -> frozenset[Flow]:
         try:
-            return desired_flows(self.service.desired_state(dpid))
+            return desired_flows(state or self.service.desired_state(dpid))
         except StateError as err:  # the controller's bug: the switch's worker reports it too
             raise SwitchUnavailable(f"switch {dpid:016x}: its desired state has no flows: {err}") from err
 

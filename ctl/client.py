@@ -51,8 +51,16 @@ class Client:
     def get(self, path: str) -> Json:
         """GET `path` (e.g. /v1/pools) and its JSON object, or a CtlError that says why not."""
         status, body = self._request(path)
-        if status == 200:
-            return body
+        return body if status == 200 else self._refused(status, body)
+
+    def get_optional(self, path: str) -> Json | None:
+        """GET an endpoint a controller may not have yet (e.g. /v1/topology): None when it has not."""
+        status, body = self._request(path)
+        if status == 404 and str(body.get("error", "")).startswith("no such endpoint"):
+            return None
+        return body if status == 200 else self._refused(status, body)
+
+    def _refused(self, status: int, body: Json) -> Json:
         reason = str(body.get("error") or f"HTTP {status}")
         if status == 401:
             raise CtlError(f"the controller at {self.settings.url} refused the token: {reason}; {TOKEN_HELP}")
@@ -61,13 +69,6 @@ class Client:
         if status == 503:
             raise CtlError(f"the controller cannot answer now: {reason} (try again shortly)")
         raise CtlError(reason)
-
-    def get_optional(self, path: str) -> Json | None:
-        """GET an endpoint a controller may not have yet (e.g. /v1/topology): None when it is 404."""
-        status, body = self._request(path)
-        if status == 404 and str(body.get("error", "")).startswith("no such endpoint"):
-            return None
-        return self.get(path) if status != 200 else body
 
     def _request(self, path: str) -> tuple[int, Json]:
         where = self.settings.url

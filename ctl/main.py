@@ -1,5 +1,6 @@
-"""`underlayctl`: look inside a running underlay controller (pods, nodes, pools, switches, flows,
-a picture of the fabric) through its read-only operator API.
+"""underlayctl: look inside a running underlay controller through its read-only operator API.
+
+Pods, nodes, pools, switches, flows and a picture of the fabric; the verbs are ctl/verbs/'s modules.
 
 Exit status: 0 done, 1 an error (the message says what to do), 2 a usage error, 3 (`trace`) the
 address found unreachable or its flows missing on the switch.
