@@ -104,8 +104,8 @@ def owner_map(placements: Iterable[Placement], *, ports: Mapping[int, str] | Non
     """{owner id: name} for the owners the pipeline puts in cookies: each placement's IP (and, for
     IPv6, its link-local address) by its `owner` (or the IP), each MAC by the node whose own
     placement answers at it (ipvlan pods share it) or else by its placements' owners; `ports`
-    names the ports trusted flows belong to ({9: "uplink"}); `names` adds (owner key, name) pairs, e.g. the
-    learn MACs of registered nodes (`cookies.mac_owner(mac)`, "node/n3")."""
+    names the ports trusted flows belong to ({9: "uplink"}); `names` adds (owner key, name) pairs,
+    e.g. the learn MACs of registered nodes (`cookies.mac_owner(mac)`, "node/n3")."""
     by_key: dict[str, set[str]] = defaultdict(set)
     for placement in placements:
         name = placement.owner or placement.ip

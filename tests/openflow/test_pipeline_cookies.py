@@ -74,10 +74,11 @@ def test_fixed_flows_name_their_port_or_learn_mac_or_the_pipeline() -> None:
 
 def test_ipvlan_placements_sharing_a_mac_and_a_link_local_share_its_flows() -> None:
     """Two ipvlan pods of n1 in different IPv6 prefixes with the same interface id: one link-local."""
-    state = two_node_state(placements=(Placement("fd00::5", N1, PORT_N1, "a/x"), Placement("fd01::5", N1, PORT_N1, "b/y")))
+    first = Placement("fd00::5", N1, PORT_N1, "a/x")
+    state = two_node_state(placements=(first, Placement("fd01::5", N1, PORT_N1, "b/y")))
     flows = desired_flows(state)
     assert len({flow.key for flow in flows}) == len(flows)
-    alone = desired_flows(replace(state, placements=state.placements[:1]))
+    alone = desired_flows(replace(state, placements=(first,)))
     shared = [flow for flow in alone if flow.table == "ingress" and ("eth_src", N1) in flow.match
               and not any(v == "fd00::5" for _, v in flow.match)]
     assert shared and set(shared) <= flows  # the same flows, cookies and all, whoever else is there
