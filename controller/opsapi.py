@@ -126,11 +126,11 @@ class OperatorRoutes:
         if state == "desired":
             return {"dpid": dpid, "state": state, "flows": [flow_json(f, owners) for f in sort_flows(desired)]}
         actual = self._actual(dpid, fabric)
-        if repair and fabric is not None and diff(actual, desired) != ((), ()):
+        to_delete, to_add = diff(actual, desired)
+        if repair and fabric is not None and (to_delete or to_add):
             fabric.resync(dpid)  # answered with what was read; the worker repairs it from now
         if state == "actual":
             return {"dpid": dpid, "state": state, "flows": [flow_json(f, owners) for f in sort_flows(actual)]}
-        to_delete, to_add = diff(actual, desired)
         return {"dpid": dpid, "state": state, "in_sync": not (to_delete or to_add),
                 "to_delete": [flow_json(f, owners) for f in sort_flows(to_delete)],
                 "to_add": [flow_json(f, owners) for f in sort_flows(to_add)]}
