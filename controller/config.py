@@ -61,8 +61,8 @@ import netaddr
 
 from controller.leader import Timing
 from controller.selectors import PoolRules
-from openflow import cookies
 from openflow.model import UnknownDestination
+from openflow.cookies import tag_of
 
 DEFAULT_COOKIE = 0x55AA_0000_0000_0000
 """Its high 16 bits are the tag every flow of ours carries (openflow.cookies; the rest of a flow's
@@ -383,7 +383,7 @@ def _cookie(value: Any) -> int:
     cookie = int(value, 0) if isinstance(value, str) else _int(value)
     if not 0 < cookie < 2**64:
         raise _Reason(f"{value!r} is not a non-zero 64-bit integer")
-    if not cookies.tag_of(cookie):
+    if not tag_of(cookie):
         raise _Reason(f"{value!r} has no tag: its high 16 bits mark the flows that are ours (the rest names "
                       "each flow's purpose and owner), and a zero tag would claim every untagged flow: "
                       f"use e.g. {DEFAULT_COOKIE:#x}")
