@@ -25,12 +25,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from controller import fields
 from controller.agentauth import Authenticator, OperatorTokens, Refused, StaticTokens
-from controller.errors import BadRequest, ConflictError, ControllerError, NotFound, PermanentError, TemporaryError
+from controller.errors import (BadRequest, ConflictError, ControllerError, NotFound, PermanentError, SwitchUnavailable,
+                               TemporaryError)
 from controller.logs import kv
+from controller.metrics import ROUTE_KEY
 from controller.opsapi import OperatorRoutes
 from controller.service import Attachment, PodRequest, Service
 from controller.store import Pod
@@ -76,11 +78,12 @@ class Route:
     pattern: re.Pattern[str]
     handler: str
     auth: Auth
+    path: str  # the pattern as written: the `route` of metrics and logs (bounded, unlike paths)
 
 
 def _route(method: str, path: str, handler: str, auth: Auth = Auth.NODE) -> Route:
     pattern = re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", path)
-    return Route(method, re.compile(pattern + r"\Z"), handler, auth)
+    return Route(method, re.compile(pattern + r"\Z"), handler, auth, path)
 
 
 ROUTES = (
@@ -98,6 +101,7 @@ ROUTES = (
     _route("GET", "/v1/pools", "list_pools", Auth.OPERATOR),
     _route("GET", "/v1/nodes", "list_nodes", Auth.OPERATOR),
     _route("GET", "/v1/pods", "list_all_pods", Auth.OPERATOR),
+    _route("GET", "/v1/topology", "topology", Auth.OPERATOR),
 )
 
 
@@ -142,6 +146,7 @@ class Api(OperatorRoutes):
 
     def _handle(self, environ: Environ, method: str, path: str) -> tuple[int, Json]:
         route, params = _match(method, path)
+        cast(dict[str, Any], environ)[ROUTE_KEY] = route.path  # WSGI's environ is a dict: the metrics read it
         handler: Callable[[Request], Json] = getattr(self, route.handler)
         try:  # a field's BadRequest (path, body) and the service's errors alike become their status
             params = fields.path_params(params)
@@ -253,6 +258,14 @@ class Api(OperatorRoutes):
 
     def delete_pod(self, request: Request) -> Json:
         return {"released": self.service.release(request.params["node"], *fields.attachment_key(request.params))}
+
+    def topology(self, request: Request) -> Json:
+        """The fabric: switches (name, connected, link and tree ports), links (state, used, why), the tree."""
+        topology = getattr(self.service.fabric, "topology", None)
+        if topology is None:
+            raise SwitchUnavailable("the fabric's topology is not known yet: the OpenFlow side is not running")
+        status: Json = topology()
+        return status
 
     def placements(self, request: Request) -> Json:
         return {"placements": [

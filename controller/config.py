@@ -19,10 +19,17 @@ gc_grace = 120                       # with a cluster: seconds a new allocation 
 [api]                                # see API_KEYS below: host, port, TLS, connection limits, deadlines
 tls_cert = "/etc/underlay/api.crt"
 tls_key = "/etc/underlay/api.key"
+[metrics]                            # Prometheus metrics (controller/metrics.py); no table: not served
+host = "127.0.0.1"                   # the default; another address only when written here
+port = 9464
 [nodes.n1]                           # token or token_file; optionally dpid and port (pinned uplink),
 token = "secret"                     # mac and ip (pinned identity: registering anything else is refused)
 [switches."0x1"]
+name = "leaf1"                       # optional, for humans (status, logs)
 trusted_ports = [1]
+[[links]]                            # a cable between two switches: "dpid:port" at each end, both
+a = "0x1:5"                          # switches in [switches], no port in two links, none trusted
+b = "0x3:1"                          # or a node's pinned port (controller/topology.py)
 [kubernetes]                         # with store = "kubernetes" (pools are then IPPool objects)
 kubeconfig = "/etc/underlay/kubeconfig"  # or in_cluster = true; optionally context
 leader_election = false              # true: replicas elect a leader with the Lease lease_namespace/lease_name
@@ -53,7 +60,7 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,8 +68,9 @@ import netaddr
 
 from controller.leader import Timing
 from controller.selectors import PoolRules
+from controller.topology import Link, LinkEnd
+from openflow import cookies
 from openflow.model import UnknownDestination
-from openflow.cookies import tag_of
 
 DEFAULT_COOKIE = 0x55AA_0000_0000_0000
 """Its high 16 bits are the tag every flow of ours carries (openflow.cookies; the rest of a flow's
@@ -137,6 +145,7 @@ class NodeConfig:
 class SwitchConfig:
     dpid: int
     trusted_ports: tuple[int, ...] = ()
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +208,14 @@ API_KEYS = """\
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Where Prometheus scrapes the controller (controller/metrics.py): loopback unless written out."""
+
+    host: str = "127.0.0.1"
+    port: int = 9464
+
+
+@dataclass(frozen=True)
 class KubernetesConfig:
     """How to reach the Kubernetes API: a kubeconfig (None: $KUBECONFIG, then ~/.kube/config) or
     the service account of the pod the controller runs in."""
@@ -246,7 +263,9 @@ class Config:
     nodes: Mapping[str, NodeConfig] = field(default_factory=dict)
     switches: Mapping[int, SwitchConfig] = field(default_factory=dict)
     pools: Mapping[str, PoolConfig] = field(default_factory=dict)
+    links: tuple[Link, ...] = ()  # between switches, in the config's order
     kubernetes: KubernetesConfig | None = None  # set by a [kubernetes] table or store = "kubernetes"
+    metrics: MetricsConfig | None = None  # no [metrics] table: no metrics listener
 
     @property
     def default_pool(self) -> PoolConfig:
@@ -295,7 +314,9 @@ def parse(data: Mapping[str, Any], *, base: Path = Path(".")) -> Config:
         switches={sw.dpid: sw for sw in top.each("switches", _switch).values()},
         pools=_default_pool(top.each("pools", _pool)),
         kubernetes=_kubernetes(top, base=base),
+        metrics=_metrics(top.table("metrics")) if "metrics" in data else None,
     )
+    config = replace(config, links=_links(top, config))
     top.done()
     _check_nodes(config)
     _check_pools_disjoint(config.pools.values())
@@ -383,7 +404,7 @@ def _cookie(value: Any) -> int:
     cookie = int(value, 0) if isinstance(value, str) else _int(value)
     if not 0 < cookie < 2**64:
         raise _Reason(f"{value!r} is not a non-zero 64-bit integer")
-    if not tag_of(cookie):
+    if not cookies.tag_of(cookie):
         raise _Reason(f"{value!r} has no tag: its high 16 bits mark the flows that are ours (the rest names "
                       "each flow's purpose and owner), and a zero tag would claim every untagged flow: "
                       f"use e.g. {DEFAULT_COOKIE:#x}")
@@ -574,6 +595,12 @@ def _operator_tokens(table: _Table, *, base: Path) -> tuple[str, ...]:
     return tuple(dict.fromkeys(tokens))
 
 
+def _metrics(table: _Table) -> MetricsConfig:
+    config = MetricsConfig(host=table.get("host", _ip, MetricsConfig.host), port=table.get("port", _port, MetricsConfig.port))
+    table.done()
+    return config
+
+
 def _kubernetes(top: _Table, *, base: Path) -> KubernetesConfig | None:
     if "kubernetes" not in top.data and top.data.get("store") != KUBERNETES_STORE:
         top.seen.add("kubernetes")
@@ -690,7 +717,46 @@ def _switch(table: _Table, name: str) -> SwitchConfig:
         dpid = _dpid(name)
     except ValueError as err:
         raise ConfigError(f"{table.name}: {name!r} is not a datapath id") from err
-    return SwitchConfig(dpid=dpid, trusted_ports=table.get("trusted_ports", _list(_ofport), ()))
+    return SwitchConfig(dpid=dpid, trusted_ports=table.get("trusted_ports", _list(_ofport), ()),
+                        name=table.get("name", _str, None))
+
+
+def _link_end(value: Any) -> LinkEnd:
+    """a "dpid:port" string (e.g. "0x1:5")"""
+    end = LinkEnd.parse(_str(value))
+    _dpid(end.dpid), _ofport(end.port)
+    return end
+
+
+def _links(top: _Table, config: Config) -> tuple[Link, ...]:
+    """The `[[links]]` tables. Each end on a configured switch, on a port no other link, trusted port
+    or pinned node port uses: a link port is unchecked like a trusted port but carries no node."""
+    top.seen.add("links")
+    raw = top.data.get("links", [])
+    if not isinstance(raw, list):
+        raise ConfigError("links: expected an array of tables [[links]] with a and b")
+    pinned = {(node.dpid, node.port): node.name for node in config.nodes.values() if node.port is not None}
+    used: dict[LinkEnd, str] = {}
+    links = []
+    for index, data in enumerate(raw):
+        table = _Table(data, f"links[{index}]")
+        ends = table.get("a", _link_end), table.get("b", _link_end)
+        table.done()
+        if ends[0].dpid == ends[1].dpid:
+            raise ConfigError(f"{table.name}: a and b are both on switch {ends[0].dpid:#x}: a link joins two switches")
+        for name, end in zip("ab", ends):
+            key, switch = table.key(name), config.switches.get(end.dpid)
+            if switch is None:
+                raise ConfigError(f"{key}: switch {end.dpid:#x} is not configured (add [switches.\"{end.dpid:#x}\"])")
+            if end in used:
+                raise ConfigError(f"{key}: port {end} is already {used[end]}")
+            if end.port in switch.trusted_ports:
+                raise ConfigError(f"{key}: port {end} is a trusted port of switch {end.dpid:#x}")
+            if (end.dpid, end.port) in pinned:
+                raise ConfigError(f"{key}: port {end} is node {pinned[end.dpid, end.port]}'s pinned port")
+            used[end] = key
+        links.append(Link(*ends))
+    return tuple(links)
 
 
 def _route(value: Any) -> Route:

@@ -337,6 +337,8 @@ class Request(HTTPRequest):
     def simple_response(self, status: Any, msg: Any = "") -> None:
         """The server's own answer (cheroot calls this too): JSON, and the connection closes."""
         code = int(str(status)[:3])
+        if self.server.answered is not None:
+            self.server.answered(None, code)
         reason = "internal error" if code == 500 else str(msg) or HTTPStatus(code).phrase.lower()
         epoch = getattr(self.server.wsgi_app, "epoch", None)  # the API's, in every answer (API.md)
         body = json.dumps({"error": reason, **({"epoch": epoch} if epoch is not None else {})}).encode()
@@ -352,7 +354,13 @@ class Request(HTTPRequest):
 
 class Gateway(wsgi.Gateway_10):
     """cheroot's WSGI gateway with the environ built in fewer steps (it showed in a profile): the
-    part that never changes is made once per server."""
+    part that never changes is made once per server. Each application answer is told to the
+    server's `answered` (the metrics)."""
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if self.req.server.answered is not None:
+            self.req.server.answered(self.env, int(status[:3]))
+        return super().start_response(status, headers, exc_info)
 
     def get_environ(self) -> dict[str, Any]:  # type: ignore[override]  # cheroot's stub says None
         req, conn = self.req, self.req.conn
@@ -418,11 +426,13 @@ class HttpServer(wsgi.Server):
     ConnectionClass = Connection
 
     def __init__(self, app: WsgiApp, host: str, port: int, *, limits: ApiLimits = ApiLimits(),
-                 tls: ssl.SSLContext | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 tls: ssl.SSLContext | None = None, clock: Callable[[], float] = time.monotonic,
+                 answered: Callable[[dict[str, Any] | None, int], None] | None = None) -> None:
+        """`answered(environ, status)` is told every answer (environ None: the server's own)."""
         super().__init__((host, port), app, numthreads=limits.threads, server_name="underlay",
                          request_queue_size=BACKLOG, timeout=math.ceil(limits.idle_timeout),
                          shutdown_timeout=SHUTDOWN_GRACE)
-        self.limits, self.tls, self.clock = limits, tls, clock
+        self.limits, self.tls, self.clock, self.answered = limits, tls, clock, answered
         self.gateway = Gateway
         self.prepare()
         self.environ = {"ACTUAL_SERVER_PROTOCOL": self.protocol, "SCRIPT_NAME": "", "SERVER_NAME": self.server_name,

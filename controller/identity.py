@@ -19,6 +19,7 @@ from controller import edge, ipam, nodelife
 from controller.config import KUBERNETES_STORE, Config, NodeConfig
 from controller.errors import BadRequest, ConflictError, ControllerError, NotFound, TemporaryError
 from controller.logs import kv
+from controller.metrics import ControllerMetrics, switch_label
 from controller.store import Mode, Node, Pod, Store
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class Identity:
     _macvlan_macs: dict[str, Pod]
     _ipam: ipam.Ipam
     _refusals: edge.Refusals
+    metrics: ControllerMetrics
 
     if TYPE_CHECKING:  # what Service provides
         def switches(self) -> list[int]: ...
@@ -155,7 +157,9 @@ class Identity:
                 tx.put_node(moved)
             self._nodes[node.name] = moved
             self._place_node(node.name)
-        LOG.info(kv("node located", node=node.name, mac=mac, dpid=f"{dpid:x}", port=port, was=node.port))
+            if node.port is not None:  # it was somewhere else: moved, not found for the first time
+                self.metrics.relocations.labels(node.name).inc()
+        LOG.info(kv("node located", node=node.name, mac=mac, switch=switch_label(dpid), port=port, was=node.port))
         return frozenset(d for d in (node.dpid, dpid) if d is not None)
 
     def _refuse_location(self, node: Node, *, dpid: int, port: int) -> bool:
@@ -168,7 +172,7 @@ class Identity:
             return False
         was = "-" if node.dpid is None else f"{node.dpid:x}:{node.port}"
         self._refusals.refuse("node_locations_refused", (node.name, dpid, port), "node location refused",
-                              node=node.name, mac=node.mac, switch=f"{dpid:x}", port=port, held_by=holder,
+                              node=node.name, mac=node.mac, switch=switch_label(dpid), port=port, held_by=holder,
                               located=was, why=why)
         return True
 
@@ -208,7 +212,7 @@ class Identity:
             try:
                 found.update(self.fabric.seen([dpid], cookie=self.config.cookie, mac=mac, ip=ip))
             except TemporaryError as err:
-                LOG.warning(kv("identity check skipped", switch=f"{dpid:x}", mac=mac, ip=ip, error=err))
+                LOG.warning(kv("identity check skipped", switch=switch_label(dpid), mac=mac, ip=ip, error=err))
         return found
 
     # -- pods' MACs ------------------------------------------------------------------------------

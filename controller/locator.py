@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 
 from controller.logs import kv
+from controller.metrics import switch_label
 
 LOG = logging.getLogger("underlay.locator")
 Sighting = tuple[str, int, int]  # (source MAC, dpid, in_port)
@@ -69,4 +70,4 @@ class Locator:
                 for affected in sorted(changed):
                     self._converge(affected)
             except Exception:  # a bug or a store failure: log it with the frame named, keep serving
-                LOG.exception(kv("locating failed", mac=mac, switch=f"{dpid:x}", port=port))
+                LOG.exception(kv("locating failed", mac=mac, switch=switch_label(dpid), port=port))

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controller import config as configuration
+from controller import logs
 from controller.agentauth import Authenticator
 from controller.api import Api
 from controller.errors import ControllerError, SwitchUnavailable
@@ -33,6 +34,9 @@ from controller.httpd import HttpServer, tls_context
 from controller.leader import Election, Timing
 from controller.leading import Leadership, identity
 from controller.leaks import LeakCollector
+from controller.ipam import Usage
+from controller.metrics import ControllerMetrics, serve
+from controller.links import LinkMonitor, links_monitor, start_prober
 from controller.nodelife import NodeLifecycle
 from controller.service import Service
 from controller.store import SqliteStore, Store
@@ -79,6 +83,13 @@ class LateFabric:
             raise SwitchUnavailable("the OpenFlow application is not running yet")
         self.app.resync(dpid)
 
+    def topology(self) -> dict[str, Any]:
+        """The fabric's switches, links and tree (GET /v1/topology)."""
+        if self.app is None:
+            raise SwitchUnavailable("the OpenFlow application is not running yet")
+        status: dict[str, Any] = self.app.links.status(now=time.monotonic())
+        return status
+
     def read_flows(self, dpid: int, *, cookie: int) -> frozenset[Flow]:
         if self.app is None:
             raise SwitchUnavailable("the OpenFlow application is not running yet")
@@ -93,14 +104,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--store", help='SQLite file, or "kubernetes" (overrides `store`)')
     parser.add_argument("--openflow", metavar="HOST:PORT", help="OpenFlow listen address (overrides [openflow])")
     parser.add_argument("--api", metavar="HOST:PORT", help="REST listen address (overrides [api])")
+    parser.add_argument("--metrics", metavar="HOST:PORT", help="Prometheus metrics listen address (overrides [metrics])")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: info, -vv: debug")
+    parser.add_argument("--log-format", choices=logs.FORMATS, default="text", help="json: one JSON object per line")
     return parser.parse_args(argv)
 
 
 def load_config(args: argparse.Namespace) -> configuration.Config:
     """The config file, with the command line's flags over it."""
     overrides: dict[str, Any] = {"store": args.store} if args.store else {}
-    for section, address in (("openflow", args.openflow), ("api", args.api)):
+    for section, address in (("openflow", args.openflow), ("api", args.api), ("metrics", args.metrics)):
         if address:
             host, _, port = address.rpartition(":")
             if not port.isdigit():
@@ -111,9 +124,9 @@ def load_config(args: argparse.Namespace) -> configuration.Config:
     return config
 
 
-def setup_logging(verbosity: int) -> None:
+def setup_logging(verbosity: int, *, fmt: str = "text") -> None:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity, 2)]
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(level, fmt=fmt)
     logging.getLogger("underlay").setLevel(min(level, logging.INFO))  # our lifecycle lines always show
     logging.getLogger("os_ken").setLevel(max(level, logging.WARNING))
 
@@ -133,13 +146,15 @@ def configure_os_ken(cfg: configuration.OpenFlowConfig) -> None:
         conf.set_override(key, getattr(cfg, key))
 
 
-def start_openflow(service: Service | None, fabric: LateFabric, *, roles: Leadership | None = None) -> None:
+def start_openflow(service: Service | None, fabric: LateFabric, *, roles: Leadership | None = None,
+                   links: LinkMonitor | None = None, metrics: ControllerMetrics | None = None) -> None:
     from os_ken.base.app_manager import AppManager
 
     manager = AppManager.get_instance()
     manager.load_apps(["controller.ofapp"])
     contexts = manager.create_contexts()
-    contexts["underlay"], contexts["roles"] = service, roles
+    contexts["underlay"], contexts["roles"], contexts["links"] = service, roles, links
+    contexts["metrics"] = metrics
     manager.instantiate_apps(**contexts)
     fabric.app = manager.applications["UnderlayApp"]
 
@@ -152,11 +167,12 @@ def check_free(host: str, port: int) -> None:
         probe.bind((host, port))
 
 
-def serve_api(app: Api | Leadership, cfg: configuration.Config) -> HttpServer:
+def serve_api(app: Api | Leadership, cfg: configuration.Config, *, metrics: ControllerMetrics | None = None) -> HttpServer:
     api = cfg.api
     tls = None if api.tls_cert is None or api.tls_key is None else tls_context(
         cert=api.tls_cert, key=api.tls_key, client_ca=api.tls_client_ca)
-    server = HttpServer(app, api.host, api.port, limits=api.limits, tls=tls)
+    server = HttpServer(app, api.host, api.port, limits=api.limits, tls=tls,
+                        answered=None if metrics is None else metrics.answered)
     threading.Thread(target=server.serve_forever, name="rest-api", daemon=True).start()
     return server
 
@@ -178,7 +194,20 @@ def connect_cluster(cfg: configuration.Config) -> Cluster | None:
     return wiring.start(cfg.kubernetes, with_pools=cfg.store == configuration.KUBERNETES_STORE)
 
 
-def open_service(cfg: configuration.Config, cluster: Cluster | None, fabric: LateFabric) -> Service:
+def serve_metrics(metrics: ControllerMetrics, cfg: configuration.Config, fabric: LateFabric) -> None:
+    """The scrape reads pools from the service (the leader's, once there is one) and switches from
+    the OpenFlow app; served only with a [metrics] table (or --metrics)."""
+    def pools() -> list[Usage]:
+        service = None if fabric.app is None else fabric.app.service
+        return [] if service is None else service.pool_usage()
+
+    metrics.watch(pools=pools, switches=lambda: [] if fabric.app is None else fabric.app.views())
+    if cfg.metrics is not None:
+        serve(metrics.registry, cfg.metrics.host, cfg.metrics.port)
+
+
+def open_service(cfg: configuration.Config, cluster: Cluster | None, fabric: LateFabric,
+                 metrics: ControllerMetrics | None = None) -> Service:
     """The store the config names, loaded, and the service on it. With the Kubernetes store the
     pools are the IPPool objects, loaded before the service starts."""
     store: Store
@@ -188,7 +217,7 @@ def open_service(cfg: configuration.Config, cluster: Cluster | None, fabric: Lat
         cfg = replace(cfg, pools={pool.name: pool for pool in cluster.pools.configs()})
         store = cluster.store(cfg)
     view = None if cluster is None else cluster.view  # with it, pods get what the cluster's objects say
-    service = Service(store, cfg, now=time.time, fabric=fabric, cluster=view)
+    service = Service(store, cfg, now=time.time, fabric=fabric, cluster=view, metrics=metrics)
     if cluster is not None and cluster.pools is not None:
         cluster.pools.bind(service.set_pools)
     return service
@@ -199,7 +228,8 @@ def make_api(service: Service, cfg: configuration.Config, cluster: Cluster | Non
                operators=cfg.api.operator_tokens)
 
 
-def elect(cfg: configuration.Config, cluster: Cluster, fabric: LateFabric, stop: threading.Event) -> Leadership:
+def elect(cfg: configuration.Config, cluster: Cluster, fabric: LateFabric, stop: threading.Event,
+          metrics: ControllerMetrics | None = None) -> Leadership:
     """A replica that leads only while it holds the Lease (controller/leading.py); its election
     starts with `Leadership.start`, once the OpenFlow app exists."""
     from controller.kube.lease import KubeLease
@@ -208,7 +238,8 @@ def elect(cfg: configuration.Config, cluster: Cluster, fabric: LateFabric, stop:
     kube = cfg.kubernetes
 
     def promote(generation: int) -> Api:
-        service = open_service(cfg, cluster, fabric)
+        service = open_service(cfg, cluster, fabric, metrics)
+        fabric.app.links.reset(time.monotonic())  # what it saw as a follower (nothing) is no evidence
         fabric.app.service = service
         start_leak_collector(service, cfg, stop)
         start_node_lifecycle(service, cluster, cfg, stop)
@@ -244,7 +275,7 @@ def start_node_lifecycle(service: Service, cluster: Cluster | None, cfg: configu
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, fmt=args.log_format)
     try:
         cfg = load_config(args)
     except configuration.ConfigError as err:  # it names the file, or the flag
@@ -255,14 +286,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
     fabric = LateFabric()
+    metrics = ControllerMetrics()
     electing = cfg.kubernetes is not None and cfg.kubernetes.leader_election
     try:
         cluster = connect_cluster(cfg)
-        service = None if electing else open_service(cfg, cluster, fabric)  # a replica: once it leads
+        service = None if electing else open_service(cfg, cluster, fabric, metrics)  # a replica: once it leads
     except ControllerError as err:  # the API server cannot be reached, or refuses us
         print(f"underlay-controller: {err}", file=sys.stderr)
         return 1
-    leadership = elect(cfg, cluster, fabric, stop) if electing and cluster is not None else None
+    leadership = elect(cfg, cluster, fabric, stop, metrics) if electing and cluster is not None else None
     try:
         check_free(cfg.openflow.host, cfg.openflow.port)
     except OSError as err:
@@ -272,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         front = make_api(service, cfg, cluster) if service is not None else leadership
         assert front is not None  # without a service, a replica: its leadership answers until it leads
-        api = serve_api(front, cfg)
+        api = serve_api(front, cfg, metrics=metrics)
     except ssl.SSLError as err:
         print(f"underlay-controller: api.tls_cert {cfg.api.tls_cert}, api.tls_key {cfg.api.tls_key}: {err}",
               file=sys.stderr)
@@ -281,12 +313,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"underlay-controller: cannot listen on {cfg.api.host}:{cfg.api.port} (REST API): {err}",
               file=sys.stderr)
         return 1
+    links = links_monitor(cfg, now=time.monotonic())
+    try:
+        serve_metrics(metrics, cfg, fabric)
+    except OSError as err:
+        api.shutdown()
+        assert cfg.metrics is not None  # only a configured listener binds
+        print(f"underlay-controller: cannot listen on {cfg.metrics.host}:{cfg.metrics.port} (metrics): {err}",
+              file=sys.stderr)
+        return 1
     try:
         configure_os_ken(cfg.openflow)
-        start_openflow(service, fabric, roles=leadership)
+        start_openflow(service, fabric, roles=leadership, links=links, metrics=metrics)
     except BaseException:
         api.shutdown()  # its pool's threads would keep the process from exiting
         raise
+    start_prober(links, fabric.app.send_frame, stop)
     if service is not None:
         start_leak_collector(service, cfg, stop)
         start_node_lifecycle(service, cluster, cfg, stop)
@@ -300,8 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    LOG.info("started epoch=%s openflow=%s:%d api=%s://%s:%d store=%s", service and service.epoch, cfg.openflow.host,
-             cfg.openflow.port, cfg.api.scheme, cfg.api.host, cfg.api.port, cfg.store)
+    LOG.info("started epoch=%s openflow=%s:%d api=%s://%s:%d store=%s metrics=%s", service and service.epoch,
+             cfg.openflow.host, cfg.openflow.port, cfg.api.scheme, cfg.api.host, cfg.api.port, cfg.store,
+             "-" if cfg.metrics is None else f"http://{cfg.metrics.host}:{cfg.metrics.port}/metrics")
     while not stop.wait(1.0):
         pass
     LOG.info("stopping epoch=%s", service and service.epoch)

@@ -32,10 +32,15 @@ from os_ken.controller import ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.ofproto import ofproto_v1_3
 
+from controller import lldp
 from controller.errors import SwitchUnavailable
+from controller.links import LinkMonitor
 from controller.locator import Locator
+from controller.metrics import ControllerMetrics, SwitchView, packet_in_reason, switch_label
 from controller.switch import Roles, SessionStatus, SwitchSession
 from openflow.flows import Flow
+from controller.topology import Forwarding, LinkEnd
+from openflow.lldp import ETH_TYPE_LLDP
 from openflow.model import SwitchState
 
 LOG = logging.getLogger("underlay.ofapp")
@@ -67,6 +72,18 @@ def frame_source(frame: bytes) -> str | None:
     return ":".join(f"{octet:02x}" for octet in frame[6:12]) if len(frame) >= 14 else None
 
 
+_LLDP = ETH_TYPE_LLDP.to_bytes(2, "big")
+
+
+def _is_lldp(data: Any) -> bool:
+    return bytes(data[12:14]) == _LLDP
+
+
+def _live(port: Any, ofp: Any) -> bool:
+    """A port with carrier and not administratively down (OpenFlow 1.3 ofp_port state and config)."""
+    return not (port.state & ofp.OFPPS_LINK_DOWN or port.config & ofp.OFPPC_PORT_DOWN)
+
+
 class TokenBucket:
     """At most `rate` events per second, `burst` at once (time passed in, for tests)."""
 
@@ -85,14 +102,20 @@ class TokenBucket:
 class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
 
-    def __init__(self, *args: Any, underlay: Any = None, roles: Roles | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, underlay: Any = None, roles: Roles | None = None, links: LinkMonitor | None = None,
+                 metrics: ControllerMetrics | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.metrics = metrics if metrics is not None else ControllerMetrics()
         self.service = underlay  # controller.service.Service, injected as an os-ken context (a follower: None)
         self.roles = roles  # with leader election: which OpenFlow role to claim (controller/leading.py)
+        self.links = links  # the fabric's links (controller/links.py): told of connects, port status, LLDP
+        if links is not None:
+            links.on_change = self._topology_changed
         self.sessions: dict[int, SwitchSession] = {}
         self._buckets: dict[int, TokenBucket] = {}
+        self._lldp_buckets: dict[int, TokenBucket] = {}
         self._lock = threading.Lock()
-        self.counters = {"packet_ins": 0, "packet_ins_dropped": 0}
+        self.counters = {"packet_ins": 0, "packet_ins_dropped": 0, "lldp_packet_ins": 0}
         self._locator = Locator(lambda mac, dpid, port: self.service.node_located(mac, dpid=dpid, port=port),
                                 self._request_convergence)
 
@@ -119,6 +142,12 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
     def connected(self) -> list[int]:
         with self._lock:
             return sorted(self.sessions)
+
+    def views(self) -> list[SwitchView]:
+        """The connected switches as a metrics scrape sees them."""
+        with self._lock:
+            sessions = list(self.sessions.values())
+        return [session.view() for session in sessions]
 
     def session_status(self, dpid: int) -> SessionStatus | None:
         """The switch's session as operators see it (GET /v1/switches); None: not connected."""
@@ -165,14 +194,20 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
             self._disconnect(datapath)
 
     def _connect(self, datapath: Any) -> None:
-        session = SwitchSession(datapath, self._state_of, roles=self.roles)
+        session = SwitchSession(datapath, self._state_of, roles=self.roles, metrics=self.metrics)
         with self._lock:
             old = self.sessions.pop(datapath.id, None)
             self.sessions[datapath.id] = session
             self._buckets[datapath.id] = TokenBucket(rate=20, burst=50)
+            ports = len(datapath.ports)  # LLDP: about one frame a second per link port, with room
+            self._lldp_buckets[datapath.id] = TokenBucket(rate=10 + 4 * ports, burst=20 + 8 * ports)
         if old:
             old.close()
         LOG.info("switch=%016x event=connected address=%s", datapath.id, datapath.address)
+        if self.links is not None:  # first: a link port found down changes the forwarding it converges to
+            self.links.switch_connected(datapath.id, now=time.monotonic(),
+                                        ports={number: _live(port, datapath.ofproto) for number, port
+                                               in datapath.ports.items()})
         session.start()
 
     def _disconnect(self, datapath: Any) -> None:
@@ -183,6 +218,8 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
             del self.sessions[datapath.id]
         session.close()
         LOG.info("switch=%016x event=disconnected", datapath.id)
+        if self.links is not None:
+            self.links.switch_disconnected(datapath.id, now=time.monotonic())
 
     def _state_of(self, dpid: int) -> SwitchState:
         state: SwitchState = self.service.desired_state(dpid)
@@ -227,18 +264,64 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
         dpid = msg.datapath.id
         if self.service is None:
             return  # a follower (its connection not yet SLAVE): the leader learns from its own copy
+        self.metrics.packet_ins.labels(switch_label(dpid), packet_in_reason(msg.cookie)).inc()
         with self._lock:
-            bucket = self._buckets.get(dpid)
+            bucket = (self._lldp_buckets if _is_lldp(msg.data) else self._buckets).get(dpid)
             self.counters["packet_ins"] += 1
             allowed = bucket is not None and bucket.take(time.monotonic())
             if not allowed:
                 self.counters["packet_ins_dropped"] += 1
         if not allowed:
             return
-        source = frame_source(bytes(msg.data))
+        frame, at = bytes(msg.data), LinkEnd(dpid, msg.match["in_port"])
+        if self.links is not None and _is_lldp(frame) and self.links.watches(at):
+            self._heard(at, frame)
+            return
+        source = frame_source(frame)
         if source is None:
             return
         self._locator.submit(source, dpid=dpid, port=msg.match["in_port"])
+
+    # the fabric's links -------------------------------------------------------------------
+    def _heard(self, at: LinkEnd, frame: bytes) -> None:
+        """An LLDP frame from a link port: ours (some switch port sent it) goes to the monitor."""
+        assert self.links is not None
+        with self._lock:
+            self.counters["lldp_packet_ins"] += 1
+        sender = lldp.parse(frame)
+        if sender is None:
+            LOG.debug("switch=%016x event=foreign-lldp port=%d", at.dpid, at.port)
+            return
+        self.links.heard(at, sender, now=time.monotonic())
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    @kill_on_exception
+    def port_status(self, ev: Any) -> None:
+        """A port went down or up, or was added or deleted: the monitor decides what it means."""
+        msg = ev.msg
+        if self.links is None:
+            return
+        ofp = msg.datapath.ofproto
+        live = msg.reason != ofp.OFPPR_DELETE and _live(msg.desc, ofp)
+        self.links.port_changed(LinkEnd(msg.datapath.id, msg.desc.port_no), live=live, now=time.monotonic())
+
+    def send_frame(self, end: LinkEnd, frame: bytes) -> None:
+        """Send `frame` out of a switch port (the LLDP prober, controller/links.py). A follower
+        sends nothing: its connections are SLAVE, the switch would refuse."""
+        if self.service is None:
+            return
+        with self._lock:
+            session = self.sessions.get(end.dpid)
+        if session is not None:
+            session.packet_out(end.port, frame)
+
+    def _topology_changed(self, forwarding: Forwarding) -> None:
+        """The used links changed: the service computes with the new forwarding, every switch converges."""
+        service = self.service
+        if service is None:
+            return  # a follower writes nothing; it takes the forwarding when it leads
+        service.set_forwarding(forwarding)
+        self.wake()
 
     def wake(self) -> None:
         """The wanted role changed (controller/leading.py): every session claims it now."""

@@ -27,13 +27,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from controller import cluster, edge, intent, ipam, sticky
+from controller import cluster, edge, intent, ipam, sticky, topology
 from controller.config import Config, PoolConfig, Route
 from controller.errors import (AddressInUse, BadRequest, ConflictError, ControllerError, NotFound, PoolCoolingDown,
                                PoolExhausted, TemporaryError)
 from controller.identity import Identity
 from controller.logs import kv
+from controller.metrics import ControllerMetrics, switch_label
 from controller.store import AddressTaken, Mode, Node, Pod, Store, Writes
+from controller.topology import Forwarding
 from openflow.model import Placement, PortRole, SwitchPort, SwitchState
 
 LOG = logging.getLogger("underlay.service")
@@ -131,10 +133,12 @@ class Service(Identity):
         apply_timeout: float = 5.0,
         epoch: str | None = None,
         cluster: intent.ClusterView | None = None,
+        metrics: ControllerMetrics | None = None,
     ) -> None:
         """With a `cluster`, a pod's pool, address, MAC and StatefulSet identity come from the
         cluster's objects (controller/intent.py); without one, from the request alone."""
         self.store, self.config, self.fabric, self.cluster = store, config, fabric, cluster
+        self.metrics = metrics if metrics is not None else ControllerMetrics()
         self.now, self.apply_timeout = now, apply_timeout
         self.epoch = epoch or secrets.token_hex(8)
         self._lock = threading.RLock()
@@ -145,6 +149,9 @@ class Service(Identity):
         self._macvlan_macs: dict[str, Pod] = {}  # a MAC is one pod's: two on a segment break both
         self._index = _PlacementIndex()
         self._refusals = edge.Refusals(now=now)
+        # the fabric's forwarding: every configured link assumed up until controller/links.py says
+        # otherwise (`set_forwarding`), so a restart computes what the switches already hold
+        self.forwarding = topology.compute(config.switches, config.links, configured=config.links)
         self._restore()
 
     def _restore(self) -> None:
@@ -187,6 +194,7 @@ class Service(Identity):
         claims: dict[int, tuple[Pod, bool]] = {}  # request index -> (pod, created by this call)
         try:
             with self._change():
+                watch = self.metrics.stopwatch()  # the steps' times, from holding the lock
                 node = self._registered(node_name)
                 dpid, port = self._location(node_name)
                 if dpid is None or port is None:
@@ -201,8 +209,11 @@ class Service(Identity):
                             claims[index] = self._claim(node, request, tx)
                         except ControllerError as err:  # raised before its pod wrote anything
                             answers[index] = err
+                watch.lap("ipam")
             if claims:
+                watch.lap("store")  # the commit (`_change`), shared with concurrent callers
                 self.fabric.apply([dpid], timeout=self.apply_timeout)
+                watch.lap("switch")
         except BaseException:
             self._undo([pod for pod, created in claims.values() if created])
             raise
@@ -456,11 +467,18 @@ class Service(Identity):
             located = {self._location(name)[0] for name in self._nodes}
         return sorted({*self.config.switches, *(d for d in located if d is not None)})
 
+    def set_forwarding(self, forwarding: Forwarding) -> None:
+        """The fabric's links changed (controller/links.py): desired states follow it from now on;
+        the caller has every switch converge (one bundle each)."""
+        with self._lock:
+            self.forwarding = forwarding
+
     def desired_state(self, dpid: int) -> SwitchState:
         """What switch `dpid` should hold: trusted ports, node ports, every placement behind them,
         and the MACs of nodes whose port is still to be learned (there, or anywhere if unpinned)."""
         with self._lock:
             ports = {n: SwitchPort(n, PortRole.TRUSTED) for n in self._trusted(dpid)}
+            ports.update({n: SwitchPort(n, PortRole.LINK) for n in self.forwarding.link_ports(dpid)})
             learn = []
             for name, node in self._nodes.items():
                 where, port = self._location(name)
@@ -475,6 +493,7 @@ class Service(Identity):
                 placements=self._index.on(dpid),
                 unknown_destination=self.config.unknown_destination,
                 learn_macs=tuple(sorted(learn)),
+                tree_links=tuple(sorted(self.forwarding.tree_ports(dpid))),
             )
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -485,7 +504,11 @@ class Service(Identity):
         caller answers only once its change is durable, and concurrent callers share a commit."""
         with self._lock:
             yield
-        self.store.sync()
+        try:
+            self.store.sync()
+        except Exception:
+            self.metrics.store_failures.inc()
+            raise
 
     def _registered(self, name: str) -> Node:
         node = self._nodes.get(name)
@@ -590,7 +613,7 @@ class Service(Identity):
             try:
                 self.fabric.apply([dpid], timeout=self.apply_timeout)
             except TemporaryError as err:
-                LOG.warning(kv("switch not converged", why=why, switch=f"{dpid:x}", error=err))
+                LOG.warning(kv("switch not converged", why=why, switch=switch_label(dpid), error=err))
 
 
 class _PlacementIndex:

@@ -33,6 +33,7 @@ error would spin it), and logs an error once, not on every attempt; a success re
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from controller.errors import SwitchUnavailable
+from controller.metrics import ControllerMetrics, SwitchView, switch_label
 from openflow import ofmsg
 from openflow.diff import diff
 from openflow.flows import Flow
@@ -133,7 +135,8 @@ class SessionStatus:
 class SwitchSession:
     def __init__(self, datapath: Any, state_of: Callable[[int], SwitchState], *,
                  clock: Callable[[], float] = time.monotonic, backoff: Backoff | None = None,
-                 roles: Roles | None = None, wall: Callable[[], float] = time.time) -> None:
+                 roles: Roles | None = None, wall: Callable[[], float] = time.time,
+                 metrics: ControllerMetrics | None = None) -> None:
         """Without `roles` (no leader election) the connection keeps OpenFlow's EQUAL role.
         `wall` stamps the last convergence for operators (`status`); `clock` times the retries."""
         self.datapath = datapath
@@ -164,6 +167,10 @@ class SwitchSession:
         self._bundle_xids: tuple[int, int] = (0, 0)  # (first xid, count) of the bundle in flight
         self._bundle_errors: list[str] = []
         self.counters = SwitchCounters()
+        metrics = metrics if metrics is not None else ControllerMetrics()
+        label = switch_label(self.dpid)
+        self._flow_mods, self._bundles = metrics.flow_mods.labels(label), metrics.bundles.labels(label)
+        self._convergence, self._clock_seconds = metrics.convergence.labels(label), metrics.clock
         self._worker = threading.Thread(target=self._run, name=f"switch-{self.dpid:016x}", daemon=True)
 
     # called from any thread ----------------------------------------------------------------
@@ -232,6 +239,16 @@ class SwitchSession:
         the caller's thread beside the worker's bundles; raises SwitchUnavailable."""
         replies = self._request(ofmsg.seen_request(self.datapath, cookie, mac=mac, ip=ip))
         return ofmsg.parse_seen_ports(stat for reply in replies for stat in reply.body)
+
+    def packet_out(self, port: int, frame: bytes) -> None:
+        """Send `frame` out of `port` (LLDP probes, controller/links.py): fire and forget, from the
+        caller's thread, with an xid of its own (no reply is awaited)."""
+        parser, ofp = self.datapath.ofproto_parser, self.datapath.ofproto
+        msg = parser.OFPPacketOut(self.datapath, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
+                                  actions=[parser.OFPActionOutput(port)], data=frame)
+        msg.set_xid(self._reserve_xids(1))
+        if not self._closed:
+            self.datapath.send_msg(msg)
 
     def read_flows(self, *, cookie: int) -> frozenset[Flow]:
         """What the switch holds under the controller's `cookie`, read now (flow stats), as the
@@ -350,7 +367,17 @@ class SwitchSession:
             return None
         return int(reply.generation_id)
 
+    def view(self) -> SwitchView:
+        """Its role and desired flows per table, for a scrape (a copy of the set: taken at once)."""
+        flows = collections.Counter(flow.table for flow in self._desired.flows)
+        return SwitchView(self.dpid, self.status().role, dict(flows))
+
     def _converge_once(self) -> None:
+        started = self._clock_seconds()
+        self._reconcile()
+        self._convergence.observe(self._clock_seconds() - started)
+
+    def _reconcile(self) -> None:
         state = self._state_of(self.dpid)
         appeared, vanished = self._desired.update(state)
         with self._lock:
@@ -398,6 +425,8 @@ class SwitchSession:
                 raise SwitchUnavailable(f"switch {self.dpid:016x} is disconnected")
             self.counters.flow_mods += len(mods)
             self.counters.bundles += 1
+            self._flow_mods.inc(len(mods))
+            self._bundles.inc()
             self._wait(barrier_xid, "the bundle's barrier")
             errors = [self._pending[xid].error for xid in watched if self._pending[xid].error]
             errors += self._bundle_errors

@@ -190,8 +190,7 @@ class Agent:
             undo.callback(self.store.remove, cid, ifname)
             undo.pop_all()
         self._announce(attachment)
-        log.info("event=add pod=%s container=%s ifname=%s ips=%s mac=%s", pod, cid[:12], ifname,
-                 ",".join(attachment.ips), mac)
+        log.debug("event=add pod=%s container=%s ifname=%s mac=%s", pod, cid[:12], ifname, mac)  # INFO: server.py
         return cni_result(attachment, lease)
 
     def _lease(self, pod: str, req: JsonObject, *, kind: str, ips: list[str], mac: str | None,
@@ -270,7 +269,6 @@ class Agent:
         for step in aside:
             step.result()
         self.store.remove(cid, ifname)
-        log.info("event=del pod=%s container=%s ifname=%s", pod, cid[:12], ifname)
 
     def _remove_link(self, pod: str, netns: str | None, ifname: str) -> None:
         # A runtime calls DEL more than once, and after the netns is gone (node reboot, pod already

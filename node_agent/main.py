@@ -18,6 +18,8 @@ overridable by a flag of the same name:
     shim_ifname = "ulshim0"
     resync_interval = 60
     controller_retry_deadline = 30            # seconds a CNI call waits for a controller that is away
+    metrics = ""                               # HOST:PORT (or :PORT, loopback) for Prometheus; unset: none
+    log_format = "text"                        # or "json": one JSON object per line (controller/logs.py)
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from cni.plugin import DEFAULT_SOCKET
+from controller import logs
+from controller.metrics import parse_listen, serve
 from node_agent.agent import Agent
 from node_agent.controller_client import ControllerClient
+from node_agent.metrics import AgentMetrics
 from node_agent.netlink import NodeNetlink
 from node_agent.retry import DEFAULT_DEADLINE, RetryPolicy
 from node_agent.server import AgentServer
@@ -65,6 +70,8 @@ class AgentConfig:
     resync_interval: float = 60.0
     controller_retry_deadline: float = DEFAULT_DEADLINE  # why 30 s: node_agent/retry.py
     log_level: str = "INFO"
+    metrics: str | None = None
+    log_format: str = "text"
 
 
 def load_config(argv: list[str] | None = None) -> AgentConfig:
@@ -82,12 +89,13 @@ def load_config(argv: list[str] | None = None) -> AgentConfig:
         parser.error(f"{path}: unknown keys {', '.join(sorted(unknown))}")
     values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
     values.setdefault("node", os.environ.get("NODE_NAME") or socket.gethostname())  # NODE_NAME: the downward API's
-    optional = ("netns", "master", "controller_url", "controller_address", "ca_file", "client_cert", "client_key")
+    optional = ("netns", "master", "controller_url", "controller_address", "ca_file", "client_cert", "client_key",
+                "metrics")
     options: dict[str, Any] = {k: (v or None) if k in optional else v for k, v in values.items()}
     return AgentConfig(**options)
 
 
-def build(config: AgentConfig) -> tuple[Agent, AgentServer, Syncer | None]:
+def build(config: AgentConfig, *, metrics: AgentMetrics | None = None) -> tuple[Agent, AgentServer, Syncer | None]:
     client = None
     if config.controller_url:
         try:
@@ -107,7 +115,7 @@ def build(config: AgentConfig) -> tuple[Agent, AgentServer, Syncer | None]:
     if syncer and client:
         agent.rejoin = syncer.catch_up
         client.on_new_epoch = lambda _: syncer.poke()  # a restarted controller hears from us at once
-    return agent, AgentServer(Path(config.socket), agent), syncer
+    return agent, AgentServer(Path(config.socket), agent, metrics=metrics), syncer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,16 +124,27 @@ def main(argv: list[str] | None = None) -> int:
     # replies in Python: at the default 5 ms switch interval, an answer that arrived waits for the
     # GIL longer than the call took (the controller's allocation measured 16 ms instead of 9).
     sys.setswitchinterval(0.0005)
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    agent, server, syncer = build(config)
+    try:
+        logs.configure(config.log_level.upper(), fmt=config.log_format)
+        listen = parse_listen(config.metrics, what="metrics") if config.metrics else None
+    except ValueError as err:
+        raise SystemExit(f"underlay-agent: {err}") from None
+    metrics = AgentMetrics()
+    agent, server, syncer = build(config, metrics=metrics)
+    if listen is not None:
+        try:
+            serve(metrics.registry, *listen)
+        except OSError as err:
+            raise SystemExit(f"underlay-agent: cannot listen on {config.metrics} (metrics): {err}") from None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     server.start()
     if syncer:
         syncer.start()
-    log.info("event=started node=%s socket=%s netns=%s controller=%s", config.node, config.socket,
-             config.netns or "-", config.controller_url or "-")
+    log.info("event=started node=%s socket=%s netns=%s controller=%s metrics=%s", config.node, config.socket,
+             config.netns or "-", config.controller_url or "-",
+             f"http://{listen[0]}:{listen[1]}/metrics" if listen else "-")
     stop.wait()
     if syncer:
         syncer.stop()

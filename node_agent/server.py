@@ -26,7 +26,10 @@ from pathlib import Path
 from cni.plugin import MAX_REQUEST, decode_request
 from cni.spec import (DECODE_FAILURE, INTERNAL, INVALID_CONFIG, CniError, Env, JsonObject, error_answer, neutral,
                       respond)
+from controller.logs import kv
 from node_agent.agent import Agent
+from node_agent.metrics import COMMANDS, AgentMetrics
+from node_agent.state import pod_label
 
 log = logging.getLogger("underlay.server")
 READ_TIMEOUT = 30.0  # the plugin sends its whole request at once; a peer that does not is not one
@@ -69,8 +72,9 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     allow_reuse_address = True
     request_queue_size = 256  # a node starting many pods at once must not see connection errors
 
-    def __init__(self, path: Path, agent: Agent) -> None:
+    def __init__(self, path: Path, agent: Agent, *, metrics: AgentMetrics | None = None) -> None:
         self.agent = agent
+        self.metrics = metrics if metrics is not None else AgentMetrics()
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(path.parent, 0o700)
@@ -92,16 +96,23 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         log.exception("event=handler-crash")
 
     def carry_out(self, request: JsonObject) -> JsonObject | None:
-        """The verb, with an unexpected failure logged here and reported as CNI error 100."""
+        """The verb, with an unexpected failure logged here and reported as CNI error 100; its
+        latency and result counted, and told in one line (`_told`)."""
+        started, result, error = self.metrics.clock(), None, None
         try:
-            return self.agent.handle(request)
+            result = self.agent.handle(request)
+            return result
         except CniError as exc:
-            log.info("event=error command=%s container=%s code=%s msg=%r", request.get("command"),
-                     str(request.get("container_id", ""))[:12], exc.code, exc.msg)
+            error = exc
             raise
         except Exception as exc:
             log.exception("event=crash command=%s container=%s", request.get("command"), request.get("container_id"))
-            raise CniError(INTERNAL, f"node agent failed: {type(exc).__name__}: {exc}") from None
+            error = CniError(INTERNAL, f"node agent failed: {type(exc).__name__}: {exc}")
+            raise error from None
+        finally:
+            seconds = self.metrics.clock() - started
+            self.metrics.observe(request.get("command", ""), result=0 if error is None else error.code, seconds=seconds)
+            _told(request, result, error, seconds=seconds)
 
     def run_ipam(self, config: JsonObject, command: str, env: Env, stdin: bytes) -> JsonObject:
         """The IPAM plugin named by `ipam.type`, run in the node's namespace as the runtime would run it."""
@@ -116,6 +127,21 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.shutdown()
         self.server_close()
         self.path.unlink(missing_ok=True)
+
+
+def _told(request: JsonObject, result: JsonObject | None, error: CniError | None, *, seconds: float) -> None:
+    """One line per pod ADD and DEL (at INFO), with its latency and result code (0: success), and
+    per failed CHECK, GC or STATUS; a successful one of those (housekeeping, often) at DEBUG."""
+    command = request.get("command")
+    level = logging.INFO if command in COMMANDS or error is not None else logging.DEBUG
+    if not log.isEnabledFor(level):
+        return
+    args = request.get("args") or {}
+    cid = str(request.get("container_id", ""))
+    ips = ",".join(ip["address"] for ip in (result or {}).get("ips", ())) or None
+    log.log(level, kv("cni", command=command, pod=pod_label(args.get("K8S_POD_NAMESPACE"), args.get("K8S_POD_NAME"), cid),
+                      container=cid[:12], ifname=request.get("ifname"), result=0 if error is None else error.code,
+                      seconds=round(seconds, 4), ips=ips, error=None if error is None else error.msg))
 
 
 def run_ipam(config: JsonObject, command: str, env: Env, stdin: bytes) -> JsonObject:

@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 
 class PortRole(enum.Enum):
     NODE = "node"        # a node's uplink: only what was placed on it may enter
-    TRUSTED = "trusted"  # router/external uplinks, inter-switch links: pass unchecked
+    TRUSTED = "trusted"  # router/external uplinks: pass unchecked, their sources recorded in `seen`
+    LINK = "link"        # an inter-switch link: passes unchecked like TRUSTED, but records nothing in
+                         # `seen` (a source behind it is another switch's to record, at its edge) and
+                         # is never a node's port; remote placements name it as their port
 
 
 class UnknownDestination(enum.Enum):
@@ -57,6 +60,9 @@ class SwitchState:
     # MACs of registered nodes whose switch port is not known yet: the one thing sent to the
     # controller (truncated), so it can learn the port from the packet-in.
     learn_macs: tuple[str, ...] = ()
+    # Its LINK ports on the fabric's loop-free tree: broadcast and unknown traffic go there (and to
+    # its edge and trusted ports); its other LINK ports carry known destinations only (openflow.fabric).
+    tree_links: tuple[int, ...] = ()
 
 
 def link_local(ip: str) -> str:

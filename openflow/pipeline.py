@@ -27,6 +27,8 @@ responder  ARP broadcast request or NS for a placed IP from its owner's port
 l2         placed MAC → its port                                             prio 100
            broadcast/multicast → NORMAL                                      prio 50
            anything else → NORMAL or drop (`SwitchState.unknown_destination`) prio 0
+           (on a switch with inter-switch ports, no NORMAL: per-in-port flood
+           flows along the fabric's tree instead, see openflow.fabric)
 seen       (in_port, eth_src) of every frame, (in_port, arp_spa) of every ARP and
            (in_port, ipv6_src) of every NS and NA from a trusted port, learned
            by the switch itself (cookie `seen_cookie`, expiring SEEN_TIMEOUT
@@ -89,6 +91,7 @@ from openflow.flows import (ARP_REPLY, ARP_REQUEST, BROADCAST, CONTROLLER, ETH_T
                             Learn, Move, Output, SetField, make_flow)
 from openflow import cookies, ipv6
 from openflow.cookies import Purpose
+from openflow.fabric import fabric_flows, is_fabric
 from openflow.model import Placement, PortRole, SwitchState, UnknownDestination
 from openflow.tables import INGRESS, L2, PRIO_ALLOW, PRIO_ANSWER, PRIO_SKIP_OWNER, RESPONDER, SEEN
 
@@ -125,7 +128,8 @@ def desired_flows(state: SwitchState) -> frozenset[Flow]:
     makes the diff against what the switch holds an identity check."""
     _check(state)
     trusted = _trusted(state)
-    flows = set(_fixed_flows(state, trusted))
+    flows = set(_fixed_flows(state))
+    flows.update(fabric_flows(state))
     for placement in state.placements:
         flows.update(placement_flows(placement, placement.port in trusted, state.cookie))
     return frozenset(flows)
@@ -179,7 +183,8 @@ class DesiredFlows:
 
     def _rebuild(self, state: SwitchState) -> None:
         trusted = _trusted(state)
-        self._counts = Counter(_fixed_flows(state, trusted))
+        self._counts = Counter(_fixed_flows(state))
+        self._counts.update(fabric_flows(state))
         self._by_ip, self._by_mac = {}, {}
         for placement in state.placements:
             self._add(placement, trusted, state.cookie)
@@ -220,24 +225,29 @@ def _as_set(placements: tuple[Placement, ...] | frozenset[Placement]) -> frozens
 
 
 def _fixed_part(state: SwitchState) -> tuple[object, ...]:
-    return (state.cookie, state.ports, state.learn_macs, state.unknown_destination)
+    roles = tuple((port.number, port.role) for port in state.ports)  # SwitchPort compares numbers only
+    return (state.cookie, roles, state.learn_macs, state.unknown_destination, state.tree_links)
 
 
 def _trusted(state: SwitchState) -> frozenset[int]:
-    return frozenset(port.number for port in state.ports if port.role is PortRole.TRUSTED)
+    """The ports whose placements get no port security (the edge is elsewhere): trusted and link ports."""
+    return frozenset(port.number for port in state.ports if port.role in _UNCHECKED)
 
 
-def _fixed_flows(state: SwitchState, trusted: frozenset[int]) -> Iterator[Flow]:
+_UNCHECKED = (PortRole.TRUSTED, PortRole.LINK)
+
+
+def _fixed_flows(state: SwitchState) -> Iterator[Flow]:
     """The flows that name no placement: table defaults (purpose pipeline), learn MACs (owned by
-    the MAC), trusted ports (owned by the port)."""
+    the MAC), trusted ports (owned by the port). A fabric's link and flood flows: openflow.fabric."""
     tag = state.cookie
-    yield from _table_defaults(state.unknown_destination, tag)
+    yield from _table_defaults(state.unknown_destination, tag, fabric=is_fabric(state))
     for mac in state.learn_macs:
         yield make_flow(INGRESS, PRIO_LEARN, {"eth_src": mac, "vlan_vid": OFPVID_NONE},
                         actions=(Output(CONTROLLER, LEARN_MAX_LEN),),
                         cookie=cookies.make(tag, Purpose.LEARN, cookies.mac_owner(mac)))
     seen_mac, seen_ip, seen_ip6 = _seen_records(state.cookie)
-    for number in sorted(trusted):
+    for number in sorted(port.number for port in state.ports if port.role is PortRole.TRUSTED):
         cookie = cookies.make(tag, Purpose.TRUSTED, cookies.port_owner(number))
         yield make_flow(INGRESS, PRIO_TRUSTED_ARP, {"in_port": number, "eth_type": ETH_TYPE_ARP},
                         actions=(seen_mac, seen_ip), goto=RESPONDER, cookie=cookie)
@@ -307,12 +317,14 @@ def vlan_vid(vlan: int | None) -> int:
     return OFPVID_NONE if vlan is None else OFPVID_PRESENT | vlan
 
 
-def _table_defaults(unknown: UnknownDestination, tag: int) -> Iterator[Flow]:
+def _table_defaults(unknown: UnknownDestination, tag: int, *, fabric: bool) -> Iterator[Flow]:
+    """A fabric switch floods with explicit flows along the tree (openflow.fabric), never NORMAL."""
     cookie = cookies.make(tag, Purpose.PIPELINE)
     yield make_flow(INGRESS, PRIO_MISS, {}, cookie=cookie)  # the explicit drop
     yield make_flow(RESPONDER, PRIO_MISS, {}, goto=L2, cookie=cookie)
-    yield make_flow(L2, PRIO_MULTICAST, {"eth_dst": MULTICAST}, actions=(Output(NORMAL),), cookie=cookie)
-    miss = (Output(NORMAL),) if unknown is UnknownDestination.NORMAL else ()
+    if not fabric:
+        yield make_flow(L2, PRIO_MULTICAST, {"eth_dst": MULTICAST}, actions=(Output(NORMAL),), cookie=cookie)
+    miss = (Output(NORMAL),) if unknown is UnknownDestination.NORMAL and not fabric else ()
     yield make_flow(L2, PRIO_MISS, {}, actions=miss, cookie=cookie)
     yield ipv6.reply_flow(tag)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from deploy.k8s.testenv import MissingBinary, StartFailed
 from deploy.lab.control import ApiError, ControllerDied
-from deploy.lab import kubedemo, labtrace, netns
+from deploy.lab import kubedemo, labmetrics, labtrace, netns
 from deploy.lab.kubelab import KubeLabError
 from deploy.lab.lab import DEFAULT_STATE_DIR, SUBNET, Lab, LabError, LabState
 from deploy.lab.umlnode import NodeFailed
@@ -123,7 +123,8 @@ def controller_json(lab: Lab, state: LabState) -> dict[str, Any]:
     if state.kubernetes.get("in_cluster"):
         return {"controller": lab.rig.ovs.vsctl("get-controller", state.bridge).split()}
     controller = lab.controller(state)
-    return {"controller": f"tcp:127.0.0.1:{6653}", "api": controller.url, "api_ca_file": str(controller.ca_file)}
+    return {"controller": f"tcp:127.0.0.1:{6653}", "api": controller.url, "api_ca_file": str(controller.ca_file),
+            "metrics": {what: f"http://{labmetrics.HOST}:{port}/metrics" for what, port in labmetrics.endpoints(state.nodes).items()}}
 
 
 def print_table(lab: Lab, state: LabState) -> None:
@@ -134,6 +135,8 @@ def print_table(lab: Lab, state: LabState) -> None:
     ext6 = f" and {state.external['ip6']}" if state.dual_stack else ""
     print(f"\nexternal host: {state.external['ip']}{ext6} (netns {state.external['netns']}); "
           f"switch: bridge {state.bridge}; run in a pod: underlay-lab exec <pod> -- ip addr")
+    if not state.kubernetes.get("in_cluster"):
+        print(labmetrics.describe(state.nodes, ns=lab.rig.mgmt_ns))
     if state.kubernetes:
         print(f"kubernetes: kubectl --kubeconfig {state.kubernetes['kubeconfig']} get pods -o wide "
               f"(the controller's store: {state.kubernetes['store']})")

@@ -50,7 +50,8 @@ def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mappin
                   pool: PoolSpec, openflow_port: int, api_port: int, api_host: str = "127.0.0.1",
                   api_tls: pki.ServerFiles | None = None, api_limits: Mapping[str, float] | None = None,
                   cooldown: float = 0, resync_grace: float = 60, kubeconfig: Path | None = None,
-                  election: Mapping[str, Any] | None = None, operator_token_file: Path | None = None) -> str:
+                  election: Mapping[str, Any] | None = None, operator_token_file: Path | None = None,
+                  metrics_port: int | None = None) -> str:
     """The controller's TOML config for a rig (see controller/config.py for every key). With a
     `kubeconfig` the store is the Kubernetes API (pools are then IPPool objects; the [pools] table
     stays, unused, so the config reads the same either way); `election` adds [kubernetes] keys
@@ -62,6 +63,7 @@ def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mappin
     lines += [f'tls_cert = "{api_tls.cert}"', f'tls_key = "{api_tls.key}"'] if api_tls else ["plaintext = true"]
     lines += [f"{key} = {value}" for key, value in (api_limits or {}).items()]
     lines += [f'operator_token_file = "{operator_token_file}"'] if operator_token_file else []
+    lines += ["[metrics]", 'host = "127.0.0.1"', f"port = {metrics_port}"] if metrics_port else []
     for node in nodes.values():
         lines += [f"[nodes.{node.name}]", f'token = "{node.token}"']
         lines += [f"dpid = {node.dpid}"] if node.dpid is not None else []
@@ -108,6 +110,7 @@ class Controller:
     api_limits: dict[str, float] = field(default_factory=dict)  # [api] limits (controller/config.py)
     election: dict[str, Any] = field(default_factory=dict)  # [kubernetes] election keys, with kubeconfig
     identity: str | None = None  # the replica's name in the Lease (its POD_NAME)
+    metrics_port: int | None = None  # Prometheus metrics on 127.0.0.1 in `ns` ([metrics]); None: none
 
     @property
     def pidfile(self) -> Path:
@@ -146,7 +149,7 @@ class Controller:
             store=self.workdir / "store.sqlite", nodes=self.nodes, trusted=self.trusted, pool=self.pool,
             openflow_port=self.openflow_port, api_port=self.api_port, api_host=self.api_host,
             api_tls=api_tls, api_limits=self.api_limits, resync_grace=self.resync_grace, kubeconfig=self.kubeconfig,
-            election=self.election, operator_token_file=self.operator_token_file))
+            election=self.election, operator_token_file=self.operator_token_file, metrics_port=self.metrics_port))
         self.config_path.chmod(0o600)  # it holds the node tokens
 
     def start(self, *, timeout: float = 20) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 from cni import install
 from deploy.k8s.testenv import SERVICE_CIDR
-from deploy.lab import frames, incluster, netns, rig, statefile, transfer, umlnode
+from deploy.lab import frames, incluster, labmetrics, netns, rig, statefile, transfer, umlnode
 from deploy.lab.control import Controller, NodeSpec, PoolSpec
 from deploy.lab.kubelab import KubeSide, controller_store
 from deploy.lab.process import start_daemon, stop_pidfile, wait_until
@@ -158,7 +158,7 @@ class Lab:
                                   *((state.controller_port,) if state.controller_port else ()))},
             pool=lab_pool(dual_stack=state.dual_stack), openflow_port=OPENFLOW_PORT, api_port=API_PORT,
             api_host=state.api_host, kubeconfig=Path(state.kubernetes["kubeconfig"])
-            if state.kubernetes.get("store") == "kubernetes" else None)
+            if state.kubernetes.get("store") == "kubernetes" else None, metrics_port=labmetrics.CONTROLLER_PORT)
 
     # -- up / down ---------------------------------------------------------------------------
     def up(self, *, nodes: int = 2, pods_per_node: int = 2, mode: str = "macvlan",
@@ -393,7 +393,7 @@ class Lab:
         return [sys.executable, "-m", "node_agent.main", "--node", node.name,
                 *self.controller(state).agent_args(), "--token-file", str(directory / "token"),
                 "--socket", node.agent_socket, "--master", "eth0", "--state-dir", str(directory / "state"),
-                *(["--netns", node.netns] if node.netns else [])]
+                *(["--netns", node.netns] if node.netns else []), *labmetrics.agent_flags(state.nodes, node.name)]
 
     def _launch_agent(self, node: NodeInfo, state: LabState) -> None:
         directory = self._node_dir(node.name)

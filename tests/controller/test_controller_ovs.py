@@ -11,7 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from deploy.lab import frames, netns
+from prometheus_client.parser import text_string_to_metric_families
+
+from controller.metrics import packet_in_reason
+from deploy.lab import frames, labmetrics, netns
 from deploy.lab.control import ApiError, Controller, NodeSpec, PoolSpec
 
 pytestmark = pytest.mark.rig
@@ -40,6 +43,7 @@ def _segment(rig, bridge, make_host, *, pinned: bool):
         nodes={n.name: NodeSpec(n.name, dpid=dpid, port=n.ofport) if pinned else NodeSpec(n.name) for n in (n1, n2)},
         trusted={dpid: (ext.ofport,)},
         pool=PoolSpec("198.18.0.0/24", ranges=("198.18.0.100-198.18.0.250",)),
+        metrics_port=labmetrics.CONTROLLER_PORT,  # on loopback in the rig's own management namespace
     )
     controller.start()
     try:
@@ -187,6 +191,8 @@ def test_node_port_is_learned_from_the_nodes_first_frame_never_from_a_pods(rig, 
     stranger.run("arping", "-c", "2", "-w", "2", "-I", "eth0", ext.ip, check=False)
     assert controller.request("PUT", "/v1/nodes/n1", {"mac": n1.mac, "ip": n1.ip}, node="n1")["port"] is None
 
+    learn = re.findall(r"cookie=(0x[0-9a-f]+),.*actions=.*CONTROLLER", rig.ovs.ofctl("dump-flows", bridge, f"dl_src={n1.mac}"))
+    assert len(learn) == 1, learn  # the flow that sends n1's first frame to the controller: its purpose is the reason
     n1.run("arping", "-c", "1", "-w", "2", "-I", "eth0", ext.ip, check=False)  # the node speaks
     port = _wait_for(lambda: controller.request("PUT", "/v1/nodes/n1", {"mac": n1.mac, "ip": n1.ip},
                                                 node="n1")["port"])
@@ -194,6 +200,10 @@ def test_node_port_is_learned_from_the_nodes_first_frame_never_from_a_pods(rig, 
     pod = place(controller, "n1", "web-0")
     assert [r.sha for r in who_has(ext, pod["ip"])] == [pod["mac"]]
     assert controller.health()["stats"]["packet_ins"] >= 1
+    scraped = text_string_to_metric_families(labmetrics.scrape(rig.mgmt_ns, labmetrics.CONTROLLER_PORT))
+    learned = [s for family in scraped for s in family.samples if s.name == "underlay_packet_ins_total"]
+    assert [(s.labels, s.value >= 1) for s in learned] == [
+        ({"switch": f"{_dpid(rig, bridge):016x}", "reason": packet_in_reason(int(learn[0], 16))}, True)]
 
 
 def _wait_for(probe, timeout: float = 5.0):

@@ -90,4 +90,4 @@ def test_a_failing_decision_is_logged_and_the_next_one_still_runs(caplog: pytest
     located.submit("02:00:00:00:00:02", dpid=1, port=4)
     located.close()
     assert asked == ["02:00:00:00:00:01", "02:00:00:00:00:02"]
-    assert "locating failed mac=02:00:00:00:00:01 switch=1 port=4" in caplog.text
+    assert "locating failed mac=02:00:00:00:00:01 switch=0000000000000001 port=4" in caplog.text

@@ -45,7 +45,7 @@ def test_a_node_is_never_learned_on_a_port_another_node_holds(ready: Service, po
     assert ready.stats()["node_locations_refused"] == 1
     holder = "n1" if port == 4 else "n2"
     (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert line.startswith(f"node location refused node=n3 mac={N3_MAC} switch=1 port={port} held_by={holder} "
+    assert line.startswith(f"node location refused node=n3 mac={N3_MAC} switch=0000000000000001 port={port} held_by={holder} "
                            "located=-"), line
     assert ready.node_located(N3_MAC, dpid=1, port=6) == {1}  # its own frame, on a free port
     assert located(ready, "n3") == 6
