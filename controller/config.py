@@ -16,6 +16,7 @@ gc_interval = 300                    # with a cluster: seconds between the leak 
 gc_grace = 120                       # with a cluster: seconds a new allocation is safe from it
 
 [openflow]                           # host, port, and optionally ctl_privkey, ctl_cert, ca_certs
+audit_interval = 30                  # seconds between reads of a switch's flows that repair hand edits; 0: off
 [api]                                # see API_KEYS below: host, port, TLS, connection limits, deadlines
 tls_cert = "/etc/underlay/api.crt"
 tls_key = "/etc/underlay/api.key"
@@ -66,6 +67,7 @@ from typing import Any, TypeVar
 
 import netaddr
 
+from controller.audit import DEFAULT_INTERVAL as DEFAULT_AUDIT_INTERVAL
 from controller.leader import Timing
 from controller.selectors import PoolRules
 from controller.topology import Link, LinkEnd
@@ -155,6 +157,7 @@ class OpenFlowConfig:
     ctl_privkey: str | None = None
     ctl_cert: str | None = None
     ca_certs: str | None = None
+    audit_interval: float = DEFAULT_AUDIT_INTERVAL  # seconds (controller/audit.py); 0: no audit
 
 
 @dataclass(frozen=True)
@@ -560,7 +563,8 @@ def _openflow(table: _Table) -> OpenFlowConfig:
     if (tls["ctl_privkey"] is None) != (tls["ctl_cert"] is None):
         raise ConfigError(f"{table.name}: ctl_privkey and ctl_cert go together")
     config = OpenFlowConfig(
-        host=table.get("host", _str, defaults.host), port=table.get("port", _port, defaults.port), **tls
+        host=table.get("host", _str, defaults.host), port=table.get("port", _port, defaults.port), **tls,
+        audit_interval=table.get("audit_interval", _seconds, defaults.audit_interval),
     )
     table.done()
     return config

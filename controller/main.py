@@ -147,7 +147,8 @@ def configure_os_ken(cfg: configuration.OpenFlowConfig) -> None:
 
 
 def start_openflow(service: Service | None, fabric: LateFabric, *, roles: Leadership | None = None,
-                   links: LinkMonitor | None = None, metrics: ControllerMetrics | None = None) -> None:
+                   links: LinkMonitor | None = None, metrics: ControllerMetrics | None = None,
+                   audit_interval: float = 0.0) -> None:
     from os_ken.base.app_manager import AppManager
 
     manager = AppManager.get_instance()
@@ -155,6 +156,7 @@ def start_openflow(service: Service | None, fabric: LateFabric, *, roles: Leader
     contexts = manager.create_contexts()
     contexts["underlay"], contexts["roles"], contexts["links"] = service, roles, links
     contexts["metrics"] = metrics
+    contexts["audit_interval"] = audit_interval
     manager.instantiate_apps(**contexts)
     fabric.app = manager.applications["UnderlayApp"]
 
@@ -324,7 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         configure_os_ken(cfg.openflow)
-        start_openflow(service, fabric, roles=leadership, links=links, metrics=metrics)
+        start_openflow(service, fabric, roles=leadership, links=links, metrics=metrics,
+                       audit_interval=cfg.openflow.audit_interval)
     except BaseException:
         api.shutdown()  # its pool's threads would keep the process from exiting
         raise

@@ -103,9 +103,10 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
 
     def __init__(self, *args: Any, underlay: Any = None, roles: Roles | None = None, links: LinkMonitor | None = None,
-                 metrics: ControllerMetrics | None = None, **kwargs: Any) -> None:
+                 metrics: ControllerMetrics | None = None, audit_interval: float = 0.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.metrics = metrics if metrics is not None else ControllerMetrics()
+        self.audit_interval = audit_interval  # seconds between each switch's drift audits (0: none)
         self.service = underlay  # controller.service.Service, injected as an os-ken context (a follower: None)
         self.roles = roles  # with leader election: which OpenFlow role to claim (controller/leading.py)
         self.links = links  # the fabric's links (controller/links.py): told of connects, port status, LLDP
@@ -121,9 +122,13 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     # the Fabric protocol -------------------------------------------------------------------
     def apply(self, dpids: Iterable[int], *, timeout: float) -> None:
-        for dpid in sorted(set(dpids)):
-            with self._lock:
-                session = self.sessions.get(dpid)
+        with self._lock:
+            sessions = [(dpid, self.sessions.get(dpid)) for dpid in sorted(set(dpids))]
+        if len(sessions) > 1:  # a fabric's switches converge at once, not each after the one before
+            for _, waiting in sessions:
+                if waiting is not None:
+                    waiting.request()
+        for dpid, session in sessions:
             if session is None:
                 raise SwitchUnavailable(f"switch {dpid:016x} is not connected")
             session.converge(timeout=timeout)
@@ -194,7 +199,8 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
             self._disconnect(datapath)
 
     def _connect(self, datapath: Any) -> None:
-        session = SwitchSession(datapath, self._state_of, roles=self.roles, metrics=self.metrics)
+        session = SwitchSession(datapath, self._state_of, roles=self.roles, metrics=self.metrics,
+                                audit_interval=self.audit_interval)
         with self._lock:
             old = self.sessions.pop(datapath.id, None)
             self.sessions[datapath.id] = session
@@ -231,6 +237,11 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
     def flow_stats_reply(self, ev: Any) -> None:
         msg = ev.msg
         self._route(msg, more=bool(msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE))
+
+    @set_ev_cls(ofp_event.EventOFPAggregateStatsReply, MAIN_DISPATCHER)
+    @kill_on_exception
+    def aggregate_stats_reply(self, ev: Any) -> None:
+        self._route(ev.msg)
 
     @set_ev_cls(ofp_event.EventOFPRoleReply, MAIN_DISPATCHER)
     @kill_on_exception

@@ -151,6 +151,8 @@ class OperatorRoutes:
             "flows_actual": None if actual is None else len(actual),
             "last_convergence": None if status is None else iso(status.last_convergence),
             "in_sync": in_sync, "error": error or (None if status is None else status.failure),
+            "audit_interval": None if status is None else status.audit_interval,
+            "last_audit": None if status is None else iso(status.last_audit),
             "ports": [{"number": port.number, "role": port.role.value} for port in state.ports],
         }  # fmt: skip
 

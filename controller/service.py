@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from controller import cluster, edge, intent, ipam, sticky, topology
+from controller import cluster, edge, fabricstate, intent, ipam, sticky
 from controller.config import Config, PoolConfig, Route
 from controller.errors import (AddressInUse, BadRequest, ConflictError, ControllerError, NotFound, PoolCoolingDown,
                                PoolExhausted, TemporaryError)
@@ -147,11 +147,9 @@ class Service(Identity):
         self._pods: dict[Key, Pod] = {}
         self._pending: set[Key] = set()
         self._macvlan_macs: dict[str, Pod] = {}  # a MAC is one pod's: two on a segment break both
-        self._index = _PlacementIndex()
+        self._remote = fabricstate.RemotePlacements(fabricstate.from_config(config.switches, config.links))
+        self._index = _PlacementIndex(self._remote)
         self._refusals = edge.Refusals(now=now)
-        # the fabric's forwarding: every configured link assumed up until controller/links.py says
-        # otherwise (`set_forwarding`), so a restart computes what the switches already hold
-        self.forwarding = topology.compute(config.switches, config.links, configured=config.links)
         self._restore()
 
     def _restore(self) -> None:
@@ -212,7 +210,7 @@ class Service(Identity):
                 watch.lap("ipam")
             if claims:
                 watch.lap("store")  # the commit (`_change`), shared with concurrent callers
-                self.fabric.apply([dpid], timeout=self.apply_timeout)
+                self._apply_placed(dpid)
                 watch.lap("switch")
         except BaseException:
             self._undo([pod for pod, created in claims.values() if created])
@@ -467,18 +465,15 @@ class Service(Identity):
             located = {self._location(name)[0] for name in self._nodes}
         return sorted({*self.config.switches, *(d for d in located if d is not None)})
 
-    def set_forwarding(self, forwarding: Forwarding) -> None:
-        """The fabric's links changed (controller/links.py): desired states follow it from now on;
-        the caller has every switch converge (one bundle each)."""
-        with self._lock:
-            self.forwarding = forwarding
-
     def desired_state(self, dpid: int) -> SwitchState:
         """What switch `dpid` should hold: trusted ports, node ports, every placement behind them,
-        and the MACs of nodes whose port is still to be learned (there, or anywhere if unpinned)."""
+        and the MACs of nodes whose port is still to be learned (there, or anywhere if unpinned).
+        In a fabric also its link ports, its part of the tree, and every placement of the switches it
+        reaches, behind its next-hop port towards each (controller/fabricstate.py)."""
         with self._lock:
-            ports = {n: SwitchPort(n, PortRole.TRUSTED) for n in self._trusted(dpid)}
-            ports.update({n: SwitchPort(n, PortRole.LINK) for n in self.forwarding.link_ports(dpid)})
+            forwarding = self._remote.forwarding
+            ports = {n: SwitchPort(n, PortRole.LINK) for n in forwarding.link_ports(dpid)}
+            ports.update({n: SwitchPort(n, PortRole.TRUSTED) for n in self._trusted(dpid)})
             learn = []
             for name, node in self._nodes.items():
                 where, port = self._location(name)
@@ -493,8 +488,47 @@ class Service(Identity):
                 placements=self._index.on(dpid),
                 unknown_destination=self.config.unknown_destination,
                 learn_macs=tuple(sorted(learn)),
-                tree_links=tuple(sorted(self.forwarding.tree_ports(dpid))),
+                tree_links=tuple(sorted(forwarding.tree_ports(dpid))),
             )
+
+    # -- the fabric ------------------------------------------------------------------------------
+
+    @property
+    def forwarding(self) -> Forwarding:
+        return self._remote.forwarding
+
+    def set_forwarding(self, forwarding: Forwarding) -> bool:
+        """The fabric's links changed (controller/links.py): desired states follow it from now on,
+        remote placements re-pointed. The caller has every switch converge (one bundle each): it
+        runs on the OpenFlow event thread, which must not wait for switches. False: no change."""
+        with self._lock:
+            return self._remote.set_forwarding(forwarding)
+
+    def node_located(self, mac: str, *, dpid: int, port: int) -> frozenset[int]:
+        changed = super().node_located(mac, dpid=dpid, port=port)
+        with self._lock:
+            return changed | self._remote.peers(changed)
+
+    def _seen(self, dpids: Iterable[int], *, mac: str | None = None, ip: str | None = None) -> edge.Seen:
+        """In a fabric, a host behind any switch's trusted port is seen: ask every switch that
+        reaches these (controller/identity.py asks a located node's own switch)."""
+        dpids = set(dpids)
+        with self._lock:
+            dpids |= self._remote.peers(dpids)
+        return super()._seen(dpids, mac=mac, ip=ip)
+
+    def _apply_placed(self, dpid: int) -> None:
+        """Converge a switch whose placements were added, and every switch that reaches it, all at
+        once; only the pod's own switch must acknowledge (the others converge on reconnect)."""
+        with self._lock:
+            peers = self._remote.peers({dpid})
+        try:
+            self.fabric.apply([dpid, *peers], timeout=self.apply_timeout)
+        except TemporaryError:
+            if not peers:
+                raise
+            self.fabric.apply([dpid], timeout=self.apply_timeout)
+            self._converge_each(peers, why=f"placements of switch {dpid:x}")
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -609,6 +643,20 @@ class Service(Identity):
         `None` stands for "not located yet": such a node may appear on any switch, so all of them
         must hold the flow that sends its first frame to us."""
         targets = set(self.switches()) if None in dpids else {d for d in dpids if d is not None}
+        with self._lock:
+            together = self._remote.active
+            targets |= self._remote.peers(targets)
+        self._converge_each(targets, why=why, together=together)
+
+    def _converge_each(self, targets: set[int], *, why: str, together: bool = False) -> None:
+        """Best effort, switch by switch; `together` (a fabric's switches) first tries them all at
+        once, so they converge in parallel, and goes one by one only if one of them fails."""
+        if together:
+            try:
+                self.fabric.apply(sorted(targets), timeout=self.apply_timeout)
+                return
+            except TemporaryError:
+                pass  # which one? each on its own: the others still converge
         for dpid in sorted(targets):
             try:
                 self.fabric.apply([dpid], timeout=self.apply_timeout)
@@ -618,11 +666,13 @@ class Service(Identity):
 
 class _PlacementIndex:
     """Each switch's placements as a set kept up to date, so `desired_state` costs a set copy (which
-    reuses the stored hashes) and the switch's `DesiredFlows` diffs it against the last one in C."""
+    reuses the stored hashes) and the switch's `DesiredFlows` diffs it against the last one in C.
+    In a fabric, a switch also holds the others' placements, re-pointed (`RemotePlacements`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, remote: fabricstate.RemotePlacements) -> None:
         self._where: dict[Hashable, list[tuple[int, Placement]]] = {}
         self._on: dict[int, set[Placement]] = {}
+        self._remote = remote
 
     def set(self, key: Hashable, views: Sequence[PlacementView]) -> None:
         self.discard(key)
@@ -631,14 +681,18 @@ class _PlacementIndex:
         placed = [(view.dpid, Placement(view.ip, view.mac, view.port, view.owner)) for view in views]
         for dpid, placement in placed:
             self._on.setdefault(dpid, set()).add(placement)
+            self._remote.added(dpid, placement)
         self._where[key] = placed
 
     def discard(self, key: Hashable) -> None:
         for dpid, placement in self._where.pop(key, ()):
             self._on[dpid].discard(placement)
+            self._remote.removed(dpid, placement)
 
     def on(self, dpid: int) -> frozenset[Placement]:
-        return frozenset(self._on.get(dpid, ()))
+        if not self._remote.active:
+            return frozenset(self._on.get(dpid, ()))
+        return frozenset().union(self._on.get(dpid, ()), *self._remote.on(dpid, self._on))
 
 
 def _lease(pod: Pod) -> ipam.Lease:

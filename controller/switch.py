@@ -8,7 +8,12 @@ while a bundle is in flight are served together by the next one (group commit). 
    masked to `openflow.cookies.TAG_MASK`: any purpose and owner, or an older version's bare cookie)
    and diffs them against the desired set; afterwards, while the switch is known to hold the previous
    desired set, only the change since then (`openflow.pipeline.DesiredFlows`);
-2. sends only the difference inside one atomic ONF bundle, then a barrier, and waits for it.
+2. sends only the difference inside one atomic ONF bundle, then a barrier, and waits for it;
+3. every `audit_interval` seconds (jittered, controller/audit.py) counts our flows per table on the
+   switch and, when a count is off (or every few audits anyway), reads them as in 1 and repairs what
+   was changed by hand, with a WARNING naming what it found: drift is otherwise invisible to a
+   worker that only sends its own changes. Only a writer audits (no election, or MASTER), and on
+   this thread: never a read racing our own bundle.
 
 An unchanged desired state therefore sends zero flow-mods: a controller restart never touches the
 data plane. Only this worker sends on the datapath, so xids and bundle ids never race.
@@ -41,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from controller.audit import AuditSchedule, report_drift
 from controller.errors import SwitchUnavailable
 from controller.metrics import ControllerMetrics, SwitchView, switch_label
 from openflow import ofmsg
@@ -125,20 +131,25 @@ class SwitchCounters:
 @dataclass(frozen=True)
 class SessionStatus:
     """What an operator asks of a connected switch (GET /v1/switches): the role the switch granted
-    us, when it last acknowledged the desired state (wall clock), the failure since, if any."""
+    us, when it last acknowledged the desired state (wall clock), the failure since, if any; how
+    often its flows are audited (0: never) and when that last happened (wall clock): a flow deleted
+    or added by hand is repaired within `audit_interval` seconds (edited in place: controller/audit.py)."""
 
     role: str  # "equal" (no election), "master", "slave", or "none" while the claim is pending
     last_convergence: float | None
     failure: str | None
+    audit_interval: float = 0.0
+    last_audit: float | None = None
 
 
 class SwitchSession:
     def __init__(self, datapath: Any, state_of: Callable[[int], SwitchState], *,
                  clock: Callable[[], float] = time.monotonic, backoff: Backoff | None = None,
                  roles: Roles | None = None, wall: Callable[[], float] = time.time,
-                 metrics: ControllerMetrics | None = None) -> None:
+                 metrics: ControllerMetrics | None = None, audit_interval: float = 0.0) -> None:
         """Without `roles` (no leader election) the connection keeps OpenFlow's EQUAL role.
-        `wall` stamps the last convergence for operators (`status`); `clock` times the retries."""
+        `wall` stamps the last convergence for operators (`status`); `clock` times the retries and
+        the audits (every `audit_interval` seconds, 0: never)."""
         self.datapath = datapath
         self._roles = roles
         self._held: Role | None = None  # the role the switch last granted us
@@ -154,6 +165,8 @@ class SwitchSession:
         self._logged: str | None = None  # the failure last logged: each distinct one is logged once
         self._clock, self._wall = clock, wall
         self._converged_at: float | None = None
+        self._audit = AuditSchedule(audit_interval, clock=clock)
+        self._audited_at: float | None = None
         self._closed = False
         # One lock, two conditions: a new request wakes only the worker, a finished convergence
         # only the callers waiting for it (not every waiter on every request).
@@ -270,7 +283,8 @@ class SwitchSession:
         held = self._held
         role = "equal" if self._roles is None else "none" if held is None else "master" if held.master else "slave"
         failure = self._failure
-        return SessionStatus(role, self._converged_at, None if failure is None else failure.reason)
+        return SessionStatus(role, self._converged_at, None if failure is None else failure.reason,
+                             audit_interval=self._audit.interval, last_audit=self._audited_at)
 
     def on_reply(self, msg: Any, *, more: bool = False, error: str | None = None) -> None:
         """Called from the os-ken event thread with every reply that may be ours."""
@@ -292,23 +306,28 @@ class SwitchSession:
     def _run(self) -> None:
         while True:
             with self._lock:
-                self._work.wait_for(lambda: self._closed or self._role_due()
-                                    or (self._wanted > self._applied and self._master()))
+                while not self._has_work():  # woken by a request, or when an audit falls due
+                    self._work.wait(self._audit.wait() if self._master() else None)
                 if self._closed:
                     return
-                generation = self._wanted
+                generation, audit = self._wanted, self._audit.due()
             try:
                 self._claim_role()
                 if not self._master():  # a follower holds the connection, reads at most, never writes
                     self._succeeded(self._applied)  # its claim went through: no failure to report
                     continue
-                self._converge_once()
+                self._converge_once(audit=audit)
             except Exception as error:  # a bug too: logged with the switch named, the others go on
                 self._in_sync = False  # unknown now: read it again next time
                 self._held = None  # and claim the role again: a newer master may have demoted us
                 self._failed(error)
                 continue
             self._succeeded(generation)
+
+    def _has_work(self) -> bool:
+        """Under the lock: something for the worker to do now."""
+        writes = self._master() and (self._wanted > self._applied or self._audit.due())
+        return self._closed or self._role_due() or writes
 
     def _claim_role(self) -> None:
         """Ask the switch for the role we want, unless it granted that already. A MASTER claim
@@ -372,21 +391,25 @@ class SwitchSession:
         flows = collections.Counter(flow.table for flow in self._desired.flows)
         return SwitchView(self.dpid, self.status().role, dict(flows))
 
-    def _converge_once(self) -> None:
+    def _converge_once(self, *, audit: bool = False) -> None:
         started = self._clock_seconds()
-        self._reconcile()
+        self._reconcile(audit=audit)
         self._convergence.observe(self._clock_seconds() - started)
 
-    def _reconcile(self) -> None:
+    def _reconcile(self, *, audit: bool) -> None:
+        """One convergence; with `audit`, or when the switch's flows are unknown (first time, after
+        a failure), from what the switch holds, read now; otherwise from the change alone."""
         state = self._state_of(self.dpid)
+        if audit and self._in_sync and not self._audit.full_due() and self._counts_agree(state.cookie):
+            self._audit.done(full=False)  # nothing lost or gained: no need to read every flow
+            self._audited_at, audit = self._wall(), False
         appeared, vanished = self._desired.update(state)
-        with self._lock:
+        with self._lock:  # `resync` asked for a full read (an operator's read with repair=true)
             if self._drifted:
                 self._in_sync, self._drifted = False, False
-        if not self._in_sync:  # first time, or after a failure: what does the switch hold?
-            replies = self._request(ofmsg.flow_stats_request(self.datapath, state.cookie))
-            installed = ofmsg.parse_flow_stats(stat for reply in replies for stat in reply.body)
-            to_delete, to_add = diff(installed, self._desired.flows)
+        full, drifted = audit or not self._in_sync, audit and self._in_sync
+        if full:
+            to_delete, to_add = diff(self.read_flows(cookie=state.cookie), self._desired.flows)
         else:  # the switch holds the previous desired set: only the change goes
             to_delete, to_add = diff(vanished, appeared)
         if to_delete or to_add:
@@ -398,6 +421,22 @@ class SwitchSession:
             self._barrier()
         self._in_sync = True
         self._converged_at = self._wall()
+        if full:
+            self._audit.done(full=True)
+            self._audited_at = self._converged_at
+        if drifted:  # what this worker changed itself (a pod came or went meanwhile) is no drift
+            report_drift(self.dpid, missing=len(set(to_add) - appeared), unexpected=len(set(to_delete) - vanished),
+                         interval=self._audit.interval)
+
+    def _counts_agree(self, cookie: int) -> bool:
+        """The audit's cheap look, while the switch should hold exactly our last desired set: as many
+        of our flows in each table we write as we sent there (one OFPMP_AGGREGATE per table)."""
+        for table, count in collections.Counter(flow.table for flow in self._desired.flows).items():
+            (reply,) = self._request(ofmsg.aggregate_request(self.datapath, cookie, table=table))
+            if reply.body.flow_count != count:
+                return False
+        return True
+
 
     def _send_bundle(self, mods: list[bytes]) -> None:
         """All mods in one ONF bundle, applied at its commit: no packet sees half of a change.

@@ -6,8 +6,11 @@ for ever. So, on a fabric switch, broadcast and unknown traffic are forwarded by
 in-port, to the *flood ports* of the switch: its edge ports (node ports), its trusted ports and its
 link ports on the loop-free tree (`SwitchState.tree_links`, from controller/topology.py):
 
-ingress    frame from a link port → responder (unchecked: the edge of the
-           switch it came from checked it; nothing recorded in `seen`)   prio 100
+ingress    LLDP from a link port → CONTROLLER (openflow.lldp)            prio 1000
+           frame from a link port → l2 (unchecked: the edge of the switch it
+           came from checked it; nothing recorded in `seen`; not answered:
+           what crosses a link was not answered where it entered, a pod's
+           own probe or announcement, or for an address nobody has)     prio 100
 l2         broadcast/multicast from flood port P → every other flood port prio 50
            broadcast/multicast from a link port off the tree → drop     prio 50
            unknown unicast from flood port P → every other trusted and
@@ -33,7 +36,7 @@ from openflow import cookies, lldp
 from openflow.cookies import Purpose
 from openflow.flows import MULTICAST, Flow, Output, make_flow
 from openflow.model import PortRole, SwitchState, UnknownDestination
-from openflow.tables import INGRESS, L2, RESPONDER
+from openflow.tables import INGRESS, L2
 
 PRIO_LINK = 100  # as a trusted port's ingress flow (openflow.pipeline.PRIO_TRUSTED)
 PRIO_FLOOD = 50  # as the single switch's broadcast flow
@@ -56,8 +59,8 @@ def fabric_flows(state: SwitchState) -> Iterator[Flow]:
     unknown = state.unknown_destination is UnknownDestination.NORMAL
     yield from lldp.punt_flows(links, state.cookie)  # the controller's LLDP frames back to it
     for port in sorted(links):
-        yield make_flow(INGRESS, PRIO_LINK, {"in_port": port}, goto=RESPONDER,
-                        cookie=_cookie(state, Purpose.FORWARD, port))
+        yield make_flow(INGRESS, PRIO_LINK, {"in_port": port}, goto=L2,
+                        cookie=_cookie(state, Purpose.TRUSTED, port))
     for port in sorted(links - tree):
         yield make_flow(L2, PRIO_FLOOD, {"in_port": port, "eth_dst": MULTICAST}, cookie=_cookie(state, Purpose.FLOOD, port))
     for port in sorted(flood):

@@ -131,6 +131,15 @@ def flow_stats_request(datapath: Any, cookie: int) -> Any:
         parser.OFPMatch())
 
 
+def aggregate_request(datapath: Any, cookie: int, *, table: str) -> Any:
+    """How many flows `flow_stats_request` would read in `table` (OFPMP_AGGREGATE: a count, no
+    flows): the drift audit's cheap look (controller/switch.py)."""
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    like = flow_stats_request(datapath, cookie)
+    return parser.OFPAggregateStatsRequest(datapath, 0, table_id(table), ofp.OFPP_ANY, ofp.OFPG_ANY, like.cookie,
+                                           like.cookie_mask, parser.OFPMatch())
+
+
 def role_request(datapath: Any, *, master: bool | None, generation: int = 0) -> Any:
     """OFPT_ROLE_REQUEST for MASTER or SLAVE with a generation id (an unsigned 64-bit counter the
     switch compares, wrapping, against the largest it has seen: a smaller one is refused as stale);

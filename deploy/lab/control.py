@@ -51,7 +51,7 @@ def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mappin
                   api_tls: pki.ServerFiles | None = None, api_limits: Mapping[str, float] | None = None,
                   cooldown: float = 0, resync_grace: float = 60, kubeconfig: Path | None = None,
                   election: Mapping[str, Any] | None = None, operator_token_file: Path | None = None,
-                  metrics_port: int | None = None) -> str:
+                  metrics_port: int | None = None, audit_interval: float | None = None) -> str:
     """The controller's TOML config for a rig (see controller/config.py for every key). With a
     `kubeconfig` the store is the Kubernetes API (pools are then IPPool objects; the [pools] table
     stays, unused, so the config reads the same either way); `election` adds [kubernetes] keys
@@ -59,6 +59,7 @@ def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mappin
     lines = [f'store = "{"kubernetes" if kubeconfig else store}"', f"release_cooldown = {cooldown}",
              f"resync_grace = {resync_grace}",
              "[openflow]", 'host = "127.0.0.1"', f"port = {openflow_port}",
+             *([f"audit_interval = {audit_interval}"] if audit_interval is not None else []),
              "[api]", f'host = "{api_host}"', f"port = {api_port}"]
     lines += [f'tls_cert = "{api_tls.cert}"', f'tls_key = "{api_tls.key}"'] if api_tls else ["plaintext = true"]
     lines += [f"{key} = {value}" for key, value in (api_limits or {}).items()]
@@ -111,6 +112,7 @@ class Controller:
     election: dict[str, Any] = field(default_factory=dict)  # [kubernetes] election keys, with kubeconfig
     identity: str | None = None  # the replica's name in the Lease (its POD_NAME)
     metrics_port: int | None = None  # Prometheus metrics on 127.0.0.1 in `ns` ([metrics]); None: none
+    audit_interval: float | None = None  # [openflow] audit_interval; None: the controller's default
 
     @property
     def pidfile(self) -> Path:
@@ -149,7 +151,8 @@ class Controller:
             store=self.workdir / "store.sqlite", nodes=self.nodes, trusted=self.trusted, pool=self.pool,
             openflow_port=self.openflow_port, api_port=self.api_port, api_host=self.api_host,
             api_tls=api_tls, api_limits=self.api_limits, resync_grace=self.resync_grace, kubeconfig=self.kubeconfig,
-            election=self.election, operator_token_file=self.operator_token_file, metrics_port=self.metrics_port))
+            election=self.election, operator_token_file=self.operator_token_file, metrics_port=self.metrics_port,
+            audit_interval=self.audit_interval))
         self.config_path.chmod(0o600)  # it holds the node tokens
 
     def start(self, *, timeout: float = 20) -> None:

@@ -163,7 +163,7 @@ class Lab:
     # -- up / down ---------------------------------------------------------------------------
     def up(self, *, nodes: int = 2, pods_per_node: int = 2, mode: str = "macvlan",
            kubernetes: bool = False, dual_stack: bool = False, kubelet: int = 0,
-           images: Sequence[Path] = (), in_cluster: bool = False) -> LabState:
+           images: Sequence[Path] = (), in_cluster: bool = False, audit_interval: float | None = None) -> LabState:
         if mode not in MODES:
             raise LabError(f"--mode {mode}: one of {', '.join(MODES)}")
         if dual_stack and kubernetes:
@@ -198,14 +198,15 @@ class Lab:
             if in_cluster:
                 return self._build_in_cluster(nodes=nodes, pods_per_node=pods_per_node, images=images)
             return self._build(nodes=nodes, pods_per_node=pods_per_node, mode=mode, in_uml=in_uml,
-                               kubernetes=kubernetes, dual_stack=dual_stack, kubelet=kubelet, images=images)
+                               kubernetes=kubernetes, dual_stack=dual_stack, kubelet=kubelet, images=images,
+                               audit_interval=audit_interval)
         except BaseException:
             self.progress("failed: removing what was built")
             self.down()
             raise
 
     def _build(self, *, nodes: int, pods_per_node: int, mode: str, in_uml: bool, kubernetes: bool,
-               dual_stack: bool, kubelet: int, images: Sequence[Path]) -> LabState:
+               dual_stack: bool, kubelet: int, images: Sequence[Path], audit_interval: float | None) -> LabState:
         bridge = self.rig.add_bridge(f"{self.prefix}-sw", controller=f"tcp:127.0.0.1:{OPENFLOW_PORT}")
         dpid = 1
         external = self.rig.add_host("external", bridge, cidr=f"{EXTERNAL_IP}/24")
@@ -235,6 +236,7 @@ class Lab:
         self.progress(f"starting the controller (OpenFlow 127.0.0.1:{OPENFLOW_PORT}, "
                       f"API {state.api_host}:{API_PORT})")
         controller = self.controller(state)
+        controller.audit_interval = audit_interval  # [openflow] audit_interval (None: its default), kept in the config
         controller.write_config()
         controller.start()
         controller.wait_healthy(timeout=20, switches=1)

@@ -90,6 +90,8 @@ def test_defaults() -> None:
     assert config.unknown_destination is UnknownDestination.NORMAL
     assert config.release_cooldown == 30.0
     assert config.openflow.ctl_privkey is None
+    assert config.openflow.audit_interval == 30.0
+    assert parse({"store": "s", "openflow": {"audit_interval": 0}}).openflow.audit_interval == 0.0  # off
     assert config.allow_global_macs is False
 
 
@@ -131,6 +133,7 @@ def test_whole_subnet_is_the_default_range() -> None:
         ({"store": "s", "cookie": "0x99"}, "cookie: '0x99' has no tag: its high 16 bits mark the flows that are ours"),
         ({"store": "s", "unknown_destination": "flood"}, "unknown_destination: 'flood' is not one of \"normal\", \"drop\""),
         ({"store": "s", "release_cooldown": -1}, "release_cooldown: -1 is not a number of seconds"),
+        ({"store": "s", "openflow": {"audit_interval": -5}}, "openflow.audit_interval: -5 is not a number of seconds"),
         ({"store": "s", "api": {"port": 70000}}, "api.port: 70000 is not a port number"),
         ({"store": "s", "api": {"prot": 1}}, "api.prot: unknown key"),
         ({"store": "s", "api": {"plaintext": True, "host": "198.18.0.1"}},

@@ -32,7 +32,7 @@ def unpinned_segment(rig, bridge, make_host):
     yield from _segment(rig, bridge, make_host, pinned=False)
 
 
-def _segment(rig, bridge, make_host, *, pinned: bool):
+def _segment(rig, bridge, make_host, *, pinned: bool, audit_interval: float | None = None):
     rig.ovs.vsctl("set-controller", bridge, "tcp:127.0.0.1:6653")
     n1 = make_host("n1", cidr="198.18.0.11/24")
     n2 = make_host("n2", cidr="198.18.0.12/24")
@@ -44,6 +44,7 @@ def _segment(rig, bridge, make_host, *, pinned: bool):
         trusted={dpid: (ext.ofport,)},
         pool=PoolSpec("198.18.0.0/24", ranges=("198.18.0.100-198.18.0.250",)),
         metrics_port=labmetrics.CONTROLLER_PORT,  # on loopback in the rig's own management namespace
+        audit_interval=audit_interval,
     )
     controller.start()
     try:

@@ -50,7 +50,8 @@ class ModelSwitches(RecordingFabric):
         return [1]
 
     def session_status(self, dpid: int) -> SessionStatus | None:
-        return SessionStatus("equal", 1_800_000_000.0, None) if dpid == 1 else None
+        return SessionStatus("equal", 1_800_000_000.0, None, audit_interval=30.0,
+                             last_audit=1_800_000_010.0) if dpid == 1 else None
 
     def read_flows(self, dpid: int, *, cookie: int) -> frozenset[Flow]:
         if dpid != 1:  # as controller.ofapp says it
@@ -96,6 +97,8 @@ def test_switches_tell_connected_role_flow_counts_and_sync(port: int, fabric: Mo
     assert (one["dpid"], one["connected"], one["role"], one["in_sync"]) == (1, True, "equal", True)
     assert one["flows_desired"] == one["flows_actual"] > 0
     assert one["last_convergence"] == "2027-01-15T08:00:00.000+00:00"
+    assert (one["audit_interval"], one["last_audit"]) == (30.0, "2027-01-15T08:00:10.000+00:00")
+    assert (two["audit_interval"], two["last_audit"]) == (None, None)
     assert (two["dpid"], two["connected"], two["flows_actual"], two["in_sync"], two["role"]) == (2, False, None, None, None)
 
     fabric.held[1] = frozenset(sorted(fabric.held[1], key=Flow.sort_key)[1:])  # one flow deleted by hand

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 from hypothesis import given
-from ofsim import arp_request, ipv4, walk
+from ofsim import arp_request, ipv4, neighbor_solicitation, walk
 from ofstates import N1, N2, P1, PORT_N1, PORT_N2, PORT_ROUTER, ROUTER, states, two_node_state
 
 from openflow import cookies
@@ -84,6 +84,14 @@ def test_unknown_unicast_dropped_when_the_policy_says_drop() -> None:
 def test_arp_for_a_remote_pod_is_answered_on_this_switch(ip: str, mac: str) -> None:
     result = walk(FLOWS, arp_request(src=N2, spa="198.18.0.2", tpa=ip), in_port=PORT_N2)
     assert result.is_output(PORT_N2) and result.only.frame["arp_sha"] == mac
+
+
+def test_a_solicitation_for_a_remote_ipv6_pod_is_answered_on_this_switch() -> None:
+    flows = desired_flows(fabric_state(placements=(*fabric_state().placements,
+                                                   Placement("fd00::32", FAR, OFF_TREE, "default/far"))))
+    ns = neighbor_solicitation(src=ROUTER, ip_src="fd00::fe", target="fd00::32")
+    result = walk(flows, ns, in_port=PORT_ROUTER)
+    assert result.is_output(PORT_ROUTER) and result.only.frame["ipv6_nd_tll"] == FAR
 
 
 @pytest.mark.parametrize(("mac", "port"), [(NEAR, TREE), (FAR, OFF_TREE)])  # shortest path, tree or not
@@ -167,3 +175,10 @@ def test_lone_switch_flows_are_unchanged() -> None:
 
 
 LONE_SWITCH_DIGEST = "aff181327634441e3e2e8174fb07dc677eebb3c60294d79b3aebddd6f283ff61"
+
+
+def test_lldp_from_link_ports_goes_to_the_controller() -> None:
+    lldp = {"eth_src": NEAR, "eth_dst": "01:80:c2:00:00:0e", "vlan_vid": 0, "eth_type": 0x88CC}
+    for port in (TREE, OFF_TREE):
+        assert walk(FLOWS, lldp, in_port=port).only.port == "CONTROLLER"
+    assert walk(FLOWS, {**lldp, "eth_src": N2}, in_port=PORT_N2).dropped  # a pod's LLDP meets port security
