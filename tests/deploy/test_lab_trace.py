@@ -2,11 +2,12 @@
 are deleted by hand on the switch it names the table that drops the packet and says the
 controller will repair it, which the controller then does.
 
-Why this is deterministic: the controller repairs a switch when it reconnects or when a read of
-the switch's flows finds them differing from what it left there (controller/switch.py
-`read_flows`); nothing in the lab reads them on its own. `underlayctl trace` runs ofproto/trace
-(which only simulates) before it reads the switch's flows through the controller, so the packets
-are traced on the switch as the deletion left it, and the repair starts only after that read."""
+Why this is deterministic: the lab runs without the controller's drift audit (audit_interval 0), so
+the controller repairs the switch only when it reconnects or when a read of its flows with
+`repair=true` (what `underlayctl trace` sends) finds them differing. `underlayctl trace` runs
+ofproto/trace (which only simulates) before it reads the switch's flows through the controller, so
+the packets are traced on the switch as the deletion left it, and the repair starts only after
+that read."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labcli import running_lab, status
+from labcli import lab_cli, status
 
 from deploy.lab import netns
 from deploy.lab.lab import Lab
@@ -28,8 +29,12 @@ pytestmark = pytest.mark.rig
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory) -> Any:
     state_dir = tmp_path_factory.mktemp("tracelab")
-    with running_lab(state_dir, "--nodes", "2", "--pods-per-node", "1") as run:
-        yield Lab(state_dir, progress=lambda _: None), status(run)
+    lab = Lab(state_dir, progress=lambda _: None)
+    try:
+        lab.up(nodes=2, pods_per_node=1, audit_interval=0)  # no drift audit: only the trace's read repairs
+        yield lab, status(lab_cli(state_dir))
+    finally:
+        lab.down()
 
 
 def trace(lab: Lab, target: str, *extra: str, status: int = 0) -> dict[str, Any]:
