@@ -12,7 +12,7 @@ from typing import Any
 
 from deploy.k8s.testenv import MissingBinary, StartFailed
 from deploy.lab.control import ApiError, ControllerDied
-from deploy.lab import kubedemo, labmetrics, labtrace, netns
+from deploy.lab import fabriclab, kubedemo, labmetrics, labtrace, netns
 from deploy.lab.kubelab import KubeLabError
 from deploy.lab.lab import DEFAULT_STATE_DIR, SUBNET, Lab, LabError, LabState
 from deploy.lab.umlnode import NodeFailed
@@ -44,6 +44,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--in-cluster", action="store_true",
                     help="with --kubernetes --kubelet N (every node): no lab controller or agents; deploy/kubernetes "
                          "applied (overlay deploy/lab/overlay), so underlay runs as pods")
+    up.add_argument("--topology", default="single", dest="topology_spec", metavar="single|leaf-spine|line:N",
+                    help="one switch (default); 2 spines and 3 leaves (nodes on leaf1/leaf2, the external host on "
+                         "leaf3); or N switches in a row. Cables are veth pairs: `link down|up A B` cuts them")
     status = commands.add_parser("status", help="the lab's switch, nodes, pods and external host")
     status.add_argument("--json", action="store_true")
     run = commands.add_parser("exec", help="run a command in a node, a pod, `external` or `switch`")
@@ -65,6 +68,7 @@ def parser() -> argparse.ArgumentParser:
     restart.add_argument("node", nargs="?")
     restart.add_argument("--kill", action="store_true", help="SIGKILL instead of SIGTERM")
     commands.add_parser("down", help="remove everything the lab made")
+    fabriclab.add_commands(commands)
     return top
 
 
@@ -82,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_up(lab: Lab, args: argparse.Namespace) -> int:
     state = lab.up(nodes=args.nodes, pods_per_node=args.pods_per_node, mode=args.mode, kubernetes=args.kubernetes,
                    dual_stack=args.dual_stack, kubelet=args.kubelet, images=args.images,
-                   in_cluster=args.in_cluster)
+                   in_cluster=args.in_cluster, topology_spec=args.topology_spec)
     print_table(lab, state)
     return 0
 
@@ -113,6 +117,7 @@ def status_json(lab: Lab, state: LabState) -> dict[str, Any]:
         "external": {"netns": state.external["netns"], "ip": state.external["ip"], "mac": state.external["mac"],
                      **({"ip6": state.external["ip6"]} if "ip6" in state.external else {})},
         "dual_stack": state.dual_stack,
+        **({"fabric": fabriclab.status_json(lab, state)} if state.switch_of else {}),
         **({"kubeconfig": state.kubernetes["kubeconfig"], "store": state.kubernetes["store"]}
            if state.kubernetes else {}),
     }
@@ -129,7 +134,8 @@ def controller_json(lab: Lab, state: LabState) -> dict[str, Any]:
 
 def print_table(lab: Lab, state: LabState) -> None:
     rows = [("POD", "NODE", "IP", *(("IPV6",) if state.dual_stack else ()), "MAC", "SWITCH PORT")]
-    rows += [(p.name, p.node, p.ip, *((p.ip6,) if state.dual_stack else ()), p.mac, str(state.nodes[p.node].port))
+    rows += [(p.name, p.node, p.ip, *((p.ip6,) if state.dual_stack else ()), p.mac,
+              ":".join(filter(None, (state.switch_of.get(p.node), str(state.nodes[p.node].port)))))
              for p in lab.pods(state).values()]
     print_rows(rows)
     ext6 = f" and {state.external['ip6']}" if state.dual_stack else ""
@@ -140,6 +146,8 @@ def print_table(lab: Lab, state: LabState) -> None:
     if state.kubernetes:
         print(f"kubernetes: kubectl --kubeconfig {state.kubernetes['kubeconfig']} get pods -o wide "
               f"(the controller's store: {state.kubernetes['store']})")
+    if state.switch_of:
+        fabriclab.print_status(lab, state, print_rows)
 
 
 def print_rows(rows: Sequence[Sequence[str]]) -> None:
@@ -173,6 +181,7 @@ def cmd_pod(lab: Lab, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(lab: Lab, args: argparse.Namespace) -> int:
+    state = lab.state
     rows = lab.demo()
     table = [("POD", "NODE", "IP", "ARP REPLY MAC", "ANSWERED BY", "PING", "TCP")]
     for row in rows:
@@ -211,6 +220,8 @@ def cmd_demo(lab: Lab, args: argparse.Namespace) -> int:
         by_flow = sum(row["nd_answered_by"] == "switch flow" for row in ipv6_rows)
         print(f"IPv6: all {len(ipv6_rows)} pods reached by ping6 and TCP; {by_flow} of {len(ipv6_rows)} Neighbor "
               "Solicitations answered by the switch's responder flows")
+    if state.switch_of and fabriclab.print_demo(lab, state, print_rows):
+        return 1
     traced, text = labtrace.demo_trace(lab, rows[0]["pod"]) if rows else (True, "")
     print(f"\n{text}" if text else "")
     if not traced:
@@ -261,7 +272,7 @@ def cmd_down(lab: Lab, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"up": cmd_up, "status": cmd_status, "exec": cmd_exec, "pod": cmd_pod, "demo": cmd_demo,
-            "restart": cmd_restart, "down": cmd_down}
+            "restart": cmd_restart, "down": cmd_down, "link": fabriclab.cmd_link}
 
 
 if __name__ == "__main__":

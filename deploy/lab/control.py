@@ -51,11 +51,14 @@ def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mappin
                   api_tls: pki.ServerFiles | None = None, api_limits: Mapping[str, float] | None = None,
                   cooldown: float = 0, resync_grace: float = 60, kubeconfig: Path | None = None,
                   election: Mapping[str, Any] | None = None, operator_token_file: Path | None = None,
-                  metrics_port: int | None = None, audit_interval: float | None = None) -> str:
+                  metrics_port: int | None = None, audit_interval: float | None = None,
+                  switch_names: Mapping[int, str] | None = None, links: tuple[tuple[str, str], ...] = ()) -> str:
     """The controller's TOML config for a rig (see controller/config.py for every key). With a
     `kubeconfig` the store is the Kubernetes API (pools are then IPPool objects; the [pools] table
     stays, unused, so the config reads the same either way); `election` adds [kubernetes] keys
-    (leader_election = true, lease_namespace, ...): a replica of several."""
+    (leader_election = true, lease_namespace, ...): a replica of several. A fabric names its switches
+    (`switch_names`, by dpid) and lists its `links` ("dpid:port" at each end); without them the
+    config is a single switch's, as it always was."""
     lines = [f'store = "{"kubernetes" if kubeconfig else store}"', f"release_cooldown = {cooldown}",
              f"resync_grace = {resync_grace}",
              "[openflow]", 'host = "127.0.0.1"', f"port = {openflow_port}",
@@ -69,8 +72,12 @@ def render_config(*, store: Path, nodes: Mapping[str, NodeSpec], trusted: Mappin
         lines += [f"[nodes.{node.name}]", f'token = "{node.token}"']
         lines += [f"dpid = {node.dpid}"] if node.dpid is not None else []
         lines += [f"port = {node.port}"] if node.port is not None else []
-    for dpid, ports in trusted.items():
-        lines += [f'[switches."{dpid}"]', f"trusted_ports = {list(ports)}"]
+    names = switch_names or {}
+    for dpid in {**trusted, **names}:
+        lines += [f'[switches."{dpid}"]', *([f'name = "{names[dpid]}"'] if dpid in names else [])]
+        lines += [f"trusted_ports = {list(trusted[dpid])}"] if dpid in trusted else []
+    for a, b in links:
+        lines += ["[[links]]", f'a = "{a}"', f'b = "{b}"']
     lines += ["[pools.default]", f'subnet = "{pool.subnet}"', f"ranges = {json.dumps(list(pool.ranges))}"]
     lines += [f'gateway = "{pool.gateway}"'] if pool.gateway else []
     lines += [f'subnet6 = "{pool.subnet6}"', f"ranges6 = {json.dumps(list(pool.ranges6))}"] if pool.subnet6 else []
@@ -113,6 +120,8 @@ class Controller:
     identity: str | None = None  # the replica's name in the Lease (its POD_NAME)
     metrics_port: int | None = None  # Prometheus metrics on 127.0.0.1 in `ns` ([metrics]); None: none
     audit_interval: float | None = None  # [openflow] audit_interval; None: the controller's default
+    switch_names: dict[int, str] = field(default_factory=dict)  # a fabric's switches, by dpid
+    links: tuple[tuple[str, str], ...] = ()  # a fabric's cables, "dpid:port" at each end
 
     @property
     def pidfile(self) -> Path:
@@ -152,7 +161,7 @@ class Controller:
             openflow_port=self.openflow_port, api_port=self.api_port, api_host=self.api_host,
             api_tls=api_tls, api_limits=self.api_limits, resync_grace=self.resync_grace, kubeconfig=self.kubeconfig,
             election=self.election, operator_token_file=self.operator_token_file, metrics_port=self.metrics_port,
-            audit_interval=self.audit_interval))
+            audit_interval=self.audit_interval, switch_names=self.switch_names, links=self.links))
         self.config_path.chmod(0o600)  # it holds the node tokens
 
     def start(self, *, timeout: float = 20) -> None:

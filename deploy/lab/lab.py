@@ -27,7 +27,8 @@ from typing import Any
 
 from cni import install
 from deploy.k8s.testenv import SERVICE_CIDR
-from deploy.lab import frames, incluster, labmetrics, netns, rig, statefile, transfer, umlnode
+from deploy.lab import fabric as labfabric
+from deploy.lab import frames, incluster, labmetrics, netns, rig, statefile, topology, transfer, umlnode
 from deploy.lab.control import Controller, NodeSpec, PoolSpec
 from deploy.lab.kubelab import KubeSide, controller_store
 from deploy.lab.process import start_daemon, stop_pidfile, wait_until
@@ -93,6 +94,8 @@ class LabState:
     pods: dict[str, PodInfo] = field(default_factory=dict)  # without Kubernetes; with it, see Lab.pods
     kubernetes: dict[str, str] = field(default_factory=dict)  # kubeconfig and store, with --kubernetes
     dual_stack: bool = False  # every pod gets an IPv6 address too (SUBNET6)
+    topology: str = topology.SINGLE  # --topology (deploy/lab/topology.py); bridge and dpid are the external host's
+    switch_of: dict[str, str] = field(default_factory=dict)  # node (and "external") → its switch, on a fabric
 
     @classmethod
     def load(cls, path: Path) -> LabState:
@@ -150,10 +153,14 @@ class Lab:
             raise LabError("this lab's controller runs as pods (--in-cluster): "
                            f"kubectl -n {incluster.NAMESPACE} get pods, or its logs under each node's kubelet/pod-logs")
         tokens = json.loads((self.workdir / "tokens.json").read_text())
+        fabric = topology.parse(state.topology)
+        dpid_of = {name: fabric.switch(switch).dpid for name, switch in state.switch_of.items()}
         return Controller(
             workdir=self.workdir / "controller", ns=self.rig.mgmt_ns,
-            nodes={n.name: NodeSpec(n.name, dpid=state.dpid, port=n.port, token=tokens[n.name])
+            nodes={n.name: NodeSpec(n.name, dpid=dpid_of.get(n.name, state.dpid), port=n.port, token=tokens[n.name])
                    for n in state.nodes.values()},
+            switch_names={} if fabric.single else {s.dpid: s.name for s in fabric.switches},
+            links=tuple(fabric.config_links()),
             trusted={state.dpid: (state.external["port"],
                                   *((state.controller_port,) if state.controller_port else ()))},
             pool=lab_pool(dual_stack=state.dual_stack), openflow_port=OPENFLOW_PORT, api_port=API_PORT,
@@ -163,7 +170,14 @@ class Lab:
     # -- up / down ---------------------------------------------------------------------------
     def up(self, *, nodes: int = 2, pods_per_node: int = 2, mode: str = "macvlan",
            kubernetes: bool = False, dual_stack: bool = False, kubelet: int = 0,
-           images: Sequence[Path] = (), in_cluster: bool = False, audit_interval: float | None = None) -> LabState:
+           images: Sequence[Path] = (), in_cluster: bool = False, audit_interval: float | None = None,
+           topology_spec: str = topology.SINGLE) -> LabState:
+        try:
+            fabric = topology.parse(topology_spec)
+        except topology.TopologyError as err:
+            raise LabError(str(err)) from None
+        if in_cluster and not fabric.single:
+            raise LabError(f"--topology {topology_spec} with --in-cluster: the in-cluster overlay pins one switch")
         if mode not in MODES:
             raise LabError(f"--mode {mode}: one of {', '.join(MODES)}")
         if dual_stack and kubernetes:
@@ -199,20 +213,25 @@ class Lab:
                 return self._build_in_cluster(nodes=nodes, pods_per_node=pods_per_node, images=images)
             return self._build(nodes=nodes, pods_per_node=pods_per_node, mode=mode, in_uml=in_uml,
                                kubernetes=kubernetes, dual_stack=dual_stack, kubelet=kubelet, images=images,
-                               audit_interval=audit_interval)
+                               audit_interval=audit_interval, fabric=fabric)
         except BaseException:
             self.progress("failed: removing what was built")
             self.down()
             raise
 
     def _build(self, *, nodes: int, pods_per_node: int, mode: str, in_uml: bool, kubernetes: bool,
-               dual_stack: bool, kubelet: int, images: Sequence[Path], audit_interval: float | None) -> LabState:
-        bridge = self.rig.add_bridge(f"{self.prefix}-sw", controller=f"tcp:127.0.0.1:{OPENFLOW_PORT}")
-        dpid = 1
+               dual_stack: bool, kubelet: int, images: Sequence[Path], audit_interval: float | None,
+               fabric: topology.Fabric) -> LabState:
+        if not fabric.single:
+            self.progress(f"building the fabric {fabric.spec}: {len(fabric.switches)} bridges, "
+                          f"{len(fabric.cables)} veth cables")
+        bridges = labfabric.build(self.rig, fabric, prefix=self.prefix, controller=f"tcp:127.0.0.1:{OPENFLOW_PORT}")
+        bridge, dpid = bridges[fabric.external], fabric.switch(fabric.external).dpid
         external = self.rig.add_host("external", bridge, cidr=f"{EXTERNAL_IP}/24")
         state = LabState(prefix=self.prefix, mode=mode, bridge=bridge, dpid=dpid,
                          external={"netns": external.netns, "ip": EXTERNAL_IP, "mac": external.mac,
-                                   "port": external.ofport}, dual_stack=dual_stack)
+                                   "port": external.ofport}, dual_stack=dual_stack, topology=fabric.spec,
+                         switch_of={} if fabric.single else {"external": fabric.external})
         if dual_stack:
             netns.configure_ipv6(external.netns, "eth0", f"{EXTERNAL_IP6}/64", link_local=link_local(EXTERNAL_IP6))
             state.external["ip6"] = EXTERNAL_IP6
@@ -220,7 +239,11 @@ class Lab:
             state.api_host = CONTROLLER_IP
             state.controller_port = self.rig.add_mgmt_address(bridge, f"{CONTROLLER_IP}/24")
         for index in range(1, nodes + 1):
-            node = self._add_uml_node(index, bridge) if in_uml else self._add_netns_node(index, bridge)
+            switch = fabric.node_switch(index, nodes=nodes)
+            on = bridges[switch]
+            node = self._add_uml_node(index, on) if in_uml else self._add_netns_node(index, on)
+            if not fabric.single:
+                state.switch_of[node.name] = switch
             if dual_stack:
                 node.ip6 = ip6_of(node.ip)
                 if node.netns:  # a User-Mode Linux node configures its own at boot
@@ -239,7 +262,7 @@ class Lab:
         controller.audit_interval = audit_interval  # [openflow] audit_interval (None: its default), kept in the config
         controller.write_config()
         controller.start()
-        controller.wait_healthy(timeout=20, switches=1)
+        controller.wait_healthy(timeout=20, switches=len(fabric.switches))
         install.install_binary(self.bin_dir)
         for node in state.nodes.values():
             self.progress(f"starting the node agent of {node.name}"
@@ -552,12 +575,13 @@ class Lab:
 
     def restart(self, what: str, node: str | None = None, *, kill: bool = False) -> None:
         state = self.state
+        switches = len(topology.parse(state.topology).switches)
         if what == "controller":
             self.controller(state).restart(kill=kill)
-            self.controller(state).wait_healthy(timeout=20, switches=1)
+            self.controller(state).wait_healthy(timeout=20, switches=switches)
         elif what == "switch":
             self.rig.ovs.restart_switch(kill=kill)
-            self.controller(state).wait_healthy(timeout=20, switches=1)
+            self.controller(state).wait_healthy(timeout=20, switches=switches)
         elif what == "agent":
             if node not in state.nodes:
                 raise LabError(f"restart agent NODE: one of {', '.join(state.nodes)}")
@@ -580,12 +604,12 @@ class Lab:
         rows = []
         for pod in self.pods(state).values():
             before_flow = self._responder_packets(state, pod.ip)
-            before_packet_ins = controller.health()["stats"].get("packet_ins", 0)
+            before_packet_ins = labfabric.packet_ins(controller.health()["stats"])
             request = frames.Arp(op=1, sha=ext["mac"], spa=ext["ip"], tha="00:00:00:00:00:00", tpa=pod.ip,
                                  eth_src=ext["mac"], eth_dst=frames.BROADCAST)
             replies = frames.arp_exchange(ext["netns"], "eth0", request, timeout=1.0)
             flow_hits = self._responder_packets(state, pod.ip) - before_flow
-            packet_ins = controller.health()["stats"].get("packet_ins", 0) - before_packet_ins
+            packet_ins = labfabric.packet_ins(controller.health()["stats"]) - before_packet_ins
             ping = netns.run(ext["netns"], ["ping", "-n", "-c", "1", "-W", "2", pod.ip], check=False)
             rows.append({
                 "pod": pod.name, "node": pod.node, "ip": pod.ip, "mac": pod.mac,
@@ -607,7 +631,7 @@ class Lab:
         controller, ext = self.controller(state), state.external["netns"]
         netns.run(ext, ["ip", "-6", "neigh", "flush", "to", pod.ip6], check=False)
         before_flow = self._nd_responder_packets(state, pod.ip6)
-        before_packet_ins = controller.health()["stats"].get("packet_ins", 0)
+        before_packet_ins = labfabric.packet_ins(controller.health()["stats"])
         ping6 = netns.run(ext, ["ping", "-n", "-c", "1", "-W", "2", pod.ip6], check=False)
         neighbours = json.loads(netns.run(ext, ["ip", "-j", "-6", "neigh", "show", pod.ip6, "dev", "eth0"]).stdout
                                 or "[]")
@@ -615,7 +639,7 @@ class Lab:
         # revalidators next pass: wait for a full pass, not for some time
         self.rig.ovs.appctl("revalidator/wait")
         flow_hits = self._nd_responder_packets(state, pod.ip6) - before_flow
-        packet_ins = controller.health()["stats"].get("packet_ins", 0) - before_packet_ins
+        packet_ins = labfabric.packet_ins(controller.health()["stats"]) - before_packet_ins
         return {"ip6": pod.ip6, "nd_reply_mac": neighbours[0].get("lladdr") if neighbours else None,
                 "nd_answered_by": "switch flow" if flow_hits > 0 and packet_ins == 0 else
                                   ("controller" if packet_ins else "nobody"),
@@ -639,9 +663,7 @@ class Lab:
                    for m in re.findall(r"n_packets=(\d+)", line))
 
     def _responder_packets(self, state: LabState, ip: str) -> int:
-        dump = self.rig.ovs.ofctl("dump-flows", state.bridge, f"arp,arp_tpa={ip}")
-        return sum(int(m) for line in dump.splitlines() if "IN_PORT" in line
-                   for m in re.findall(r"n_packets=(\d+)", line))
+        return labfabric.responder_packets(self.rig.ovs, state.bridge, ip)
 
 
 def node_conflist(example: dict[str, Any], *, mode: str) -> dict[str, Any]:

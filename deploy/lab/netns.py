@@ -157,6 +157,18 @@ def _ethtool(name: str) -> Ethtool:
         return Ethtool()
 
 
+def set_link_up(name: str, ifname: str, *, up: bool) -> None:
+    """`ip link set ifname up|down` in namespace `name`: down on a veth end is a carrier loss at its peer."""
+    with IPRoute(netns=name) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up" if up else "down")
+
+
+def operstate(name: str, ifname: str) -> str:
+    """The kernel's operational state of `ifname` in namespace `name` ("UP", "DOWN", "LOWERLAYERDOWN")."""
+    with IPRoute(netns=name) as ipr:
+        return str(ipr.get_links(ipr.link_lookup(ifname=ifname)[0])[0].get("IFLA_OPERSTATE"))
+
+
 def delete_link(name: str, ifname: str) -> None:
     """Delete `ifname` in namespace `name`; a missing link or namespace is fine."""
     if not exists(name):

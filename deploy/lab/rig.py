@@ -152,6 +152,11 @@ class Rig:
         self.ovs.add_port(bridge, f"{self.prefix}p{ofport}", ofport)
         return ofport
 
+    def skip_ofports(self, below: int) -> None:
+        """Hand out no port number under `below` from now on: those are numbered by the caller (the
+        lab's inter-switch cables, deploy/lab/fabric.py), on every bridge."""
+        self._next_ofport = max(self._next_ofport, below)
+
     def _take_ofport(self) -> int:
         ofport = self._next_ofport
         self._next_ofport += 1
