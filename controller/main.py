@@ -78,6 +78,11 @@ class LateFabric:
     def session_status(self, dpid: int) -> SessionStatus | None:
         return self.app.session_status(dpid) if self.app is not None else None
 
+    def resync(self, dpid: int) -> None:
+        if self.app is None:
+            raise SwitchUnavailable("the OpenFlow application is not running yet")
+        self.app.resync(dpid)
+
     def topology(self) -> dict[str, Any]:
         """The fabric's switches, links and tree (GET /v1/topology)."""
         if self.app is None:

@@ -160,6 +160,14 @@ class UnderlayApp(app_manager.OSKenApp):  # type: ignore[misc]
             session = self.sessions.get(dpid)
         return None if session is None else session.status()
 
+    def resync(self, dpid: int) -> None:
+        """Switch `dpid` is read again and repaired by its worker (SwitchSession.resync)."""
+        with self._lock:
+            session = self.sessions.get(dpid)
+        if session is None:
+            raise SwitchUnavailable(f"switch {dpid:016x} is not connected: it cannot be repaired now")
+        session.resync()
+
     def read_flows(self, dpid: int, *, cookie: int) -> frozenset[Flow]:
         """The flows switch `dpid` holds under `cookie`, read through its session (flow stats)."""
         with self._lock:

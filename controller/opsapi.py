@@ -38,6 +38,8 @@ class Inspectable(Protocol):
 
     def read_flows(self, dpid: int, *, cookie: int) -> frozenset[Flow]: ...
 
+    def resync(self, dpid: int) -> None: ...
+
 
 def parse_dpid(text: str) -> int:
     """A datapath id as people write it: `0x1` (hex), `0000000000000001` (16 hex digits, as
@@ -49,6 +51,17 @@ def parse_dpid(text: str) -> int:
     if not 0 <= dpid < 2**64:
         raise BadRequest(f"dpid: {text!r} is out of range (64 bits)")
     return dpid
+
+
+def _repair(query: Mapping[str, str], state: str) -> bool:
+    """`repair=true`: a switch found differing from the desired flows is repaired at once (read
+    again and sent the difference by its worker, as on a reconnect), not at its next reconnect."""
+    value = query.get("repair", "false")
+    if value not in ("true", "false"):
+        raise BadRequest(f"repair: {value!r} is not true or false")
+    if value == "true" and state == "desired":
+        raise BadRequest("repair: only with state=actual or state=diff (what the switch holds)")
+    return value == "true"
 
 
 def flow_json(flow: Flow, owners: Mapping[int, str]) -> Json:
@@ -107,14 +120,17 @@ class OperatorRoutes:
         if dpid not in self.service.switches() and (fabric is None or dpid not in fabric.connected()):
             known = ", ".join(f"{d:016x}" for d in self.service.switches()) or "none"
             raise NotFound(f"switch {dpid:016x}: not known to the controller (known: {known})")
+        repair = _repair(request.query, state)
         owners = self._owners(dpid)
         desired = self._desired(dpid)
         if state == "desired":
             return {"dpid": dpid, "state": state, "flows": [flow_json(f, owners) for f in sort_flows(desired)]}
         actual = self._actual(dpid, fabric)
+        to_delete, to_add = diff(actual, desired)
+        if repair and fabric is not None and (to_delete or to_add):
+            fabric.resync(dpid)  # answered with what was read; the worker repairs it from now
         if state == "actual":
             return {"dpid": dpid, "state": state, "flows": [flow_json(f, owners) for f in sort_flows(actual)]}
-        to_delete, to_add = diff(actual, desired)
         return {"dpid": dpid, "state": state, "in_sync": not (to_delete or to_add),
                 "to_delete": [flow_json(f, owners) for f in sort_flows(to_delete)],
                 "to_add": [flow_json(f, owners) for f in sort_flows(to_add)]}

@@ -157,6 +157,7 @@ class SwitchSession:
         self._state_of = state_of
         self._desired = DesiredFlows()
         self._in_sync = False  # True: the switch holds exactly self._desired.flows
+        self._drifted = False  # set by `resync` (any thread): the worker drops `_in_sync`
         self._wanted = 1  # generation 1: the first convergence after connect
         self._applied = 0
         self._failure: _Failure | None = None  # set from a failed convergence to the next success
@@ -267,6 +268,16 @@ class SwitchSession:
         worker reads it before a full diff; sent from the caller's thread like `seen`."""
         replies = self._request(ofmsg.flow_stats_request(self.datapath, cookie))
         return ofmsg.parse_flow_stats(stat for reply in replies for stat in reply.body)
+
+    def resync(self) -> None:
+        """Forget that the switch holds the desired flows: the next convergence (requested now)
+        reads what it has and sends the whole difference, as after a reconnect. For a switch found
+        differing from what the worker left there (flows deleted or added by hand: an operator's
+        read with `repair`, which `underlayctl trace` makes)."""
+        with self._lock:
+            self._drifted = True
+            self._wanted += 1
+            self._work.notify()
 
     def status(self) -> SessionStatus:
         held = self._held
@@ -393,6 +404,9 @@ class SwitchSession:
             self._audit.done(full=False)  # nothing lost or gained: no need to read every flow
             self._audited_at, audit = self._wall(), False
         appeared, vanished = self._desired.update(state)
+        with self._lock:  # `resync` asked for a full read (an operator's read with repair=true)
+            if self._drifted:
+                self._in_sync, self._drifted = False, False
         full, drifted = audit or not self._in_sync, audit and self._in_sync
         if full:
             to_delete, to_add = diff(self.read_flows(cookie=state.cookie), self._desired.flows)

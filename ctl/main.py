@@ -2,7 +2,8 @@
 
 Pods, nodes, pools, switches, flows and a picture of the fabric; the verbs are ctl/verbs/'s modules.
 
-Exit status: 0 done, 1 an error (the message says what to do), 2 a usage error.
+Exit status: 0 done, 1 an error (the message says what to do), 2 a usage error, 3 (`trace`) the
+address found unreachable or its flows missing on the switch.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def run(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = No
     except CtlError as err:
         print(f"underlayctl {verb.NAME}: {err}", file=sys.stderr)
         return 1
-    return 0
+    exit_status: Callable[[dict[str, object]], int] | None = getattr(verb, "exit_status", None)
+    return exit_status(data) if exit_status else 0
 
 
 def client(resolved: Settings) -> Client:

@@ -20,7 +20,7 @@ from typing import Any, Protocol, cast
 
 from ctl.client import Client
 
-VERBS = ("pods", "nodes", "pools", "switches", "flows", "graph")
+VERBS = ("pods", "nodes", "pools", "switches", "flows", "graph", "trace")
 
 
 class Verb(Protocol):

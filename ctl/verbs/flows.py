@@ -9,6 +9,7 @@ import argparse
 import datetime
 from typing import Any
 
+from ctl import explain
 from ctl.client import Client, CtlError
 from ctl.render import dpid_text
 
@@ -19,6 +20,9 @@ LEGEND = ("- on the switch but not desired: the controller deletes it when it ne
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--explain", nargs="?", const=explain.STDIN, metavar="DPID",
+                        help="flows in words (table, purpose, owner): `ovs-ofctl dump-flows` output from standard "
+                             "input, or what switch DPID holds (ctl/explain.py)")
     actions = parser.add_subparsers(dest="flows_action", metavar="ACTION")
     diff = actions.add_parser("diff", help="desired vs actual flows, per switch")
     show = actions.add_parser("show", help="a switch's flows, desired (default) or actual")
@@ -28,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def fetch(client: Client, args: argparse.Namespace) -> dict[str, Any]:
+    if args.explain is not None:
+        return explain.fetch(client.get, args.explain)
     if args.flows_action is None:
         raise CtlError("say what: `flows diff` or `flows show` (underlayctl flows --help)")
     state = "diff" if args.flows_action == "diff" else args.state
@@ -50,6 +56,8 @@ def _summary(switch: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(data: dict[str, Any], args: argparse.Namespace, *, now: datetime.datetime) -> str:
+    if getattr(args, "explain", None) is not None:
+        return explain.render(data)
     blocks = [_diff(s) if args.flows_action == "diff" else _show(s) for s in data["switches"]]
     if args.flows_action == "diff" and any(s.get("in_sync") is False for s in data["switches"]):
         blocks.append(LEGEND)

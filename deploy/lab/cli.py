@@ -12,7 +12,7 @@ from typing import Any
 
 from deploy.k8s.testenv import MissingBinary, StartFailed
 from deploy.lab.control import ApiError, ControllerDied
-from deploy.lab import fabriclab, kubedemo, labmetrics, netns
+from deploy.lab import fabriclab, kubedemo, labmetrics, labtrace, netns
 from deploy.lab.kubelab import KubeLabError
 from deploy.lab.lab import DEFAULT_STATE_DIR, SUBNET, Lab, LabError, LabState
 from deploy.lab.umlnode import NodeFailed
@@ -221,6 +221,11 @@ def cmd_demo(lab: Lab, args: argparse.Namespace) -> int:
         print(f"IPv6: all {len(ipv6_rows)} pods reached by ping6 and TCP; {by_flow} of {len(ipv6_rows)} Neighbor "
               "Solicitations answered by the switch's responder flows")
     if state.switch_of and fabriclab.print_demo(lab, state, print_rows):
+        return 1
+    traced, text = labtrace.demo_trace(lab, rows[0]["pod"]) if rows else (True, "")
+    print(f"\n{text}" if text else "")
+    if not traced:
+        print(f"\nunderlayctl trace did not find {rows[0]['pod']} reachable", file=sys.stderr)
         return 1
     return kubernetes_demo(lab) if args.kubernetes else 0
 
