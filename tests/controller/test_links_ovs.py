@@ -14,7 +14,6 @@ from collections.abc import Iterator
 import pytest
 from fabricrig import Fabric, all_up, build, packets, wait_for
 
-import openflow
 from deploy.lab.rig import Rig
 
 pytestmark = pytest.mark.rig
@@ -128,9 +127,6 @@ def test_a_miscabled_link_is_reported_and_not_used(rig: Rig) -> None:
         assert re.search(rf"WARNING .*state=miscabled.*{a}:101 hears {c}:102, expected {b}:101", log), log[-2000:]
 
 
-@pytest.mark.xfail(hasattr(openflow, "COOKIE_MASK"), strict=True,
-                   reason="reads by exact cookie miss the fabric's flows (cookies.make): zero churn needs the "
-                          "`cookies` branch (reads by tag, openflow.COOKIE_MASK gone)")
 def test_controller_sigkill_and_restart_change_no_flow_on_any_switch(triangle: Fabric) -> None:
     wait_for(lambda: all_up(triangle), timeout=10, what="all three links confirmed by LLDP")
     before = {switch: _flows_without_counters(triangle.flows(switch)) for switch in "abc"}
