@@ -65,8 +65,7 @@ def switch_label(dpid: int) -> str:
 
 def packet_in_reason(cookie: int) -> str:
     """Why a frame came to us: the purpose of the flow that sent it, from its cookie (`learn`)."""
-    purpose = cookies.decode(cookie).purpose
-    return purpose.label if isinstance(purpose, cookies.Purpose) else f"purpose{purpose}"
+    return cookies.decode(cookie).purpose_label
 
 
 class ControllerMetrics:

@@ -20,8 +20,9 @@ from controller.service import PlacementView, Service
 from controller.switch import SessionStatus
 from openflow import cookies
 from openflow.diff import diff
+from openflow.explain import owner_map
 from openflow.flows import Flow, sort_flows
-from openflow.model import SwitchState
+from openflow.model import Placement, SwitchState
 from openflow.pipeline import StateError, desired_flows
 from openflow.tables import render, table_id
 
@@ -67,7 +68,7 @@ def _repair(query: Mapping[str, str], state: str) -> bool:
 def flow_json(flow: Flow, owners: Mapping[int, str]) -> Json:
     """One flow for operators: where, what it matches and does, and whose it is and why."""
     decoded = cookies.decode(flow.cookie)
-    purpose = decoded.purpose.label if isinstance(decoded.purpose, cookies.Purpose) else f"purpose{decoded.purpose}"
+    purpose = decoded.purpose_label
     return {
         "table": flow.table, "table_id": table_id(flow.table), "priority": flow.priority,
         "match": {name: value if isinstance(value, int | str) else "/".join(map(str, value))
@@ -79,17 +80,11 @@ def flow_json(flow: Flow, owners: Mapping[int, str]) -> Json:
 
 
 def owner_names(placements: Iterable[PlacementView], *, ports: Mapping[int, str]) -> dict[int, str]:
-    """Owner id -> name for the keys of one switch's flows: its placements' IPs and MACs (a MAC
-    several placements share, an ipvlan node's, is named after the node), and its ports."""
-    keys: list[tuple[str, str]] = [(cookies.port_owner(port), name) for port, name in ports.items()]
-    by_mac: dict[str, str] = {}
-    for view in placements:
-        keys.append((cookies.ip_owner(view.ip), view.owner))
-        if by_mac.get(view.mac, "").startswith("node/"):
-            continue
-        by_mac[view.mac] = view.owner
-    keys += [(cookies.mac_owner(mac), owner) for mac, owner in by_mac.items()]
-    return cookies.owner_names(keys)
+    """Owner id -> name for the keys of one switch's flows: its placements' IPs (and IPv6
+    link-locals) and MACs (a MAC several placements share, an ipvlan node's, is named after the
+    node), and its ports. One naming for the REST answers and `underlayctl flows --explain`."""
+    return owner_map((Placement(view.ip, view.mac, view.port, view.owner, view.vlan) for view in placements),
+                     ports=ports)
 
 
 def iso(timestamp: float | None) -> str | None:
